@@ -1,0 +1,751 @@
+//! The channel actor: one per conversation (a configured channel, or a thread under one).
+//!
+//! It runs ONE Claude invocation at a time — two concurrent resumes of a session fork its
+//! transcript — and keeps further messages in a queue bounded by `channels.queue_limit`; a
+//! message that does not fit gets a "busy, N waiting" reply, never a silent drop. The run
+//! itself is a future spawned on the actor's context, so `Status` and `Cancel` are answered
+//! while it is in flight. Before a run it loads the session id from the store; after, it saves
+//! the new id, cost and counts. A stale session is replaced by a fresh one, and the user is told.
+
+use std::collections::VecDeque;
+use std::fmt::Write as _;
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::SystemTime;
+
+use actix::prelude::*;
+use serde::Deserialize;
+use tokio::sync::{OwnedSemaphorePermit, Semaphore};
+use tokio_util::sync::CancellationToken;
+use tracing::{info, instrument, warn};
+
+use crate::frontend::{DeliverReply, Origin, ProgressStep, ReplyKind, ShowProgress};
+use crate::runner::{ClaudeRunner, RunError, RunReport, RunRequest, StopReason};
+use crate::store::{
+    Conversation, LoadConversation, RecordRun, ResetConversation, SessionStoreActor, StoreError,
+};
+use crate::stream_json::StreamEvent;
+
+// ---------------------------------------------------------------------------------------------
+// Messages
+// ---------------------------------------------------------------------------------------------
+
+/// Handle one message from a user: a prompt for Claude, or a coordinator command.
+/// Exactly one [`DeliverReply`] answers it.
+#[derive(Debug, Message)]
+#[rtype(result = "()")]
+pub struct SubmitMessage {
+    /// Where it came from.
+    pub origin: Origin,
+    /// What the user wrote, verbatim.
+    pub text: String,
+}
+
+/// Report what the channel is doing.
+#[derive(Debug, Message)]
+#[rtype(result = "ChannelStatus")]
+pub struct GetStatus;
+
+/// Stop the run in flight (SIGINT to the CLI, SIGKILL to its group if it lingers).
+/// Queued messages stay queued. Answers whether there was a run to cancel.
+#[derive(Debug, Message)]
+#[rtype(result = "bool")]
+pub struct CancelRun;
+
+/// Stop this actor if it has nothing running or queued. Answers whether it stopped.
+#[derive(Debug, Message)]
+#[rtype(result = "bool")]
+pub struct StopIfIdle;
+
+// ---------------------------------------------------------------------------------------------
+// Types
+// ---------------------------------------------------------------------------------------------
+
+/// A `[[channel]]` from the settings: a Discord channel bound to a project directory.
+#[derive(Debug, Clone, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields)]
+pub struct ChannelProfile {
+    /// Discord channel id.
+    pub id: u64,
+    /// Human name, used by `console --channel NAME` and in logs.
+    pub name: String,
+    /// The directory `claude` runs in.
+    pub project_dir: PathBuf,
+    /// `--model` for this channel (else `claude.model`).
+    #[serde(default)]
+    pub model: Option<String>,
+    /// `--system-prompt` for this channel.
+    #[serde(default)]
+    pub system_prompt: Option<String>,
+    /// `--tools`: the built-in tools Claude may use here (absent = the CLI's default set).
+    #[serde(default)]
+    pub tools: Option<Vec<String>>,
+    /// `--disallowedTools`.
+    #[serde(default)]
+    pub disallowed_tools: Vec<String>,
+}
+
+/// Which conversation a message belongs to: a configured channel, or a thread under one
+/// (its own id and session, the parent's profile).
+#[derive(Debug, Clone)]
+pub struct ConversationRef {
+    /// Channel or thread id.
+    pub id: u64,
+    /// Human name; `parent/thread` for threads.
+    pub name: String,
+    /// The channel settings that apply.
+    pub profile: Arc<ChannelProfile>,
+}
+
+impl ConversationRef {
+    /// The conversation of a configured channel itself.
+    pub fn channel(profile: Arc<ChannelProfile>) -> Self {
+        Self {
+            id: profile.id,
+            name: profile.name.clone(),
+            profile,
+        }
+    }
+}
+
+/// Everything a channel actor needs that is shared by all of them.
+#[derive(Clone)]
+pub struct ChannelDeps {
+    /// Runs the CLI.
+    pub runner: ClaudeRunner,
+    /// The session store.
+    pub store: Addr<SessionStoreActor>,
+    /// `claude.max_concurrent_runs` permits, handed out in request order.
+    pub run_slots: Arc<Semaphore>,
+    /// Where replies go.
+    pub replies: Recipient<DeliverReply>,
+    /// Where progress goes.
+    pub progress: Recipient<ShowProgress>,
+    /// `channels.queue_limit`: messages that may wait behind the running one.
+    pub queue_limit: usize,
+    /// `channels.command_prefix`, e.g. `!` for `!status`; empty disables commands.
+    pub command_prefix: String,
+}
+
+/// What a channel is doing.
+#[derive(Debug, Clone, PartialEq)]
+pub struct ChannelStatus {
+    /// Channel or thread id.
+    pub conversation_id: u64,
+    /// Human name.
+    pub name: String,
+    /// When the run in flight started (a run slot was granted).
+    pub running_since: Option<SystemTime>,
+    /// When the current message began waiting for a run slot.
+    pub waiting_since: Option<SystemTime>,
+    /// Messages queued behind the current one.
+    pub queued: usize,
+    /// The stored session id.
+    pub session_id: Option<String>,
+    /// Messages sent to Claude so far.
+    pub message_count: u64,
+    /// Total cost in USD.
+    pub total_cost_usd: f64,
+}
+
+impl ChannelStatus {
+    /// A one-paragraph description for users.
+    pub fn describe(&self) -> String {
+        let ago = |t: SystemTime| t.elapsed().unwrap_or_default().as_secs();
+        let activity = match (self.running_since, self.waiting_since) {
+            (Some(t), _) => format!("Running for {} s", ago(t)),
+            (None, Some(t)) => format!("Waiting {} s for a free run slot", ago(t)),
+            (None, None) => "Idle".to_string(),
+        };
+        let session = self
+            .session_id
+            .as_deref()
+            .map_or_else(|| "no session yet".to_string(), |s| format!("session {s}"));
+        format!(
+            "{activity}; {} waiting. Conversation `{}`: {session}, {} message(s), ${:.4} spent.",
+            self.queued, self.name, self.message_count, self.total_cost_usd
+        )
+    }
+}
+
+/// A user message waiting its turn.
+#[derive(Debug)]
+struct Pending {
+    origin: Origin,
+    prompt: String,
+}
+
+/// The message being worked on.
+struct Current {
+    origin: Origin,
+    accepted_at: SystemTime,
+    started_at: Option<SystemTime>,
+    cancel: CancellationToken,
+}
+
+/// What the coordinator itself answers, rather than Claude.
+#[derive(Debug, PartialEq, Eq)]
+enum Command {
+    Status,
+    Cancel,
+    Reset,
+    Help,
+}
+
+impl Command {
+    fn parse(text: &str, prefix: &str) -> Option<Self> {
+        if prefix.is_empty() {
+            return None;
+        }
+        match text
+            .trim()
+            .strip_prefix(prefix)?
+            .to_ascii_lowercase()
+            .as_str()
+        {
+            "status" => Some(Self::Status),
+            "cancel" | "stop" => Some(Self::Cancel),
+            "reset" | "new" => Some(Self::Reset),
+            "help" => Some(Self::Help),
+            _ => None,
+        }
+    }
+}
+
+// ---------------------------------------------------------------------------------------------
+// The actor
+// ---------------------------------------------------------------------------------------------
+
+/// One conversation with Claude. Created by [`crate::registry::ChannelRegistry`].
+pub struct ChannelActor {
+    conversation: ConversationRef,
+    deps: ChannelDeps,
+    queue: VecDeque<Pending>,
+    current: Option<Current>,
+    /// The stored row, for `Status` (refreshed at start and after every run).
+    record: Option<Conversation>,
+}
+
+impl ChannelActor {
+    /// A channel actor for `conversation`.
+    pub fn new(conversation: ConversationRef, deps: ChannelDeps) -> Self {
+        Self {
+            conversation,
+            deps,
+            queue: VecDeque::new(),
+            current: None,
+            record: None,
+        }
+    }
+
+    fn reply(&self, origin: Origin, kind: ReplyKind, text: String, is_error: bool) {
+        self.deps.replies.do_send(DeliverReply {
+            conversation_id: self.conversation.id,
+            conversation: self.conversation.name.clone(),
+            origin,
+            kind,
+            text,
+            is_error,
+            session_id: self.record.as_ref().and_then(|r| r.session_id.clone()),
+            cost_usd: 0.0,
+        });
+    }
+
+    fn status(&self) -> ChannelStatus {
+        let record = self.record.as_ref();
+        ChannelStatus {
+            conversation_id: self.conversation.id,
+            name: self.conversation.name.clone(),
+            running_since: self.current.as_ref().and_then(|c| c.started_at),
+            waiting_since: self
+                .current
+                .as_ref()
+                .filter(|c| c.started_at.is_none())
+                .map(|c| c.accepted_at),
+            queued: self.queue.len(),
+            session_id: record.and_then(|r| r.session_id.clone()),
+            message_count: record.map_or(0, |r| r.message_count),
+            total_cost_usd: record.map_or(0.0, |r| r.total_cost_usd),
+        }
+    }
+
+    fn cancel_current(&self) -> bool {
+        match &self.current {
+            Some(c) if !c.cancel.is_cancelled() => {
+                c.cancel.cancel();
+                true
+            }
+            _ => false,
+        }
+    }
+
+    fn command(&mut self, cmd: &Command, origin: Origin, ctx: &mut Context<Self>) {
+        let text = match cmd {
+            Command::Status => self.status().describe(),
+            Command::Cancel => {
+                if self.cancel_current() {
+                    "Cancelling the current run.".to_string()
+                } else {
+                    "Nothing is running.".to_string()
+                }
+            }
+            Command::Help => {
+                let p = &self.deps.command_prefix;
+                format!(
+                    "Messages here go to Claude Code, one at a time (working in `{}`). \
+                     Commands: `{p}status` (what is happening), `{p}cancel` (stop the current run), \
+                     `{p}reset` (start a new conversation).",
+                    self.conversation.profile.project_dir.display()
+                )
+            }
+            Command::Reset => {
+                if self.current.is_some() || !self.queue.is_empty() {
+                    let p = &self.deps.command_prefix;
+                    format!("A run is in progress; `{p}cancel` it first, then `{p}reset`.")
+                } else {
+                    self.reset(origin, ctx);
+                    return;
+                }
+            }
+        };
+        self.reply(origin, ReplyKind::Command, text, false);
+    }
+
+    fn reset(&mut self, origin: Origin, ctx: &mut Context<Self>) {
+        let reset = self.deps.store.send(ResetConversation {
+            id: self.conversation.id,
+        });
+        // Wait: no run may start from a message that arrives before the reset is stored.
+        ctx.wait(reset.into_actor(self).map(move |res, act, _| {
+            let (text, is_error) = match res.map_err(StoreError::from).and_then(|r| r) {
+                Ok(_) => {
+                    if let Some(r) = act.record.as_mut() {
+                        r.session_id = None;
+                        r.session_cost_usd = 0.0;
+                    }
+                    ("Started a new conversation: the next message begins a fresh Claude session.".to_string(), false)
+                }
+                Err(e) => (format!("Could not reset the conversation: {e}"), true),
+            };
+            act.reply(origin, ReplyKind::Command, text, is_error);
+        }));
+    }
+
+    /// Starts the next queued message, if nothing is running. `fresh` is the row the store
+    /// returned for the run that just finished: read from the store a moment ago, it stands
+    /// in for the load before the next run, saving a store round trip per queued message.
+    fn start_next(&mut self, ctx: &mut Context<Self>, fresh: Option<Conversation>) {
+        if self.current.is_some() {
+            return;
+        }
+        let Some(next) = self.queue.pop_front() else {
+            return;
+        };
+        let cancel = CancellationToken::new();
+        self.current = Some(Current {
+            origin: next.origin,
+            accepted_at: SystemTime::now(),
+            started_at: None,
+            cancel: cancel.clone(),
+        });
+        let job = Job {
+            conversation: self.conversation.clone(),
+            runner: self.deps.runner.clone(),
+            store: self.deps.store.clone(),
+            progress: self.deps.progress.clone(),
+            origin: next.origin,
+            prompt: next.prompt,
+            cancel: cancel.clone(),
+            preloaded: fresh,
+        };
+        let slots = Arc::clone(&self.deps.run_slots);
+        let wait_for_slot = async move {
+            tokio::select! {
+                permit = slots.acquire_owned() => permit.ok(),
+                () = cancel.cancelled() => None,
+            }
+        };
+        let fut = wait_for_slot
+            .into_actor(self)
+            .then(move |permit, act, _| {
+                if permit.is_some() {
+                    if let Some(c) = act.current.as_mut() {
+                        c.started_at = Some(SystemTime::now());
+                    }
+                }
+                job.execute(permit).into_actor(act)
+            })
+            .map(|finished, act, ctx| {
+                if finished.record.is_some() {
+                    act.record.clone_from(&finished.record);
+                }
+                act.current = None;
+                act.deps.replies.do_send(finished.reply);
+                act.start_next(ctx, finished.record);
+            });
+        ctx.spawn(fut);
+    }
+}
+
+impl Actor for ChannelActor {
+    type Context = Context<Self>;
+
+    fn started(&mut self, ctx: &mut Self::Context) {
+        let load = self.deps.store.send(LoadConversation {
+            id: self.conversation.id,
+        });
+        ctx.spawn(load.into_actor(self).map(|res, act, _| {
+            if let Ok(Ok(Some(record))) = res {
+                // A run that finished first has the fresher row.
+                act.record.get_or_insert(record);
+            }
+        }));
+    }
+}
+
+impl Handler<SubmitMessage> for ChannelActor {
+    type Result = ();
+
+    #[instrument(skip_all, fields(channel_id = self.conversation.id, message_id = msg.origin.message_id))]
+    fn handle(&mut self, msg: SubmitMessage, ctx: &mut Self::Context) {
+        if let Some(cmd) = Command::parse(&msg.text, &self.deps.command_prefix) {
+            self.command(&cmd, msg.origin, ctx);
+            return;
+        }
+        if self.current.is_some() && self.queue.len() >= self.deps.queue_limit {
+            let waiting = self.queue.len();
+            info!(waiting, "queue full; message refused");
+            self.reply(
+                msg.origin,
+                ReplyKind::Busy,
+                format!(
+                    "Busy: Claude is working on an earlier message and {waiting} more are waiting \
+                     (the limit is {}). This message was not sent; please send it again later.",
+                    self.deps.queue_limit
+                ),
+                true,
+            );
+            return;
+        }
+        self.queue.push_back(Pending {
+            origin: msg.origin,
+            prompt: msg.text,
+        });
+        if self.current.is_some() {
+            self.deps.progress.do_send(ShowProgress {
+                conversation_id: self.conversation.id,
+                origin: msg.origin,
+                step: ProgressStep::Queued {
+                    position: self.queue.len(),
+                },
+            });
+        }
+        self.start_next(ctx, None);
+    }
+}
+
+impl Handler<GetStatus> for ChannelActor {
+    type Result = MessageResult<GetStatus>;
+
+    fn handle(&mut self, _: GetStatus, _: &mut Self::Context) -> Self::Result {
+        MessageResult(self.status())
+    }
+}
+
+impl Handler<CancelRun> for ChannelActor {
+    type Result = bool;
+
+    fn handle(&mut self, _: CancelRun, _: &mut Self::Context) -> bool {
+        let cancelled = self.cancel_current();
+        if let (true, Some(c)) = (cancelled, &self.current) {
+            info!(
+                channel_id = self.conversation.id,
+                message_id = c.origin.message_id,
+                "run cancelled"
+            );
+        }
+        cancelled
+    }
+}
+
+impl Handler<StopIfIdle> for ChannelActor {
+    type Result = bool;
+
+    fn handle(&mut self, _: StopIfIdle, ctx: &mut Self::Context) -> bool {
+        let idle = self.current.is_none() && self.queue.is_empty();
+        if idle {
+            ctx.stop();
+        }
+        idle
+    }
+}
+
+// ---------------------------------------------------------------------------------------------
+// One run
+// ---------------------------------------------------------------------------------------------
+
+/// Everything one run needs, owned, so it can run as a future beside the actor.
+struct Job {
+    conversation: ConversationRef,
+    runner: ClaudeRunner,
+    store: Addr<SessionStoreActor>,
+    progress: Recipient<ShowProgress>,
+    origin: Origin,
+    prompt: String,
+    cancel: CancellationToken,
+    /// The conversation's row as the store returned it for the previous run, if this run
+    /// follows that one directly.
+    preloaded: Option<Conversation>,
+}
+
+/// What a finished run hands back to the actor.
+struct Finished {
+    reply: DeliverReply,
+    record: Option<Conversation>,
+}
+
+impl Job {
+    fn reply(&self, kind: ReplyKind, text: String, is_error: bool) -> DeliverReply {
+        DeliverReply {
+            conversation_id: self.conversation.id,
+            conversation: self.conversation.name.clone(),
+            origin: self.origin,
+            kind,
+            text,
+            is_error,
+            session_id: None,
+            cost_usd: 0.0,
+        }
+    }
+
+    #[instrument(skip_all, fields(channel_id = self.conversation.id, message_id = self.origin.message_id))]
+    async fn execute(mut self, permit: Option<OwnedSemaphorePermit>) -> Finished {
+        // The permit is held until this function returns: one run slot per run.
+        let Some(_permit) = permit else {
+            return Finished {
+                reply: self.reply(
+                    ReplyKind::Answer,
+                    "Cancelled before it started.".into(),
+                    true,
+                ),
+                record: None,
+            };
+        };
+        let id = self.conversation.id;
+        let loaded = match self.preloaded.take() {
+            Some(row) => Some(row),
+            None => match self.store.send(LoadConversation { id }).await {
+                Ok(Ok(c)) => c,
+                Ok(Err(e)) => return self.store_unavailable(&e),
+                Err(e) => return self.store_unavailable(&StoreError::from(e)),
+            },
+        };
+        let profile = Arc::clone(&self.conversation.profile);
+        let mut notes = Vec::new();
+        let resume = loaded.as_ref().and_then(|c| {
+            let same_dir = std::path::Path::new(&c.project_dir) == profile.project_dir;
+            match (&c.session_id, same_dir) {
+                (Some(s), true) => Some(s.clone()),
+                (Some(_), false) => {
+                    notes.push(format!(
+                        "The project directory changed from `{}` to `{}`, so this message starts a new conversation.",
+                        c.project_dir,
+                        profile.project_dir.display()
+                    ));
+                    None
+                }
+                (None, _) => None,
+            }
+        });
+        let mut req = RunRequest {
+            conversation_id: id,
+            prompt: self.prompt.clone(),
+            cwd: profile.project_dir.clone(),
+            resume,
+            model: profile.model.clone(),
+            system_prompt: profile.system_prompt.clone(),
+            tools: profile.tools.clone(),
+            disallowed_tools: profile.disallowed_tools.clone(),
+        };
+        self.progress.do_send(ShowProgress {
+            conversation_id: id,
+            origin: self.origin,
+            step: ProgressStep::Started,
+        });
+        let mut result = self
+            .runner
+            .run(&req, |e| self.forward(e), &self.cancel)
+            .await;
+        if let Err(RunError::UnknownSession {
+            session_id,
+            message,
+        }) = &result
+        {
+            warn!(%session_id, %message, "stored session is gone; starting a new one");
+            notes.push(format!(
+                "The earlier conversation (session {session_id}) could not be resumed, so this message starts a new one."
+            ));
+            req.resume = None;
+            if !self.cancel.is_cancelled() {
+                result = self
+                    .runner
+                    .run(&req, |e| self.forward(e), &self.cancel)
+                    .await;
+            }
+        }
+        self.finish(req, loaded, notes, result).await
+    }
+
+    /// Passes tool use and retries on to the progress display.
+    fn forward(&self, event: &StreamEvent) {
+        let step = match event {
+            StreamEvent::ToolUse(t) => ProgressStep::Tool(t.summary()),
+            StreamEvent::Retry {
+                attempt,
+                error_status,
+                ..
+            } => ProgressStep::Retrying {
+                attempt: *attempt,
+                status: *error_status,
+            },
+            _ => return,
+        };
+        self.progress.do_send(ShowProgress {
+            conversation_id: self.conversation.id,
+            origin: self.origin,
+            step,
+        });
+    }
+
+    async fn finish(
+        self,
+        req: RunRequest,
+        loaded: Option<Conversation>,
+        notes: Vec<String>,
+        result: Result<RunReport, RunError>,
+    ) -> Finished {
+        let (kind, body, is_error) = match &result {
+            Ok(report) => (
+                ReplyKind::Answer,
+                answer_text(report, self.runner.config().timeout_secs),
+                report.is_error(),
+            ),
+            Err(e) => (
+                ReplyKind::Failure,
+                format!("Claude could not answer: {e}"),
+                true,
+            ),
+        };
+        let report = result.as_ref().ok();
+        // The session to keep: the one the CLI reported, else the one we resumed (None after a
+        // stale session, so the next message does not try it again).
+        let session_id = report
+            .and_then(|r| r.session_id.clone())
+            .or_else(|| req.resume.clone());
+        let record = RecordRun {
+            id: self.conversation.id,
+            name: self.conversation.name.clone(),
+            project_dir: req.cwd.clone(),
+            model: report.and_then(|r| r.model.clone()),
+            session_id: session_id.clone(),
+            cost: report.and_then(|r| r.cost),
+            error: is_error.then(|| first_line(&body)),
+        };
+        let cost = record.cost;
+        let mut text = notes.join("\n");
+        if !text.is_empty() {
+            text.push_str("\n\n");
+        }
+        text.push_str(&body);
+        let (record, cost_usd) = match self
+            .store
+            .send(record)
+            .await
+            .map_err(StoreError::from)
+            .and_then(|r| r)
+        {
+            Ok(saved) => (Some(saved.conversation), saved.run_cost_usd),
+            Err(e) => {
+                warn!(error = %e, "could not save the session");
+                let _ = write!(
+                    text,
+                    "\n\nWarning: this conversation could not be saved ({e}); the next message may not continue it."
+                );
+                let previous = loaded.as_ref();
+                let run_cost = cost.map_or(0.0, |c| {
+                    c.apply(
+                        previous.and_then(|p| p.session_id.as_deref()),
+                        previous.map_or(0.0, |p| p.session_cost_usd),
+                        session_id.as_deref(),
+                    )
+                    .run_usd
+                });
+                (None, run_cost)
+            }
+        };
+        let mut reply = self.reply(kind, text, is_error);
+        reply.session_id = session_id;
+        reply.cost_usd = cost_usd;
+        Finished { reply, record }
+    }
+
+    fn store_unavailable(&self, e: &StoreError) -> Finished {
+        warn!(error = %e, "session store unavailable; message not run");
+        Finished {
+            reply: self.reply(
+                ReplyKind::Failure,
+                format!("The session store is unavailable ({e}). Your message was not sent to Claude; please try again."),
+                true,
+            ),
+            record: None,
+        }
+    }
+}
+
+/// The user-facing text of a run that produced a report.
+fn answer_text(report: &RunReport, timeout_secs: u64) -> String {
+    match report.stopped {
+        Some(StopReason::Cancelled) => return "Cancelled.".into(),
+        Some(StopReason::TimedOut) => {
+            return format!("Timed out after {timeout_secs} s; the run was stopped.")
+        }
+        None => {}
+    }
+    let Some(result) = &report.result else {
+        return format!("Claude ended without a result ({}).", report.exit);
+    };
+    let mut text = result.text();
+    if text.trim().is_empty() {
+        text = if result.is_error {
+            format!("Claude reported an error ({}).", result.subtype)
+        } else {
+            "(Claude returned an empty reply.)".into()
+        };
+    }
+    if !result.permission_denials.is_empty() {
+        let _ = write!(
+            text,
+            "\n\n(Refused by the permission mode: {}.)",
+            result.permission_denials.join(", ")
+        );
+    }
+    text
+}
+
+fn first_line(text: &str) -> String {
+    crate::stream_json::truncate_chars(text.lines().next().unwrap_or_default(), 200)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn commands_need_the_prefix_and_a_known_name() {
+        assert_eq!(Command::parse("!status", "!"), Some(Command::Status));
+        assert_eq!(Command::parse("  !Cancel ", "!"), Some(Command::Cancel));
+        assert_eq!(Command::parse("!important: fix the build", "!"), None);
+        assert_eq!(Command::parse("status", "!"), None);
+        assert_eq!(Command::parse("!status", ""), None);
+    }
+}

@@ -1,0 +1,197 @@
+//! The channel registry: finds the channel actor for a conversation, or starts one.
+//!
+//! Its job is deliberately small — look up or spawn, and stop actors that have been idle for
+//! `channels.idle_secs` — so it never waits on anything slow. Front ends send it every user
+//! message ([`RouteMessage`]); status and cancel reach a live actor through it.
+
+use std::collections::HashMap;
+use std::time::{Duration, Instant};
+
+use actix::prelude::*;
+use tracing::debug;
+
+use crate::channel::{
+    CancelRun, ChannelActor, ChannelDeps, ChannelStatus, ConversationRef, GetStatus, StopIfIdle,
+    SubmitMessage,
+};
+use crate::frontend::Origin;
+
+// ---------------------------------------------------------------------------------------------
+// Messages
+// ---------------------------------------------------------------------------------------------
+
+/// Deliver a user's message to its conversation's channel actor, starting one if needed.
+#[derive(Debug, Message)]
+#[rtype(result = "()")]
+pub struct RouteMessage {
+    /// The conversation it belongs to.
+    pub conversation: ConversationRef,
+    /// Where it came from.
+    pub origin: Origin,
+    /// What the user wrote.
+    pub text: String,
+}
+
+/// Ask a live channel actor for its status (`None` if the conversation has no live actor).
+#[derive(Debug, Message)]
+#[rtype(result = "Option<ChannelStatus>")]
+pub struct QueryStatus {
+    /// Channel or thread id.
+    pub id: u64,
+}
+
+/// Cancel the run in flight in a conversation; answers whether one was cancelled.
+#[derive(Debug, Message)]
+#[rtype(result = "bool")]
+pub struct CancelConversation {
+    /// Channel or thread id.
+    pub id: u64,
+}
+
+/// Count live channel actors.
+#[derive(Debug, Message)]
+#[rtype(result = "usize")]
+pub struct CountChannels;
+
+// ---------------------------------------------------------------------------------------------
+// The actor
+// ---------------------------------------------------------------------------------------------
+
+struct Entry {
+    addr: Addr<ChannelActor>,
+    last_routed: Instant,
+}
+
+/// Owns the map from conversation id to channel actor.
+pub struct ChannelRegistry {
+    deps: ChannelDeps,
+    idle_after: Duration,
+    channels: HashMap<u64, Entry>,
+}
+
+impl ChannelRegistry {
+    /// A registry that starts channel actors with `deps` and stops them after `idle_after`
+    /// without messages (zero: never).
+    pub fn new(deps: ChannelDeps, idle_after: Duration) -> Self {
+        Self {
+            deps,
+            idle_after,
+            channels: HashMap::new(),
+        }
+    }
+
+    fn live(&self, id: u64) -> Option<&Addr<ChannelActor>> {
+        self.channels
+            .get(&id)
+            .map(|e| &e.addr)
+            .filter(|a| a.connected())
+    }
+
+    fn sweep_idle(&mut self, ctx: &mut Context<Self>) {
+        let candidates: Vec<(u64, Addr<ChannelActor>)> = self
+            .channels
+            .iter()
+            .filter(|(_, e)| e.last_routed.elapsed() >= self.idle_after)
+            .map(|(id, e)| (*id, e.addr.clone()))
+            .collect();
+        if candidates.is_empty() {
+            return;
+        }
+        // `wait`: route nothing until every candidate has answered, so no message can be sent
+        // to an actor that is stopping.
+        let asks = async move {
+            let mut stopped = Vec::new();
+            for (id, addr) in candidates {
+                if addr.send(StopIfIdle).await.unwrap_or(true) {
+                    stopped.push(id);
+                }
+            }
+            stopped
+        };
+        ctx.wait(asks.into_actor(self).map(|stopped, act, _| {
+            for id in &stopped {
+                act.channels.remove(id);
+            }
+            debug!(
+                stopped = stopped.len(),
+                live = act.channels.len(),
+                "idle channel actors stopped"
+            );
+        }));
+    }
+}
+
+impl Actor for ChannelRegistry {
+    type Context = Context<Self>;
+
+    fn started(&mut self, ctx: &mut Self::Context) {
+        if self.idle_after > Duration::ZERO {
+            let every =
+                (self.idle_after / 2).clamp(Duration::from_millis(100), Duration::from_secs(60));
+            ctx.run_interval(every, Self::sweep_idle);
+        }
+    }
+}
+
+impl Handler<RouteMessage> for ChannelRegistry {
+    type Result = ();
+
+    fn handle(&mut self, msg: RouteMessage, _: &mut Self::Context) {
+        let id = msg.conversation.id;
+        let entry = match self.channels.get_mut(&id) {
+            Some(e) if e.addr.connected() => e,
+            _ => {
+                debug!(channel_id = id, name = %msg.conversation.name, "starting channel actor");
+                let addr = ChannelActor::new(msg.conversation, self.deps.clone()).start();
+                self.channels
+                    .entry(id)
+                    .insert_entry(Entry {
+                        addr,
+                        last_routed: Instant::now(),
+                    })
+                    .into_mut()
+            }
+        };
+        entry.last_routed = Instant::now();
+        entry.addr.do_send(SubmitMessage {
+            origin: msg.origin,
+            text: msg.text,
+        });
+    }
+}
+
+impl Handler<QueryStatus> for ChannelRegistry {
+    type Result = ResponseFuture<Option<ChannelStatus>>;
+
+    fn handle(&mut self, msg: QueryStatus, _: &mut Self::Context) -> Self::Result {
+        let addr = self.live(msg.id).cloned();
+        Box::pin(async move {
+            match addr {
+                Some(a) => a.send(GetStatus).await.ok(),
+                None => None,
+            }
+        })
+    }
+}
+
+impl Handler<CancelConversation> for ChannelRegistry {
+    type Result = ResponseFuture<bool>;
+
+    fn handle(&mut self, msg: CancelConversation, _: &mut Self::Context) -> Self::Result {
+        let addr = self.live(msg.id).cloned();
+        Box::pin(async move {
+            match addr {
+                Some(a) => a.send(CancelRun).await.unwrap_or(false),
+                None => false,
+            }
+        })
+    }
+}
+
+impl Handler<CountChannels> for ChannelRegistry {
+    type Result = usize;
+
+    fn handle(&mut self, _: CountChannels, _: &mut Self::Context) -> usize {
+        self.channels.len()
+    }
+}

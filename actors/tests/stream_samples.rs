@@ -1,0 +1,71 @@
+//! The stream-json parser against every recorded sample of the real CLI.
+
+use std::path::PathBuf;
+
+use actors::stream_json::{parse_line, ResultLine, StreamEvent};
+
+fn result(text: &str) -> ResultLine {
+    match parse_line(text.trim()).expect("json") {
+        StreamEvent::Result(r) => r,
+        other => panic!("not a result: {other:?}"),
+    }
+}
+
+fn sample(name: &str) -> String {
+    let path = PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+        .join("../tests/fixtures/claude-cli")
+        .join(name);
+    std::fs::read_to_string(&path).unwrap_or_else(|e| panic!("{}: {e}", path.display()))
+}
+
+#[test]
+fn every_stream_sample_line_parses_and_ends_with_a_result() {
+    for name in [
+        "b_stream_json",
+        "f_tool_stream",
+        "v197_stream",
+        "d_api500_stream_maxretries2",
+    ] {
+        let text = sample(&format!("{name}.stdout"));
+        let events: Vec<StreamEvent> = text
+            .lines()
+            .map(|l| parse_line(l).unwrap_or_else(|e| panic!("{name}: {e}")))
+            .collect();
+        assert!(
+            matches!(
+                events.first(),
+                Some(StreamEvent::Init {
+                    session_id: Some(_),
+                    ..
+                })
+            ),
+            "{name}"
+        );
+        assert!(
+            matches!(events.last(), Some(StreamEvent::Result(_))),
+            "{name}"
+        );
+    }
+}
+
+#[test]
+fn json_results_without_a_result_field_use_errors() {
+    let r = result(&sample("g_max_turns_1_tool.stdout"));
+    assert!(r.is_error);
+    assert_eq!(r.result, None);
+    assert_eq!(r.text(), "Reached maximum number of turns (1)");
+    let r = result(&sample("d_slow_sigint_json.stdout"));
+    assert_eq!(r.subtype, "error_during_execution");
+    assert!(r.is_error);
+}
+
+#[test]
+fn key_order_does_not_matter() {
+    // 2.1.197 puts `type` first, 2.1.330 does not.
+    for name in ["a_json", "v197_a_json"] {
+        let r = result(&sample(&format!("{name}.stdout")));
+        assert!(!r.is_error, "{name}");
+        assert_eq!(r.text(), "echo: hello", "{name}");
+        assert!(r.total_cost_usd.is_some_and(|c| c > 0.0), "{name}");
+    }
+}

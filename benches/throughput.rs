@@ -1,0 +1,329 @@
+//! The coordinator's own cost per message, and the memory of idle channel actors.
+//!
+//! Run: `cargo build --release -p fake-claude && cargo bench --bench throughput`
+//! (options: `-- --messages N --rounds R --idle N`).
+//!
+//! 1. Throughput: N messages through the console path (the same `console::run` the binary
+//!    uses, with the real registry, channel actors, runner and SQLite store) to a stand-in
+//!    `claude` that answers at once, against the floor: spawning that same stand-in N times
+//!    directly with the same arguments and the same concurrency. Reported as messages per
+//!    second and as the ratio coordinator / floor, at 1 channel and at 100 channels.
+//! 2. Memory: RSS growth after 10,000 channel actors have been started and left idle.
+
+use std::fmt::Write as _;
+use std::path::{Path, PathBuf};
+use std::rc::Rc;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use actix::{Actor, Context, Handler};
+use actors::channel::ConversationRef;
+use actors::frontend::{DeliverReply, Origin, ShowProgress};
+use actors::registry::{CountChannels, RouteMessage};
+use claude_coordinator::console::{self, ConsoleOptions};
+use claude_coordinator::settings::Settings;
+use claude_coordinator::startup::Application;
+
+struct Args {
+    messages: usize,
+    rounds: usize,
+    idle: usize,
+    /// `floor` or `coordinator`: run only that side (for profiling one of them).
+    only: Option<String>,
+    channels: Option<usize>,
+}
+
+fn args() -> Args {
+    let mut a = Args {
+        messages: 1000,
+        rounds: 3,
+        idle: 10_000,
+        only: None,
+        channels: None,
+    };
+    let argv: Vec<String> = std::env::args().collect();
+    let value = |name: &str| {
+        argv.iter()
+            .position(|x| x == name)
+            .and_then(|i| argv.get(i + 1))
+            .and_then(|v| v.parse().ok())
+    };
+    a.messages = value("--messages").unwrap_or(a.messages);
+    a.rounds = value("--rounds").unwrap_or(a.rounds);
+    a.idle = value("--idle").unwrap_or(a.idle);
+    a.channels = value("--channels");
+    a.only = argv
+        .iter()
+        .position(|x| x == "--only")
+        .and_then(|i| argv.get(i + 1))
+        .cloned();
+    a
+}
+
+fn stand_in() -> PathBuf {
+    let exe = std::env::current_exe().expect("current exe");
+    // target/release/deps/throughput-HASH -> target/release/claude
+    let path = exe
+        .parent()
+        .and_then(Path::parent)
+        .map(|d| d.join("claude"))
+        .expect("target dir");
+    assert!(
+        path.exists(),
+        "{} missing: run `cargo build --release -p fake-claude` first",
+        path.display()
+    );
+    path
+}
+
+/// A deployment with `channels` channels sharing one project directory.
+fn settings(dir: &Path, channels: usize, cap: usize) -> Settings {
+    let mut text = format!(
+        "[claude]\nbinary = \"{}\"\nmax_concurrent_runs = {cap}\n[claude.env]\nHOME = \"{}\"\n\
+         [store]\npath = \"{}\"\n[channels]\nqueue_limit = 100000\nidle_secs = 0\ncommand_prefix = \"!\"\n\
+         [log]\nformat = \"text\"\nfilter = \"error\"\n",
+        stand_in().display(),
+        dir.join("home").display(),
+        dir.join("bench.db").display(),
+    );
+    for i in 0..channels {
+        let _ = write!(
+            text,
+            "[[channel]]\nid = {}\nname = \"c{i}\"\nproject_dir = \"{}\"\n",
+            10_000 + i,
+            dir.join("proj").display()
+        );
+    }
+    std::fs::create_dir_all(dir.join("proj")).expect("mkdir");
+    std::fs::create_dir_all(dir.join("home")).expect("mkdir");
+    let overlay = dir.join("bench.toml");
+    std::fs::write(&overlay, text).expect("write overlay");
+    Settings::load(Some(&overlay)).expect("settings")
+}
+
+/// Sends `messages` messages, spread evenly over the channels, each channel through its own
+/// console; returns messages per second.
+fn coordinator(messages: usize, channels: usize, cap: usize) -> f64 {
+    let dir = tempfile::tempdir().expect("tmp");
+    let settings = settings(dir.path(), channels, cap);
+    let system = actix::System::new();
+    let elapsed = system.block_on(async move {
+        let app = Rc::new(Application::build(settings).await.expect("build"));
+        let started = Instant::now();
+        let mut tasks = Vec::new();
+        for c in 0..channels {
+            let app = Rc::clone(&app);
+            let mut lines = String::new();
+            for i in 0..messages / channels {
+                let _ = writeln!(lines, "message {i} for channel {c}");
+            }
+            tasks.push(actix_rt::spawn(async move {
+                let opts = ConsoleOptions {
+                    channel: format!("c{c}"),
+                    json: true,
+                };
+                let input = std::io::Cursor::new(lines.into_bytes());
+                console::run(&app, &opts, input, tokio::io::sink(), tokio::io::sink())
+                    .await
+                    .expect("console")
+            }));
+        }
+        let mut answered = 0;
+        for t in tasks {
+            let s = t.await.expect("task");
+            assert_eq!(s.errors, 0, "replies reported errors");
+            answered += s.replies;
+        }
+        assert_eq!(answered, messages / channels * channels);
+        started.elapsed()
+    });
+    (messages / channels * channels) as f64 / elapsed.as_secs_f64()
+}
+
+/// The floor: the same stand-in, the same arguments (resuming one session per channel), the
+/// same concurrency, spawned directly; returns messages per second.
+fn floor(messages: usize, channels: usize, cap: usize) -> f64 {
+    let dir = tempfile::tempdir().expect("tmp");
+    let home = dir.path().join("home");
+    let proj = dir.path().join("proj");
+    std::fs::create_dir_all(&home).expect("mkdir");
+    std::fs::create_dir_all(&proj).expect("mkdir");
+    let bin = stand_in();
+    let run = |resume: Option<&str>, prompt: &str| -> String {
+        let mut cmd = std::process::Command::new(&bin);
+        cmd.args(["-p", "--output-format", "stream-json", "--verbose"]);
+        if let Some(id) = resume {
+            cmd.args(["--resume", id]);
+        }
+        cmd.args(["--permission-mode", "default", "--", prompt])
+            .current_dir(&proj)
+            .env("HOME", &home)
+            .env_remove("CLAUDECODE")
+            .stdin(std::process::Stdio::null());
+        let out = cmd.output().expect("spawn stand-in");
+        assert!(out.status.success());
+        let text = String::from_utf8_lossy(&out.stdout);
+        let last = text.lines().last().expect("result line");
+        let v: serde_json::Value = serde_json::from_str(last).expect("json");
+        v["session_id"].as_str().expect("session").to_string()
+    };
+    let per_channel = messages / channels;
+    let sessions: Vec<std::sync::Mutex<Option<String>>> =
+        (0..channels).map(|_| std::sync::Mutex::new(None)).collect();
+    let next = AtomicUsize::new(0);
+    let total = per_channel * channels;
+    let started = Instant::now();
+    std::thread::scope(|s| {
+        for _ in 0..cap.min(channels) {
+            s.spawn(|| loop {
+                let i = next.fetch_add(1, Ordering::Relaxed);
+                if i >= total {
+                    break;
+                }
+                // Round-robin over channels; a channel's session lock keeps its runs serial,
+                // as the coordinator does.
+                let c = i % channels;
+                let mut session = sessions[c].lock().expect("lock");
+                let id = run(session.as_deref(), &format!("message {i} for channel {c}"));
+                *session = Some(id);
+            });
+        }
+    });
+    total as f64 / started.elapsed().as_secs_f64()
+}
+
+/// CPU time used by this process's own threads (not its children).
+fn self_cpu() -> Duration {
+    let u = nix::sys::resource::getrusage(nix::sys::resource::UsageWho::RUSAGE_SELF)
+        .expect("getrusage");
+    let t =
+        |tv: nix::sys::time::TimeVal| Duration::new(tv.tv_sec() as u64, tv.tv_usec() as u32 * 1000);
+    t(u.user_time()) + t(u.system_time())
+}
+
+fn rss_kib() -> u64 {
+    std::fs::read_to_string("/proc/self/status")
+        .ok()
+        .and_then(|s| {
+            s.lines()
+                .find(|l| l.starts_with("VmRSS:"))
+                .and_then(|l| l.split_whitespace().nth(1))
+                .and_then(|v| v.parse().ok())
+        })
+        .unwrap_or(0)
+}
+
+struct Drain(Arc<AtomicUsize>);
+impl Actor for Drain {
+    type Context = Context<Self>;
+}
+impl Handler<DeliverReply> for Drain {
+    type Result = ();
+    fn handle(&mut self, _: DeliverReply, _: &mut Self::Context) {
+        self.0.fetch_add(1, Ordering::Relaxed);
+    }
+}
+impl Handler<ShowProgress> for Drain {
+    type Result = ();
+    fn handle(&mut self, _: ShowProgress, _: &mut Self::Context) {}
+}
+
+/// RSS growth (KiB) after `n` channel actors were started (each answered `!status`, which
+/// loads its row from the store) and left idle.
+fn idle_actors(n: usize) -> (u64, u64) {
+    let dir = tempfile::tempdir().expect("tmp");
+    let settings = settings(dir.path(), 1, 4);
+    actix::System::new().block_on(async move {
+        let app = Application::build(settings).await.expect("build");
+        let replies = Arc::new(AtomicUsize::new(0));
+        let drain = Drain(Arc::clone(&replies)).start();
+        let registry = app.start_registry(drain.clone().recipient(), drain.recipient());
+        let profile = Arc::clone(&app.channels()[0]);
+        // Warm up allocator and store with a first batch that is not counted.
+        tokio::time::sleep(Duration::from_millis(200)).await;
+        let before = rss_kib();
+        for i in 0..n as u64 {
+            registry.do_send(RouteMessage {
+                conversation: ConversationRef {
+                    id: 1_000_000 + i,
+                    name: format!("idle-{i}"),
+                    profile: Arc::clone(&profile),
+                },
+                origin: Origin::default(),
+                text: "!status".into(),
+            });
+        }
+        while replies.load(Ordering::Relaxed) < n {
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+        // Let the actors' start-up store loads finish.
+        tokio::time::sleep(Duration::from_millis(500)).await;
+        let live = registry.send(CountChannels).await.expect("registry");
+        assert_eq!(live, n);
+        (before, rss_kib())
+    })
+}
+
+fn median(mut v: Vec<f64>) -> f64 {
+    v.sort_by(f64::total_cmp);
+    v[v.len() / 2]
+}
+
+fn main() {
+    let a = args();
+    let cap = 4;
+    if let Some(only) = &a.only {
+        let channels = a.channels.unwrap_or(1);
+        let cpu = self_cpu();
+        let rate = if only == "floor" {
+            floor(a.messages, channels, cap)
+        } else {
+            coordinator(a.messages, channels, cap)
+        };
+        let per_message = self_cpu().saturating_sub(cpu).as_micros() as f64 / a.messages as f64;
+        println!("{only} at {channels} channel(s): {rate:.1} msg/s; own CPU {per_message:.0} µs per message");
+        return;
+    }
+    println!(
+        "machine: {} cores; stand-in: {}",
+        std::thread::available_parallelism().map_or(0, std::num::NonZero::get),
+        stand_in().display()
+    );
+    println!(
+        "messages per case: {}; rounds: {}; max_concurrent_runs: {cap}",
+        a.messages, a.rounds
+    );
+    println!();
+    println!("| channels | floor msg/s (median) | coordinator msg/s (median) | ratio (median of rounds) |");
+    println!("|---:|---:|---:|---:|");
+    for channels in [1, 100] {
+        let (mut f, mut c, mut r) = (Vec::new(), Vec::new(), Vec::new());
+        for _ in 0..a.rounds {
+            // Interleaved, so both see the same machine conditions.
+            let fl = floor(a.messages, channels, cap);
+            let co = coordinator(a.messages, channels, cap);
+            f.push(fl);
+            c.push(co);
+            r.push(co / fl);
+        }
+        let rounds: Vec<String> = r.iter().map(|x| format!("{x:.3}")).collect();
+        println!(
+            "| {channels} | {:.1} | {:.1} | {:.3} (rounds: {}) |",
+            median(f),
+            median(c),
+            median(r.clone()),
+            rounds.join(", ")
+        );
+    }
+    println!();
+    let (before, after) = idle_actors(a.idle);
+    println!(
+        "idle channel actors: {} -> RSS {} KiB before, {} KiB after: +{:.1} MiB ({:.0} bytes per actor)",
+        a.idle,
+        before,
+        after,
+        after.saturating_sub(before) as f64 / 1024.0,
+        after.saturating_sub(before) as f64 * 1024.0 / a.idle as f64
+    );
+}

@@ -1,0 +1,66 @@
+//! The command line. Doc comments here are the `--help` text, so they are written for people
+//! reading a terminal, not as Markdown.
+#![allow(clippy::doc_markdown)]
+
+use std::path::PathBuf;
+
+use clap::{Parser, Subcommand};
+
+/// Converse with Claude Code from Discord: one conversation per channel, resumed across restarts.
+#[derive(Debug, Parser)]
+#[command(name = "claude-coordinator", version, about)]
+pub struct Cli {
+    /// Settings overlay, read after the built-in settings/default.toml and before
+    /// COORDINATOR__SECTION__KEY environment variables.
+    #[arg(long, global = true, env = "COORDINATOR_CONFIG", value_name = "FILE")]
+    pub config: Option<PathBuf>,
+    /// What to do.
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+/// Subcommands.
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Converse with a configured channel from the terminal: each input line is one message;
+    /// each reply is printed as it completes. Exits 0 after the last reply.
+    Console {
+        /// The configured channel (its `name`) to talk to.
+        #[arg(long, value_name = "NAME")]
+        channel: String,
+        /// Print one JSON object per reply: channel, message, reply, session_id, is_error,
+        /// cost_usd, kind.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Read and reset stored sessions.
+    Sessions {
+        /// What to do with them.
+        #[command(subcommand)]
+        action: SessionsCommand,
+    },
+}
+
+/// `sessions` subcommands.
+#[derive(Debug, Subcommand)]
+pub enum SessionsCommand {
+    /// List every stored conversation.
+    List {
+        /// Print a JSON array.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Show one conversation.
+    Show {
+        /// Conversation name (channel name, or `channel/thread`), or its id.
+        name: String,
+        /// Print a JSON object.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Forget a conversation's Claude session: its next message starts a new one.
+    Reset {
+        /// Conversation name (channel name, or `channel/thread`), or its id.
+        name: String,
+    },
+}

@@ -1,0 +1,228 @@
+//! Settings: `settings/default.toml` (built in), then an optional overlay file (`--config FILE`
+//! or `COORDINATOR_CONFIG`), then `COORDINATOR__SECTION__KEY` environment variables, parsed into
+//! typed structs and validated. Every error names the key at fault. Secrets (the OAuth token)
+//! are refused in files: they come from the environment only.
+
+use std::collections::HashSet;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use actors::channel::ChannelProfile;
+use actors::runner::{ClaudeConfig, PERMISSION_MODES};
+use actors::store::StoreConfig;
+use config::{Config, Environment, File, FileFormat};
+use serde::Deserialize;
+
+/// The built-in defaults; every key is documented there.
+pub const DEFAULT_SETTINGS: &str = include_str!("../settings/default.toml");
+
+/// Keys that hold secrets and must never come from a file.
+const SECRET_KEYS: [(&str, &str); 1] = [("claude.oauth_token", "COORDINATOR__CLAUDE__OAUTH_TOKEN")];
+
+/// All settings.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Settings {
+    /// How to run the `claude` CLI.
+    pub claude: ClaudeConfig,
+    /// Where sessions are kept.
+    pub store: StoreSettings,
+    /// Limits that apply to every channel.
+    pub channels: ChannelLimits,
+    /// The configured channels.
+    #[serde(default)]
+    pub channel: Vec<ChannelProfile>,
+    /// Logging.
+    pub log: LogSettings,
+}
+
+/// `[store]`.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct StoreSettings {
+    /// The SQLite file, created with its directory if missing.
+    pub path: PathBuf,
+    /// Pooled connections (and store threads).
+    pub pool_size: u32,
+    /// How long a write waits for another process's lock, in milliseconds.
+    pub busy_timeout_ms: u64,
+}
+
+impl StoreSettings {
+    /// The store actor's view of these settings.
+    pub fn to_config(&self) -> StoreConfig {
+        StoreConfig {
+            path: self.path.clone(),
+            pool_size: self.pool_size,
+            busy_timeout: Duration::from_millis(self.busy_timeout_ms),
+        }
+    }
+}
+
+/// `[channels]`.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ChannelLimits {
+    /// Messages that may wait behind the running one, per channel.
+    pub queue_limit: usize,
+    /// Stop a channel's actor after this many seconds without messages (0: never).
+    pub idle_secs: u64,
+    /// Prefix of coordinator commands (`!status`); empty disables them.
+    pub command_prefix: String,
+}
+
+/// `[log]`.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct LogSettings {
+    /// `text` or `json` (one JSON object per line).
+    pub format: String,
+    /// A tracing filter, e.g. `info` or `info,actors=debug`; `RUST_LOG` wins when set.
+    pub filter: String,
+}
+
+/// Why the settings could not be loaded.
+#[derive(Debug, thiserror::Error)]
+pub enum SettingsError {
+    /// Reading or parsing a source failed; the message names the key or file.
+    #[error("settings: {0}")]
+    Load(#[from] config::ConfigError),
+    /// A value is out of range.
+    #[error("invalid setting `{key}`: {reason}")]
+    Invalid {
+        /// The key, e.g. `claude.timeout_secs` or `channel[2].name`.
+        key: String,
+        /// What is wrong.
+        reason: String,
+    },
+}
+
+fn invalid(key: impl Into<String>, reason: impl Into<String>) -> SettingsError {
+    SettingsError::Invalid {
+        key: key.into(),
+        reason: reason.into(),
+    }
+}
+
+impl Settings {
+    /// Loads defaults, then `overlay` (if given), then the environment.
+    pub fn load(overlay: Option<&Path>) -> Result<Self, SettingsError> {
+        let files = |b: config::ConfigBuilder<config::builder::DefaultState>| {
+            let b = b.add_source(File::from_str(DEFAULT_SETTINGS, FileFormat::Toml));
+            match overlay {
+                Some(p) => b.add_source(File::from(p).required(true)),
+                None => b,
+            }
+        };
+        let from_files = files(Config::builder()).build()?;
+        for (key, env) in SECRET_KEYS {
+            if from_files.get::<config::Value>(key).is_ok() {
+                return Err(invalid(
+                    key,
+                    format!("secrets are not read from files; set the {env} environment variable"),
+                ));
+            }
+        }
+        let env = Environment::with_prefix("COORDINATOR")
+            .prefix_separator("__")
+            .separator("__")
+            .try_parsing(true)
+            .list_separator(",")
+            .with_list_parse_key("claude.passthrough_commands");
+        let settings: Settings = files(Config::builder())
+            .add_source(env)
+            .build()?
+            .try_deserialize()?;
+        settings.validate()?;
+        Ok(settings)
+    }
+
+    /// Checks ranges and consistency; each error names its key.
+    pub fn validate(&self) -> Result<(), SettingsError> {
+        let c = &self.claude;
+        if c.binary.as_os_str().is_empty() {
+            return Err(invalid("claude.binary", "must not be empty"));
+        }
+        if c.timeout_secs == 0 {
+            return Err(invalid("claude.timeout_secs", "must be at least 1"));
+        }
+        if !PERMISSION_MODES.contains(&c.permission_mode.as_str()) {
+            return Err(invalid(
+                "claude.permission_mode",
+                format!(
+                    "`{}` is not one of {}",
+                    c.permission_mode,
+                    PERMISSION_MODES.join(", ")
+                ),
+            ));
+        }
+        if c.max_concurrent_runs == 0 {
+            return Err(invalid("claude.max_concurrent_runs", "must be at least 1"));
+        }
+        for name in &c.passthrough_commands {
+            if name.is_empty() || name.starts_with('/') || name.contains(char::is_whitespace) {
+                return Err(invalid(
+                    "claude.passthrough_commands",
+                    format!(
+                        "`{name}` must be a bare command name such as `cost` (no slash, no spaces)"
+                    ),
+                ));
+            }
+        }
+        for key in c.env.keys() {
+            if key.is_empty() || key.contains(['=', '\0']) {
+                return Err(invalid(
+                    format!("claude.env.{key}"),
+                    "not a valid variable name",
+                ));
+            }
+            if key == "CLAUDE_CODE_OAUTH_TOKEN" {
+                return Err(invalid(
+                    format!("claude.env.{key}"),
+                    "secrets are not read from files; set COORDINATOR__CLAUDE__OAUTH_TOKEN",
+                ));
+            }
+        }
+        if self.store.path.as_os_str().is_empty() {
+            return Err(invalid("store.path", "must not be empty"));
+        }
+        if !(1..=64).contains(&self.store.pool_size) {
+            return Err(invalid("store.pool_size", "must be between 1 and 64"));
+        }
+        if !["text", "json"].contains(&self.log.format.as_str()) {
+            return Err(invalid("log.format", "must be `text` or `json`"));
+        }
+        let (mut ids, mut names) = (HashSet::new(), HashSet::new());
+        for (i, ch) in self.channel.iter().enumerate() {
+            let key = |field: &str| format!("channel[{i}].{field}");
+            if ch.id == 0 {
+                return Err(invalid(key("id"), "must be a Discord channel id"));
+            }
+            if !ids.insert(ch.id) {
+                return Err(invalid(key("id"), format!("{} is configured twice", ch.id)));
+            }
+            if ch.name.trim().is_empty() || ch.name.contains('/') {
+                return Err(invalid(key("name"), "must be non-empty and contain no `/`"));
+            }
+            if !names.insert(ch.name.as_str()) {
+                return Err(invalid(
+                    key("name"),
+                    format!("`{}` is configured twice", ch.name),
+                ));
+            }
+            if ch.project_dir.as_os_str().is_empty() {
+                return Err(invalid(key("project_dir"), "must not be empty"));
+            }
+            let tools = ch.tools.iter().flatten().chain(&ch.disallowed_tools);
+            if tools.into_iter().any(|t| t.trim().is_empty()) {
+                return Err(invalid(key("tools"), "tool names must not be empty"));
+            }
+        }
+        Ok(())
+    }
+
+    /// The configured channel called `name`.
+    pub fn channel_named(&self, name: &str) -> Option<&ChannelProfile> {
+        self.channel.iter().find(|c| c.name == name)
+    }
+}

@@ -1,0 +1,26 @@
+//! Logging: a tracing subscriber writing to stderr, as text or JSON lines, filtered by
+//! `RUST_LOG` when set, else by `log.filter`.
+
+use tracing_subscriber::EnvFilter;
+
+use crate::settings::LogSettings;
+
+/// Installs the global subscriber. Call once, before anything logs.
+pub fn init(log: &LogSettings) {
+    let filter = EnvFilter::try_from_default_env()
+        .or_else(|_| EnvFilter::try_new(&log.filter))
+        .unwrap_or_else(|_| EnvFilter::new("info"));
+    let builder = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr);
+    // A second init (tests building several applications) is harmless: keep the first.
+    let _ = if log.format == "json" {
+        builder
+            .json()
+            .flatten_event(true)
+            .with_current_span(false)
+            .try_init()
+    } else {
+        builder.try_init()
+    };
+}

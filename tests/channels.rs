@@ -1,0 +1,441 @@
+//! The core flow in-process: real application, real SQLite file, real stand-in `claude`
+//! processes; a collector in place of the front end.
+
+mod support;
+
+use actors::frontend::{ProgressStep, ReplyKind};
+use actors::registry::{CancelConversation, CountChannels, QueryStatus};
+use actors::store::LoadConversation;
+use support::{argv_of, max_overlap, process_alive, prompt_of, wait_until, Harness, TestEnv};
+
+#[actix_rt::test]
+async fn two_messages_in_one_channel_run_in_order_and_never_overlap() {
+    let env = TestEnv::new();
+    let mut h = Harness::start(env.settings("", "")).await;
+    let gate = env.gate("g");
+    h.send("alpha", &format!("first GATE:{}", gate.display()));
+    h.send("alpha", "second");
+    env.wait_for_starts(1).await;
+    env.open_gate("g");
+    let replies = h.replies(2).await;
+    assert!(replies[0].text.starts_with("echo: first"), "{replies:?}");
+    assert_eq!(replies[1].text, "echo: second");
+    let runs = env.runs();
+    assert_eq!(runs.len(), 2);
+    assert!(runs[0].prompt.starts_with("first"));
+    assert!(runs[0].end <= runs[1].start, "runs overlapped: {runs:?}");
+    // The second message resumed the session the first one created.
+    let starts = env.starts();
+    let second = argv_of(&starts[1]);
+    let resumed = &second[second
+        .iter()
+        .position(|a| a == "--resume")
+        .expect("--resume")
+        + 1];
+    assert_eq!(Some(resumed.as_str()), replies[0].session_id.as_deref());
+}
+
+#[actix_rt::test]
+async fn channels_run_in_parallel_up_to_the_global_cap() {
+    let env = TestEnv::new();
+    let mut h = Harness::start(env.settings("max_concurrent_runs = 2", "")).await;
+    let gate = env.gate("g");
+    for ch in ["alpha", "beta", "gamma"] {
+        h.send(ch, &format!("{ch} GATE:{}", gate.display()));
+    }
+    // Two run at once and block on the gate; only then is it opened.
+    env.wait_for_starts(2).await;
+    env.open_gate("g");
+    let replies = h.replies(3).await;
+    assert!(replies.iter().all(|r| !r.is_error), "{replies:?}");
+    let runs = env.runs();
+    assert_eq!(runs.len(), 3);
+    assert_eq!(max_overlap(&runs), 2, "{runs:?}");
+    // Each ran in its own project directory.
+    let mut cwds: Vec<&str> = runs.iter().map(|r| r.cwd.as_str()).collect();
+    cwds.sort_unstable();
+    cwds.dedup();
+    assert_eq!(cwds.len(), 3);
+}
+
+#[actix_rt::test]
+async fn runs_waiting_for_the_cap_go_in_the_order_they_asked() {
+    let env = TestEnv::new();
+    let mut h = Harness::start(env.settings("max_concurrent_runs = 1", "")).await;
+    let gate = env.gate("g");
+    h.send("alpha", &format!("alpha GATE:{}", gate.display()));
+    env.wait_for_starts(1).await;
+    for (ch, id) in [("beta", 1002), ("gamma", 1003)] {
+        h.send(ch, ch);
+        // Wait until this channel is queued for a slot before the next one asks.
+        let deadline = std::time::Instant::now() + support::PATIENCE;
+        loop {
+            let status = h.registry.send(QueryStatus { id }).await.expect("registry");
+            if status.is_some_and(|s| s.waiting_since.is_some()) {
+                break;
+            }
+            assert!(
+                std::time::Instant::now() < deadline,
+                "{ch} never waited for a slot"
+            );
+            tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+        }
+    }
+    env.open_gate("g");
+    h.replies(3).await;
+    let order: Vec<String> = env.runs().into_iter().map(|r| r.prompt).collect();
+    assert!(order[0].starts_with("alpha"));
+    assert_eq!(&order[1..], ["beta", "gamma"]);
+}
+
+#[actix_rt::test]
+async fn a_full_queue_answers_busy_and_runs_nothing_more() {
+    let env = TestEnv::new();
+    let mut h = Harness::start(env.settings(
+        "",
+        "[channels]\nqueue_limit = 1\nidle_secs = 900\ncommand_prefix = \"!\"",
+    ))
+    .await;
+    let gate = env.gate("g");
+    h.send("alpha", &format!("one GATE:{}", gate.display()));
+    env.wait_for_starts(1).await;
+    h.send("alpha", "two");
+    let third = h.send("alpha", "three");
+    let busy = h.reply().await;
+    assert_eq!(busy.origin.message_id, third);
+    assert_eq!(busy.kind, ReplyKind::Busy);
+    assert!(busy.text.contains("1 more are waiting"), "{}", busy.text);
+    env.open_gate("g");
+    let rest = h.replies(2).await;
+    assert!(rest[0].text.starts_with("echo: one"));
+    assert_eq!(rest[1].text, "echo: two");
+    let prompts: Vec<String> = env.starts().iter().map(prompt_of).collect();
+    assert!(!prompts.iter().any(|p| p == "three"), "{prompts:?}");
+    // The queued message was announced with its position.
+    assert!(h
+        .progress
+        .iter()
+        .any(|p| p.step == ProgressStep::Queued { position: 1 }));
+}
+
+#[actix_rt::test]
+async fn status_and_cancel_are_answered_while_a_run_is_in_flight() {
+    let env = TestEnv::new();
+    let mut h = Harness::start(env.settings("", "")).await;
+    let slow = h.send("alpha", "be SLOW please");
+    env.wait_for_starts(1).await;
+    h.send("alpha", "after the cancel");
+    let status = h
+        .registry
+        .send(QueryStatus { id: 1001 })
+        .await
+        .expect("registry")
+        .expect("live channel");
+    assert!(status.running_since.is_some());
+    assert_eq!(status.queued, 1);
+    h.send("alpha", "!status");
+    let described = h.reply().await;
+    assert_eq!(described.kind, ReplyKind::Command);
+    assert!(
+        described.text.starts_with("Running for"),
+        "{}",
+        described.text
+    );
+    assert!(described.text.contains("1 waiting"), "{}", described.text);
+
+    let cancelled = h
+        .registry
+        .send(CancelConversation { id: 1001 })
+        .await
+        .expect("registry");
+    assert!(cancelled);
+    let reply = h.reply().await;
+    assert_eq!(reply.origin.message_id, slow);
+    assert_eq!(reply.text, "Cancelled.");
+    assert!(reply.is_error);
+    // SIGINT is the CLI's clean stop: it printed its result and exited 0.
+    let ends: Vec<_> = env
+        .records()
+        .into_iter()
+        .filter(|r| r["event"] == "end")
+        .collect();
+    assert_eq!(ends[0]["exit"], 0);
+    // The queued message then ran, resuming the cancelled run's session.
+    let next = h.reply().await;
+    assert_eq!(next.text, "echo: after the cancel");
+    assert_eq!(next.session_id, reply.session_id);
+    let argv = argv_of(&env.starts()[1]);
+    assert!(argv.contains(&"--resume".to_string()), "{argv:?}");
+    // With nothing running, cancel says so.
+    h.send("alpha", "!cancel");
+    assert_eq!(h.reply().await.text, "Nothing is running.");
+}
+
+#[actix_rt::test]
+async fn a_run_past_its_timeout_is_killed_with_its_whole_process_group() {
+    let env = TestEnv::new();
+    let mut h = Harness::start(env.settings("timeout_secs = 1", "")).await;
+    h.send("alpha", "HANG");
+    let reply = h.reply().await;
+    assert_eq!(reply.text, "Timed out after 1 s; the run was stopped.");
+    assert!(reply.is_error);
+    let hang = env
+        .records()
+        .into_iter()
+        .find(|r| r["event"] == "hang")
+        .expect("stand-in reported its grandchild");
+    let pid = hang["pid"].as_i64().expect("pid") as i32;
+    let grandchild = hang["grandchild"].as_i64().expect("grandchild") as i32;
+    assert!(grandchild > 0);
+    wait_until(
+        || !process_alive(pid) && !process_alive(grandchild),
+        "the process group to die",
+    )
+    .await;
+    // The session the hung run had started is kept for the next message.
+    let stored = h
+        .app
+        .store()
+        .send(LoadConversation { id: 1001 })
+        .await
+        .expect("store")
+        .expect("load")
+        .expect("row");
+    assert_eq!(stored.session_id, reply.session_id);
+    assert!(stored
+        .last_error
+        .as_deref()
+        .is_some_and(|e| e.contains("Timed out")));
+}
+
+#[actix_rt::test]
+async fn a_stale_session_is_replaced_by_a_new_one_and_the_user_is_told() {
+    let env = TestEnv::new();
+    let mut h = Harness::start(env.settings("", "")).await;
+    h.send("alpha", "remember me");
+    let first = h.reply().await;
+    let old = first.session_id.clone().expect("session");
+    // The CLI's transcripts are gone (another HOME, a cleaned machine).
+    std::fs::remove_dir_all(env.path("home/.claude")).expect("remove transcripts");
+    h.send("alpha", "HISTORY");
+    let second = h.reply().await;
+    assert!(!second.is_error, "{}", second.text);
+    assert!(
+        second.text.contains(&format!(
+            "The earlier conversation (session {old}) could not be resumed"
+        )),
+        "{}",
+        second.text
+    );
+    assert!(second.text.ends_with("history: "), "{}", second.text);
+    let new = second.session_id.clone().expect("new session");
+    assert_ne!(new, old);
+    let starts = env.starts();
+    assert!(argv_of(&starts[1]).contains(&old));
+    assert!(!argv_of(&starts[2]).contains(&"--resume".to_string()));
+    // The new session is the one stored and resumed next.
+    h.send("alpha", "again");
+    h.reply().await;
+    assert!(argv_of(&env.starts()[3]).contains(&new));
+}
+
+#[actix_rt::test]
+async fn messages_starting_with_dash_or_slash_reach_claude_verbatim() {
+    let env = TestEnv::new();
+    let mut h = Harness::start(env.settings("passthrough_commands = [\"cost\"]", "")).await;
+    for text in ["-v", "--help me", "/clear", "/cost"] {
+        h.send("alpha", text);
+    }
+    let replies = h.replies(4).await;
+    assert_eq!(replies[0].text, "echo: -v");
+    assert_eq!(replies[1].text, "echo: --help me");
+    // `/clear` went to Claude as text: the session was not cleared.
+    assert_eq!(replies[2].text, "echo: /clear");
+    assert_eq!(replies[2].session_id, replies[0].session_id);
+    // `/cost` is passed through to the CLI, which answers it locally.
+    assert!(
+        replies[3].text.starts_with("Estimated cost:"),
+        "{}",
+        replies[3].text
+    );
+    let starts = env.starts();
+    assert!(argv_of(&starts[2]).contains(&"--disable-slash-commands".to_string()));
+    assert!(!argv_of(&starts[3]).contains(&"--disable-slash-commands".to_string()));
+    for s in &starts {
+        assert_eq!(s["stdin"], "/dev/null", "stdin must be null: {s}");
+    }
+}
+
+#[actix_rt::test]
+async fn error_results_are_reported_clearly() {
+    let env = TestEnv::new();
+    let mut h = Harness::start(env.settings("", "")).await;
+    for text in ["FAIL500", "TOOL MAXTURNS", "CRASH", "GARBAGE", "NOISE"] {
+        h.send("alpha", text);
+    }
+    let r = h.replies(5).await;
+    assert!(
+        r[0].is_error && r[0].text.starts_with("API Error: 500"),
+        "{:?}",
+        r[0]
+    );
+    assert!(
+        r[1].is_error && r[1].text.contains("Reached maximum number of turns"),
+        "{:?}",
+        r[1]
+    );
+    assert_eq!(r[2].kind, ReplyKind::Failure);
+    assert!(
+        r[2].text.contains("exit code 3") && r[2].text.contains("simulated crash"),
+        "{:?}",
+        r[2]
+    );
+    assert!(
+        r[3].is_error && r[3].text.contains("without a result"),
+        "{:?}",
+        r[3]
+    );
+    assert!(
+        r[3].text.contains("3 unreadable output line(s)"),
+        "{:?}",
+        r[3]
+    );
+    // Noise on stderr is not failure.
+    assert!(!r[4].is_error && r[4].text == "echo: NOISE", "{:?}", r[4]);
+    let row = h
+        .app
+        .store()
+        .send(LoadConversation { id: 1001 })
+        .await
+        .expect("store")
+        .expect("load")
+        .expect("row");
+    assert_eq!(row.message_count, 5);
+    assert_eq!(row.last_error, None, "the last run succeeded");
+}
+
+#[actix_rt::test]
+async fn a_missing_binary_or_project_dir_is_a_clear_error() {
+    let env = TestEnv::new();
+    let mut s = env.settings("", "");
+    s.claude.binary = env.path("no-such-claude");
+    s.channel[1].project_dir = env.path("no-such-dir");
+    let mut h = Harness::start(s).await;
+    h.send("alpha", "hello");
+    h.send("beta", "hello");
+    let mut r = h.replies(2).await;
+    r.sort_by_key(|x| x.conversation_id);
+    assert!(
+        r[0].text.contains("could not start") && r[0].text.contains("no-such-claude"),
+        "{:?}",
+        r[0]
+    );
+    assert!(
+        r[1].text.contains("project directory") && r[1].text.contains("no-such-dir"),
+        "{:?}",
+        r[1]
+    );
+    assert!(r.iter().all(|x| x.kind == ReplyKind::Failure));
+}
+
+#[actix_rt::test]
+async fn cumulative_and_per_call_costs_are_both_stored_right() {
+    for version in ["2.1.330", "2.1.197"] {
+        let env = TestEnv::new();
+        let mut s = env.settings("", "");
+        s.claude
+            .env
+            .insert("FAKE_CLAUDE_VERSION".into(), version.into());
+        let mut h = Harness::start(s).await;
+        for i in 0..3 {
+            h.send("alpha", &format!("message {i}"));
+        }
+        let replies = h.replies(3).await;
+        for r in &replies {
+            assert!((r.cost_usd - 0.05).abs() < 1e-9, "{version}: {r:?}");
+        }
+        let row = h
+            .app
+            .store()
+            .send(LoadConversation { id: 1001 })
+            .await
+            .expect("store")
+            .expect("load")
+            .expect("row");
+        assert!(
+            (row.total_cost_usd - 0.15).abs() < 1e-9,
+            "{version}: {row:?}"
+        );
+        assert_eq!(row.message_count, 3);
+    }
+}
+
+#[actix_rt::test]
+async fn idle_channel_actors_stop_and_the_conversation_continues_later() {
+    let env = TestEnv::new();
+    let mut h = Harness::start(env.settings(
+        "",
+        "[channels]\nqueue_limit = 5\nidle_secs = 1\ncommand_prefix = \"!\"",
+    ))
+    .await;
+    h.send("alpha", "hello");
+    let first = h.reply().await;
+    assert_eq!(h.registry.send(CountChannels).await.expect("registry"), 1);
+    let registry = h.registry.clone();
+    let mut live = 1;
+    while live > 0 {
+        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+        live = registry.send(CountChannels).await.expect("registry");
+    }
+    h.send("alpha", "HISTORY");
+    let second = h.reply().await;
+    assert_eq!(second.text, "history: hello");
+    assert_eq!(second.session_id, first.session_id);
+}
+
+#[actix_rt::test]
+async fn tool_use_is_shown_as_progress() {
+    let env = TestEnv::new();
+    let mut h = Harness::start(env.settings("", "")).await;
+    let id = h.send("alpha", "TOOL:echo from the tool");
+    let reply = h.reply().await;
+    assert_eq!(reply.text, "tool said: from the tool");
+    let steps: Vec<&ProgressStep> = h
+        .progress
+        .iter()
+        .filter(|p| p.origin.message_id == id)
+        .map(|p| &p.step)
+        .collect();
+    assert_eq!(
+        steps,
+        [
+            &ProgressStep::Started,
+            &ProgressStep::Tool("Bash: echo from the tool".into())
+        ]
+    );
+}
+
+#[actix_rt::test]
+async fn a_store_that_cannot_be_written_loses_no_answer() {
+    let env = TestEnv::new();
+    let mut s = env.settings("", "");
+    s.store.busy_timeout_ms = 100;
+    let mut h = Harness::start(s).await;
+    // Another process holds the write lock for the whole run.
+    let other = rusqlite::Connection::open(env.db()).expect("open");
+    other.execute_batch("BEGIN EXCLUSIVE").expect("lock");
+    h.send("alpha", "hello");
+    let reply = h.reply().await;
+    assert!(reply.text.starts_with("echo: hello"), "{}", reply.text);
+    assert!(
+        reply.text.contains("could not be saved") && reply.text.contains("locked"),
+        "{}",
+        reply.text
+    );
+    assert!((reply.cost_usd - 0.05).abs() < 1e-9);
+    other.execute_batch("ROLLBACK").expect("unlock");
+    // The service kept running: the next message is answered and stored.
+    h.send("alpha", "again");
+    let next = h.reply().await;
+    assert_eq!(next.text, "echo: again");
+}

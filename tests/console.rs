@@ -1,0 +1,321 @@
+//! The real binary: `console`, `sessions`, settings errors, environment handling, restarts.
+
+mod support;
+
+use std::os::unix::fs::PermissionsExt;
+use std::os::unix::process::CommandExt;
+
+use support::{argv_of, json_lines, run_binary, TestEnv};
+
+fn console(
+    env: &TestEnv,
+    stdin: &str,
+    vars: &[(&str, &str)],
+) -> (std::process::ExitStatus, String, String) {
+    let overlay = env.overlay("", "");
+    let overlay = overlay.to_str().expect("utf-8 path");
+    run_binary(
+        &[
+            "--config",
+            overlay,
+            "console",
+            "--channel",
+            "alpha",
+            "--json",
+        ],
+        stdin,
+        vars,
+    )
+}
+
+#[test]
+fn console_answers_every_line_as_json_and_exits_zero() {
+    let env = TestEnv::new();
+    let (status, out, err) = console(&env, "hello\n\n-v\n!status\n", &[]);
+    assert!(status.success(), "{status}: {err}");
+    let replies = json_lines(&out);
+    assert_eq!(replies.len(), 3, "{out}");
+    // Commands are answered at once; prompts in order as they complete.
+    let prompts: Vec<&serde_json::Value> =
+        replies.iter().filter(|r| r["kind"] == "answer").collect();
+    assert_eq!(prompts[0]["reply"], "echo: hello");
+    assert_eq!(prompts[1]["reply"], "echo: -v");
+    for r in &prompts {
+        assert_eq!(r["channel"], "alpha");
+        assert_eq!(r["is_error"], false);
+        assert!(
+            r["session_id"].as_str().is_some_and(|s| s.len() == 36),
+            "{r}"
+        );
+        assert!(
+            (r["cost_usd"].as_f64().expect("cost") - 0.05).abs() < 1e-9,
+            "{r}"
+        );
+    }
+    assert_eq!(prompts[0]["session_id"], prompts[1]["session_id"]);
+}
+
+#[test]
+fn console_text_mode_prints_replies_and_progress() {
+    let env = TestEnv::new();
+    let overlay = env.overlay("", "");
+    let (status, out, err) = run_binary(
+        &[
+            "--config",
+            overlay.to_str().expect("utf-8"),
+            "console",
+            "--channel",
+            "beta",
+        ],
+        "TOOL:echo hi there\n",
+        &[],
+    );
+    assert!(status.success(), "{err}");
+    assert_eq!(out, "tool said: hi there\n");
+    assert!(err.contains("… Bash: echo hi there"), "{err}");
+}
+
+#[test]
+fn a_conversation_resumes_after_the_whole_application_restarts() {
+    let env = TestEnv::new();
+    let (status, out, _) = console(&env, "remember the word tangerine\n", &[]);
+    assert!(status.success());
+    let first = &json_lines(&out)[0];
+    let session = first["session_id"].as_str().expect("session").to_string();
+
+    // A new process, the same database file.
+    let (status, out, _) = console(&env, "HISTORY\n", &[]);
+    assert!(status.success());
+    let second = &json_lines(&out)[0];
+    assert_eq!(second["reply"], "history: remember the word tangerine");
+    assert_eq!(second["session_id"], session.as_str());
+    let starts = env.starts();
+    let argv = argv_of(&starts[1]);
+    let i = argv.iter().position(|a| a == "--resume").expect("--resume");
+    assert_eq!(argv[i + 1], session);
+}
+
+#[test]
+fn sessions_can_be_listed_shown_and_reset() {
+    let env = TestEnv::new();
+    let overlay = env.overlay("", "");
+    let cfg = overlay.to_str().expect("utf-8");
+    assert!(console(&env, "one\ntwo\n", &[]).0.success());
+
+    let (status, out, err) = run_binary(&["--config", cfg, "sessions", "list", "--json"], "", &[]);
+    assert!(status.success(), "{err}");
+    let list: serde_json::Value = serde_json::from_str(&out).expect("json");
+    assert_eq!(list.as_array().map(Vec::len), Some(1));
+    assert_eq!(list[0]["name"], "alpha");
+    assert_eq!(list[0]["id"], 1001);
+    assert_eq!(list[0]["message_count"], 2);
+    let session = list[0]["session_id"].as_str().expect("session").to_string();
+
+    let (status, out, _) = run_binary(&["--config", cfg, "sessions", "show", "alpha"], "", &[]);
+    assert!(status.success());
+    assert!(
+        out.contains(&session) && out.contains("messages:      2"),
+        "{out}"
+    );
+
+    let (status, out, _) = run_binary(&["--config", cfg, "sessions", "reset", "alpha"], "", &[]);
+    assert!(status.success());
+    assert!(out.contains("session forgotten"), "{out}");
+    let (_, out, _) = run_binary(
+        &["--config", cfg, "sessions", "show", "1001", "--json"],
+        "",
+        &[],
+    );
+    let shown: serde_json::Value = serde_json::from_str(&out).expect("json");
+    assert_eq!(shown["session_id"], serde_json::Value::Null);
+    assert_eq!(shown["message_count"], 2, "counts are kept");
+
+    // The next message starts a new session.
+    assert!(console(&env, "three\n", &[]).0.success());
+    let newest = env.starts().pop().expect("a start");
+    assert!(!argv_of(&newest).contains(&"--resume".to_string()));
+
+    let (status, _, err) = run_binary(&["--config", cfg, "sessions", "show", "nobody"], "", &[]);
+    assert!(!status.success());
+    assert!(
+        err.contains("no stored conversation named `nobody`"),
+        "{err}"
+    );
+}
+
+#[test]
+fn the_oauth_token_reaches_the_cli_claudecode_does_not_and_logs_never_show_the_token() {
+    let env = TestEnv::new();
+    let token = "sk-ant-oat01-TEST-SECRET-7f3a";
+    let (status, out, err) = console(
+        &env,
+        "hello\n",
+        &[
+            ("CLAUDECODE", "1"),
+            ("COORDINATOR__CLAUDE__OAUTH_TOKEN", token),
+            ("RUST_LOG", "trace"),
+        ],
+    );
+    assert!(status.success(), "{err}");
+    let start = &env.starts()[0];
+    assert_eq!(start["env"]["CLAUDE_CODE_OAUTH_TOKEN"], token);
+    assert!(start["env"].get("CLAUDECODE").is_none(), "{start}");
+    // claude.env extras are passed.
+    assert_eq!(start["env"]["FAKE_CLAUDE_SLOW_MS"], "30000");
+    assert!(!err.is_empty(), "trace logging produced output");
+    assert!(
+        !out.contains(token) && !err.contains(token),
+        "the token leaked into output"
+    );
+}
+
+#[test]
+fn invalid_settings_fail_at_start_naming_the_key() {
+    let env = TestEnv::new();
+    let cases: [(&str, &str, &str); 5] = [
+        ("timeout_secs = 0", "", "claude.timeout_secs"),
+        ("permission_mode = \"yolo\"", "", "claude.permission_mode"),
+        ("max_concurrent_runs = \"many\"", "", "max_concurrent_runs"),
+        ("timeuot_secs = 5", "", "timeuot_secs"),
+        (
+            "",
+            "[[channel]]\nid = 1001\nname = \"delta\"\nproject_dir = \"/tmp\"",
+            "channel[3].id",
+        ),
+    ];
+    for (claude_extra, extra, key) in cases {
+        let overlay = env.overlay(claude_extra, extra);
+        let (status, _, err) = run_binary(
+            &[
+                "--config",
+                overlay.to_str().expect("utf-8"),
+                "sessions",
+                "list",
+            ],
+            "",
+            &[],
+        );
+        assert_eq!(status.code(), Some(2), "{claude_extra} {extra}: {err}");
+        assert!(err.contains(key), "{key} not named in: {err}");
+    }
+    // Environment overrides are validated the same way.
+    let overlay = env.overlay("", "");
+    let (status, _, err) = run_binary(
+        &[
+            "--config",
+            overlay.to_str().expect("utf-8"),
+            "sessions",
+            "list",
+        ],
+        "",
+        &[("COORDINATOR__CLAUDE__MAX_CONCURRENT_RUNS", "0")],
+    );
+    assert_eq!(status.code(), Some(2));
+    assert!(err.contains("claude.max_concurrent_runs"), "{err}");
+    // A missing overlay file is named too.
+    let (status, _, err) = run_binary(
+        &["--config", "/nonexistent/overlay.toml", "sessions", "list"],
+        "",
+        &[],
+    );
+    assert_eq!(status.code(), Some(2));
+    assert!(err.contains("/nonexistent/overlay.toml"), "{err}");
+}
+
+#[test]
+fn secrets_in_settings_files_are_refused() {
+    let env = TestEnv::new();
+    let overlay = env.overlay("oauth_token = \"sk-in-a-file-0042\"", "");
+    let (status, out, err) = run_binary(
+        &[
+            "--config",
+            overlay.to_str().expect("utf-8"),
+            "sessions",
+            "list",
+        ],
+        "",
+        &[],
+    );
+    assert_eq!(status.code(), Some(2));
+    assert!(err.contains("COORDINATOR__CLAUDE__OAUTH_TOKEN"), "{err}");
+    assert!(!err.contains("sk-in-a-file-0042") && !out.contains("sk-in-a-file-0042"));
+}
+
+#[test]
+fn a_read_only_database_gets_a_clear_answer_and_loses_no_reply() {
+    let env = TestEnv::new();
+    assert!(console(&env, "first\n", &[]).0.success());
+    // Make the database unwritable for the user the service runs as. Root ignores file
+    // modes, so as root the service runs as `nobody` against root's files, as in a
+    // deployment whose database belongs to another user.
+    let root = nix::unistd::geteuid().is_root();
+    let mode = |p: &std::path::Path, m: u32| {
+        std::fs::set_permissions(p, std::fs::Permissions::from_mode(m)).expect("chmod");
+    };
+    mode(env.dir.path(), 0o755);
+    mode(&env.path("home"), 0o777);
+    mode(&env.log(), 0o666);
+    mode(&env.path("data"), 0o555);
+    for f in ["coordinator.db", "coordinator.db-shm", "coordinator.db-wal"] {
+        let p = env.path("data").join(f);
+        if p.exists() {
+            mode(&p, 0o444);
+        }
+    }
+    // The stand-in's transcripts were written by this user; let `nobody` read and extend them.
+    for entry in walk(&env.path("home")) {
+        mode(&entry, if entry.is_dir() { 0o777 } else { 0o666 });
+    }
+    let overlay = env.overlay("", "");
+    let mut cmd = std::process::Command::new(env!("CARGO_BIN_EXE_claude-coordinator"));
+    cmd.args([
+        "--config",
+        overlay.to_str().expect("utf-8"),
+        "console",
+        "--channel",
+        "alpha",
+        "--json",
+    ])
+    .env_remove("RUST_LOG")
+    .stdin(std::process::Stdio::piped())
+    .stdout(std::process::Stdio::piped())
+    .stderr(std::process::Stdio::piped());
+    if root {
+        cmd.uid(65534).gid(65534);
+    }
+    let mut child = cmd.spawn().expect("spawn");
+    {
+        use std::io::Write;
+        let mut stdin = child.stdin.take().expect("stdin");
+        stdin.write_all(b"HISTORY\n").expect("write");
+    }
+    let out = child.wait_with_output().expect("wait");
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let reply = &json_lines(&stdout)[0];
+    let text = reply["reply"].as_str().expect("reply");
+    assert!(text.starts_with("history: first"), "{text}");
+    assert!(
+        text.contains("could not be saved") && text.contains("read-only"),
+        "{text}"
+    );
+    mode(&env.path("data"), 0o755);
+}
+
+fn walk(dir: &std::path::Path) -> Vec<std::path::PathBuf> {
+    let mut out = Vec::new();
+    if let Ok(entries) = std::fs::read_dir(dir) {
+        for e in entries.flatten() {
+            let p = e.path();
+            if p.is_dir() {
+                out.extend(walk(&p));
+            }
+            out.push(p);
+        }
+    }
+    out
+}

@@ -1,0 +1,844 @@
+//! A stand-in for the `claude` CLI, used by the tests and the benchmark.
+//!
+//! It accepts the real CLI's flags, prints the real CLI's `json` / `stream-json` / `text` shapes
+//! (see `../shared/claude-cli/BEHAVIOUR.md`; copies of the samples it mirrors are in
+//! `tests/fixtures/claude-cli/`), keeps sessions on disk under
+//! `$HOME/.claude/projects/<cwd with non-alphanumerics as '-'>/<id>.jsonl` so `--resume` really
+//! resumes, and fails like the real one on usage errors and unknown session ids.
+//!
+//! Words in the prompt steer it (the real CLI's mock API answers `echo: <prompt>` the same way):
+//!
+//! | word            | behaviour                                                                 |
+//! |-----------------|---------------------------------------------------------------------------|
+//! | `SLOW`          | sleep `FAKE_CLAUDE_SLOW_MS` (default 3000) before answering               |
+//! | `GATE:<path>`   | wait until `<path>` exists before answering                               |
+//! | `FAIL500`       | API error result: `subtype` success, `is_error` true, exit 1              |
+//! | `MAXTURNS`      | `error_max_turns` result with `errors` and no `result`, exit 1            |
+//! | `CRASH`         | print the init line, then exit 3 with a message on stderr                 |
+//! | `HANG`          | ignore SIGINT and SIGTERM, start a grandchild `sleep`, never answer       |
+//! | `GARBAGE`       | print non-JSON lines and no result, exit 0                                |
+//! | `NOISE`         | print noise on stderr and succeed                                         |
+//! | `HUGE`          | answer with `FAKE_CLAUDE_HUGE_BYTES` (default 100000) of Markdown          |
+//! | `TOOL` / `TOOL:<cmd>` | call Bash (`echo hi` or `<cmd>`, really run in the cwd) and report it |
+//! | `HISTORY`       | answer with the earlier prompts of this session                           |
+//!
+//! SIGINT during `SLOW` / `GATE` prints an `error_during_execution` result and exits 0, like the
+//! real CLI; SIGTERM keeps its default action (exit by signal 15).
+//!
+//! Environment: `FAKE_CLAUDE_LOG` (append one JSON line per start and end: argv, cwd, selected
+//! environment, stdin, pid, pgid), `FAKE_CLAUDE_VERSION` (`2.1.330` default: cumulative
+//! `total_cost_usd`; `2.1.197`: this call only), `FAKE_CLAUDE_COST` (per call, default 0.05).
+
+use std::fmt::Write as _;
+use std::io::{BufRead, Write};
+use std::path::{Path, PathBuf};
+use std::process::ExitCode;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+
+use serde_json::{json, Value};
+
+const PERMISSION_MODES: [&str; 7] = [
+    "acceptEdits",
+    "auto",
+    "bypassPermissions",
+    "manual",
+    "default",
+    "dontAsk",
+    "plan",
+];
+const DEFAULT_MODEL: &str = "claude-opus-5-5";
+const KNOWN_MODELS: [&str; 3] = ["claude-opus-5-5", "claude-sonnet-5-5", "claude-haiku-5-5"];
+const TOOLS: [&str; 8] = [
+    "Task", "Bash", "Edit", "Glob", "Grep", "Read", "WebFetch", "Write",
+];
+
+/// What the command line asked for.
+#[derive(Default, Debug)]
+#[allow(clippy::struct_excessive_bools)] // one per CLI flag
+struct Args {
+    print: bool,
+    version: bool,
+    output_format: String,
+    verbose: bool,
+    resume: Option<String>,
+    session_id: Option<String>,
+    model: Option<String>,
+    system_prompt: Option<String>,
+    permission_mode: Option<String>,
+    tools: Option<Vec<String>>,
+    disallowed_tools: Vec<String>,
+    disable_slash_commands: bool,
+    prompt: Option<String>,
+}
+
+/// A usage error: the real CLI prints one line on stderr, nothing on stdout, and exits 1.
+struct Usage(String);
+
+fn parse_args(argv: &[String]) -> Result<Args, Usage> {
+    let mut parsed = Args {
+        output_format: "text".into(),
+        ..Args::default()
+    };
+    let mut i = 0;
+    let value = |i: &mut usize, name: &str| -> Result<String, Usage> {
+        *i += 1;
+        argv.get(*i)
+            .cloned()
+            .ok_or_else(|| Usage(format!("error: option '{name}' argument missing")))
+    };
+    // Variadic options (`--tools a b`) take arguments up to the next option or `--`.
+    let variadic = |i: &mut usize| -> Vec<String> {
+        let mut out = Vec::new();
+        while let Some(next) = argv.get(*i + 1) {
+            if next.starts_with('-') {
+                break;
+            }
+            *i += 1;
+            out.extend(
+                next.split(',')
+                    .map(|s| s.trim().to_string())
+                    .filter(|s| !s.is_empty()),
+            );
+        }
+        out
+    };
+    while i < argv.len() {
+        let arg = argv[i].as_str();
+        match arg {
+            "--" => {
+                parsed.prompt = argv.get(i + 1).cloned();
+                break;
+            }
+            "-p" | "--print" => parsed.print = true,
+            "-v" | "--version" => parsed.version = true,
+            "--verbose" => parsed.verbose = true,
+            "--disable-slash-commands" => parsed.disable_slash_commands = true,
+            "--output-format" => {
+                let v = value(&mut i, "--output-format <format>")?;
+                if !["text", "json", "stream-json"].contains(&v.as_str()) {
+                    return Err(Usage(format!("error: option '--output-format <format>' argument '{v}' is invalid. Allowed choices are text, json, stream-json.")));
+                }
+                parsed.output_format = v;
+            }
+            "-r" | "--resume" => parsed.resume = Some(value(&mut i, "--resume [value]")?),
+            "--session-id" => parsed.session_id = Some(value(&mut i, "--session-id <uuid>")?),
+            "--model" => parsed.model = Some(value(&mut i, "--model <model>")?),
+            "--system-prompt" | "--append-system-prompt" => {
+                parsed.system_prompt = Some(value(&mut i, "--system-prompt <prompt>")?);
+            }
+            "--max-turns" => {
+                value(&mut i, "--max-turns <turns>")?;
+            }
+            "--permission-mode" => {
+                let v = value(&mut i, "--permission-mode <mode>")?;
+                if !PERMISSION_MODES.contains(&v.as_str()) {
+                    return Err(Usage(format!("error: option '--permission-mode <mode>' argument '{v}' is invalid. Allowed choices are acceptEdits, auto, bypassPermissions, manual, dontAsk, plan.")));
+                }
+                parsed.permission_mode = Some(v);
+            }
+            "--dangerously-skip-permissions" => {
+                parsed.permission_mode = Some("bypassPermissions".into());
+            }
+            "--tools" => parsed.tools = Some(variadic(&mut i)),
+            "--allowedTools" | "--allowed-tools" => {
+                variadic(&mut i);
+            }
+            "--disallowedTools" | "--disallowed-tools" => {
+                parsed.disallowed_tools.extend(variadic(&mut i));
+            }
+            other if other.starts_with('-') => {
+                return Err(Usage(format!("error: unknown option '{other}'")));
+            }
+            other => {
+                if parsed.prompt.is_none() {
+                    parsed.prompt = Some(other.to_string());
+                }
+            }
+        }
+        i += 1;
+    }
+    Ok(parsed)
+}
+
+fn now_ms() -> u128 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map_or(0, |d| d.as_millis())
+}
+
+/// A random version-4 UUID from the kernel's random source.
+fn new_uuid() -> String {
+    let mut b = [0u8; 16];
+    if let Ok(mut f) = std::fs::File::open("/dev/urandom") {
+        let _ = std::io::Read::read_exact(&mut f, &mut b);
+    }
+    b[6] = (b[6] & 0x0f) | 0x40;
+    b[8] = (b[8] & 0x3f) | 0x80;
+    let h: String = b.iter().fold(String::new(), |mut s, x| {
+        let _ = write!(s, "{x:02x}");
+        s
+    });
+    format!(
+        "{}-{}-{}-{}-{}",
+        &h[0..8],
+        &h[8..12],
+        &h[12..16],
+        &h[16..20],
+        &h[20..32]
+    )
+}
+
+fn is_uuid(s: &str) -> bool {
+    let parts: Vec<&str> = s.split('-').collect();
+    parts.len() == 5
+        && parts
+            .iter()
+            .zip([8, 4, 4, 4, 12])
+            .all(|(p, n)| p.len() == n && p.chars().all(|c| c.is_ascii_hexdigit()))
+}
+
+fn home() -> PathBuf {
+    std::env::var_os("HOME").map_or_else(|| PathBuf::from("/tmp"), PathBuf::from)
+}
+
+fn projects_dir() -> PathBuf {
+    home().join(".claude").join("projects")
+}
+
+fn mangle(cwd: &Path) -> String {
+    cwd.to_string_lossy()
+        .chars()
+        .map(|c| if c.is_ascii_alphanumeric() { c } else { '-' })
+        .collect()
+}
+
+/// Finds a stored session in any project directory (2.1.330 resumes across cwds).
+fn find_session(id: &str) -> Option<PathBuf> {
+    let entries = std::fs::read_dir(projects_dir()).ok()?;
+    entries
+        .flatten()
+        .map(|e| e.path().join(format!("{id}.jsonl")))
+        .find(|p| p.exists())
+}
+
+/// One stored turn of a session.
+struct Turn {
+    prompt: String,
+    cost: f64,
+    model: String,
+}
+
+fn read_turns(path: &Path) -> Vec<Turn> {
+    let Ok(file) = std::fs::File::open(path) else {
+        return Vec::new();
+    };
+    std::io::BufReader::new(file)
+        .lines()
+        .map_while(Result::ok)
+        .filter_map(|l| serde_json::from_str::<Value>(&l).ok())
+        .map(|v| Turn {
+            prompt: v["prompt"].as_str().unwrap_or_default().to_string(),
+            cost: v["cost"].as_f64().unwrap_or(0.0),
+            model: v["model"].as_str().unwrap_or(DEFAULT_MODEL).to_string(),
+        })
+        .collect()
+}
+
+fn append_turn(path: &Path, turn: &Turn) {
+    if let Some(dir) = path.parent() {
+        let _ = std::fs::create_dir_all(dir);
+    }
+    if let Ok(mut f) = std::fs::OpenOptions::new()
+        .create(true)
+        .append(true)
+        .open(path)
+    {
+        let line = json!({"prompt": turn.prompt, "cost": turn.cost, "model": turn.model});
+        let _ = writeln!(f, "{line}");
+    }
+}
+
+/// Appends one record to `FAKE_CLAUDE_LOG` so tests can see what this process received.
+fn log_event(event: &str, extra: &Value) {
+    let Some(path) = std::env::var_os("FAKE_CLAUDE_LOG") else {
+        return;
+    };
+    let env: serde_json::Map<String, Value> = std::env::vars()
+        .filter(|(k, _)| {
+            k.starts_with("CLAUDE")
+                || k.starts_with("FAKE_")
+                || k.starts_with("TEST_")
+                || k == "HOME"
+                || k == "IS_SANDBOX"
+        })
+        .map(|(k, v)| (k, Value::String(v)))
+        .collect();
+    let mut record = json!({
+        "event": event,
+        "pid": std::process::id(),
+        "pgid": nix::unistd::getpgrp().as_raw(),
+        "at_ms": now_ms() as u64,
+        "argv": std::env::args().skip(1).collect::<Vec<_>>(),
+        "cwd": std::env::current_dir().map(|p| p.display().to_string()).unwrap_or_default(),
+        "env": env,
+        "stdin": std::fs::read_link("/proc/self/fd/0").map(|p| p.display().to_string()).unwrap_or_default(),
+    });
+    if let (Some(obj), Some(more)) = (record.as_object_mut(), extra.as_object()) {
+        obj.extend(more.clone());
+    }
+    if let Ok(mut f) = std::fs::OpenOptions::new()
+        .create(true)
+        .append(true)
+        .open(path)
+    {
+        // One write per record, so records from concurrent processes do not interleave.
+        let _ = f.write_all(format!("{record}\n").as_bytes());
+    }
+}
+
+/// Where the answer goes: one of the real CLI's output formats.
+struct Out {
+    format: String,
+    stdout: std::io::Stdout,
+}
+
+impl Out {
+    fn line(&mut self, v: &Value) {
+        if self.format == "stream-json" {
+            let mut lock = self.stdout.lock();
+            let _ = writeln!(lock, "{v}");
+            let _ = lock.flush();
+        }
+    }
+
+    fn result(&mut self, v: &Value) {
+        let mut lock = self.stdout.lock();
+        match self.format.as_str() {
+            "text" => {
+                let text = v["result"].as_str().map(str::to_string).unwrap_or_default();
+                let _ = writeln!(lock, "{text}");
+            }
+            _ => {
+                let _ = writeln!(lock, "{v}");
+            }
+        }
+        let _ = lock.flush();
+    }
+}
+
+fn usage_block(input_tokens: u64, output_tokens: u64) -> Value {
+    json!({
+        "input_tokens": input_tokens, "cache_creation_input_tokens": 0, "cache_read_input_tokens": 0,
+        "output_tokens": output_tokens, "output_tokens_details": {"thinking_tokens": 0},
+        "server_tool_use": {"web_search_requests": 0, "web_fetch_requests": 0},
+        "service_tier": "standard",
+        "cache_creation": {"ephemeral_1h_input_tokens": 0, "ephemeral_5m_input_tokens": 0},
+        "inference_geo": "", "iterations": [], "speed": "standard", "fallback_credit": null
+    })
+}
+
+/// The final `result` object, with the keys the real 2.1.330 CLI prints.
+struct ResultParts<'a> {
+    session_id: &'a str,
+    model: &'a str,
+    subtype: &'a str,
+    is_error: bool,
+    result: Option<&'a str>,
+    errors: Option<Vec<String>>,
+    total_cost: f64,
+    num_turns: u32,
+    terminal_reason: &'a str,
+    api_error_status: Option<u16>,
+    duration_ms: u128,
+}
+
+fn result_value(p: &ResultParts) -> Value {
+    let model_usage = if p.total_cost > 0.0 {
+        json!({p.model: {"inputTokens": 12524, "outputTokens": 9, "cacheReadInputTokens": 0,
+            "cacheCreationInputTokens": 0, "webSearchRequests": 0, "costUSD": p.total_cost,
+            "contextWindow": 1_000_000, "maxOutputTokens": 128_000, "thinkingTokens": 0,
+            "canonicalModel": p.model, "provider": "firstParty", "costBasis": "list"}})
+    } else {
+        json!({})
+    };
+    let mut v = json!({
+        "duration_api_ms": p.duration_ms / 2,
+        "stop_reason": if p.is_error { Value::Null } else { json!("end_turn") },
+        "session_id": p.session_id,
+        "total_cost_usd": p.total_cost,
+        "usage": usage_block(12524, 9),
+        "modelUsage": model_usage,
+        "permission_denials": [],
+        "terminal_reason": p.terminal_reason,
+        "fast_mode_state": "off",
+        "safety_stops": 0,
+        "is_error": p.is_error,
+        "num_turns": p.num_turns,
+        "subtype": p.subtype,
+        "type": "result",
+        "duration_ms": p.duration_ms,
+        "uuid": new_uuid(),
+        "queued_turn_count": 0,
+        "result_index": 0,
+    });
+    if let Some(obj) = v.as_object_mut() {
+        if let Some(r) = p.result {
+            obj.insert("result".into(), json!(r));
+            obj.insert("api_error_status".into(), json!(p.api_error_status));
+        }
+        if let Some(e) = &p.errors {
+            obj.insert("errors".into(), json!(e));
+        }
+    }
+    v
+}
+
+fn init_value(
+    session_id: &str,
+    model: &str,
+    cwd: &Path,
+    mode: &str,
+    version: &str,
+    tools: &[String],
+) -> Value {
+    json!({
+        "type": "system", "subtype": "init", "cwd": cwd.display().to_string(),
+        "session_id": session_id, "tools": tools, "mcp_servers": [], "model": model,
+        "permissionMode": mode, "slash_commands": ["clear", "compact", "cost", "model"],
+        "apiKeySource": "ANTHROPIC_API_KEY", "claude_code_version": version,
+        "output_style": "default", "agents": [], "skills": [], "plugins": [],
+        "uuid": new_uuid(), "original_cwd": cwd.display().to_string(),
+        "additional_directories": [], "fast_mode_state": "off"
+    })
+}
+
+fn assistant_value(session_id: &str, model: &str, msg_id: &str, block: &Value) -> Value {
+    json!({
+        "type": "assistant",
+        "message": {"id": msg_id, "type": "message", "role": "assistant", "model": model,
+            "content": [block], "stop_reason": null, "stop_sequence": null,
+            "usage": {"input_tokens": 12526, "output_tokens": 1, "cache_creation_input_tokens": 0,
+                "cache_read_input_tokens": 0}, "context_management": null},
+        "parent_tool_use_id": null, "session_id": session_id, "uuid": new_uuid(),
+        "timestamp": "2026-11-23T19:34:27.221Z", "request_id": format!("req_mock_{}", &new_uuid()[..8])
+    })
+}
+
+fn huge_reply(bytes: usize) -> String {
+    let mut out = String::from("Here is a long answer.\n\n");
+    let mut section = 0;
+    while out.len() < bytes {
+        section += 1;
+        let _ = writeln!(out, "## Section {section}\n");
+        for line in 0..20 {
+            let _ = writeln!(out, "Line {line} of section {section}: the quick brown fox jumps over the lazy dog — ünïcödé ✓.");
+        }
+        let _ = writeln!(out, "\n```rust\nfn section_{section}() {{");
+        for line in 0..15 {
+            let _ = writeln!(out, "    println!(\"{section}.{line}\");");
+        }
+        let _ = writeln!(out, "}}\n```\n");
+    }
+    out
+}
+
+/// Waits for `until` to say the wait is over, or for SIGINT; returns true if interrupted.
+fn interruptible_wait(interrupted: &AtomicBool, until: impl Fn() -> bool) -> bool {
+    loop {
+        if interrupted.load(Ordering::SeqCst) {
+            return true;
+        }
+        if until() {
+            return false;
+        }
+        std::thread::sleep(Duration::from_millis(10));
+    }
+}
+
+fn main() -> ExitCode {
+    // First thing, so a SIGINT at any time after the start record ends the run cleanly.
+    let interrupted = Arc::new(AtomicBool::new(false));
+    let _ = signal_hook::flag::register(signal_hook::consts::SIGINT, Arc::clone(&interrupted));
+    let cli: Vec<String> = std::env::args().skip(1).collect();
+    let args = match parse_args(&cli) {
+        Ok(a) => a,
+        Err(Usage(msg)) => {
+            eprintln!("{msg}");
+            return ExitCode::from(1);
+        }
+    };
+    let version = std::env::var("FAKE_CLAUDE_VERSION").unwrap_or_else(|_| "2.1.330".into());
+    if args.version {
+        println!("{version} (Claude Code)");
+        return ExitCode::SUCCESS;
+    }
+    log_event("start", &json!({}));
+    let code = run(&args, &version, &interrupted);
+    log_event("end", &json!({"exit": code}));
+    ExitCode::from(code)
+}
+
+#[allow(clippy::too_many_lines)]
+fn run(args: &Args, version: &str, interrupted: &AtomicBool) -> u8 {
+    if !args.print {
+        eprintln!("stand-in claude: only --print mode is supported");
+        return 2;
+    }
+    if args.output_format == "stream-json" && !args.verbose {
+        eprintln!("Error: When using --print, --output-format=stream-json requires --verbose");
+        return 1;
+    }
+    let mode = args
+        .permission_mode
+        .clone()
+        .unwrap_or_else(|| "default".into());
+    if mode == "bypassPermissions"
+        && nix::unistd::geteuid().is_root()
+        && std::env::var("IS_SANDBOX").as_deref() != Ok("1")
+        && std::env::var("CLAUDE_CODE_BUBBLEWRAP").as_deref() != Ok("1")
+    {
+        eprintln!("--dangerously-skip-permissions cannot be used with root/sudo privileges for security reasons");
+        return 1;
+    }
+    let Some(prompt) = args.prompt.clone() else {
+        eprintln!("Error: Input must be provided either through stdin or as a prompt argument when using --print");
+        return 1;
+    };
+    if std::fs::read_link("/proc/self/fd/0").is_ok_and(|p| p.to_string_lossy().starts_with("pipe:"))
+    {
+        eprintln!("Warning: no stdin data received in 3s, proceeding without it. If piping from a slow command, redirect stdin explicitly: < /dev/null to skip, or wait longer.");
+    }
+    let cwd = std::env::current_dir().unwrap_or_else(|_| PathBuf::from("/"));
+    let mut out = Out {
+        format: args.output_format.clone(),
+        stdout: std::io::stdout(),
+    };
+    let started = Instant::now();
+
+    // Resolve the session: resume an existing one, or start a new one.
+    let (session_id, session_path, mut turns) = if let Some(id) = &args.resume {
+        if !is_uuid(id) {
+            eprintln!("Error: --resume requires a valid session ID or session title when used with --print. Usage: claude -p --resume <session-id|title>. Provided value \"{id}\" is not a UUID and does not match any session title.");
+            return 1;
+        }
+        let Some(path) = find_session(id) else {
+            let msg = format!("No conversation found with session ID: {id}");
+            eprintln!("{msg}");
+            if out.format == "stream-json" {
+                out.line(&result_value(&ResultParts {
+                    session_id: id,
+                    model: DEFAULT_MODEL,
+                    subtype: "error_during_execution",
+                    is_error: true,
+                    result: None,
+                    errors: Some(vec![msg]),
+                    total_cost: 0.0,
+                    num_turns: 0,
+                    terminal_reason: "completed",
+                    api_error_status: None,
+                    duration_ms: 0,
+                }));
+            }
+            return 1;
+        };
+        let turns = read_turns(&path);
+        (id.clone(), path, turns)
+    } else {
+        let id = args.session_id.clone().unwrap_or_else(new_uuid);
+        let path = projects_dir()
+            .join(mangle(&cwd))
+            .join(format!("{id}.jsonl"));
+        if path.exists() {
+            eprintln!("Error: Session ID {id} is already in use.");
+            return 1;
+        }
+        (id, path, Vec::new())
+    };
+    let model = args
+        .model
+        .clone()
+        .or_else(|| turns.last().map(|t| t.model.clone()))
+        .unwrap_or_else(|| DEFAULT_MODEL.into());
+    if !KNOWN_MODELS.contains(&model.as_str()) {
+        eprintln!(
+            "[claude-code:unrecognized_model] {{\"model\":\"{model}\",\"query_source\":\"sdk\"}}"
+        );
+    }
+    let tools: Vec<String> = match &args.tools {
+        Some(t) if t.iter().any(|x| x == "default") => {
+            TOOLS.iter().map(|s| (*s).to_string()).collect()
+        }
+        Some(t) => t.clone(),
+        None => TOOLS.iter().map(|s| (*s).to_string()).collect(),
+    };
+    let tools: Vec<String> = tools
+        .into_iter()
+        .filter(|t| !args.disallowed_tools.contains(t))
+        .collect();
+    let per_call_cost: f64 = std::env::var("FAKE_CLAUDE_COST")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(0.05);
+    let cumulative = version != "2.1.197";
+    let earlier_cost: f64 = turns.iter().map(|t| t.cost).sum();
+    let reported = |call_cost: f64| {
+        if cumulative {
+            earlier_cost + call_cost
+        } else {
+            call_cost
+        }
+    };
+
+    // CLI slash commands run locally, with no API call, unless slash commands are disabled.
+    if prompt.starts_with('/') && !args.disable_slash_commands {
+        let name = prompt[1..].split_whitespace().next().unwrap_or_default();
+        let local = match name {
+            "clear" | "compact" => Some(String::new()),
+            "cost" => Some(format!(
+                "Estimated cost:        ${earlier_cost:.4}\nTotal duration (API):  0s"
+            )),
+            "help" => Some("/help isn't available in this environment.".to_string()),
+            "model" => Some(format!(
+                "Set model to `{}` for this session only",
+                prompt.split_whitespace().nth(1).unwrap_or_default()
+            )),
+            _ => None,
+        };
+        if let Some(text) = local {
+            // `/clear` starts a new conversation: a new session id.
+            let sid = if name == "clear" {
+                new_uuid()
+            } else {
+                session_id.clone()
+            };
+            out.line(&init_value(&sid, &model, &cwd, &mode, version, &tools));
+            out.result(&result_value(&ResultParts {
+                session_id: &sid,
+                model: &model,
+                subtype: "success",
+                is_error: false,
+                result: Some(&text),
+                errors: None,
+                total_cost: 0.0,
+                num_turns: 0,
+                terminal_reason: "completed",
+                api_error_status: None,
+                duration_ms: started.elapsed().as_millis(),
+            }));
+            return 0;
+        }
+    }
+
+    out.line(&init_value(
+        &session_id,
+        &model,
+        &cwd,
+        &mode,
+        version,
+        &tools,
+    ));
+
+    let msg_id = format!("msg_mock_{}", &new_uuid().replace('-', "")[..20]);
+
+    if prompt.contains("CRASH") {
+        eprintln!("stand-in claude: simulated crash (CRASH in prompt)");
+        return 3;
+    }
+    if prompt.contains("GARBAGE") {
+        let mut lock = std::io::stdout().lock();
+        let _ = writeln!(lock, "this is not json");
+        let _ = writeln!(lock, "{{\"truncated\": ");
+        let _ = writeln!(lock, "\u{1b}[31mcolour codes\u{1b}[0m");
+        return 0;
+    }
+    if prompt.contains("HANG") {
+        // Ignore the polite signals, and leave a grandchild in the process group.
+        let ignored = Arc::new(AtomicBool::new(false));
+        let _ = signal_hook::flag::register(signal_hook::consts::SIGTERM, Arc::clone(&ignored));
+        let child = std::process::Command::new("sleep").arg("3600").spawn();
+        let grandchild = child.as_ref().map_or(0, std::process::Child::id);
+        log_event("hang", &json!({"grandchild": grandchild}));
+        loop {
+            std::thread::sleep(Duration::from_secs(1));
+        }
+    }
+    if prompt.contains("NOISE") {
+        eprintln!(
+            "[claude-code:telemetry] could not flush events (noise on stderr is not failure)"
+        );
+    }
+
+    let mut waited = false;
+    if prompt.contains("SLOW") {
+        let ms: u64 = std::env::var("FAKE_CLAUDE_SLOW_MS")
+            .ok()
+            .and_then(|v| v.parse().ok())
+            .unwrap_or(3000);
+        let until = Instant::now() + Duration::from_millis(ms);
+        waited = interruptible_wait(interrupted, || Instant::now() >= until);
+    }
+    if let Some(gate) = prompt
+        .split_whitespace()
+        .find_map(|w| w.strip_prefix("GATE:"))
+    {
+        let gate = PathBuf::from(gate);
+        waited = waited || interruptible_wait(interrupted, || gate.exists());
+    }
+    let sp = |turns_now: &Vec<Turn>| turns_now.len() as u32;
+    if waited {
+        // SIGINT: the clean cancel. The turn is recorded, the result says error_during_execution.
+        turns.push(Turn {
+            prompt: prompt.clone(),
+            cost: 0.0,
+            model: model.clone(),
+        });
+        append_turn(&session_path, turns.last().expect("just pushed"));
+        out.result(&result_value(&ResultParts {
+            session_id: &session_id,
+            model: &model,
+            subtype: "error_during_execution",
+            is_error: true,
+            result: None,
+            errors: Some(vec![
+                "[ede_diagnostic] result_type=user last_content_type=n/a stop_reason=null".into(),
+            ]),
+            total_cost: reported(0.0),
+            num_turns: sp(&turns),
+            terminal_reason: "aborted_streaming",
+            api_error_status: None,
+            duration_ms: started.elapsed().as_millis(),
+        }));
+        return 0;
+    }
+
+    if prompt.contains("FAIL500") {
+        let text = "API Error: 500 Internal server error (mock). This is a server-side issue, usually temporary — try again in a moment.";
+        out.line(&assistant_value(
+            &session_id,
+            &model,
+            &msg_id,
+            &json!({"type": "text", "text": text}),
+        ));
+        turns.push(Turn {
+            prompt: prompt.clone(),
+            cost: 0.0,
+            model: model.clone(),
+        });
+        append_turn(&session_path, turns.last().expect("just pushed"));
+        out.result(&result_value(&ResultParts {
+            session_id: &session_id,
+            model: &model,
+            subtype: "success",
+            is_error: true,
+            result: Some(text),
+            errors: None,
+            total_cost: reported(0.0),
+            num_turns: 1,
+            terminal_reason: "api_error",
+            api_error_status: Some(500),
+            duration_ms: started.elapsed().as_millis(),
+        }));
+        return 1;
+    }
+
+    let mut num_turns = 1;
+    let mut answer = format!("echo: {prompt}");
+    if let Some(cmd) = prompt
+        .split_once("TOOL:")
+        .map(|(_, c)| c.trim().to_string())
+        .or_else(|| prompt.contains("TOOL").then(|| "echo hi".to_string()))
+    {
+        let tool_id = format!("toolu_mock_{}", &new_uuid().replace('-', "")[..20]);
+        out.line(&assistant_value(
+            &session_id,
+            &model,
+            &msg_id,
+            &json!({"type": "text", "text": "running a tool"}),
+        ));
+        out.line(&assistant_value(
+            &session_id,
+            &model,
+            &msg_id,
+            &json!({"type": "tool_use", "id": tool_id, "name": "Bash",
+            "input": {"command": cmd, "description": "mock tool call"}}),
+        ));
+        if prompt.contains("MAXTURNS") {
+            turns.push(Turn {
+                prompt: prompt.clone(),
+                cost: per_call_cost,
+                model: model.clone(),
+            });
+            append_turn(&session_path, turns.last().expect("just pushed"));
+            out.result(&result_value(&ResultParts {
+                session_id: &session_id,
+                model: &model,
+                subtype: "error_max_turns",
+                is_error: true,
+                result: None,
+                errors: Some(vec!["Reached maximum number of turns (1)".into()]),
+                total_cost: reported(per_call_cost),
+                num_turns: 2,
+                terminal_reason: "max_turns",
+                api_error_status: None,
+                duration_ms: started.elapsed().as_millis(),
+            }));
+            return 1;
+        }
+        let said = if tools.iter().any(|t| t == "Bash") {
+            let output = std::process::Command::new("sh")
+                .arg("-c")
+                .arg(&cmd)
+                .output();
+            output.map_or_else(
+                |e| format!("<tool_use_error>{e}</tool_use_error>"),
+                |o| String::from_utf8_lossy(&o.stdout).trim().to_string(),
+            )
+        } else {
+            "<tool_use_error>Error: No such tool available: Bash. Bash is disabled for this session, in subagents as well as here.</tool_use_error>".to_string()
+        };
+        out.line(&json!({"type": "user", "message": {"role": "user", "content": [{"tool_use_id": tool_id,
+            "type": "tool_result", "content": said, "is_error": false}]}, "parent_tool_use_id": null,
+            "session_id": session_id, "uuid": new_uuid(), "timestamp": "2026-11-23T19:45:16.143Z",
+            "tool_use_result": {"stdout": said, "stderr": "", "interrupted": false, "isImage": false, "noOutputExpected": false}}));
+        answer = format!("tool said: {said}");
+        num_turns = 2;
+    } else if prompt.contains("HUGE") {
+        let bytes = std::env::var("FAKE_CLAUDE_HUGE_BYTES")
+            .ok()
+            .and_then(|v| v.parse().ok())
+            .unwrap_or(100_000);
+        answer = huge_reply(bytes);
+    } else if prompt.contains("HISTORY") {
+        let earlier: Vec<&str> = turns.iter().map(|t| t.prompt.as_str()).collect();
+        answer = format!("history: {}", earlier.join(" | "));
+    }
+    let reply_id = format!("msg_mock_{}", &new_uuid().replace('-', "")[..20]);
+    out.line(&assistant_value(
+        &session_id,
+        &model,
+        &reply_id,
+        &json!({"type": "text", "text": answer}),
+    ));
+    turns.push(Turn {
+        prompt: prompt.clone(),
+        cost: per_call_cost,
+        model: model.clone(),
+    });
+    append_turn(&session_path, turns.last().expect("just pushed"));
+    out.result(&result_value(&ResultParts {
+        session_id: &session_id,
+        model: &model,
+        subtype: "success",
+        is_error: false,
+        result: Some(&answer),
+        errors: None,
+        total_cost: reported(per_call_cost),
+        num_turns,
+        terminal_reason: "completed",
+        api_error_status: None,
+        duration_ms: started.elapsed().as_millis(),
+    }));
+    0
+}

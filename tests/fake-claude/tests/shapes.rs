@@ -1,0 +1,308 @@
+//! The stand-in speaks the real CLI's shapes: compared with the recorded samples in
+//! tests/fixtures/claude-cli (copied from ../shared/claude-cli/samples).
+
+use std::collections::BTreeSet;
+use std::path::PathBuf;
+use std::process::{Command, Output, Stdio};
+
+use serde_json::Value;
+
+fn sample(name: &str) -> String {
+    let p = PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+        .join("../fixtures/claude-cli")
+        .join(name);
+    std::fs::read_to_string(&p).unwrap_or_else(|e| panic!("{}: {e}", p.display()))
+}
+
+struct Stand {
+    dir: tempfile::TempDir,
+}
+
+impl Stand {
+    fn new() -> Self {
+        Self {
+            dir: tempfile::tempdir().expect("tmp"),
+        }
+    }
+
+    fn cmd(&self, args: &[&str]) -> Command {
+        let mut c = Command::new(env!("CARGO_BIN_EXE_claude"));
+        c.args(args)
+            .current_dir(self.dir.path())
+            .env("HOME", self.dir.path())
+            .env_remove("FAKE_CLAUDE_LOG")
+            .env_remove("IS_SANDBOX")
+            .stdin(Stdio::null());
+        c
+    }
+
+    fn run(&self, args: &[&str]) -> Output {
+        self.cmd(args).output().expect("run stand-in")
+    }
+}
+
+fn keys(v: &Value) -> BTreeSet<String> {
+    v.as_object()
+        .map(|o| o.keys().cloned().collect())
+        .unwrap_or_default()
+}
+
+fn types(stdout: &str) -> Vec<String> {
+    stdout
+        .lines()
+        .map(|l| {
+            let v: Value = serde_json::from_str(l).expect("json line");
+            let block = v
+                .pointer("/message/content/0/type")
+                .and_then(Value::as_str)
+                .unwrap_or("");
+            format!(
+                "{}{}",
+                v["type"].as_str().unwrap_or(""),
+                if block.is_empty() {
+                    String::new()
+                } else {
+                    format!("/{block}")
+                }
+            )
+        })
+        .collect()
+}
+
+#[test]
+fn json_results_carry_the_keys_a_wrapper_reads() {
+    let real: Value = serde_json::from_str(&sample("a_json.stdout")).expect("sample");
+    let out = Stand::new().run(&["-p", "--output-format", "json", "--", "hello"]);
+    assert!(out.status.success());
+    let fake: Value = serde_json::from_slice(&out.stdout).expect("json");
+    for key in [
+        "type",
+        "subtype",
+        "is_error",
+        "result",
+        "session_id",
+        "total_cost_usd",
+        "duration_ms",
+        "duration_api_ms",
+        "num_turns",
+        "usage",
+        "modelUsage",
+        "permission_denials",
+        "terminal_reason",
+        "api_error_status",
+    ] {
+        assert!(keys(&real).contains(key), "the sample lacks {key}");
+        assert!(keys(&fake).contains(key), "the stand-in lacks {key}");
+    }
+    assert!(
+        keys(&fake).is_subset(&keys(&real)),
+        "extra keys: {:?}",
+        keys(&fake).difference(&keys(&real))
+    );
+    assert_eq!(fake["result"], "echo: hello");
+}
+
+#[test]
+fn stream_json_lines_come_in_the_real_order() {
+    let stand = Stand::new();
+    let out = stand.run(&[
+        "-p",
+        "--output-format",
+        "stream-json",
+        "--verbose",
+        "--",
+        "hello stream",
+    ]);
+    assert_eq!(
+        types(&String::from_utf8_lossy(&out.stdout)),
+        types(&sample("b_stream_json.stdout"))
+    );
+    let out = stand.run(&[
+        "-p",
+        "--output-format",
+        "stream-json",
+        "--verbose",
+        "--",
+        "TOOL please",
+    ]);
+    assert_eq!(
+        types(&String::from_utf8_lossy(&out.stdout)),
+        types(&sample("f_tool_stream.stdout"))
+    );
+}
+
+#[test]
+fn resume_keeps_the_session_and_the_cost_is_cumulative() {
+    let stand = Stand::new();
+    let first: Value = serde_json::from_slice(
+        &stand
+            .run(&["-p", "--output-format", "json", "--", "one"])
+            .stdout,
+    )
+    .expect("json");
+    let id = first["session_id"].as_str().expect("id");
+    let second: Value = serde_json::from_slice(
+        &stand
+            .run(&[
+                "-p",
+                "--output-format",
+                "json",
+                "--resume",
+                id,
+                "--",
+                "HISTORY",
+            ])
+            .stdout,
+    )
+    .expect("json");
+    assert_eq!(second["session_id"], id);
+    assert_eq!(second["result"], "history: one");
+    let total = second["total_cost_usd"].as_f64().expect("cost");
+    assert!((total - 2.0 * first["total_cost_usd"].as_f64().expect("cost")).abs() < 1e-9);
+}
+
+#[test]
+fn usage_errors_match_the_real_cli() {
+    let stand = Stand::new();
+    let unknown = "11111111-2222-3333-4444-555555555555";
+    for (args, name) in [
+        (
+            vec![
+                "-p",
+                "--output-format",
+                "json",
+                "--resume",
+                unknown,
+                "--",
+                "x",
+            ],
+            "c_resume_unknown_uuid",
+        ),
+        (
+            vec![
+                "-p",
+                "--output-format",
+                "json",
+                "--resume",
+                "garbage-id-xyz",
+                "--",
+                "x",
+            ],
+            "c_resume_garbage",
+        ),
+        (
+            vec!["-p", "--output-format", "stream-json", "--", "x"],
+            "g_stream_json_without_verbose",
+        ),
+    ] {
+        let out = stand.run(&args);
+        assert_eq!(out.status.code(), Some(1), "{name}");
+        assert!(out.stdout.is_empty(), "{name}");
+        assert_eq!(
+            String::from_utf8_lossy(&out.stderr),
+            sample(&format!("{name}.stderr")),
+            "{name}"
+        );
+    }
+    // In stream-json an unknown session also prints an error result line.
+    let out = stand.run(&[
+        "-p",
+        "--output-format",
+        "stream-json",
+        "--verbose",
+        "--resume",
+        unknown,
+        "--",
+        "x",
+    ]);
+    let line: Value = serde_json::from_slice(&out.stdout).expect("json");
+    let real: Value =
+        serde_json::from_str(&sample("c_resume_unknown_uuid_stream.stdout")).expect("json");
+    for key in ["subtype", "is_error", "errors", "session_id", "num_turns"] {
+        assert_eq!(line[key], real[key], "{key}");
+    }
+}
+
+#[test]
+fn bypass_as_root_is_refused_like_the_real_cli() {
+    if !nix_is_root() {
+        return;
+    }
+    let out = Stand::new().run(&[
+        "-p",
+        "--output-format",
+        "json",
+        "--permission-mode",
+        "bypassPermissions",
+        "--",
+        "x",
+    ]);
+    assert_eq!(out.status.code(), Some(1));
+    assert_eq!(
+        String::from_utf8_lossy(&out.stderr),
+        sample("e_bypass_root_json.stderr")
+    );
+    let out = Stand::new()
+        .cmd(&[
+            "-p",
+            "--output-format",
+            "json",
+            "--permission-mode",
+            "bypassPermissions",
+            "--",
+            "x",
+        ])
+        .env("IS_SANDBOX", "1")
+        .output()
+        .expect("run");
+    assert!(out.status.success());
+}
+
+fn nix_is_root() -> bool {
+    std::fs::read_to_string("/proc/self/status")
+        .ok()
+        .and_then(|s| {
+            s.lines()
+                .find(|l| l.starts_with("Uid:"))
+                .map(|l| l.split_whitespace().nth(2) == Some("0"))
+        })
+        .unwrap_or(false)
+}
+
+#[test]
+fn sigint_during_a_slow_run_gives_the_clean_error_result() {
+    use std::io::BufRead;
+    let stand = Stand::new();
+    let mut child = stand
+        .cmd(&[
+            "-p",
+            "--output-format",
+            "stream-json",
+            "--verbose",
+            "--",
+            "be SLOW please",
+        ])
+        .env("FAKE_CLAUDE_SLOW_MS", "60000")
+        .stdout(Stdio::piped())
+        .spawn()
+        .expect("spawn");
+    // The init line comes after the signal handler is installed.
+    let mut stdout = std::io::BufReader::new(child.stdout.take().expect("stdout"));
+    let mut init = String::new();
+    stdout.read_line(&mut init).expect("init line");
+    assert!(init.contains("\"subtype\":\"init\""), "{init}");
+    let pid = child.id().to_string();
+    Command::new("kill")
+        .args(["-INT", &pid])
+        .status()
+        .expect("kill");
+    let mut last = String::new();
+    stdout.read_line(&mut last).expect("result line");
+    assert_eq!(child.wait().expect("wait").code(), Some(0));
+    let fake: Value = serde_json::from_str(&last).expect("json");
+    let real: Value = serde_json::from_str(&sample("d_slow_sigint_json.stdout")).expect("json");
+    for key in ["subtype", "is_error", "terminal_reason"] {
+        assert_eq!(fake[key], real[key], "{key}");
+    }
+    assert!(fake.get("result").is_none() && fake["errors"].is_array());
+}

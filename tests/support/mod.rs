@@ -1,0 +1,388 @@
+//! Shared test support: a temporary deployment (project dir, HOME, database, stand-in log),
+//! settings written as a real overlay file, an in-process harness with a reply collector, and
+//! readers for what the stand-in `claude` recorded.
+#![allow(dead_code)]
+
+use std::path::{Path, PathBuf};
+use std::time::{Duration, Instant};
+
+use actix::{Actor, Addr, Context, Handler};
+use actors::frontend::{DeliverReply, Origin, ShowProgress};
+use actors::registry::{ChannelRegistry, RouteMessage};
+use claude_coordinator::settings::Settings;
+use claude_coordinator::startup::Application;
+use serde_json::Value;
+use tokio::sync::mpsc::{unbounded_channel, UnboundedReceiver, UnboundedSender};
+
+/// How long a test waits for something that should happen; generous, since CI is shared.
+pub const PATIENCE: Duration = Duration::from_secs(60);
+
+/// The stand-in `claude`, built by `cargo test` as the `fake-claude` workspace member.
+pub fn fake_claude() -> PathBuf {
+    let bin = PathBuf::from(env!("CARGO_BIN_EXE_claude-coordinator"));
+    let path = bin.with_file_name("claude");
+    assert!(
+        path.exists(),
+        "stand-in claude not found at {}: run the tests with `cargo test --workspace`",
+        path.display()
+    );
+    path
+}
+
+/// A temporary deployment: one directory holding everything a test touches.
+pub struct TestEnv {
+    pub dir: tempfile::TempDir,
+}
+
+impl TestEnv {
+    pub fn new() -> Self {
+        let dir = tempfile::Builder::new()
+            .prefix("coordinator-test")
+            .tempdir()
+            .expect("temp dir");
+        for sub in ["home", "proj", "proj2", "proj3", "gates"] {
+            std::fs::create_dir_all(dir.path().join(sub)).expect("mkdir");
+        }
+        Self { dir }
+    }
+
+    pub fn path(&self, rel: &str) -> PathBuf {
+        self.dir.path().join(rel)
+    }
+
+    pub fn db(&self) -> PathBuf {
+        self.path("data/coordinator.db")
+    }
+
+    pub fn log(&self) -> PathBuf {
+        self.path("claude.log")
+    }
+
+    /// A gate file path for `GATE:<path>` prompts; `open_gate` releases it.
+    pub fn gate(&self, name: &str) -> PathBuf {
+        self.path("gates").join(name)
+    }
+
+    pub fn open_gate(&self, name: &str) {
+        std::fs::write(self.gate(name), b"open").expect("open gate");
+    }
+
+    /// An overlay with three channels (`alpha`, `beta`, `gamma`) using the stand-in; `extra`
+    /// is appended (later keys in TOML tables must not repeat, so extra holds whole tables or
+    /// keys of tables not written here).
+    pub fn overlay(&self, claude_extra: &str, extra: &str) -> PathBuf {
+        // Test defaults for [claude], unless `claude_extra` sets the same key.
+        let mut claude_defaults = String::new();
+        for line in ["timeout_secs = 60", "kill_grace_secs = 1"] {
+            let key = line.split('=').next().unwrap_or_default().trim();
+            if !claude_extra
+                .lines()
+                .any(|l| l.trim_start().starts_with(key))
+            {
+                claude_defaults.push_str(line);
+                claude_defaults.push('\n');
+            }
+        }
+        let text = format!(
+            r#"
+[claude]
+binary = "{binary}"
+{claude_defaults}{claude_extra}
+
+[claude.env]
+HOME = "{home}"
+FAKE_CLAUDE_LOG = "{log}"
+FAKE_CLAUDE_SLOW_MS = "30000"
+
+[store]
+path = "{db}"
+
+[[channel]]
+id = 1001
+name = "alpha"
+project_dir = "{proj}"
+
+[[channel]]
+id = 1002
+name = "beta"
+project_dir = "{proj2}"
+
+[[channel]]
+id = 1003
+name = "gamma"
+project_dir = "{proj3}"
+{extra}
+"#,
+            binary = fake_claude().display(),
+            home = self.path("home").display(),
+            log = self.log().display(),
+            db = self.db().display(),
+            proj = self.path("proj").display(),
+            proj2 = self.path("proj2").display(),
+            proj3 = self.path("proj3").display(),
+        );
+        let path = self.path("overlay.toml");
+        std::fs::write(&path, text).expect("write overlay");
+        path
+    }
+
+    /// Settings from the real loader with [`TestEnv::overlay`].
+    pub fn settings(&self, claude_extra: &str, extra: &str) -> Settings {
+        Settings::load(Some(&self.overlay(claude_extra, extra))).expect("settings load")
+    }
+
+    /// Every record the stand-in wrote.
+    pub fn records(&self) -> Vec<Value> {
+        let Ok(text) = std::fs::read_to_string(self.log()) else {
+            return Vec::new();
+        };
+        text.lines()
+            .map(|l| serde_json::from_str(l).expect("stand-in log line is JSON"))
+            .collect()
+    }
+
+    /// The stand-in's start records, in order.
+    pub fn starts(&self) -> Vec<Value> {
+        self.records()
+            .into_iter()
+            .filter(|r| r["event"] == "start")
+            .collect()
+    }
+
+    /// Completed runs as (prompt, cwd, start ms, end ms), ordered by start.
+    pub fn runs(&self) -> Vec<Run> {
+        let records = self.records();
+        let mut runs: Vec<Run> = records
+            .iter()
+            .filter(|r| r["event"] == "start")
+            .filter_map(|s| {
+                let end = records
+                    .iter()
+                    .find(|e| e["event"] == "end" && e["pid"] == s["pid"])?;
+                Some(Run {
+                    prompt: prompt_of(s),
+                    cwd: s["cwd"].as_str().unwrap_or_default().to_string(),
+                    start: s["at_ms"].as_u64().unwrap_or_default(),
+                    end: end["at_ms"].as_u64().unwrap_or_default(),
+                })
+            })
+            .collect();
+        runs.sort_by_key(|r| r.start);
+        runs
+    }
+
+    /// Waits until the stand-in has started `n` processes.
+    pub async fn wait_for_starts(&self, n: usize) {
+        wait_until(|| self.starts().len() >= n, &format!("{n} stand-in starts")).await;
+    }
+}
+
+/// One completed stand-in process.
+#[derive(Debug, Clone)]
+pub struct Run {
+    pub prompt: String,
+    pub cwd: String,
+    pub start: u64,
+    pub end: u64,
+}
+
+/// The prompt a stand-in start record received (the argument after `--`).
+pub fn prompt_of(record: &Value) -> String {
+    let argv: Vec<&str> = record["argv"]
+        .as_array()
+        .map(|a| a.iter().filter_map(Value::as_str).collect())
+        .unwrap_or_default();
+    argv.iter()
+        .position(|a| *a == "--")
+        .and_then(|i| argv.get(i + 1))
+        .map(|s| (*s).to_string())
+        .unwrap_or_default()
+}
+
+/// The argv of a stand-in start record.
+pub fn argv_of(record: &Value) -> Vec<String> {
+    record["argv"]
+        .as_array()
+        .map(|a| {
+            a.iter()
+                .filter_map(Value::as_str)
+                .map(str::to_string)
+                .collect()
+        })
+        .unwrap_or_default()
+}
+
+/// The largest number of runs in flight at once.
+pub fn max_overlap(runs: &[Run]) -> usize {
+    let mut edges: Vec<(u64, i32)> = runs
+        .iter()
+        .flat_map(|r| [(r.start, 1), (r.end, -1)])
+        .collect();
+    // Ends sort before starts at the same millisecond: touching is not overlapping.
+    edges.sort_by_key(|&(t, d)| (t, d));
+    let (mut now, mut max) = (0i32, 0i32);
+    for (_, d) in edges {
+        now += d;
+        max = max.max(now);
+    }
+    max as usize
+}
+
+/// Polls `cond` until it holds; panics with `what` after [`PATIENCE`].
+pub async fn wait_until(mut cond: impl FnMut() -> bool, what: &str) {
+    let deadline = Instant::now() + PATIENCE;
+    while !cond() {
+        assert!(Instant::now() < deadline, "timed out waiting for {what}");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
+
+/// Whether a process is still alive (a zombie counts as gone).
+pub fn process_alive(pid: i32) -> bool {
+    match std::fs::read_to_string(format!("/proc/{pid}/stat")) {
+        Ok(stat) => {
+            // The state follows the parenthesised command name.
+            let state = stat.rsplit(')').next().unwrap_or_default().trim_start();
+            !state.starts_with('Z') && !state.starts_with('X')
+        }
+        Err(_) => false,
+    }
+}
+
+/// What the collector received.
+#[derive(Debug)]
+pub enum Received {
+    Reply(DeliverReply),
+    Progress(ShowProgress),
+}
+
+/// A front end for tests: collects replies and progress.
+pub struct Collector {
+    tx: UnboundedSender<Received>,
+}
+
+impl Actor for Collector {
+    type Context = Context<Self>;
+}
+
+impl Handler<DeliverReply> for Collector {
+    type Result = ();
+    fn handle(&mut self, msg: DeliverReply, _: &mut Self::Context) {
+        let _ = self.tx.send(Received::Reply(msg));
+    }
+}
+
+impl Handler<ShowProgress> for Collector {
+    type Result = ();
+    fn handle(&mut self, msg: ShowProgress, _: &mut Self::Context) {
+        let _ = self.tx.send(Received::Progress(msg));
+    }
+}
+
+/// The real application with a collecting front end.
+pub struct Harness {
+    pub app: Application,
+    pub registry: Addr<ChannelRegistry>,
+    rx: UnboundedReceiver<Received>,
+    pub progress: Vec<ShowProgress>,
+    next_message: u64,
+}
+
+impl Harness {
+    pub async fn start(settings: Settings) -> Self {
+        let app = Application::build(settings)
+            .await
+            .expect("application builds");
+        let (tx, rx) = unbounded_channel();
+        let collector = Collector { tx }.start();
+        let registry = app.start_registry(collector.clone().recipient(), collector.recipient());
+        Self {
+            app,
+            registry,
+            rx,
+            progress: Vec::new(),
+            next_message: 0,
+        }
+    }
+
+    /// Sends `text` to the configured channel `channel`; returns the message id.
+    pub fn send(&mut self, channel: &str, text: &str) -> u64 {
+        let conversation = self.app.conversation(channel).expect("configured channel");
+        self.next_message += 1;
+        self.registry.do_send(RouteMessage {
+            origin: Origin {
+                channel_id: conversation.id,
+                message_id: self.next_message,
+                author_id: 7,
+            },
+            conversation,
+            text: text.to_string(),
+        });
+        self.next_message
+    }
+
+    /// The next reply (progress seen on the way is kept in `self.progress`).
+    pub async fn reply(&mut self) -> DeliverReply {
+        let deadline = tokio::time::Instant::now() + PATIENCE;
+        loop {
+            let next = tokio::time::timeout_at(deadline, self.rx.recv())
+                .await
+                .unwrap_or_else(|_| panic!("no reply within {PATIENCE:?}"));
+            match next {
+                Some(Received::Reply(r)) => return r,
+                Some(Received::Progress(p)) => self.progress.push(p),
+                None => panic!("collector closed"),
+            }
+        }
+    }
+
+    /// The reply to message `id`, collecting others on the way into the returned vector.
+    pub async fn replies(&mut self, n: usize) -> Vec<DeliverReply> {
+        let mut out = Vec::new();
+        for _ in 0..n {
+            out.push(self.reply().await);
+        }
+        out
+    }
+}
+
+/// Runs the real binary with `args`, feeding `stdin`; returns (status, stdout, stderr).
+pub fn run_binary(
+    args: &[&str],
+    stdin: &str,
+    env: &[(&str, &str)],
+) -> (std::process::ExitStatus, String, String) {
+    use std::io::Write;
+    let mut cmd = std::process::Command::new(env!("CARGO_BIN_EXE_claude-coordinator"));
+    cmd.args(args)
+        .env_remove("RUST_LOG")
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped());
+    for (k, v) in env {
+        cmd.env(k, v);
+    }
+    let mut child = cmd.spawn().expect("spawn coordinator");
+    let mut input = child.stdin.take().expect("stdin");
+    input.write_all(stdin.as_bytes()).expect("write stdin");
+    drop(input);
+    let out = child.wait_with_output().expect("wait coordinator");
+    (
+        out.status,
+        String::from_utf8_lossy(&out.stdout).into_owned(),
+        String::from_utf8_lossy(&out.stderr).into_owned(),
+    )
+}
+
+/// Parses JSON lines.
+pub fn json_lines(text: &str) -> Vec<Value> {
+    text.lines()
+        .filter(|l| !l.trim().is_empty())
+        .map(|l| serde_json::from_str(l).unwrap_or_else(|e| panic!("not JSON ({e}): {l}")))
+        .collect()
+}
+
+/// Reads a file relative to the workspace root.
+pub fn workspace_file(rel: &str) -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join(rel)
+}
