@@ -22,6 +22,9 @@ pub struct Cli {
 /// Subcommands.
 #[derive(Debug, Subcommand)]
 pub enum Command {
+    /// Run the service: connect to Discord and answer in the configured channels and their
+    /// threads. Needs DISCORD_TOKEN and an allowlist (access.*), or access.allow_everyone.
+    Run,
     /// Converse with a configured channel from the terminal: each input line is one message;
     /// each reply is printed as it completes. Exits 0 after the last reply.
     Console {

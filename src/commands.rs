@@ -16,6 +16,7 @@ pub async fn execute(command: Command, settings: Settings) -> anyhow::Result<Exi
         .await
         .context("starting the session store")?;
     match command {
+        Command::Run => app.run_until_stopped().await?,
         Command::Console { channel, json } => {
             let opts = ConsoleOptions { channel, json };
             let input = tokio::io::BufReader::new(tokio::io::stdin());

@@ -8,16 +8,21 @@ use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use actors::channel::ChannelProfile;
+use actors::gateway::{AccessConfig, DiscordConfig};
 use actors::runner::{ClaudeConfig, PERMISSION_MODES};
 use actors::store::StoreConfig;
 use config::{Config, Environment, File, FileFormat};
+use secrecy::SecretString;
 use serde::Deserialize;
 
 /// The built-in defaults; every key is documented there.
 pub const DEFAULT_SETTINGS: &str = include_str!("../settings/default.toml");
 
 /// Keys that hold secrets and must never come from a file.
-const SECRET_KEYS: [(&str, &str); 1] = [("claude.oauth_token", "COORDINATOR__CLAUDE__OAUTH_TOKEN")];
+const SECRET_KEYS: [(&str, &str); 2] = [
+    ("claude.oauth_token", "COORDINATOR__CLAUDE__OAUTH_TOKEN"),
+    ("discord.token", "DISCORD_TOKEN"),
+];
 
 /// All settings.
 #[derive(Debug, Clone, Deserialize)]
@@ -29,6 +34,10 @@ pub struct Settings {
     pub store: StoreSettings,
     /// Limits that apply to every channel.
     pub channels: ChannelLimits,
+    /// The Discord connection.
+    pub discord: DiscordConfig,
+    /// Who may talk to Claude.
+    pub access: AccessConfig,
     /// The configured channels.
     #[serde(default)]
     pub channel: Vec<ChannelProfile>,
@@ -128,11 +137,20 @@ impl Settings {
             .separator("__")
             .try_parsing(true)
             .list_separator(",")
-            .with_list_parse_key("claude.passthrough_commands");
-        let settings: Settings = files(Config::builder())
+            .with_list_parse_key("claude.passthrough_commands")
+            .with_list_parse_key("access.allowed_users")
+            .with_list_parse_key("access.allowed_roles");
+        let mut settings: Settings = files(Config::builder())
             .add_source(env)
             .build()?
             .try_deserialize()?;
+        // The conventional variable, when the namespaced one is not set.
+        if settings.discord.token.is_none() {
+            settings.discord.token = std::env::var("DISCORD_TOKEN")
+                .ok()
+                .filter(|t| !t.trim().is_empty())
+                .map(SecretString::from);
+        }
         settings.validate()?;
         Ok(settings)
     }
@@ -191,6 +209,16 @@ impl Settings {
         }
         if !["text", "json"].contains(&self.log.format.as_str()) {
             return Err(invalid("log.format", "must be `text` or `json`"));
+        }
+        let d = &self.discord;
+        if !(d.api_base_url.starts_with("https://") || d.api_base_url.starts_with("http://")) {
+            return Err(invalid(
+                "discord.api_base_url",
+                "must start with https:// or http://",
+            ));
+        }
+        if d.max_chunks == 0 {
+            return Err(invalid("discord.max_chunks", "must be at least 1"));
         }
         let (mut ids, mut names) = (HashSet::new(), HashSet::new());
         for (i, ch) in self.channel.iter().enumerate() {

@@ -7,6 +7,7 @@ use std::time::Duration;
 use actix::{Actor, Addr, Recipient};
 use actors::channel::{ChannelDeps, ChannelProfile, ConversationRef};
 use actors::frontend::{DeliverReply, ShowProgress};
+use actors::gateway::{DiscordConnection, DiscordGateway, GatewayError, GatewaySetup};
 use actors::registry::ChannelRegistry;
 use actors::runner::ClaudeRunner;
 use actors::store::{open_pool, SessionStoreActor};
@@ -59,16 +60,64 @@ impl Application {
         replies: Recipient<DeliverReply>,
         progress: Recipient<ShowProgress>,
     ) -> Addr<ChannelRegistry> {
-        let deps = ChannelDeps {
-            runner: self.runner.clone(),
-            store: self.store.clone(),
-            run_slots: Arc::clone(&self.run_slots),
-            replies,
-            progress,
-            queue_limit: self.settings.channels.queue_limit,
-            command_prefix: self.settings.channels.command_prefix.clone(),
-        };
-        ChannelRegistry::new(deps, Duration::from_secs(self.settings.channels.idle_secs)).start()
+        self.registry_starter()(replies, progress)
+    }
+
+    /// A function that starts the registry once the front end exists.
+    fn registry_starter(
+        &self,
+    ) -> impl FnOnce(Recipient<DeliverReply>, Recipient<ShowProgress>) -> Addr<ChannelRegistry> + 'static
+    {
+        let runner = self.runner.clone();
+        let store = self.store.clone();
+        let run_slots = Arc::clone(&self.run_slots);
+        let limits = self.settings.channels.clone();
+        move |replies, progress| {
+            let deps = ChannelDeps {
+                runner,
+                store,
+                run_slots,
+                replies,
+                progress,
+                queue_limit: limits.queue_limit,
+                command_prefix: limits.command_prefix,
+            };
+            ChannelRegistry::new(deps, Duration::from_secs(limits.idle_secs)).start()
+        }
+    }
+
+    /// Connects to Discord and starts the gateway with its own registry.
+    pub async fn start_discord(&self) -> Result<DiscordConnection, GatewayError> {
+        let start = self.registry_starter();
+        GatewaySetup {
+            discord: self.settings.discord.clone(),
+            access: self.settings.access.clone(),
+            channels: self.channels.clone(),
+            start_registry: Box::new(move |gateway: Addr<DiscordGateway>| {
+                start(gateway.clone().recipient(), gateway.recipient())
+            }),
+        }
+        .connect()
+        .await
+    }
+
+    /// Runs the Discord service until the connection ends or the process is interrupted.
+    pub async fn run_until_stopped(self) -> anyhow::Result<()> {
+        let connection = self
+            .start_discord()
+            .await
+            .context("starting the Discord gateway")?;
+        tokio::select! {
+            ended = connection.client => match ended {
+                Ok(Ok(())) => Ok(()),
+                Ok(Err(e)) => Err(anyhow::anyhow!("the Discord connection ended: {e}")),
+                Err(e) => Err(anyhow::anyhow!("the Discord client task failed: {e}")),
+            },
+            _ = tokio::signal::ctrl_c() => {
+                connection.shards.shutdown_all().await;
+                Ok(())
+            }
+        }
     }
 
     /// The conversation of the configured channel called `name`.

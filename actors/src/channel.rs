@@ -83,6 +83,15 @@ pub struct ChannelProfile {
     /// `--disallowedTools`.
     #[serde(default)]
     pub disallowed_tools: Vec<String>,
+    /// Only answer messages that mention the bot (the mention is removed from the prompt).
+    #[serde(default)]
+    pub require_mention: bool,
+    /// Users allowed here, replacing `access.allowed_users` for this channel.
+    #[serde(default)]
+    pub allowed_users: Option<Vec<u64>>,
+    /// Roles allowed here, replacing `access.allowed_roles` for this channel.
+    #[serde(default)]
+    pub allowed_roles: Option<Vec<u64>>,
 }
 
 /// Which conversation a message belongs to: a configured channel, or a thread under one

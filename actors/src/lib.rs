@@ -24,7 +24,10 @@
 //!    `Recipient`s, so tests plug in a collector.
 
 pub mod channel;
+pub mod chunking;
+pub mod discord_rest;
 pub mod frontend;
+pub mod gateway;
 pub mod registry;
 pub mod runner;
 pub mod store;

@@ -3,6 +3,8 @@
 //! readers for what the stand-in `claude` recorded.
 #![allow(dead_code)]
 
+pub mod discord;
+
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 

@@ -18,7 +18,7 @@
 //! | `HANG`          | ignore SIGINT and SIGTERM, start a grandchild `sleep`, never answer       |
 //! | `GARBAGE`       | print non-JSON lines and no result, exit 0                                |
 //! | `NOISE`         | print noise on stderr and succeed                                         |
-//! | `HUGE`          | answer with `FAKE_CLAUDE_HUGE_BYTES` (default 100000) of Markdown          |
+//! | `HUGE` / `HUGE:<n>` | answer with n (or `FAKE_CLAUDE_HUGE_BYTES`, default 100000) bytes of Markdown |
 //! | `TOOL` / `TOOL:<cmd>` | call Bash (`echo hi` or `<cmd>`, really run in the cwd) and report it |
 //! | `HISTORY`       | answer with the earlier prompts of this session                           |
 //!
@@ -805,9 +805,15 @@ fn run(args: &Args, version: &str, interrupted: &AtomicBool) -> u8 {
         answer = format!("tool said: {said}");
         num_turns = 2;
     } else if prompt.contains("HUGE") {
-        let bytes = std::env::var("FAKE_CLAUDE_HUGE_BYTES")
-            .ok()
+        let bytes = prompt
+            .split_whitespace()
+            .find_map(|w| w.strip_prefix("HUGE:"))
             .and_then(|v| v.parse().ok())
+            .or_else(|| {
+                std::env::var("FAKE_CLAUDE_HUGE_BYTES")
+                    .ok()
+                    .and_then(|v| v.parse().ok())
+            })
             .unwrap_or(100_000);
         answer = huge_reply(bytes);
     } else if prompt.contains("HISTORY") {

@@ -1,0 +1,291 @@
+//! Outbound Discord REST work for the gateway: replies (chunked, or as a file), the typing
+//! indicator and the progress message, each send retried with backoff.
+//!
+//! A send that fails with 429, a 5xx or a connection error is retried up to `send_retries`
+//! times (with the ratelimiter on, serenity already waits out 429s itself; in proxy mode it
+//! hands them to us). A reply that still cannot be sent is logged with its channel and message
+//! ids — never dropped silently.
+
+use std::fmt::Write as _;
+use std::future::Future;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
+use std::time::Duration;
+
+use serenity::all::{
+    ChannelId, CreateAllowedMentions, CreateAttachment, CreateMessage, EditMessage, Http,
+    HttpError, MessageId,
+};
+use tokio::sync::mpsc::UnboundedReceiver;
+use tokio::time::{interval, sleep, sleep_until, Instant, MissedTickBehavior};
+use tracing::{debug, error, warn};
+
+use crate::chunking::{preview, split_message, DISCORD_LIMIT};
+
+/// Counters of REST work, read by the metrics reporter.
+#[derive(Debug, Default)]
+pub struct RestStats {
+    /// Requests that succeeded.
+    pub sends: AtomicU64,
+    /// Attempts repeated after a failure.
+    pub retries: AtomicU64,
+    /// Requests given up on.
+    pub failures: AtomicU64,
+}
+
+/// How outbound sends behave.
+#[derive(Debug, Clone)]
+pub struct Outbound {
+    /// Serenity's HTTP client.
+    pub http: Arc<Http>,
+    /// Beyond this many chunks a reply goes as a `.md` file with a preview.
+    pub max_chunks: usize,
+    /// Retries after the first attempt.
+    pub send_retries: u32,
+    /// First backoff; doubled each retry (capped at 16 times this).
+    pub backoff: Duration,
+    /// Minimum time between edits of a progress message.
+    pub progress_every: Duration,
+    /// Counters.
+    pub stats: Arc<RestStats>,
+}
+
+/// Why a REST call failed, and whether trying again can help.
+fn retry_delay(e: &serenity::Error, attempt: u32, base: Duration) -> Option<Duration> {
+    let backoff = base * 2u32.pow(attempt.min(4));
+    match e {
+        serenity::Error::Http(HttpError::UnsuccessfulRequest(r)) => {
+            let status = r.status_code.as_u16();
+            (status == 429 || status >= 500).then_some(backoff)
+        }
+        serenity::Error::Http(HttpError::Request(_)) | serenity::Error::Io(_) => Some(backoff),
+        _ => None,
+    }
+}
+
+fn status_of(e: &serenity::Error) -> Option<u16> {
+    match e {
+        serenity::Error::Http(HttpError::UnsuccessfulRequest(r)) => Some(r.status_code.as_u16()),
+        _ => None,
+    }
+}
+
+impl Outbound {
+    /// Runs `op` until it succeeds, fails for good, or runs out of retries.
+    async fn with_retry<T, F, Fut>(&self, what: &str, mut op: F) -> Result<T, serenity::Error>
+    where
+        F: FnMut() -> Fut,
+        Fut: Future<Output = Result<T, serenity::Error>>,
+    {
+        let mut attempt = 0;
+        loop {
+            match op().await {
+                Ok(v) => {
+                    self.stats.sends.fetch_add(1, Ordering::Relaxed);
+                    return Ok(v);
+                }
+                Err(e) => match retry_delay(&e, attempt, self.backoff) {
+                    Some(delay) if attempt < self.send_retries => {
+                        attempt += 1;
+                        self.stats.retries.fetch_add(1, Ordering::Relaxed);
+                        warn!(what, attempt, status = status_of(&e), delay_ms = delay.as_millis() as u64, error = %e, "Discord request failed; retrying");
+                        sleep(delay).await;
+                    }
+                    _ => {
+                        self.stats.failures.fetch_add(1, Ordering::Relaxed);
+                        return Err(e);
+                    }
+                },
+            }
+        }
+    }
+
+    /// Sends `text` as a reply to message `reply_to` in `channel`: in order, in chunks, or as a
+    /// file with a preview when it would take more than `max_chunks` messages.
+    pub async fn send_reply(&self, channel: u64, reply_to: u64, text: &str) {
+        let channel_id = ChannelId::new(channel.max(1));
+        let chunks = split_message(text, DISCORD_LIMIT);
+        let total = chunks.len();
+        if total > self.max_chunks {
+            let head = preview(text, DISCORD_LIMIT - 200);
+            let note = format!(
+                "{head}\n\n… the full reply ({} characters) is attached as `reply.md`.",
+                text.chars().count()
+            );
+            let sent = self
+                .send_one(channel_id, Some(reply_to), &note, Some(text.as_bytes()))
+                .await;
+            if let Err(e) = sent {
+                error!(channel_id = channel, message_id = reply_to, error = %e, "reply could not be delivered (file)");
+            }
+            return;
+        }
+        for (i, chunk) in chunks.iter().enumerate() {
+            // Only the first chunk is a reply; the rest follow it in order.
+            let reference = (i == 0).then_some(reply_to);
+            if let Err(e) = self.send_one(channel_id, reference, chunk, None).await {
+                error!(channel_id = channel, message_id = reply_to, chunk = i + 1, total, error = %e, "reply could not be delivered");
+                if i > 0 {
+                    let _ = self
+                        .send_one(
+                            channel_id,
+                            Some(reply_to),
+                            "(The rest of this reply could not be delivered.)",
+                            None,
+                        )
+                        .await;
+                }
+                return;
+            }
+        }
+    }
+
+    /// One message, retried; falls back to a plain message if the one it answers is gone.
+    async fn send_one(
+        &self,
+        channel: ChannelId,
+        reply_to: Option<u64>,
+        content: &str,
+        file: Option<&[u8]>,
+    ) -> Result<MessageId, serenity::Error> {
+        let build = |reference: Option<u64>| {
+            // Claude's text must never ping @everyone, roles or users.
+            let mut m = CreateMessage::new()
+                .content(content)
+                .allowed_mentions(CreateAllowedMentions::new().replied_user(true));
+            if let Some(id) = reference {
+                m = m.reference_message((channel, MessageId::new(id.max(1))));
+            }
+            if let Some(bytes) = file {
+                m = m.add_file(CreateAttachment::bytes(bytes.to_vec(), "reply.md"));
+            }
+            m
+        };
+        let first = self
+            .with_retry("send message", || {
+                channel.send_message(&*self.http, build(reply_to))
+            })
+            .await;
+        match first {
+            Err(e) if reply_to.is_some() && status_of(&e) == Some(400) => {
+                debug!(error = %e, "reply refused (original message gone?); sending without reference");
+                self.with_retry("send message", || {
+                    channel.send_message(&*self.http, build(None))
+                })
+                .await
+                .map(|m| m.id)
+            }
+            other => other.map(|m| m.id),
+        }
+    }
+
+    /// Keeps the typing indicator alive and maintains a progress message for one run, until
+    /// `steps` reports the end (a `None` step, or the sender dropped).
+    pub async fn progress(
+        self,
+        channel: u64,
+        reply_to: u64,
+        mut steps: UnboundedReceiver<Option<String>>,
+    ) {
+        let channel_id = ChannelId::new(channel.max(1));
+        // Discord shows "typing" for ~10 s per request.
+        let mut typing = interval(Duration::from_secs(8));
+        typing.set_missed_tick_behavior(MissedTickBehavior::Delay);
+        let mut seen: Vec<String> = Vec::new();
+        let mut message: Option<MessageId> = None;
+        let mut dirty = false;
+        let mut next_edit = Instant::now();
+        loop {
+            tokio::select! {
+                _ = typing.tick() => {
+                    if let Err(e) = channel_id.broadcast_typing(&*self.http).await {
+                        debug!(error = %e, "typing indicator failed");
+                    }
+                }
+                step = steps.recv() => match step {
+                    Some(Some(s)) => {
+                        seen.push(s);
+                        dirty = true;
+                    }
+                    Some(None) | None => break,
+                },
+                () = sleep_until(next_edit), if dirty => {
+                    let text = progress_text(&seen, false);
+                    message = self.show(channel_id, reply_to, message, &text).await;
+                    dirty = false;
+                    next_edit = Instant::now() + self.progress_every;
+                }
+            }
+        }
+        // Finalize: the message now says what was done, not that work is going on.
+        if message.is_some() {
+            sleep_until(next_edit).await;
+            let text = progress_text(&seen, true);
+            self.show(channel_id, reply_to, message, &text).await;
+        }
+    }
+
+    /// Posts the progress message, or edits it if it exists; returns its id.
+    async fn show(
+        &self,
+        channel: ChannelId,
+        reply_to: u64,
+        message: Option<MessageId>,
+        text: &str,
+    ) -> Option<MessageId> {
+        match message {
+            Some(id) => {
+                let edited = self
+                    .with_retry("edit progress", || {
+                        channel.edit_message(&*self.http, id, EditMessage::new().content(text))
+                    })
+                    .await;
+                if let Err(e) = edited {
+                    warn!(channel_id = channel.get(), error = %e, "progress message could not be edited");
+                }
+                Some(id)
+            }
+            None => match self.send_one(channel, Some(reply_to), text, None).await {
+                Ok(id) => Some(id),
+                Err(e) => {
+                    warn!(channel_id = channel.get(), error = %e, "progress message could not be posted");
+                    None
+                }
+            },
+        }
+    }
+}
+
+/// The progress message: the last few steps, and how many there were.
+fn progress_text(steps: &[String], done: bool) -> String {
+    const SHOWN: usize = 8;
+    let skipped = steps.len().saturating_sub(SHOWN);
+    let mut text = if done {
+        format!("Done — {} step(s):", steps.len())
+    } else {
+        "Working…".to_string()
+    };
+    if skipped > 0 {
+        let _ = write!(text, "\n… {skipped} earlier step(s)");
+    }
+    for s in &steps[skipped..] {
+        text.push_str("\n• `");
+        text.push_str(&s.replace('`', "'"));
+        text.push('`');
+    }
+    text
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn progress_text_shows_the_last_steps() {
+        let steps: Vec<String> = (0..10).map(|i| format!("Bash: step {i}")).collect();
+        let t = progress_text(&steps, false);
+        assert!(t.starts_with("Working…\n… 2 earlier step(s)"));
+        assert!(t.contains("`Bash: step 9`") && !t.contains("step 1`"));
+        assert!(progress_text(&steps, true).starts_with("Done — 10 step(s):"));
+    }
+}

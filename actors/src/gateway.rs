@@ -1,0 +1,658 @@
+//! The Discord gateway: owns the serenity client, turns `MESSAGE_CREATE` events into messages
+//! for the channel registry, and delivers replies and progress back to Discord.
+//!
+//! Serenity runs its shard on the same tokio runtime as the actors; its event handler only
+//! forwards events to this actor with `do_send`, and every REST call runs as a spawned future,
+//! so neither side ever blocks the other.
+//!
+//! Routing: messages in configured channels, and in threads whose parent is a configured
+//! channel (each thread its own conversation, with the parent's settings). Bots — this one
+//! included — are ignored. Access is secure by default: only allow-listed users or roles reach a
+//! channel actor; anyone else gets at most one short refusal per conversation and cooldown.
+
+use std::collections::HashMap;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use actix::prelude::*;
+use secrecy::{ExposeSecret, SecretString};
+use serde::Deserialize;
+use serenity::all::{
+    ChannelId, ChannelType, Context as SerenityContext, EventHandler, GatewayIntents, GuildChannel,
+    HttpBuilder, Message as DiscordMessage, Ready, ResumedEvent, ShardManager,
+};
+use tokio::sync::mpsc::{unbounded_channel, UnboundedSender};
+use tracing::{debug, error, info, instrument, warn};
+
+use crate::channel::{ChannelProfile, ConversationRef};
+use crate::discord_rest::{Outbound, RestStats};
+use crate::frontend::{DeliverReply, Origin, ProgressStep, ShowProgress};
+use crate::registry::{ChannelRegistry, RouteMessage};
+
+// ---------------------------------------------------------------------------------------------
+// Messages
+// ---------------------------------------------------------------------------------------------
+
+/// Handle a message Discord delivered (`MESSAGE_CREATE`).
+#[derive(Debug, Message)]
+#[rtype(result = "()")]
+pub struct ReceiveMessage(pub Box<DiscordMessage>);
+
+/// Remember who the bot is (from `READY`).
+#[derive(Debug, Message)]
+#[rtype(result = "()")]
+pub struct MarkReady {
+    /// The bot's user id.
+    pub bot_id: u64,
+}
+
+/// Count a gateway session that resumed after a reconnect.
+#[derive(Debug, Message)]
+#[rtype(result = "()")]
+pub struct MarkResumed;
+
+/// Remember a thread and its parent (from `THREAD_CREATE` / `THREAD_UPDATE`, or a REST lookup).
+#[derive(Debug, Message)]
+#[rtype(result = "()")]
+pub struct LearnChannel {
+    /// The channel or thread id.
+    pub id: u64,
+    /// Its parent channel, for threads.
+    pub parent_id: Option<u64>,
+    /// Whether it is a thread.
+    pub is_thread: bool,
+    /// Its name.
+    pub name: String,
+}
+
+// ---------------------------------------------------------------------------------------------
+// Settings
+// ---------------------------------------------------------------------------------------------
+
+/// The `[discord]` settings.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct DiscordConfig {
+    /// The bot token. Environment only (`DISCORD_TOKEN` or `COORDINATOR__DISCORD__TOKEN`).
+    #[serde(default)]
+    pub token: Option<SecretString>,
+    /// `https://discord.com`, or another server speaking Discord's API (proxy mode).
+    pub api_base_url: String,
+    /// Beyond this many messages a reply is sent as a `.md` file with a preview.
+    pub max_chunks: usize,
+    /// Retries of a failed send (429, 5xx, connection error).
+    pub send_retries: u32,
+    /// First retry backoff in milliseconds, doubled per retry.
+    pub retry_backoff_ms: u64,
+    /// Minimum seconds between edits of a progress message.
+    pub progress_edit_secs: u64,
+}
+
+impl DiscordConfig {
+    /// Whether REST and gateway discovery go to a server other than discord.com.
+    pub fn is_proxied(&self) -> bool {
+        self.api_base_url.trim_end_matches('/') != "https://discord.com"
+    }
+}
+
+/// The `[access]` settings: who may talk to Claude.
+#[derive(Debug, Clone, Deserialize, Default)]
+#[serde(deny_unknown_fields)]
+pub struct AccessConfig {
+    /// Discord user ids allowed in every channel (unless the channel has its own list).
+    #[serde(default)]
+    pub allowed_users: Vec<u64>,
+    /// Discord role ids allowed in every channel (unless the channel has its own list).
+    #[serde(default)]
+    pub allowed_roles: Vec<u64>,
+    /// Let everyone in: must be set explicitly when there is no allowlist.
+    #[serde(default)]
+    pub allow_everyone: bool,
+    /// A refused user is told at most once per conversation in this many seconds.
+    pub refusal_cooldown_secs: u64,
+}
+
+impl AccessConfig {
+    /// Whether any allowlist exists, globally or on a channel.
+    pub fn has_allowlist(&self, channels: &[Arc<ChannelProfile>]) -> bool {
+        !self.allowed_users.is_empty()
+            || !self.allowed_roles.is_empty()
+            || channels
+                .iter()
+                .any(|c| c.allowed_users.is_some() || c.allowed_roles.is_some())
+    }
+
+    /// Whether `user` (with `roles`) may use `channel`.
+    pub fn allows(&self, channel: &ChannelProfile, user: u64, roles: &[u64]) -> bool {
+        if self.allow_everyone {
+            return true;
+        }
+        let (users, role_list) =
+            if channel.allowed_users.is_some() || channel.allowed_roles.is_some() {
+                (
+                    channel.allowed_users.as_deref().unwrap_or_default(),
+                    channel.allowed_roles.as_deref().unwrap_or_default(),
+                )
+            } else {
+                (self.allowed_users.as_slice(), self.allowed_roles.as_slice())
+            };
+        users.contains(&user) || roles.iter().any(|r| role_list.contains(r))
+    }
+}
+
+/// Why the gateway could not start.
+#[derive(Debug, thiserror::Error)]
+pub enum GatewayError {
+    /// No token in the environment.
+    #[error("no Discord token: set DISCORD_TOKEN (or COORDINATOR__DISCORD__TOKEN)")]
+    NoToken,
+    /// Secure by default.
+    #[error("no allowlist: set access.allowed_users or access.allowed_roles (or a channel's own), or access.allow_everyone = true to let everyone in")]
+    NoAllowlist,
+    /// Serenity refused the settings or could not reach the gateway URL endpoint.
+    #[error("Discord client: {0}")]
+    Client(#[from] serenity::Error),
+}
+
+// ---------------------------------------------------------------------------------------------
+// Counters
+// ---------------------------------------------------------------------------------------------
+
+/// What the gateway has done, for the metrics log.
+#[derive(Debug, Default)]
+pub struct GatewayStats {
+    /// Gateway events received (messages, ready, resumes, threads).
+    pub events: AtomicU64,
+    /// Messages sent on to a channel actor.
+    pub routed: AtomicU64,
+    /// Messages from users not on the allowlist.
+    pub refused: AtomicU64,
+    /// Gateway sessions started or resumed after the first.
+    pub reconnects: AtomicU64,
+    /// REST work.
+    pub rest: Arc<RestStats>,
+}
+
+// ---------------------------------------------------------------------------------------------
+// Serenity's side
+// ---------------------------------------------------------------------------------------------
+
+/// Serenity's event handler: forwards to the gateway actor and returns at once.
+struct Forward {
+    gateway: Addr<DiscordGateway>,
+}
+
+#[serenity::async_trait]
+impl EventHandler for Forward {
+    async fn message(&self, _: SerenityContext, msg: DiscordMessage) {
+        self.gateway.do_send(ReceiveMessage(Box::new(msg)));
+    }
+
+    async fn ready(&self, _: SerenityContext, ready: Ready) {
+        self.gateway.do_send(MarkReady {
+            bot_id: ready.user.id.get(),
+        });
+    }
+
+    async fn resume(&self, _: SerenityContext, _: ResumedEvent) {
+        self.gateway.do_send(MarkResumed);
+    }
+
+    async fn thread_create(&self, _: SerenityContext, thread: GuildChannel) {
+        self.gateway.do_send(learn(&thread));
+    }
+
+    async fn thread_update(
+        &self,
+        _: SerenityContext,
+        _: Option<GuildChannel>,
+        thread: GuildChannel,
+    ) {
+        self.gateway.do_send(learn(&thread));
+    }
+}
+
+fn learn(c: &GuildChannel) -> LearnChannel {
+    LearnChannel {
+        id: c.id.get(),
+        parent_id: c.parent_id.map(ChannelId::get),
+        is_thread: matches!(
+            c.kind,
+            ChannelType::PublicThread | ChannelType::PrivateThread | ChannelType::NewsThread
+        ),
+        name: c.name.clone(),
+    }
+}
+
+/// A running Discord connection: the gateway actor and the serenity client task.
+pub struct DiscordConnection {
+    /// The gateway actor.
+    pub gateway: Addr<DiscordGateway>,
+    /// Serenity's shard manager (to shut the connection down).
+    pub shards: Arc<ShardManager>,
+    /// Ends when the serenity client stops; carries its error if it failed.
+    pub client: tokio::task::JoinHandle<Result<(), serenity::Error>>,
+    /// Counters.
+    pub stats: Arc<GatewayStats>,
+}
+
+/// What the gateway needs to start.
+pub struct GatewaySetup {
+    /// `[discord]`.
+    pub discord: DiscordConfig,
+    /// `[access]`.
+    pub access: AccessConfig,
+    /// The configured channels.
+    pub channels: Vec<Arc<ChannelProfile>>,
+    /// Starts the registry, given where replies and progress should go.
+    pub start_registry: Box<dyn FnOnce(Addr<DiscordGateway>) -> Addr<ChannelRegistry>>,
+}
+
+impl GatewaySetup {
+    /// Connects to Discord (or the proxy server) and starts the gateway actor. Must run inside
+    /// an actix system.
+    pub async fn connect(self) -> Result<DiscordConnection, GatewayError> {
+        let token = self.discord.token.clone().ok_or(GatewayError::NoToken)?;
+        if !self.access.has_allowlist(&self.channels) && !self.access.allow_everyone {
+            return Err(GatewayError::NoAllowlist);
+        }
+        let mut http = HttpBuilder::new(token.expose_secret());
+        if self.discord.is_proxied() {
+            // With a proxy serenity's ratelimiter would send to discord.com; 429s come to us.
+            http = http
+                .proxy(self.discord.api_base_url.trim_end_matches('/'))
+                .ratelimiter_disabled(true);
+        }
+        let intents = GatewayIntents::GUILDS
+            | GatewayIntents::GUILD_MESSAGES
+            | GatewayIntents::MESSAGE_CONTENT;
+        let ctx = Context::<DiscordGateway>::new();
+        let addr = ctx.address();
+        let mut client = serenity::client::ClientBuilder::new_with_http(http.build(), intents)
+            .event_handler(Forward {
+                gateway: addr.clone(),
+            })
+            .await?;
+        let stats = Arc::new(GatewayStats::default());
+        let outbound = Outbound {
+            http: Arc::clone(&client.http),
+            max_chunks: self.discord.max_chunks.max(1),
+            send_retries: self.discord.send_retries,
+            backoff: Duration::from_millis(self.discord.retry_backoff_ms.max(1)),
+            progress_every: Duration::from_secs(self.discord.progress_edit_secs),
+            stats: Arc::clone(&stats.rest),
+        };
+        let registry = (self.start_registry)(addr.clone());
+        let gateway = DiscordGateway {
+            outbound,
+            registry,
+            channels: self
+                .channels
+                .iter()
+                .map(|c| (c.id, Arc::clone(c)))
+                .collect(),
+            access: self.access,
+            bot_id: None,
+            known: HashMap::new(),
+            resolving: HashMap::new(),
+            refused: HashMap::new(),
+            working: HashMap::new(),
+            stats: Arc::clone(&stats),
+        };
+        ctx.run(gateway);
+        let shards = Arc::clone(&client.shard_manager);
+        let client = tokio::spawn(async move { client.start().await });
+        Ok(DiscordConnection {
+            gateway: addr,
+            shards,
+            client,
+            stats,
+        })
+    }
+}
+
+// ---------------------------------------------------------------------------------------------
+// The actor
+// ---------------------------------------------------------------------------------------------
+
+/// What a channel or thread id is, as far as routing goes.
+#[derive(Debug, Clone)]
+enum Known {
+    /// A thread under configured channel `parent`.
+    Thread { parent: u64, name: String },
+    /// Anything else: not ours.
+    Foreign,
+}
+
+/// Owns the Discord side of the service.
+pub struct DiscordGateway {
+    outbound: Outbound,
+    registry: Addr<ChannelRegistry>,
+    channels: HashMap<u64, Arc<ChannelProfile>>,
+    access: AccessConfig,
+    bot_id: Option<u64>,
+    /// Channels and threads seen, other than the configured ones.
+    known: HashMap<u64, Known>,
+    /// Messages waiting while a channel's parent is looked up, in arrival order.
+    resolving: HashMap<u64, Vec<DiscordMessage>>,
+    /// (user, conversation) → when the user was last told they are not allowed.
+    refused: HashMap<(u64, u64), Instant>,
+    /// Message being worked on → its progress task's input.
+    working: HashMap<u64, UnboundedSender<Option<String>>>,
+    stats: Arc<GatewayStats>,
+}
+
+impl Actor for DiscordGateway {
+    type Context = Context<Self>;
+}
+
+/// What to do with a message.
+enum Route {
+    Ignore(&'static str),
+    Resolve,
+    Deliver(ConversationRef, String),
+    Refuse(u64),
+}
+
+impl DiscordGateway {
+    fn route(&self, msg: &DiscordMessage) -> Route {
+        if msg.author.bot || Some(msg.author.id.get()) == self.bot_id {
+            return Route::Ignore("from a bot");
+        }
+        if msg.guild_id.is_none() {
+            return Route::Ignore("direct message");
+        }
+        let id = msg.channel_id.get();
+        let conversation = if let Some(profile) = self.channels.get(&id) {
+            ConversationRef::channel(Arc::clone(profile))
+        } else {
+            match self.known.get(&id) {
+                None => return Route::Resolve,
+                Some(Known::Foreign) => return Route::Ignore("not a configured channel"),
+                Some(Known::Thread { parent, name }) => match self.channels.get(parent) {
+                    Some(profile) => ConversationRef {
+                        id,
+                        name: format!("{}/{name}", profile.name),
+                        profile: Arc::clone(profile),
+                    },
+                    None => return Route::Ignore("thread of another channel"),
+                },
+            }
+        };
+        let mut text = msg.content.clone();
+        if conversation.profile.require_mention {
+            let Some(bot) = self.bot_id else {
+                return Route::Ignore("mention required, bot id not known yet");
+            };
+            if !msg.mentions.iter().any(|u| u.id.get() == bot) {
+                return Route::Ignore("bot not mentioned");
+            }
+            text = text
+                .replace(&format!("<@{bot}>"), "")
+                .replace(&format!("<@!{bot}>"), "")
+                .trim()
+                .to_string();
+        }
+        let roles: Vec<u64> = msg
+            .member
+            .as_ref()
+            .map(|m| m.roles.iter().map(|r| r.get()).collect())
+            .unwrap_or_default();
+        if !self
+            .access
+            .allows(&conversation.profile, msg.author.id.get(), &roles)
+        {
+            return Route::Refuse(conversation.id);
+        }
+        if text.trim().is_empty() {
+            return Route::Ignore("no text");
+        }
+        Route::Deliver(conversation, text)
+    }
+
+    fn handle_message(&mut self, msg: Box<DiscordMessage>, ctx: &mut Context<Self>) {
+        let channel = msg.channel_id.get();
+        if let Some(waiting) = self.resolving.get_mut(&channel) {
+            waiting.push(*msg);
+            return;
+        }
+        match self.route(&msg) {
+            Route::Ignore(why) => debug!(
+                channel_id = channel,
+                message_id = msg.id.get(),
+                why,
+                "message ignored"
+            ),
+            Route::Resolve => {
+                self.resolving.insert(channel, vec![*msg]);
+                self.resolve(channel, ctx);
+            }
+            Route::Refuse(conversation) => self.refuse(&msg, conversation, ctx),
+            Route::Deliver(conversation, text) => {
+                self.stats.routed.fetch_add(1, Ordering::Relaxed);
+                self.registry.do_send(RouteMessage {
+                    conversation,
+                    origin: Origin {
+                        channel_id: channel,
+                        message_id: msg.id.get(),
+                        author_id: msg.author.id.get(),
+                    },
+                    text,
+                });
+            }
+        }
+    }
+
+    /// Looks up an unknown channel's parent over REST, then routes what waited for it.
+    fn resolve(&mut self, channel: u64, ctx: &mut Context<Self>) {
+        let http = Arc::clone(&self.outbound.http);
+        let lookup = async move { ChannelId::new(channel).to_channel(&*http).await };
+        ctx.spawn(lookup.into_actor(self).map(move |res, act, ctx| {
+            let known = match res {
+                Ok(c) => match c.guild() {
+                    Some(g) => {
+                        let l = learn(&g);
+                        match (l.is_thread, l.parent_id) {
+                            (true, Some(parent)) => Known::Thread { parent, name: l.name },
+                            _ => Known::Foreign,
+                        }
+                    }
+                    None => Known::Foreign,
+                },
+                Err(e) => {
+                    warn!(channel_id = channel, error = %e, "could not look up channel; its messages are ignored");
+                    Known::Foreign
+                }
+            };
+            act.known.insert(channel, known);
+            for msg in act.resolving.remove(&channel).unwrap_or_default() {
+                act.handle_message(Box::new(msg), ctx);
+            }
+        }));
+    }
+
+    fn refuse(&mut self, msg: &DiscordMessage, conversation: u64, ctx: &mut Context<Self>) {
+        self.stats.refused.fetch_add(1, Ordering::Relaxed);
+        let user = msg.author.id.get();
+        info!(
+            channel_id = conversation,
+            user_id = user,
+            "message from a user not on the allowlist"
+        );
+        let cooldown = Duration::from_secs(self.access.refusal_cooldown_secs);
+        let now = Instant::now();
+        if self
+            .refused
+            .get(&(user, conversation))
+            .is_some_and(|t| now.duration_since(*t) < cooldown)
+        {
+            return;
+        }
+        self.refused.insert((user, conversation), now);
+        let out = self.outbound.clone();
+        let (channel, reply_to) = (msg.channel_id.get(), msg.id.get());
+        ctx.spawn(
+            async move {
+                out.send_reply(channel, reply_to, "Sorry — you are not on this bot's allowlist here, so your messages are not sent to Claude.")
+                    .await;
+            }
+            .into_actor(self),
+        );
+    }
+}
+
+impl Handler<ReceiveMessage> for DiscordGateway {
+    type Result = ();
+
+    #[instrument(skip_all, fields(channel_id = msg.0.channel_id.get(), message_id = msg.0.id.get()))]
+    fn handle(&mut self, msg: ReceiveMessage, ctx: &mut Self::Context) {
+        self.stats.events.fetch_add(1, Ordering::Relaxed);
+        self.handle_message(msg.0, ctx);
+    }
+}
+
+impl Handler<MarkReady> for DiscordGateway {
+    type Result = ();
+
+    fn handle(&mut self, msg: MarkReady, _: &mut Self::Context) {
+        self.stats.events.fetch_add(1, Ordering::Relaxed);
+        if self.bot_id.is_some() {
+            self.stats.reconnects.fetch_add(1, Ordering::Relaxed);
+        }
+        info!(bot_id = msg.bot_id, "connected to Discord");
+        self.bot_id = Some(msg.bot_id);
+    }
+}
+
+impl Handler<MarkResumed> for DiscordGateway {
+    type Result = ();
+
+    fn handle(&mut self, _: MarkResumed, _: &mut Self::Context) {
+        self.stats.events.fetch_add(1, Ordering::Relaxed);
+        self.stats.reconnects.fetch_add(1, Ordering::Relaxed);
+        info!("Discord gateway session resumed");
+    }
+}
+
+impl Handler<LearnChannel> for DiscordGateway {
+    type Result = ();
+
+    fn handle(&mut self, msg: LearnChannel, _: &mut Self::Context) {
+        self.stats.events.fetch_add(1, Ordering::Relaxed);
+        let known = match (msg.is_thread, msg.parent_id) {
+            (true, Some(parent)) => Known::Thread {
+                parent,
+                name: msg.name,
+            },
+            _ => Known::Foreign,
+        };
+        if !self.channels.contains_key(&msg.id) {
+            self.known.insert(msg.id, known);
+        }
+    }
+}
+
+impl Handler<ShowProgress> for DiscordGateway {
+    type Result = ();
+
+    fn handle(&mut self, msg: ShowProgress, ctx: &mut Self::Context) {
+        let key = msg.origin.message_id;
+        let step = match msg.step {
+            ProgressStep::Started => {
+                let (tx, rx) = unbounded_channel();
+                let worker = self
+                    .outbound
+                    .clone()
+                    .progress(msg.origin.channel_id, key, rx);
+                ctx.spawn(worker.into_actor(self));
+                self.working.insert(key, tx);
+                return;
+            }
+            ProgressStep::Queued { .. } => return,
+            ProgressStep::Tool(summary) => summary,
+            ProgressStep::Retrying { attempt, status } => match status {
+                Some(s) => format!("API retry {attempt} (HTTP {s})"),
+                None => format!("API retry {attempt}"),
+            },
+        };
+        if let Some(tx) = self.working.get(&key) {
+            let _ = tx.send(Some(step));
+        }
+    }
+}
+
+impl Handler<DeliverReply> for DiscordGateway {
+    type Result = ();
+
+    #[instrument(skip_all, fields(channel_id = msg.origin.channel_id, message_id = msg.origin.message_id))]
+    fn handle(&mut self, msg: DeliverReply, ctx: &mut Self::Context) {
+        if let Some(tx) = self.working.remove(&msg.origin.message_id) {
+            let _ = tx.send(None);
+        }
+        if msg.origin.channel_id == 0 {
+            error!(conversation = %msg.conversation, "reply without a Discord channel; not sent");
+            return;
+        }
+        let out = self.outbound.clone();
+        let text = if msg.is_error {
+            format!("⚠️ {}", msg.text)
+        } else {
+            msg.text
+        };
+        let (channel, reply_to) = (msg.origin.channel_id, msg.origin.message_id);
+        ctx.spawn(async move { out.send_reply(channel, reply_to, &text).await }.into_actor(self));
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn profile(users: Option<Vec<u64>>, roles: Option<Vec<u64>>) -> ChannelProfile {
+        ChannelProfile {
+            id: 1,
+            name: "c".into(),
+            project_dir: "/".into(),
+            model: None,
+            system_prompt: None,
+            tools: None,
+            disallowed_tools: Vec::new(),
+            require_mention: false,
+            allowed_users: users,
+            allowed_roles: roles,
+        }
+    }
+
+    #[test]
+    fn access_uses_global_lists_unless_the_channel_has_its_own() {
+        let access = AccessConfig {
+            allowed_users: vec![10],
+            allowed_roles: vec![20],
+            allow_everyone: false,
+            refusal_cooldown_secs: 60,
+        };
+        let open = profile(None, None);
+        assert!(access.allows(&open, 10, &[]));
+        assert!(access.allows(&open, 99, &[20]));
+        assert!(!access.allows(&open, 99, &[21]));
+        let own = profile(Some(vec![11]), None);
+        assert!(access.allows(&own, 11, &[]));
+        assert!(
+            !access.allows(&own, 10, &[20]),
+            "channel list replaces the global one"
+        );
+        let everyone = AccessConfig {
+            allow_everyone: true,
+            ..AccessConfig::default()
+        };
+        assert!(everyone.allows(&own, 12345, &[]));
+    }
+
+    #[test]
+    fn an_allowlist_anywhere_counts() {
+        let none = AccessConfig::default();
+        assert!(!none.has_allowlist(&[Arc::new(profile(None, None))]));
+        assert!(none.has_allowlist(&[Arc::new(profile(None, Some(vec![])))]));
+    }
+}

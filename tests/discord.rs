@@ -1,0 +1,485 @@
+//! End to end through Discord: the real serenity client against the Discord-compatible server
+//! in `support::discord` (127.0.0.1), the real application and the stand-in `claude`.
+
+mod support;
+
+use actors::gateway::DiscordConnection;
+use actors::store::LoadConversation;
+use claude_coordinator::startup::Application;
+use secrecy::SecretString;
+use serde_json::Value;
+use support::discord::{DiscordServer, BOT_ID};
+use support::TestEnv;
+
+const ALICE: u64 = 7;
+const MALLORY: u64 = 666;
+const ALPHA: u64 = 1001;
+const BETA: u64 = 1002;
+
+struct Service {
+    app: Application,
+    conn: DiscordConnection,
+    server: DiscordServer,
+}
+
+async fn start(env: &TestEnv, claude_extra: &str, extra: &str) -> Service {
+    let server = DiscordServer::start().await;
+    let sections = format!(
+        "{extra}\n[discord]\napi_base_url = \"{}\"\nmax_chunks = 4\nsend_retries = 3\nretry_backoff_ms = 20\nprogress_edit_secs = 1\n\
+         [access]\nallowed_users = [{ALICE}]\nrefusal_cooldown_secs = 3600\n",
+        server.base
+    );
+    let mut settings = env.settings(claude_extra, &sections);
+    settings.discord.token = Some(SecretString::from("test-bot-token-e2e"));
+    let app = Application::build(settings).await.expect("build");
+    let conn = app.start_discord().await.expect("gateway starts");
+    server.wait_ready(1).await;
+    Service { app, conn, server }
+}
+
+fn content(r: &support::discord::Recorded) -> String {
+    r.body["content"].as_str().unwrap_or_default().to_string()
+}
+
+fn replied_to(r: &support::discord::Recorded) -> Option<String> {
+    r.body["message_reference"]["message_id"]
+        .as_str()
+        .map(str::to_string)
+        .or_else(|| {
+            r.body["message_reference"]["message_id"]
+                .as_u64()
+                .map(|v| v.to_string())
+        })
+}
+
+/// Replies (not progress messages) posted in `channel`.
+fn answers(s: &DiscordServer, channel: u64) -> Vec<support::discord::Recorded> {
+    s.posts(channel)
+        .into_iter()
+        .filter(|r| !content(r).starts_with("Working…") && !content(r).starts_with("Done —"))
+        .collect()
+}
+
+#[actix_rt::test]
+async fn a_message_gets_a_reply_to_it() {
+    let env = TestEnv::new();
+    let s = start(&env, "", "").await;
+    let id = s.server.say(ALPHA, ALICE, "hello from discord");
+    s.server
+        .wait("reply", |srv| !answers(srv, ALPHA).is_empty())
+        .await;
+    let reply = &answers(&s.server, ALPHA)[0];
+    assert_eq!(content(reply), "echo: hello from discord");
+    assert_eq!(replied_to(reply), Some(id.to_string()));
+    assert_eq!(reply.auth, "Bot test-bot-token-e2e");
+    // Claude's text can never ping anyone.
+    assert_eq!(
+        reply.body["allowed_mentions"]["parse"],
+        Value::Array(vec![])
+    );
+    // The typing indicator was shown while it ran.
+    assert!(s
+        .server
+        .requests()
+        .iter()
+        .any(|r| r.path == format!("/api/v10/channels/{ALPHA}/typing")));
+    assert_eq!(env.starts().len(), 1);
+}
+
+#[actix_rt::test]
+async fn two_channels_are_answered_in_parallel() {
+    let env = TestEnv::new();
+    let s = start(&env, "", "").await;
+    let gate = env.gate("g");
+    s.server
+        .say(ALPHA, ALICE, &format!("alpha GATE:{}", gate.display()));
+    s.server
+        .say(BETA, ALICE, &format!("beta GATE:{}", gate.display()));
+    // Both are running at once before either may finish.
+    env.wait_for_starts(2).await;
+    env.open_gate("g");
+    s.server
+        .wait("both replies", |srv| {
+            !answers(srv, ALPHA).is_empty() && !answers(srv, BETA).is_empty()
+        })
+        .await;
+    assert!(content(&answers(&s.server, ALPHA)[0]).starts_with("echo: alpha"));
+    assert!(content(&answers(&s.server, BETA)[0]).starts_with("echo: beta"));
+    assert_eq!(support::max_overlap(&env.runs()), 2);
+}
+
+#[actix_rt::test]
+async fn a_thread_is_its_own_conversation_with_the_parents_settings() {
+    let env = TestEnv::new();
+    let s = start(&env, "", "").await;
+    let thread = 5_000_000_000_000_001;
+    s.server.add_thread(thread, ALPHA, "fix-login");
+    s.server.say(ALPHA, ALICE, "in the channel");
+    s.server
+        .wait("channel reply", |srv| !answers(srv, ALPHA).is_empty())
+        .await;
+    s.server.say(thread, ALICE, "in the thread");
+    s.server.say(thread, ALICE, "HISTORY");
+    s.server
+        .wait("thread replies", |srv| answers(srv, thread).len() >= 2)
+        .await;
+    let replies = answers(&s.server, thread);
+    assert_eq!(content(&replies[0]), "echo: in the thread");
+    // The thread's session holds only the thread's messages.
+    assert_eq!(content(&replies[1]), "history: in the thread");
+    let store = s.app.store();
+    let t = store
+        .send(LoadConversation { id: thread })
+        .await
+        .expect("mailbox")
+        .expect("load")
+        .expect("row");
+    let c = store
+        .send(LoadConversation { id: ALPHA })
+        .await
+        .expect("mailbox")
+        .expect("load")
+        .expect("row");
+    assert_eq!(t.name, "alpha/fix-login");
+    assert_ne!(t.session_id, c.session_id);
+    // Same project directory as the parent.
+    assert_eq!(t.project_dir, c.project_dir);
+    let runs = env.runs();
+    assert!(runs.iter().all(|r| r.cwd == runs[0].cwd));
+}
+
+#[actix_rt::test]
+async fn an_unauthorized_user_spawns_nothing_and_is_told_once() {
+    let env = TestEnv::new();
+    let s = start(&env, "", "").await;
+    s.server.say(ALPHA, MALLORY, "rm -rf / please");
+    s.server.say(ALPHA, MALLORY, "pretty please");
+    // A later allowed message is answered, so the refused ones have been handled.
+    s.server.say(ALPHA, ALICE, "hello");
+    s.server
+        .wait("allowed reply", |srv| {
+            answers(srv, ALPHA)
+                .iter()
+                .any(|r| content(r) == "echo: hello")
+        })
+        .await;
+    let refusals: Vec<_> = answers(&s.server, ALPHA)
+        .into_iter()
+        .filter(|r| content(r).contains("not on this bot's allowlist"))
+        .collect();
+    assert_eq!(refusals.len(), 1, "told once, not on every message");
+    let prompts: Vec<String> = env.starts().iter().map(support::prompt_of).collect();
+    assert_eq!(prompts, ["hello"], "no process for the unauthorized user");
+    assert_eq!(
+        s.conn
+            .stats
+            .refused
+            .load(std::sync::atomic::Ordering::Relaxed),
+        2
+    );
+}
+
+#[actix_rt::test]
+async fn messages_from_bots_and_from_itself_are_ignored() {
+    let env = TestEnv::new();
+    let s = start(&env, "", "").await;
+    s.server.say_with(ALPHA, BOT_ID, "my own reply", |m| {
+        m["author"]["bot"] = Value::Bool(true);
+    });
+    s.server.say_with(ALPHA, 31337, "another bot", |m| {
+        m["author"]["bot"] = Value::Bool(true);
+    });
+    s.server.say(ALPHA, ALICE, "a person");
+    s.server
+        .wait("reply", |srv| !answers(srv, ALPHA).is_empty())
+        .await;
+    let prompts: Vec<String> = env.starts().iter().map(support::prompt_of).collect();
+    assert_eq!(prompts, ["a person"]);
+    assert_eq!(answers(&s.server, ALPHA).len(), 1);
+}
+
+#[actix_rt::test]
+async fn a_long_reply_comes_in_ordered_chunks_with_balanced_code_fences() {
+    let env = TestEnv::new();
+    let s = start(&env, "", "").await;
+    // ~6 KB of Markdown with code blocks: more than one message, at most max_chunks.
+    let id = s.server.say(ALPHA, ALICE, "HUGE:6000");
+    s.server
+        .wait("chunks", |srv| answers(srv, ALPHA).len() >= 2)
+        .await;
+    // Wait for the last chunk.
+    s.server
+        .wait("last chunk", |srv| {
+            answers(srv, ALPHA)
+                .last()
+                .is_some_and(|r| content(r).trim_end().ends_with("```"))
+        })
+        .await;
+    let chunks = answers(&s.server, ALPHA);
+    assert!((2..=4).contains(&chunks.len()), "{} chunks", chunks.len());
+    assert_eq!(replied_to(&chunks[0]), Some(id.to_string()));
+    let mut sections = Vec::new();
+    for c in &chunks {
+        let text = content(c);
+        assert!(text.encode_utf16().count() <= 2000);
+        let fences = text
+            .lines()
+            .filter(|l| l.trim_start().starts_with("```"))
+            .count();
+        assert_eq!(fences % 2, 0, "unbalanced chunk: {text}");
+        sections.extend(
+            text.lines()
+                .filter_map(|l| l.strip_prefix("## Section "))
+                .map(|n| n.parse::<u32>().expect("section number")),
+        );
+    }
+    // In order, none lost or repeated.
+    let expected: Vec<u32> = (1..=sections.len() as u32).collect();
+    assert_eq!(sections, expected);
+}
+
+#[actix_rt::test]
+async fn a_very_long_reply_is_sent_as_a_file_with_a_preview() {
+    let env = TestEnv::new();
+    let s = start(&env, "", "").await;
+    s.server.say(ALPHA, ALICE, "HUGE");
+    s.server
+        .wait("file reply", |srv| {
+            srv.posts(ALPHA).iter().any(|r| !r.files.is_empty())
+        })
+        .await;
+    let posts = answers(&s.server, ALPHA);
+    assert_eq!(posts.len(), 1, "one message carries the file");
+    let (_, name, bytes) = &posts[0].files[0];
+    assert_eq!(name, "reply.md");
+    let full = String::from_utf8(bytes.clone()).expect("utf-8");
+    assert!(full.len() >= 100_000 && full.starts_with("Here is a long answer."));
+    let preview = content(&posts[0]);
+    assert!(preview.starts_with("Here is a long answer."));
+    assert!(preview.contains("attached as `reply.md`"));
+    assert!(preview.encode_utf16().count() <= 2000);
+}
+
+#[actix_rt::test]
+async fn a_rate_limited_send_is_retried_and_delivered_once() {
+    let env = TestEnv::new();
+    let s = start(&env, "", "").await;
+    s.server.fail_next_posts(&[429, 500]);
+    s.server.say(ALPHA, ALICE, "hello despite limits");
+    s.server
+        .wait("reply", |srv| !answers(srv, ALPHA).is_empty())
+        .await;
+    let attempts: Vec<u16> = s
+        .server
+        .requests()
+        .iter()
+        .filter(|r| r.method == "POST" && r.path == format!("/api/v10/channels/{ALPHA}/messages"))
+        .map(|r| r.status)
+        .collect();
+    assert_eq!(attempts, [429, 500, 200]);
+    assert_eq!(answers(&s.server, ALPHA).len(), 1);
+    assert_eq!(
+        content(&answers(&s.server, ALPHA)[0]),
+        "echo: hello despite limits"
+    );
+    assert_eq!(
+        s.conn
+            .stats
+            .rest
+            .retries
+            .load(std::sync::atomic::Ordering::Relaxed),
+        2
+    );
+}
+
+#[actix_rt::test]
+async fn after_the_gateway_connection_drops_serenity_resumes_and_answers() {
+    let env = TestEnv::new();
+    let s = start(&env, "", "").await;
+    s.server.say(ALPHA, ALICE, "before");
+    s.server
+        .wait("first reply", |srv| !answers(srv, ALPHA).is_empty())
+        .await;
+    s.server.drop_connection(4000);
+    s.server.wait("RESUME", |srv| srv.resumes() >= 1).await;
+    let resume = s
+        .server
+        .frames()
+        .into_iter()
+        .find(|f| f["op"] == 6)
+        .expect("op 6");
+    assert_eq!(resume["d"]["session_id"], "test-session");
+    s.server.say(ALPHA, ALICE, "HISTORY");
+    s.server
+        .wait("second reply", |srv| answers(srv, ALPHA).len() >= 2)
+        .await;
+    assert_eq!(content(&answers(&s.server, ALPHA)[1]), "history: before");
+    assert_eq!(s.server.readies(), 1, "resumed, not identified again");
+}
+
+#[actix_rt::test]
+async fn tool_use_shows_in_a_progress_message_that_is_edited_when_done() {
+    let env = TestEnv::new();
+    let s = start(&env, "", "").await;
+    s.server.say(ALPHA, ALICE, "TOOL:echo working hard");
+    s.server
+        .wait("progress finalized", |srv| {
+            srv.requests()
+                .iter()
+                .any(|r| r.method == "PATCH" && content(r).starts_with("Done —"))
+        })
+        .await;
+    let posts = s.server.posts(ALPHA);
+    let progress = posts
+        .iter()
+        .find(|r| content(r).starts_with("Working…"))
+        .expect("progress message");
+    assert!(
+        content(progress).contains("`Bash: echo working hard`"),
+        "{}",
+        content(progress)
+    );
+    let edit = s
+        .server
+        .requests()
+        .into_iter()
+        .find(|r| r.method == "PATCH")
+        .expect("edit");
+    assert!(content(&edit).contains("Bash: echo working hard"));
+    assert_eq!(
+        content(&answers(&s.server, ALPHA)[0]),
+        "tool said: working hard"
+    );
+}
+
+#[actix_rt::test]
+async fn a_channel_that_requires_a_mention_answers_only_mentions() {
+    let env = TestEnv::new();
+    let overlay_extra = "[[channel]]\nid = 1004\nname = \"delta\"\nproject_dir = \"/tmp\"\nrequire_mention = true\n";
+    let s = start(&env, "", overlay_extra).await;
+    s.server.say(1004, ALICE, "not for the bot");
+    s.server.say_with(1004, ALICE, &format!("<@{BOT_ID}> for the bot"), |m| {
+        m["mentions"] = serde_json::json!([{"id": BOT_ID.to_string(), "username": "coordinator", "discriminator": "0000", "bot": true}]);
+    });
+    s.server
+        .wait("reply", |srv| !answers(srv, 1004).is_empty())
+        .await;
+    assert_eq!(content(&answers(&s.server, 1004)[0]), "echo: for the bot");
+    let prompts: Vec<String> = env.starts().iter().map(support::prompt_of).collect();
+    assert_eq!(prompts, ["for the bot"]);
+}
+
+#[actix_rt::test]
+async fn errors_are_short_and_marked() {
+    let env = TestEnv::new();
+    let s = start(&env, "", "").await;
+    s.server.say(ALPHA, ALICE, "FAIL500");
+    s.server
+        .wait("reply", |srv| !answers(srv, ALPHA).is_empty())
+        .await;
+    let text = content(&answers(&s.server, ALPHA)[0]);
+    assert!(text.starts_with("⚠️ API Error: 500"), "{text}");
+}
+
+/// Starts `claude-coordinator run` against the test server.
+fn spawn_run(
+    env: &TestEnv,
+    server: &DiscordServer,
+    access: &str,
+    token: Option<&str>,
+) -> std::process::Child {
+    let overlay = env.overlay(
+        "",
+        &format!(
+            "[discord]\napi_base_url = \"{}\"\nretry_backoff_ms = 20\n{access}",
+            server.base
+        ),
+    );
+    let mut cmd = std::process::Command::new(env!("CARGO_BIN_EXE_claude-coordinator"));
+    cmd.args(["--config", overlay.to_str().expect("utf-8"), "run"])
+        // The most verbose level: even then the token must not appear.
+        .env("RUST_LOG", "trace")
+        .env_remove("DISCORD_TOKEN")
+        .stdin(std::process::Stdio::null())
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped());
+    if let Some(t) = token {
+        cmd.env("DISCORD_TOKEN", t);
+    }
+    cmd.spawn().expect("spawn run")
+}
+
+#[actix_rt::test]
+async fn the_binary_runs_the_service_and_never_logs_the_token() {
+    let env = TestEnv::new();
+    let server = DiscordServer::start().await;
+    let token = "MTIz.secret-token-for-run.XYZ";
+    let child = spawn_run(
+        &env,
+        &server,
+        &format!("[access]\nallowed_users = [{ALICE}]\n"),
+        Some(token),
+    );
+    server.wait_ready(1).await;
+    let identify = server
+        .frames()
+        .into_iter()
+        .find(|f| f["op"] == 2)
+        .expect("IDENTIFY");
+    assert_eq!(identify["d"]["token"], format!("Bot {token}"));
+    server.say(ALPHA, ALICE, "hello binary");
+    server
+        .wait("reply", |srv| !answers(srv, ALPHA).is_empty())
+        .await;
+    assert_eq!(content(&answers(&server, ALPHA)[0]), "echo: hello binary");
+    nix::sys::signal::kill(
+        nix::unistd::Pid::from_raw(i32::try_from(child.id()).expect("pid")),
+        nix::sys::signal::Signal::SIGINT,
+    )
+    .expect("signal");
+    let out = tokio::task::spawn_blocking(move || child.wait_with_output())
+        .await
+        .expect("join")
+        .expect("wait");
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(out.status.success(), "{stderr}");
+    assert!(stderr.contains("connected to Discord"), "{stderr}");
+    assert!(
+        !stderr.contains("secret-token-for-run"),
+        "token leaked into the logs"
+    );
+}
+
+#[actix_rt::test]
+async fn run_refuses_to_start_without_an_allowlist_or_a_token() {
+    let env = TestEnv::new();
+    let server = DiscordServer::start().await;
+    for (access, token, expect) in [
+        ("", Some("tok"), "no allowlist"),
+        (
+            &format!("[access]\nallowed_users = [{ALICE}]\n")[..],
+            None,
+            "no Discord token",
+        ),
+    ] {
+        let child = spawn_run(&env, &server, access, token);
+        let out = tokio::task::spawn_blocking(move || child.wait_with_output())
+            .await
+            .expect("join")
+            .expect("wait");
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert!(!out.status.success());
+        assert!(stderr.contains(expect), "{stderr}");
+    }
+    // Nothing reached the server, and with allow_everyone it starts.
+    assert_eq!(server.readies(), 0);
+    let mut child = spawn_run(
+        &env,
+        &server,
+        "[access]\nallow_everyone = true\n",
+        Some("tok"),
+    );
+    server.wait_ready(1).await;
+    child.kill().expect("kill");
+    let _ = child.wait();
+}

@@ -1,0 +1,490 @@
+//! A Discord-compatible server on 127.0.0.1 for end-to-end tests with the real serenity client
+//! (see ../shared/discord/SERENITY-LOCAL.md): the REST routes serenity uses and the gateway
+//! websocket. It records every request, lets a test inject gateway events and REST failures,
+//! and can drop the gateway connection to make serenity resume.
+
+use std::collections::{HashMap, VecDeque};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use axum::body::Bytes;
+use axum::extract::ws::{CloseFrame, Message as WsMessage, WebSocket, WebSocketUpgrade};
+use axum::extract::{FromRequest, Multipart, Path, Request, State};
+use axum::http::{HeaderMap, Method, StatusCode};
+use axum::response::{IntoResponse, Response};
+use axum::routing::{any, get, patch, post};
+use axum::{Json, Router};
+use serde_json::{json, Value};
+use tokio::sync::mpsc::{unbounded_channel, UnboundedSender};
+
+use super::PATIENCE;
+
+/// The bot's user id, as the server reports it.
+pub const BOT_ID: u64 = 424_242_424_242_424_242;
+/// The guild every channel belongs to.
+pub const GUILD_ID: u64 = 777_000_000_000_000_001;
+
+/// One REST request the server received.
+#[derive(Debug, Clone)]
+pub struct Recorded {
+    pub method: String,
+    pub path: String,
+    /// The JSON body (for multipart: `payload_json`).
+    pub body: Value,
+    /// Files of a multipart body: (field name, file name, bytes).
+    pub files: Vec<(String, String, Vec<u8>)>,
+    /// The `Authorization` header.
+    pub auth: String,
+    /// The status the server answered.
+    pub status: u16,
+}
+
+enum WsCommand {
+    Send(Value),
+    Close(u16),
+}
+
+#[derive(Default)]
+struct Inner {
+    requests: Mutex<Vec<Recorded>>,
+    channels: Mutex<HashMap<u64, Value>>,
+    post_failures: Mutex<VecDeque<u16>>,
+    connection: Mutex<Option<UnboundedSender<WsCommand>>>,
+    frames: Mutex<Vec<Value>>,
+    next_id: AtomicU64,
+    seq: AtomicU64,
+    readies: AtomicU64,
+    resumes: AtomicU64,
+    base: Mutex<String>,
+}
+
+/// The running server.
+#[derive(Clone)]
+pub struct DiscordServer {
+    inner: Arc<Inner>,
+    /// `http://127.0.0.1:PORT`
+    pub base: String,
+}
+
+impl DiscordServer {
+    /// Starts the server on an ephemeral port of 127.0.0.1 (on the current runtime).
+    pub async fn start() -> Self {
+        let inner = Arc::new(Inner {
+            next_id: AtomicU64::new(900_000_000_000_000_000),
+            ..Inner::default()
+        });
+        let app = Router::new()
+            .route("/api/v10/gateway", get(gateway_url))
+            .route("/api/v10/gateway/bot", get(gateway_bot))
+            .route("/api/v10/users/@me", get(me))
+            .route("/api/v10/channels/{id}", get(channel))
+            .route("/api/v10/channels/{id}/messages", post(create_message))
+            .route(
+                "/api/v10/channels/{id}/messages/{mid}",
+                patch(edit_message).delete(delete_message),
+            )
+            .route("/api/v10/channels/{id}/typing", post(typing))
+            .route("/gateway", get(websocket))
+            .fallback(any(unknown))
+            .with_state(Arc::clone(&inner));
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+            .await
+            .expect("bind 127.0.0.1");
+        let base = format!("http://{}", listener.local_addr().expect("addr"));
+        inner.base.lock().expect("lock").clone_from(&base);
+        tokio::spawn(async move {
+            let _ = axum::serve(listener, app).await;
+        });
+        Self { inner, base }
+    }
+
+    /// Makes `GET /channels/{id}` answer with a thread under `parent`.
+    pub fn add_thread(&self, id: u64, parent: u64, name: &str) {
+        self.inner.channels.lock().expect("lock").insert(
+            id,
+            json!({"id": id.to_string(), "type": 11, "guild_id": GUILD_ID.to_string(),
+                   "parent_id": parent.to_string(), "name": name,
+                   "thread_metadata": {"archived": false, "auto_archive_duration": 1440,
+                                       "archive_timestamp": "2026-11-23T10:00:00+00:00", "locked": false}}),
+        );
+    }
+
+    /// The next `n` message posts fail with `status` (e.g. 429, 500).
+    pub fn fail_next_posts(&self, statuses: &[u16]) {
+        self.inner
+            .post_failures
+            .lock()
+            .expect("lock")
+            .extend(statuses);
+    }
+
+    /// Every REST request so far.
+    pub fn requests(&self) -> Vec<Recorded> {
+        self.inner.requests.lock().expect("lock").clone()
+    }
+
+    /// Messages created in `channel` (successful posts), in order.
+    pub fn posts(&self, channel: u64) -> Vec<Recorded> {
+        let path = format!("/api/v10/channels/{channel}/messages");
+        self.requests()
+            .into_iter()
+            .filter(|r| r.method == "POST" && r.path == path && r.status == 200)
+            .collect()
+    }
+
+    /// Gateway frames serenity sent (IDENTIFY, RESUME, heartbeats).
+    pub fn frames(&self) -> Vec<Value> {
+        self.inner.frames.lock().expect("lock").clone()
+    }
+
+    pub fn readies(&self) -> u64 {
+        self.inner.readies.load(Ordering::SeqCst)
+    }
+
+    pub fn resumes(&self) -> u64 {
+        self.inner.resumes.load(Ordering::SeqCst)
+    }
+
+    /// Waits until `cond` holds for the server's state.
+    pub async fn wait(&self, what: &str, mut cond: impl FnMut(&Self) -> bool) {
+        let deadline = Instant::now() + PATIENCE;
+        while !cond(self) {
+            assert!(Instant::now() < deadline, "timed out waiting for {what}");
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    }
+
+    /// Waits for a gateway session (READY sent).
+    pub async fn wait_ready(&self, n: u64) {
+        self.wait("READY", |s| s.readies() >= n && s.connected())
+            .await;
+    }
+
+    fn connected(&self) -> bool {
+        self.inner.connection.lock().expect("lock").is_some()
+    }
+
+    /// Sends a dispatch event on the current gateway connection.
+    pub fn dispatch(&self, event: &str, data: &Value) {
+        let seq = self.inner.seq.fetch_add(1, Ordering::SeqCst) + 1;
+        let frame = json!({"op": 0, "s": seq, "t": event, "d": data.clone()});
+        let conn = self.inner.connection.lock().expect("lock");
+        conn.as_ref()
+            .expect("gateway connected")
+            .send(WsCommand::Send(frame))
+            .expect("connection alive");
+    }
+
+    /// Injects a guild message; returns its id.
+    pub fn say(&self, channel: u64, author: u64, content: &str) -> u64 {
+        self.say_with(channel, author, content, |_| {})
+    }
+
+    /// Injects a guild message after `edit` adjusts the payload; returns its id.
+    pub fn say_with(
+        &self,
+        channel: u64,
+        author: u64,
+        content: &str,
+        edit: impl FnOnce(&mut Value),
+    ) -> u64 {
+        let id = self.inner.next_id.fetch_add(1, Ordering::SeqCst);
+        let mut data = message_json(id, channel, author, false, content);
+        data["member"] = json!({"roles": [], "joined_at": "2026-01-01T00:00:00+00:00", "deaf": false, "mute": false});
+        edit(&mut data);
+        self.dispatch("MESSAGE_CREATE", &data);
+        id
+    }
+
+    /// Closes the gateway connection with `code` (serenity reconnects and resumes).
+    pub fn drop_connection(&self, code: u16) {
+        if let Some(conn) = self.inner.connection.lock().expect("lock").take() {
+            let _ = conn.send(WsCommand::Close(code));
+        }
+    }
+}
+
+fn message_json(id: u64, channel: u64, author: u64, bot: bool, content: &str) -> Value {
+    json!({
+        "id": id.to_string(), "channel_id": channel.to_string(), "guild_id": GUILD_ID.to_string(),
+        "author": {"id": author.to_string(), "username": if bot { "coordinator" } else { "someone" },
+                   "discriminator": "0000", "bot": bot},
+        "content": content, "timestamp": "2026-11-23T12:00:00+00:00", "tts": false,
+        "mention_everyone": false, "mentions": [], "mention_roles": [], "attachments": [],
+        "embeds": [], "pinned": false, "type": 0
+    })
+}
+
+fn record(
+    inner: &Inner,
+    method: &str,
+    path: String,
+    body: Value,
+    files: Vec<(String, String, Vec<u8>)>,
+    headers: &HeaderMap,
+    status: u16,
+) {
+    let auth = headers
+        .get("authorization")
+        .and_then(|v| v.to_str().ok())
+        .unwrap_or_default()
+        .to_string();
+    inner.requests.lock().expect("lock").push(Recorded {
+        method: method.into(),
+        path,
+        body,
+        files,
+        auth,
+        status,
+    });
+}
+
+async fn gateway_url(State(inner): State<Arc<Inner>>) -> Json<Value> {
+    let base = inner.base.lock().expect("lock").replace("http://", "ws://");
+    Json(json!({"url": format!("{base}/gateway")}))
+}
+
+async fn gateway_bot(State(inner): State<Arc<Inner>>) -> Json<Value> {
+    let base = inner.base.lock().expect("lock").replace("http://", "ws://");
+    Json(json!({"url": format!("{base}/gateway"), "shards": 1,
+        "session_start_limit": {"total": 1000, "remaining": 1000, "reset_after": 0, "max_concurrency": 1}}))
+}
+
+async fn me() -> Json<Value> {
+    Json(
+        json!({"id": BOT_ID.to_string(), "username": "coordinator", "discriminator": "0000", "bot": true}),
+    )
+}
+
+async fn channel(
+    State(inner): State<Arc<Inner>>,
+    Path(id): Path<u64>,
+    headers: HeaderMap,
+) -> Response {
+    let found = inner.channels.lock().expect("lock").get(&id).cloned();
+    let status = if found.is_some() { 200 } else { 404 };
+    record(
+        &inner,
+        "GET",
+        format!("/api/v10/channels/{id}"),
+        Value::Null,
+        Vec::new(),
+        &headers,
+        status,
+    );
+    match found {
+        Some(c) => Json(c).into_response(),
+        None => (
+            StatusCode::NOT_FOUND,
+            Json(json!({"message": "Unknown Channel", "code": 10003})),
+        )
+            .into_response(),
+    }
+}
+
+async fn create_message(
+    State(inner): State<Arc<Inner>>,
+    Path(id): Path<u64>,
+    req: Request,
+) -> Response {
+    let headers = req.headers().clone();
+    let path = format!("/api/v10/channels/{id}/messages");
+    let multipart = headers
+        .get("content-type")
+        .and_then(|v| v.to_str().ok())
+        .is_some_and(|v| v.starts_with("multipart/"));
+    let (body, files) = if multipart {
+        let mut form = Multipart::from_request(req, &()).await.expect("multipart");
+        let (mut body, mut files) = (Value::Null, Vec::new());
+        while let Ok(Some(field)) = form.next_field().await {
+            let name = field.name().unwrap_or_default().to_string();
+            let file = field.file_name().map(str::to_string);
+            let bytes = field.bytes().await.expect("field").to_vec();
+            if name == "payload_json" {
+                body = serde_json::from_slice(&bytes).expect("payload_json");
+            } else {
+                files.push((name, file.unwrap_or_default(), bytes));
+            }
+        }
+        (body, files)
+    } else {
+        let bytes = Bytes::from_request(req, &()).await.expect("body");
+        (
+            serde_json::from_slice(&bytes).unwrap_or(Value::Null),
+            Vec::new(),
+        )
+    };
+    if let Some(status) = inner.post_failures.lock().expect("lock").pop_front() {
+        record(&inner, "POST", path, body, files, &headers, status);
+        let body = if status == 429 {
+            json!({"message": "You are being rate limited.", "retry_after": 0.05, "global": false, "code": 0})
+        } else {
+            json!({"message": "Internal Server Error", "code": 0})
+        };
+        return (
+            StatusCode::from_u16(status).expect("status"),
+            [("retry-after", "0.05")],
+            Json(body),
+        )
+            .into_response();
+    }
+    let content = body["content"].as_str().unwrap_or_default().to_string();
+    record(&inner, "POST", path, body, files, &headers, 200);
+    let mid = inner.next_id.fetch_add(1, Ordering::SeqCst);
+    Json(message_json(mid, id, BOT_ID, true, &content)).into_response()
+}
+
+async fn edit_message(
+    State(inner): State<Arc<Inner>>,
+    Path((id, mid)): Path<(u64, u64)>,
+    headers: HeaderMap,
+    Json(body): Json<Value>,
+) -> Json<Value> {
+    let content = body["content"].as_str().unwrap_or_default().to_string();
+    record(
+        &inner,
+        "PATCH",
+        format!("/api/v10/channels/{id}/messages/{mid}"),
+        body,
+        Vec::new(),
+        &headers,
+        200,
+    );
+    Json(message_json(mid, id, BOT_ID, true, &content))
+}
+
+async fn delete_message(
+    State(inner): State<Arc<Inner>>,
+    Path((id, mid)): Path<(u64, u64)>,
+    headers: HeaderMap,
+) -> StatusCode {
+    record(
+        &inner,
+        "DELETE",
+        format!("/api/v10/channels/{id}/messages/{mid}"),
+        Value::Null,
+        Vec::new(),
+        &headers,
+        204,
+    );
+    StatusCode::NO_CONTENT
+}
+
+async fn typing(
+    State(inner): State<Arc<Inner>>,
+    Path(id): Path<u64>,
+    headers: HeaderMap,
+) -> StatusCode {
+    record(
+        &inner,
+        "POST",
+        format!("/api/v10/channels/{id}/typing"),
+        Value::Null,
+        Vec::new(),
+        &headers,
+        204,
+    );
+    StatusCode::NO_CONTENT
+}
+
+async fn unknown(State(inner): State<Arc<Inner>>, method: Method, req: Request) -> Response {
+    let path = req.uri().path().to_string();
+    let headers = req.headers().clone();
+    record(
+        &inner,
+        method.as_str(),
+        path,
+        Value::Null,
+        Vec::new(),
+        &headers,
+        404,
+    );
+    (
+        StatusCode::NOT_FOUND,
+        Json(json!({"message": "404: Not Found", "code": 0})),
+    )
+        .into_response()
+}
+
+async fn websocket(State(inner): State<Arc<Inner>>, ws: WebSocketUpgrade) -> Response {
+    ws.on_upgrade(move |socket| session(inner, socket))
+}
+
+/// One gateway connection: `HELLO`, then `IDENTIFY` → `READY` or `RESUME` → `RESUMED`, heartbeats acknowledged,
+/// injected events sent, until the test drops it or serenity closes it.
+async fn session(inner: Arc<Inner>, mut socket: WebSocket) {
+    let (tx, mut rx) = unbounded_channel();
+    let hello = json!({"op": 10, "d": {"heartbeat_interval": 41250}});
+    if socket
+        .send(WsMessage::Text(hello.to_string().into()))
+        .await
+        .is_err()
+    {
+        return;
+    }
+    loop {
+        tokio::select! {
+            frame = socket.recv() => {
+                let Some(Ok(frame)) = frame else { break };
+                let text = match frame {
+                    WsMessage::Text(t) => t.to_string(),
+                    WsMessage::Close(_) => break,
+                    _ => continue,
+                };
+                let Ok(v) = serde_json::from_str::<Value>(&text) else { continue };
+                inner.frames.lock().expect("lock").push(v.clone());
+                let reply = match v["op"].as_u64() {
+                    Some(1) => Some(json!({"op": 11})),
+                    Some(2) => {
+                        let base = inner.base.lock().expect("lock").replace("http://", "ws://");
+                        let seq = inner.seq.fetch_add(1, Ordering::SeqCst) + 1;
+                        Some(json!({"op": 0, "s": seq, "t": "READY", "d": {
+                            "v": 10,
+                            "user": {"id": BOT_ID.to_string(), "username": "coordinator", "discriminator": "0000", "bot": true},
+                            "guilds": [{"id": GUILD_ID.to_string(), "unavailable": true}],
+                            "session_id": "test-session",
+                            "resume_gateway_url": format!("{base}/gateway"),
+                            "application": {"id": "555555555555555555", "flags": 0}
+                        }}))
+                    }
+                    Some(6) => {
+                        let seq = inner.seq.fetch_add(1, Ordering::SeqCst) + 1;
+                        Some(json!({"op": 0, "s": seq, "t": "RESUMED", "d": {}}))
+                    }
+                    _ => None,
+                };
+                if let Some(r) = reply {
+                    let op = v["op"].as_u64();
+                    if socket.send(WsMessage::Text(r.to_string().into())).await.is_err() {
+                        break;
+                    }
+                    // Only now can the test inject events.
+                    match op {
+                        Some(2) => {
+                            *inner.connection.lock().expect("lock") = Some(tx.clone());
+                            inner.readies.fetch_add(1, Ordering::SeqCst);
+                        }
+                        Some(6) => {
+                            *inner.connection.lock().expect("lock") = Some(tx.clone());
+                            inner.resumes.fetch_add(1, Ordering::SeqCst);
+                        }
+                        _ => {}
+                    }
+                }
+            }
+            cmd = rx.recv() => match cmd {
+                Some(WsCommand::Send(v)) => {
+                    if socket.send(WsMessage::Text(v.to_string().into())).await.is_err() {
+                        break;
+                    }
+                }
+                Some(WsCommand::Close(code)) => {
+                    let _ = socket.send(WsMessage::Close(Some(CloseFrame { code, reason: "test".into() }))).await;
+                    break;
+                }
+                None => break,
+            }
+        }
+    }
+}
