@@ -124,9 +124,16 @@ fn coordinator(messages: usize, channels: usize, cap: usize) -> f64 {
                     json: true,
                 };
                 let input = std::io::Cursor::new(lines.into_bytes());
-                console::run(&app, &opts, input, tokio::io::sink(), tokio::io::sink())
-                    .await
-                    .expect("console")
+                console::run(
+                    &app,
+                    &opts,
+                    input,
+                    tokio::io::sink(),
+                    tokio::io::sink(),
+                    std::future::pending(),
+                )
+                .await
+                .expect("console")
             }));
         }
         let mut answered = 0;

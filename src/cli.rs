@@ -36,6 +36,15 @@ pub enum Command {
         #[arg(long)]
         json: bool,
     },
+    /// Check the settings, the claude binary (and its version), the database, the channels'
+    /// project directories, the Discord token (never shown) and the allowlist. Exits 1 on any
+    /// problem. `run` performs the same checks at start.
+    Check,
+    /// Write a consistent copy of the session database to FILE while the service runs.
+    Backup {
+        /// The new file (must not exist).
+        file: PathBuf,
+    },
     /// Read and reset stored sessions.
     Sessions {
         /// What to do with them.

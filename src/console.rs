@@ -88,14 +88,17 @@ impl Handler<ShowProgress> for ConsoleSink {
     }
 }
 
-/// Runs the console until the input ends and every message has its reply.
-/// Progress notes (text mode only) go to `diag`.
+/// Runs the console until the input ends and every message has its reply. Progress notes
+/// (text mode only) go to `diag`. When `stop` completes (a signal), input is no longer read and
+/// the registry shuts down as the service does: runs in flight get the grace period, then are
+/// cancelled; every message still gets its reply.
 pub async fn run<R, W, E>(
     app: &Application,
     opts: &ConsoleOptions,
     mut input: R,
     mut output: W,
     mut diag: E,
+    stop: impl std::future::Future<Output = ()>,
 ) -> Result<ConsoleSummary, ConsoleError>
 where
     R: AsyncBufRead + Unpin,
@@ -121,8 +124,18 @@ where
     let mut line_no = 0u64;
     let mut buf = Vec::new();
     let mut eof = false;
+    let (mut stopping, mut drained) = (false, false);
+    tokio::pin!(stop);
+    let drain = app.drain(&registry);
+    tokio::pin!(drain);
     while !(eof && summary.replies == summary.sent) {
         tokio::select! {
+            () = &mut stop, if !stopping => {
+                stopping = true;
+                eof = true;
+                diag.write_all(b"stopping: no more input is read; waiting for the replies\n").await?;
+            }
+            _ = &mut drain, if stopping && !drained => drained = true,
             n = input.read_until(b'\n', &mut buf), if !eof => {
                 if n? == 0 {
                     eof = true;

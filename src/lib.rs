@@ -2,6 +2,7 @@
 //! `main.rs` parses the command line and calls [`commands::execute`]; tests build the same
 //! [`startup::Application`].
 
+pub mod check;
 pub mod cli;
 pub mod commands;
 pub mod console;

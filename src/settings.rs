@@ -43,6 +43,26 @@ pub struct Settings {
     pub channel: Vec<ChannelProfile>,
     /// Logging.
     pub log: LogSettings,
+    /// The metrics log.
+    pub metrics: MetricsSettings,
+    /// Stopping.
+    pub shutdown: ShutdownSettings,
+}
+
+/// `[metrics]`.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct MetricsSettings {
+    /// Seconds between metrics events (0: only at shutdown).
+    pub interval_secs: u64,
+}
+
+/// `[shutdown]`.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ShutdownSettings {
+    /// On SIGTERM/SIGINT, how long runs in flight may take to finish before they are cancelled.
+    pub grace_secs: u64,
 }
 
 /// `[store]`.

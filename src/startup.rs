@@ -1,25 +1,32 @@
-//! Building the application: open the store, prepare the runner and the run slots, and start
-//! the channel registry wired to a front end. The binary and the tests use the same code.
+//! Building the application: open the store, start the metrics reporter, prepare the runner
+//! and the run slots, and start the channel registry wired to a front end (the console or the
+//! Discord gateway). Also the orderly stop. The binary and the tests use the same code.
 
 use std::sync::Arc;
 use std::time::Duration;
 
-use actix::{Actor, Addr, Recipient};
+use actix::{Actor, Addr, AsyncContext, Context, Recipient};
 use actors::channel::{ChannelDeps, ChannelProfile, ConversationRef};
 use actors::frontend::{DeliverReply, ShowProgress};
-use actors::gateway::{DiscordConnection, DiscordGateway, GatewayError, GatewaySetup};
-use actors::registry::ChannelRegistry;
+use actors::gateway::{
+    DiscordConnection, DiscordGateway, FlushOutbound, GatewayError, GatewaySetup,
+};
+use actors::metrics::{AttachGateway, EmitMetrics, MetricsActor};
+use actors::registry::{ChannelRegistry, Shutdown};
 use actors::runner::ClaudeRunner;
-use actors::store::{open_pool, SessionStoreActor};
+use actors::store::{open_pool, Checkpoint, SessionStoreActor};
 use anyhow::Context as _;
+use tokio::signal::unix::{signal, SignalKind};
 use tokio::sync::Semaphore;
+use tracing::{info, warn};
 
 use crate::settings::Settings;
 
-/// The core of the service: store, runner, run slots and channel profiles.
+/// The core of the service: store, metrics, runner, run slots and channel profiles.
 pub struct Application {
     settings: Settings,
     store: Addr<SessionStoreActor>,
+    metrics: Addr<MetricsActor>,
     runner: ClaudeRunner,
     run_slots: Arc<Semaphore>,
     channels: Vec<Arc<ChannelProfile>>,
@@ -44,12 +51,24 @@ impl Application {
         })
         .await
         .context("the store's start-up thread failed")??;
-        let store = SessionStoreActor::start(pool, settings.store.pool_size as usize);
+        // The metrics actor and the store each need the other's address.
+        let metrics_ctx = Context::<MetricsActor>::new();
+        let metrics = metrics_ctx.address();
+        let store = SessionStoreActor::start(
+            pool,
+            settings.store.pool_size as usize,
+            Some(metrics.clone().recipient()),
+        );
+        metrics_ctx.run(MetricsActor::new(
+            Duration::from_secs(settings.metrics.interval_secs),
+            store.clone(),
+        ));
         Ok(Self {
             runner: ClaudeRunner::new(settings.claude.clone()),
             run_slots: Arc::new(Semaphore::new(settings.claude.max_concurrent_runs)),
             channels: profiles.into_iter().map(Arc::new).collect(),
             store,
+            metrics,
             settings,
         })
     }
@@ -72,6 +91,7 @@ impl Application {
         let store = self.store.clone();
         let run_slots = Arc::clone(&self.run_slots);
         let limits = self.settings.channels.clone();
+        let metrics = self.metrics.clone().recipient();
         move |replies, progress| {
             let deps = ChannelDeps {
                 runner,
@@ -81,6 +101,7 @@ impl Application {
                 progress,
                 queue_limit: limits.queue_limit,
                 command_prefix: limits.command_prefix,
+                metrics,
             };
             ChannelRegistry::new(deps, Duration::from_secs(limits.idle_secs)).start()
         }
@@ -89,7 +110,7 @@ impl Application {
     /// Connects to Discord and starts the gateway with its own registry.
     pub async fn start_discord(&self) -> Result<DiscordConnection, GatewayError> {
         let start = self.registry_starter();
-        GatewaySetup {
+        let connection = GatewaySetup {
             discord: self.settings.discord.clone(),
             access: self.settings.access.clone(),
             channels: self.channels.clone(),
@@ -98,26 +119,77 @@ impl Application {
             }),
         }
         .connect()
-        .await
+        .await?;
+        self.metrics
+            .do_send(AttachGateway(Arc::clone(&connection.stats)));
+        Ok(connection)
     }
 
-    /// Runs the Discord service until the connection ends or the process is interrupted.
+    /// Shuts a registry down: nothing new is accepted, runs in flight get `shutdown.grace_secs`
+    /// to finish, then are cancelled and their users told. Returns the number cancelled.
+    pub async fn drain(&self, registry: &Addr<ChannelRegistry>) -> usize {
+        let shutdown = Shutdown {
+            grace: Duration::from_secs(self.settings.shutdown.grace_secs),
+            cancel_wait: Duration::from_secs(self.settings.claude.kill_grace_secs + 10),
+        };
+        registry.send(shutdown).await.unwrap_or(0)
+    }
+
+    /// The last steps of any stop: write the WAL back into the database and log the final
+    /// metrics.
+    pub async fn close(&self) {
+        match self.store.send(Checkpoint).await {
+            Ok(Ok(())) => {}
+            Ok(Err(e)) => warn!(error = %e, "could not checkpoint the session store"),
+            Err(_) => warn!("session store already stopped"),
+        }
+        let _ = self.metrics.send(EmitMetrics).await;
+    }
+
+    /// Runs the Discord service until SIGTERM or SIGINT, then stops gracefully (see
+    /// [`Application::drain`]); or until the connection fails for good.
     pub async fn run_until_stopped(self) -> anyhow::Result<()> {
-        let connection = self
+        let mut terminate =
+            signal(SignalKind::terminate()).context("installing the SIGTERM handler")?;
+        let mut interrupt =
+            signal(SignalKind::interrupt()).context("installing the SIGINT handler")?;
+        let mut connection = self
             .start_discord()
             .await
             .context("starting the Discord gateway")?;
-        tokio::select! {
-            ended = connection.client => match ended {
-                Ok(Ok(())) => Ok(()),
-                Ok(Err(e)) => Err(anyhow::anyhow!("the Discord connection ended: {e}")),
-                Err(e) => Err(anyhow::anyhow!("the Discord client task failed: {e}")),
-            },
-            _ = tokio::signal::ctrl_c() => {
-                connection.shards.shutdown_all().await;
-                Ok(())
+        let signal = tokio::select! {
+            ended = &mut connection.client => {
+                let why = match ended {
+                    Ok(Ok(())) => "the Discord client stopped".to_string(),
+                    Ok(Err(e)) => format!("the Discord connection ended: {e}"),
+                    Err(e) => format!("the Discord client task failed: {e}"),
+                };
+                self.drain(&connection.registry).await;
+                self.close().await;
+                anyhow::bail!(why);
             }
+            _ = terminate.recv() => "SIGTERM",
+            _ = interrupt.recv() => "SIGINT",
+        };
+        info!(
+            signal,
+            grace_secs = self.settings.shutdown.grace_secs,
+            "shutting down"
+        );
+        // Stop taking new messages, then let the runs in flight end.
+        connection.shards.shutdown_all().await;
+        let cancelled = self.drain(&connection.registry).await;
+        let flushed = tokio::time::timeout(
+            Duration::from_secs(30),
+            connection.gateway.send(FlushOutbound),
+        )
+        .await;
+        if flushed.is_err() {
+            warn!("some Discord sends were still under way at exit");
         }
+        self.close().await;
+        info!(cancelled, "stopped");
+        Ok(())
     }
 
     /// The conversation of the configured channel called `name`.

@@ -1,6 +1,8 @@
 //! Logging: a tracing subscriber writing to stderr, as text or JSON lines, filtered by
 //! `RUST_LOG` when set, else by `log.filter`.
 
+use std::io::IsTerminal;
+
 use tracing_subscriber::EnvFilter;
 
 use crate::settings::LogSettings;
@@ -12,6 +14,8 @@ pub fn init(log: &LogSettings) {
         .unwrap_or_else(|_| EnvFilter::new("info"));
     let builder = tracing_subscriber::fmt()
         .with_env_filter(filter)
+        // Colours only for a person at a terminal, not for journald or a log file.
+        .with_ansi(std::io::stderr().is_terminal())
         .with_writer(std::io::stderr);
     // A second init (tests building several applications) is harmless: keep the first.
     let _ = if log.format == "json" {

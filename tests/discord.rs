@@ -8,7 +8,7 @@ use actors::store::LoadConversation;
 use claude_coordinator::startup::Application;
 use secrecy::SecretString;
 use serde_json::Value;
-use support::discord::{DiscordServer, BOT_ID};
+use support::discord::{spawn_run, DiscordServer, BOT_ID};
 use support::TestEnv;
 
 const ALICE: u64 = 7;
@@ -381,34 +381,6 @@ async fn errors_are_short_and_marked() {
     assert!(text.starts_with("⚠️ API Error: 500"), "{text}");
 }
 
-/// Starts `claude-coordinator run` against the test server.
-fn spawn_run(
-    env: &TestEnv,
-    server: &DiscordServer,
-    access: &str,
-    token: Option<&str>,
-) -> std::process::Child {
-    let overlay = env.overlay(
-        "",
-        &format!(
-            "[discord]\napi_base_url = \"{}\"\nretry_backoff_ms = 20\n{access}",
-            server.base
-        ),
-    );
-    let mut cmd = std::process::Command::new(env!("CARGO_BIN_EXE_claude-coordinator"));
-    cmd.args(["--config", overlay.to_str().expect("utf-8"), "run"])
-        // The most verbose level: even then the token must not appear.
-        .env("RUST_LOG", "trace")
-        .env_remove("DISCORD_TOKEN")
-        .stdin(std::process::Stdio::null())
-        .stdout(std::process::Stdio::piped())
-        .stderr(std::process::Stdio::piped());
-    if let Some(t) = token {
-        cmd.env("DISCORD_TOKEN", t);
-    }
-    cmd.spawn().expect("spawn run")
-}
-
 #[actix_rt::test]
 async fn the_binary_runs_the_service_and_never_logs_the_token() {
     let env = TestEnv::new();
@@ -459,7 +431,7 @@ async fn run_refuses_to_start_without_an_allowlist_or_a_token() {
         (
             &format!("[access]\nallowed_users = [{ALICE}]\n")[..],
             None,
-            "no Discord token",
+            "no token: set DISCORD_TOKEN",
         ),
     ] {
         let child = spawn_run(&env, &server, access, token);

@@ -20,6 +20,7 @@ use tokio_util::sync::CancellationToken;
 use tracing::{info, instrument, warn};
 
 use crate::frontend::{DeliverReply, Origin, ProgressStep, ReplyKind, ShowProgress};
+use crate::metrics::{Metric, RecordMetric, RunOutcome};
 use crate::runner::{ClaudeRunner, RunError, RunReport, RunRequest, StopReason};
 use crate::store::{
     Conversation, LoadConversation, RecordRun, ResetConversation, SessionStoreActor, StoreError,
@@ -50,7 +51,29 @@ pub struct GetStatus;
 /// Queued messages stay queued. Answers whether there was a run to cancel.
 #[derive(Debug, Message)]
 #[rtype(result = "bool")]
-pub struct CancelRun;
+pub struct CancelRun {
+    /// Why; the user is told.
+    pub reason: CancelReason,
+}
+
+/// Stop accepting messages (new ones, and those queued, are answered "not run") and answer
+/// when the run in flight, if any, has finished and been recorded. For shutdown.
+#[derive(Debug, Message)]
+#[rtype(result = "()")]
+pub struct Drain;
+
+/// Why a run is cancelled.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum CancelReason {
+    /// A user asked (`!cancel`).
+    User,
+    /// The service is shutting down and the grace period is over.
+    Shutdown,
+}
+
+/// What a shutdown tells users whose message will not run.
+pub const SHUTDOWN_NOT_RUN: &str =
+    "The service is restarting, so this message was not sent to Claude. Please send it again in a minute.";
 
 /// Stop this actor if it has nothing running or queued. Answers whether it stopped.
 #[derive(Debug, Message)]
@@ -134,6 +157,8 @@ pub struct ChannelDeps {
     pub queue_limit: usize,
     /// `channels.command_prefix`, e.g. `!` for `!status`; empty disables commands.
     pub command_prefix: String,
+    /// Where observations for the metrics log go.
+    pub metrics: Recipient<RecordMetric>,
 }
 
 /// What a channel is doing.
@@ -190,6 +215,7 @@ struct Current {
     accepted_at: SystemTime,
     started_at: Option<SystemTime>,
     cancel: CancellationToken,
+    cancel_reason: CancelReason,
 }
 
 /// What the coordinator itself answers, rather than Claude.
@@ -233,6 +259,10 @@ pub struct ChannelActor {
     current: Option<Current>,
     /// The stored row, for `Status` (refreshed at start and after every run).
     record: Option<Conversation>,
+    /// Shutting down: nothing new is accepted.
+    draining: bool,
+    /// Waiting for the run in flight to end.
+    idle_waiters: Vec<tokio::sync::oneshot::Sender<()>>,
 }
 
 impl ChannelActor {
@@ -244,6 +274,8 @@ impl ChannelActor {
             queue: VecDeque::new(),
             current: None,
             record: None,
+            draining: false,
+            idle_waiters: Vec::new(),
         }
     }
 
@@ -278,9 +310,10 @@ impl ChannelActor {
         }
     }
 
-    fn cancel_current(&self) -> bool {
-        match &self.current {
+    fn cancel_current(&mut self, reason: CancelReason) -> bool {
+        match &mut self.current {
             Some(c) if !c.cancel.is_cancelled() => {
+                c.cancel_reason = reason;
                 c.cancel.cancel();
                 true
             }
@@ -288,11 +321,19 @@ impl ChannelActor {
         }
     }
 
+    fn observe_queue(&self) {
+        self.deps.metrics.do_send(RecordMetric(Metric::QueueDepth {
+            id: self.conversation.id,
+            name: self.conversation.name.clone(),
+            depth: self.queue.len(),
+        }));
+    }
+
     fn command(&mut self, cmd: &Command, origin: Origin, ctx: &mut Context<Self>) {
         let text = match cmd {
             Command::Status => self.status().describe(),
             Command::Cancel => {
-                if self.cancel_current() {
+                if self.cancel_current(CancelReason::User) {
                     "Cancelling the current run.".to_string()
                 } else {
                     "Nothing is running.".to_string()
@@ -348,14 +389,19 @@ impl ChannelActor {
             return;
         }
         let Some(next) = self.queue.pop_front() else {
+            for waiter in self.idle_waiters.drain(..) {
+                let _ = waiter.send(());
+            }
             return;
         };
+        self.observe_queue();
         let cancel = CancellationToken::new();
         self.current = Some(Current {
             origin: next.origin,
             accepted_at: SystemTime::now(),
             started_at: None,
             cancel: cancel.clone(),
+            cancel_reason: CancelReason::User,
         });
         let job = Job {
             conversation: self.conversation.clone(),
@@ -381,14 +427,30 @@ impl ChannelActor {
                     if let Some(c) = act.current.as_mut() {
                         c.started_at = Some(SystemTime::now());
                     }
+                    act.deps.metrics.do_send(RecordMetric(Metric::RunStarted {
+                        id: act.conversation.id,
+                        name: act.conversation.name.clone(),
+                    }));
                 }
                 job.execute(permit).into_actor(act)
             })
-            .map(|finished, act, ctx| {
+            .map(|mut finished, act, ctx| {
                 if finished.record.is_some() {
                     act.record.clone_from(&finished.record);
                 }
-                act.current = None;
+                let current = act.current.take();
+                let shutdown = current.is_some_and(|c| c.cancel_reason == CancelReason::Shutdown);
+                if let (Some(outcome), Some(started)) = (finished.outcome, finished.started) {
+                    if shutdown && outcome == RunOutcome::Cancelled {
+                        finished.reply.text = "Stopped: the service is restarting. The conversation is saved; please send this message again in a minute.".into();
+                    }
+                    act.deps.metrics.do_send(RecordMetric(Metric::RunFinished {
+                        id: act.conversation.id,
+                        outcome,
+                        latency: started.elapsed(),
+                        cost_usd: finished.reply.cost_usd,
+                    }));
+                }
                 act.deps.replies.do_send(finished.reply);
                 act.start_next(ctx, finished.record);
             });
@@ -421,6 +483,15 @@ impl Handler<SubmitMessage> for ChannelActor {
             self.command(&cmd, msg.origin, ctx);
             return;
         }
+        if self.draining {
+            self.reply(
+                msg.origin,
+                ReplyKind::Failure,
+                SHUTDOWN_NOT_RUN.into(),
+                true,
+            );
+            return;
+        }
         if self.current.is_some() && self.queue.len() >= self.deps.queue_limit {
             let waiting = self.queue.len();
             info!(waiting, "queue full; message refused");
@@ -440,6 +511,7 @@ impl Handler<SubmitMessage> for ChannelActor {
             origin: msg.origin,
             prompt: msg.text,
         });
+        self.observe_queue();
         if self.current.is_some() {
             self.deps.progress.do_send(ShowProgress {
                 conversation_id: self.conversation.id,
@@ -464,8 +536,8 @@ impl Handler<GetStatus> for ChannelActor {
 impl Handler<CancelRun> for ChannelActor {
     type Result = bool;
 
-    fn handle(&mut self, _: CancelRun, _: &mut Self::Context) -> bool {
-        let cancelled = self.cancel_current();
+    fn handle(&mut self, msg: CancelRun, _: &mut Self::Context) -> bool {
+        let cancelled = self.cancel_current(msg.reason);
         if let (true, Some(c)) = (cancelled, &self.current) {
             info!(
                 channel_id = self.conversation.id,
@@ -474,6 +546,31 @@ impl Handler<CancelRun> for ChannelActor {
             );
         }
         cancelled
+    }
+}
+
+impl Handler<Drain> for ChannelActor {
+    type Result = ResponseFuture<()>;
+
+    fn handle(&mut self, _: Drain, _: &mut Self::Context) -> Self::Result {
+        self.draining = true;
+        for pending in std::mem::take(&mut self.queue) {
+            self.reply(
+                pending.origin,
+                ReplyKind::Failure,
+                SHUTDOWN_NOT_RUN.into(),
+                true,
+            );
+        }
+        self.observe_queue();
+        if self.current.is_none() {
+            return Box::pin(async {});
+        }
+        let (tx, rx) = tokio::sync::oneshot::channel();
+        self.idle_waiters.push(tx);
+        Box::pin(async move {
+            let _ = rx.await;
+        })
     }
 }
 
@@ -511,6 +608,10 @@ struct Job {
 struct Finished {
     reply: DeliverReply,
     record: Option<Conversation>,
+    /// How the run ended, if it got a run slot.
+    outcome: Option<RunOutcome>,
+    /// When it got its run slot.
+    started: Option<std::time::Instant>,
 }
 
 impl Job {
@@ -528,7 +629,7 @@ impl Job {
     }
 
     #[instrument(skip_all, fields(channel_id = self.conversation.id, message_id = self.origin.message_id))]
-    async fn execute(mut self, permit: Option<OwnedSemaphorePermit>) -> Finished {
+    async fn execute(self, permit: Option<OwnedSemaphorePermit>) -> Finished {
         // The permit is held until this function returns: one run slot per run.
         let Some(_permit) = permit else {
             return Finished {
@@ -538,8 +639,18 @@ impl Job {
                     true,
                 ),
                 record: None,
+                outcome: None,
+                started: None,
             };
         };
+        let started = std::time::Instant::now();
+        let mut finished = self.run_with_slot().await;
+        finished.started = Some(started);
+        finished
+    }
+
+    /// Load, run (with the stale-session retry), record.
+    async fn run_with_slot(mut self) -> Finished {
         let id = self.conversation.id;
         let loaded = match self.preloaded.take() {
             Some(row) => Some(row),
@@ -633,6 +744,15 @@ impl Job {
         notes: Vec<String>,
         result: Result<RunReport, RunError>,
     ) -> Finished {
+        let outcome = match &result {
+            Ok(r) => match r.stopped {
+                Some(StopReason::TimedOut) => RunOutcome::TimedOut,
+                Some(StopReason::Cancelled) => RunOutcome::Cancelled,
+                None if r.is_error() => RunOutcome::Failed,
+                None => RunOutcome::Succeeded,
+            },
+            Err(_) => RunOutcome::Failed,
+        };
         let (kind, body, is_error) = match &result {
             Ok(report) => (
                 ReplyKind::Answer,
@@ -695,7 +815,12 @@ impl Job {
         let mut reply = self.reply(kind, text, is_error);
         reply.session_id = session_id;
         reply.cost_usd = cost_usd;
-        Finished { reply, record }
+        Finished {
+            reply,
+            record,
+            outcome: Some(outcome),
+            started: None,
+        }
     }
 
     fn store_unavailable(&self, e: &StoreError) -> Finished {
@@ -707,6 +832,8 @@ impl Job {
                 true,
             ),
             record: None,
+            outcome: Some(RunOutcome::Failed),
+            started: None,
         }
     }
 }

@@ -66,6 +66,11 @@ pub struct LearnChannel {
     pub name: String,
 }
 
+/// Answer once every reply and progress update under way has been sent (for shutdown).
+#[derive(Debug, Message)]
+#[rtype(result = "()")]
+pub struct FlushOutbound;
+
 // ---------------------------------------------------------------------------------------------
 // Settings
 // ---------------------------------------------------------------------------------------------
@@ -229,6 +234,8 @@ fn learn(c: &GuildChannel) -> LearnChannel {
 pub struct DiscordConnection {
     /// The gateway actor.
     pub gateway: Addr<DiscordGateway>,
+    /// The registry behind it.
+    pub registry: Addr<ChannelRegistry>,
     /// Serenity's shard manager (to shut the connection down).
     pub shards: Arc<ShardManager>,
     /// Ends when the serenity client stops; carries its error if it failed.
@@ -286,7 +293,9 @@ impl GatewaySetup {
         let registry = (self.start_registry)(addr.clone());
         let gateway = DiscordGateway {
             outbound,
-            registry,
+            registry: registry.clone(),
+            pending: 0,
+            flush_waiters: Vec::new(),
             channels: self
                 .channels
                 .iter()
@@ -305,6 +314,7 @@ impl GatewaySetup {
         let client = tokio::spawn(async move { client.start().await });
         Ok(DiscordConnection {
             gateway: addr,
+            registry,
             shards,
             client,
             stats,
@@ -329,6 +339,10 @@ enum Known {
 pub struct DiscordGateway {
     outbound: Outbound,
     registry: Addr<ChannelRegistry>,
+    /// Outbound sends and progress tasks under way.
+    pending: usize,
+    /// Waiting for `pending` to reach zero.
+    flush_waiters: Vec<tokio::sync::oneshot::Sender<()>>,
     channels: HashMap<u64, Arc<ChannelProfile>>,
     access: AccessConfig,
     bot_id: Option<u64>,
@@ -356,6 +370,23 @@ enum Route {
 }
 
 impl DiscordGateway {
+    /// Runs outbound work beside the actor, counted for [`FlushOutbound`].
+    fn send_later(
+        &mut self,
+        work: impl std::future::Future<Output = ()> + 'static,
+        ctx: &mut Context<Self>,
+    ) {
+        self.pending += 1;
+        ctx.spawn(work.into_actor(self).map(|(), act, _| {
+            act.pending -= 1;
+            if act.pending == 0 {
+                for w in act.flush_waiters.drain(..) {
+                    let _ = w.send(());
+                }
+            }
+        }));
+    }
+
     fn route(&self, msg: &DiscordMessage) -> Route {
         if msg.author.bot || Some(msg.author.id.get()) == self.bot_id {
             return Route::Ignore("from a bot");
@@ -492,12 +523,12 @@ impl DiscordGateway {
         self.refused.insert((user, conversation), now);
         let out = self.outbound.clone();
         let (channel, reply_to) = (msg.channel_id.get(), msg.id.get());
-        ctx.spawn(
+        self.send_later(
             async move {
                 out.send_reply(channel, reply_to, "Sorry — you are not on this bot's allowlist here, so your messages are not sent to Claude.")
                     .await;
-            }
-            .into_actor(self),
+            },
+            ctx,
         );
     }
 }
@@ -565,7 +596,7 @@ impl Handler<ShowProgress> for DiscordGateway {
                     .outbound
                     .clone()
                     .progress(msg.origin.channel_id, key, rx);
-                ctx.spawn(worker.into_actor(self));
+                self.send_later(worker, ctx);
                 self.working.insert(key, tx);
                 return;
             }
@@ -601,7 +632,25 @@ impl Handler<DeliverReply> for DiscordGateway {
             msg.text
         };
         let (channel, reply_to) = (msg.origin.channel_id, msg.origin.message_id);
-        ctx.spawn(async move { out.send_reply(channel, reply_to, &text).await }.into_actor(self));
+        self.send_later(
+            async move { out.send_reply(channel, reply_to, &text).await },
+            ctx,
+        );
+    }
+}
+
+impl Handler<FlushOutbound> for DiscordGateway {
+    type Result = ResponseFuture<()>;
+
+    fn handle(&mut self, _: FlushOutbound, _: &mut Self::Context) -> Self::Result {
+        if self.pending == 0 {
+            return Box::pin(async {});
+        }
+        let (tx, rx) = tokio::sync::oneshot::channel();
+        self.flush_waiters.push(tx);
+        Box::pin(async move {
+            let _ = rx.await;
+        })
     }
 }
 

@@ -28,6 +28,7 @@ pub mod chunking;
 pub mod discord_rest;
 pub mod frontend;
 pub mod gateway;
+pub mod metrics;
 pub mod registry;
 pub mod runner;
 pub mod store;

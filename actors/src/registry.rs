@@ -8,13 +8,14 @@ use std::collections::HashMap;
 use std::time::{Duration, Instant};
 
 use actix::prelude::*;
-use tracing::debug;
+use tracing::{debug, info, warn};
 
 use crate::channel::{
-    CancelRun, ChannelActor, ChannelDeps, ChannelStatus, ConversationRef, GetStatus, StopIfIdle,
-    SubmitMessage,
+    CancelReason, CancelRun, ChannelActor, ChannelDeps, ChannelStatus, ConversationRef, Drain,
+    GetStatus, StopIfIdle, SubmitMessage, SHUTDOWN_NOT_RUN,
 };
-use crate::frontend::Origin;
+use crate::frontend::{DeliverReply, Origin, ReplyKind};
+use crate::metrics::{Metric, RecordMetric};
 
 // ---------------------------------------------------------------------------------------------
 // Messages
@@ -53,6 +54,18 @@ pub struct CancelConversation {
 #[rtype(result = "usize")]
 pub struct CountChannels;
 
+/// Shut down: accept nothing new, let runs in flight finish for up to `grace`, then cancel
+/// them (their users are told) and wait until they have ended and been recorded, at most
+/// `cancel_wait` more. Answers how many runs had to be cancelled.
+#[derive(Debug, Message)]
+#[rtype(result = "usize")]
+pub struct Shutdown {
+    /// How long runs in flight may take to finish.
+    pub grace: Duration,
+    /// After cancelling, how long to wait for the CLIs to stop (SIGINT, then SIGKILL).
+    pub cancel_wait: Duration,
+}
+
 // ---------------------------------------------------------------------------------------------
 // The actor
 // ---------------------------------------------------------------------------------------------
@@ -67,6 +80,9 @@ pub struct ChannelRegistry {
     deps: ChannelDeps,
     idle_after: Duration,
     channels: HashMap<u64, Entry>,
+    spawned: u64,
+    stopped_idle: u64,
+    draining: bool,
 }
 
 impl ChannelRegistry {
@@ -77,7 +93,18 @@ impl ChannelRegistry {
             deps,
             idle_after,
             channels: HashMap::new(),
+            spawned: 0,
+            stopped_idle: 0,
+            draining: false,
         }
+    }
+
+    fn observe(&self) {
+        self.deps.metrics.do_send(RecordMetric(Metric::Registry {
+            live: self.channels.len(),
+            spawned: self.spawned,
+            stopped_idle: self.stopped_idle,
+        }));
     }
 
     fn live(&self, id: u64) -> Option<&Addr<ChannelActor>> {
@@ -112,6 +139,8 @@ impl ChannelRegistry {
             for id in &stopped {
                 act.channels.remove(id);
             }
+            act.stopped_idle += stopped.len() as u64;
+            act.observe();
             debug!(
                 stopped = stopped.len(),
                 live = act.channels.len(),
@@ -138,11 +167,26 @@ impl Handler<RouteMessage> for ChannelRegistry {
 
     fn handle(&mut self, msg: RouteMessage, _: &mut Self::Context) {
         let id = msg.conversation.id;
+        if self.draining {
+            self.deps.replies.do_send(DeliverReply {
+                conversation_id: id,
+                conversation: msg.conversation.name,
+                origin: msg.origin,
+                kind: ReplyKind::Failure,
+                text: SHUTDOWN_NOT_RUN.into(),
+                is_error: true,
+                session_id: None,
+                cost_usd: 0.0,
+            });
+            return;
+        }
+        let spawned_now = !self.channels.get(&id).is_some_and(|e| e.addr.connected());
         let entry = match self.channels.get_mut(&id) {
             Some(e) if e.addr.connected() => e,
             _ => {
                 debug!(channel_id = id, name = %msg.conversation.name, "starting channel actor");
                 let addr = ChannelActor::new(msg.conversation, self.deps.clone()).start();
+                self.spawned += 1;
                 self.channels
                     .entry(id)
                     .insert_entry(Entry {
@@ -157,6 +201,9 @@ impl Handler<RouteMessage> for ChannelRegistry {
             origin: msg.origin,
             text: msg.text,
         });
+        if spawned_now {
+            self.observe();
+        }
     }
 }
 
@@ -181,7 +228,12 @@ impl Handler<CancelConversation> for ChannelRegistry {
         let addr = self.live(msg.id).cloned();
         Box::pin(async move {
             match addr {
-                Some(a) => a.send(CancelRun).await.unwrap_or(false),
+                Some(a) => a
+                    .send(CancelRun {
+                        reason: CancelReason::User,
+                    })
+                    .await
+                    .unwrap_or(false),
                 None => false,
             }
         })
@@ -193,5 +245,47 @@ impl Handler<CountChannels> for ChannelRegistry {
 
     fn handle(&mut self, _: CountChannels, _: &mut Self::Context) -> usize {
         self.channels.len()
+    }
+}
+
+impl Handler<Shutdown> for ChannelRegistry {
+    type Result = ResponseFuture<usize>;
+
+    fn handle(&mut self, msg: Shutdown, _: &mut Self::Context) -> Self::Result {
+        self.draining = true;
+        let live: Vec<Addr<ChannelActor>> = self
+            .channels
+            .values()
+            .map(|e| e.addr.clone())
+            .filter(Addr::connected)
+            .collect();
+        Box::pin(async move {
+            let drained = |live: Vec<Addr<ChannelActor>>| async move {
+                for addr in live {
+                    let _ = addr.send(Drain).await;
+                }
+            };
+            if tokio::time::timeout(msg.grace, drained(live.clone()))
+                .await
+                .is_ok()
+            {
+                return 0;
+            }
+            let mut cancelled = 0;
+            for addr in &live {
+                let stop = addr.send(CancelRun {
+                    reason: CancelReason::Shutdown,
+                });
+                cancelled += usize::from(stop.await.unwrap_or(false));
+            }
+            info!(cancelled, "grace period over; runs in flight cancelled");
+            if tokio::time::timeout(msg.cancel_wait, drained(live))
+                .await
+                .is_err()
+            {
+                warn!("runs did not end after cancel; their process groups are killed on exit");
+            }
+            cancelled
+        })
     }
 }

@@ -7,13 +7,15 @@
 //! locked, read-only or corrupt file never panics the service.
 
 use std::path::{Path, PathBuf};
-use std::time::{Duration, SystemTime, UNIX_EPOCH};
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
-use actix::{Actor, Handler, Message, SyncArbiter, SyncContext};
+use actix::{Actor, Handler, Message, Recipient, SyncArbiter, SyncContext};
 use r2d2::Pool;
 use r2d2_sqlite::SqliteConnectionManager;
 use rusqlite::{params, Connection, ErrorCode, OptionalExtension, Row};
 use serde::Serialize;
+
+use crate::metrics::{Metric, RecordMetric};
 
 // ---------------------------------------------------------------------------------------------
 // Messages
@@ -67,6 +69,19 @@ pub struct RecordRun {
 pub struct ResetConversation {
     /// Discord channel or thread id.
     pub id: u64,
+}
+
+/// Write everything in the WAL back into the database file (at shutdown).
+#[derive(Debug, Message)]
+#[rtype(result = "Result<(), StoreError>")]
+pub struct Checkpoint;
+
+/// Write a consistent copy of the database to `path` while the service runs (`VACUUM INTO`).
+#[derive(Debug, Message)]
+#[rtype(result = "Result<(), StoreError>")]
+pub struct BackupTo {
+    /// The new file; must not exist.
+    pub path: PathBuf,
 }
 
 /// How many pooled connections exist and how many are idle.
@@ -391,12 +406,33 @@ fn migrate(conn: &mut Connection, path: &Path) -> Result<(), StoreError> {
 /// Persists conversations. Runs on a `SyncArbiter`; start it with [`SessionStoreActor::start`].
 pub struct SessionStoreActor {
     pool: Pool<SqliteConnectionManager>,
+    metrics: Option<Recipient<RecordMetric>>,
 }
 
 impl SessionStoreActor {
-    /// Starts `threads` store actors sharing `pool`.
-    pub fn start(pool: Pool<SqliteConnectionManager>, threads: usize) -> actix::Addr<Self> {
-        SyncArbiter::start(threads.max(1), move || Self { pool: pool.clone() })
+    /// Starts `threads` store actors sharing `pool`, reporting each operation to `metrics`.
+    pub fn start(
+        pool: Pool<SqliteConnectionManager>,
+        threads: usize,
+        metrics: Option<Recipient<RecordMetric>>,
+    ) -> actix::Addr<Self> {
+        SyncArbiter::start(threads.max(1), move || Self {
+            pool: pool.clone(),
+            metrics: metrics.clone(),
+        })
+    }
+
+    /// Runs `op`, reporting its duration and success.
+    fn timed<T>(&self, op: impl FnOnce(&Self) -> Result<T, StoreError>) -> Result<T, StoreError> {
+        let started = Instant::now();
+        let result = op(self);
+        if let Some(m) = &self.metrics {
+            m.do_send(RecordMetric(Metric::StoreOp {
+                latency: started.elapsed(),
+                ok: result.is_ok(),
+            }));
+        }
+        result
     }
 
     fn conn(&self) -> Result<r2d2::PooledConnection<SqliteConnectionManager>, StoreError> {
@@ -479,7 +515,7 @@ impl Handler<LoadConversation> for SessionStoreActor {
     type Result = Result<Option<Conversation>, StoreError>;
 
     fn handle(&mut self, msg: LoadConversation, _: &mut Self::Context) -> Self::Result {
-        load(&*self.conn()?, msg.id).map_err(StoreError::database)
+        self.timed(|s| load(&*s.conn()?, msg.id).map_err(StoreError::database))
     }
 }
 
@@ -487,10 +523,12 @@ impl Handler<FindConversation> for SessionStoreActor {
     type Result = Result<Option<Conversation>, StoreError>;
 
     fn handle(&mut self, msg: FindConversation, _: &mut Self::Context) -> Self::Result {
-        self.conn()?
-            .prepare_cached(SELECT_BY_NAME)
-            .and_then(|mut s| s.query_row([&msg.name], row_to_conversation).optional())
-            .map_err(StoreError::database)
+        self.timed(|s| {
+            s.conn()?
+                .prepare_cached(SELECT_BY_NAME)
+                .and_then(|mut st| st.query_row([&msg.name], row_to_conversation).optional())
+                .map_err(StoreError::database)
+        })
     }
 }
 
@@ -498,15 +536,17 @@ impl Handler<ListConversations> for SessionStoreActor {
     type Result = Result<Vec<Conversation>, StoreError>;
 
     fn handle(&mut self, _: ListConversations, _: &mut Self::Context) -> Self::Result {
-        let conn = self.conn()?;
-        let mut stmt = conn
-            .prepare_cached(SELECT_ALL)
-            .map_err(StoreError::database)?;
-        let rows = stmt
-            .query_map([], row_to_conversation)
-            .map_err(StoreError::database)?;
-        rows.collect::<rusqlite::Result<Vec<_>>>()
-            .map_err(StoreError::database)
+        self.timed(|s| {
+            let conn = s.conn()?;
+            let mut stmt = conn
+                .prepare_cached(SELECT_ALL)
+                .map_err(StoreError::database)?;
+            let rows = stmt
+                .query_map([], row_to_conversation)
+                .map_err(StoreError::database)?;
+            rows.collect::<rusqlite::Result<Vec<_>>>()
+                .map_err(StoreError::database)
+        })
     }
 }
 
@@ -514,8 +554,7 @@ impl Handler<RecordRun> for SessionStoreActor {
     type Result = Result<RecordedRun, StoreError>;
 
     fn handle(&mut self, msg: RecordRun, _: &mut Self::Context) -> Self::Result {
-        let mut conn = self.conn()?;
-        record_run(&mut conn, msg).map_err(StoreError::database)
+        self.timed(|s| record_run(&mut *s.conn()?, msg).map_err(StoreError::database))
     }
 }
 
@@ -592,16 +631,54 @@ impl Handler<ResetConversation> for SessionStoreActor {
     type Result = Result<bool, StoreError>;
 
     fn handle(&mut self, msg: ResetConversation, _: &mut Self::Context) -> Self::Result {
-        let changed = self
-            .conn()?
-            .execute(
-                "UPDATE conversations SET session_id = NULL, session_cost_usd = 0, last_error = NULL,
-                     updated_at_ms = ?2 WHERE id = ?1",
-                params![to_sql_id(msg.id), now_ms()],
-            )
-            .map_err(StoreError::database)?;
-        Ok(changed > 0)
+        self.timed(|s| {
+            let changed = s
+                .conn()?
+                .execute(
+                    "UPDATE conversations SET session_id = NULL, session_cost_usd = 0, last_error = NULL,
+                         updated_at_ms = ?2 WHERE id = ?1",
+                    params![to_sql_id(msg.id), now_ms()],
+                )
+                .map_err(StoreError::database)?;
+            Ok(changed > 0)
+        })
     }
+}
+
+impl Handler<Checkpoint> for SessionStoreActor {
+    type Result = Result<(), StoreError>;
+
+    fn handle(&mut self, _: Checkpoint, _: &mut Self::Context) -> Self::Result {
+        self.timed(|s| {
+            s.conn()?
+                .query_row("PRAGMA wal_checkpoint(TRUNCATE)", [], |_| Ok(()))
+                .map_err(StoreError::database)
+        })
+    }
+}
+
+impl Handler<BackupTo> for SessionStoreActor {
+    type Result = Result<(), StoreError>;
+
+    fn handle(&mut self, msg: BackupTo, _: &mut Self::Context) -> Self::Result {
+        // One read transaction: a consistent copy even while runs are being recorded.
+        self.timed(|s| {
+            s.conn()?
+                .execute("VACUUM INTO ?1", [msg.path.to_string_lossy()])
+                .map(|_| ())
+                .map_err(StoreError::database)
+        })
+    }
+}
+
+/// Whether the database accepts writes: takes and releases the write lock. Blocking; for
+/// `check` at start-up.
+pub fn check_writable(config: &StoreConfig) -> Result<(), StoreError> {
+    let conn = Connection::open(&config.path).map_err(StoreError::database)?;
+    conn.busy_timeout(config.busy_timeout)
+        .map_err(StoreError::database)?;
+    conn.execute_batch("BEGIN IMMEDIATE; ROLLBACK;")
+        .map_err(StoreError::database)
 }
 
 impl Handler<GetPoolState> for SessionStoreActor {

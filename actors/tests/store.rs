@@ -17,7 +17,7 @@ fn config(dir: &tempfile::TempDir) -> StoreConfig {
 }
 
 fn start(config: &StoreConfig) -> Addr<SessionStoreActor> {
-    SessionStoreActor::start(open_pool(config).expect("open"), 3)
+    SessionStoreActor::start(open_pool(config).expect("open"), 3, None)
 }
 
 fn run(id: u64, session: &str, total: f64) -> RecordRun {

@@ -18,7 +18,7 @@ use axum::{Json, Router};
 use serde_json::{json, Value};
 use tokio::sync::mpsc::{unbounded_channel, UnboundedSender};
 
-use super::PATIENCE;
+use super::{TestEnv, PATIENCE};
 
 /// The bot's user id, as the server reports it.
 pub const BOT_ID: u64 = 424_242_424_242_424_242;
@@ -487,4 +487,46 @@ async fn session(inner: Arc<Inner>, mut socket: WebSocket) {
             }
         }
     }
+}
+
+/// Starts `claude-coordinator run` against `server`, with `extra` appended to the test
+/// overlay (tables such as `[access]`, `[shutdown]`), logging at `RUST_LOG=trace`.
+pub fn spawn_run(
+    env: &TestEnv,
+    server: &DiscordServer,
+    extra: &str,
+    token: Option<&str>,
+) -> std::process::Child {
+    spawn_run_with(env, server, extra, token, &[("RUST_LOG", "trace")])
+}
+
+/// [`spawn_run`] with other environment variables.
+pub fn spawn_run_with(
+    env: &TestEnv,
+    server: &DiscordServer,
+    extra: &str,
+    token: Option<&str>,
+    vars: &[(&str, &str)],
+) -> std::process::Child {
+    let overlay = env.overlay(
+        "",
+        &format!(
+            "[discord]\napi_base_url = \"{}\"\nretry_backoff_ms = 20\n{extra}",
+            server.base
+        ),
+    );
+    let mut cmd = std::process::Command::new(env!("CARGO_BIN_EXE_claude-coordinator"));
+    cmd.args(["--config", overlay.to_str().expect("utf-8"), "run"])
+        .env_remove("RUST_LOG")
+        .env_remove("DISCORD_TOKEN")
+        .stdin(std::process::Stdio::null())
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped());
+    for (k, v) in vars {
+        cmd.env(k, v);
+    }
+    if let Some(t) = token {
+        cmd.env("DISCORD_TOKEN", t);
+    }
+    cmd.spawn().expect("spawn run")
 }

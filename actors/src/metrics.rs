@@ -1,0 +1,343 @@
+//! Actor metrics for the logs: every `metrics.interval_secs` (and once at shutdown) one
+//! structured tracing event with target `metrics` per actor kind — gateway, registry, channels,
+//! store, process.
+//!
+//! Channel, registry and store actors report what happens with `do_send` of a [`RecordMetric`]
+//! (no locks on their hot paths); this actor alone owns the aggregates and latency histograms.
+//! The gateway's counters are atomics it shares. Counters are totals since start; latency
+//! percentiles cover the last window (`window_secs`) and are reset after each report.
+
+use std::collections::HashMap;
+use std::fmt::Write as _;
+use std::sync::atomic::Ordering;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use actix::prelude::*;
+use hdrhistogram::Histogram;
+use tracing::info;
+
+use crate::gateway::GatewayStats;
+use crate::store::{GetPoolState, SessionStoreActor};
+
+// ---------------------------------------------------------------------------------------------
+// Messages
+// ---------------------------------------------------------------------------------------------
+
+/// Record one observation.
+#[derive(Debug, Message)]
+#[rtype(result = "()")]
+pub struct RecordMetric(pub Metric);
+
+/// Emit the metrics events now (the interval timer does this; shutdown does it once more).
+#[derive(Debug, Message)]
+#[rtype(result = "()")]
+pub struct EmitMetrics;
+
+/// Include the gateway's counters in the reports.
+#[derive(Debug, Message)]
+#[rtype(result = "()")]
+pub struct AttachGateway(pub Arc<GatewayStats>);
+
+/// What happened.
+#[derive(Debug, Clone)]
+pub enum Metric {
+    /// A run got its slot and is starting.
+    RunStarted {
+        /// Conversation id.
+        id: u64,
+        /// Conversation name.
+        name: String,
+    },
+    /// A run ended.
+    RunFinished {
+        /// Conversation id.
+        id: u64,
+        /// How it ended.
+        outcome: RunOutcome,
+        /// From slot granted to reply ready.
+        latency: Duration,
+        /// What it cost.
+        cost_usd: f64,
+    },
+    /// A channel's queue changed.
+    QueueDepth {
+        /// Conversation id.
+        id: u64,
+        /// Conversation name.
+        name: String,
+        /// Messages waiting now.
+        depth: usize,
+    },
+    /// The registry's state.
+    Registry {
+        /// Channel actors alive.
+        live: usize,
+        /// Started since start.
+        spawned: u64,
+        /// Stopped for idleness since start.
+        stopped_idle: u64,
+    },
+    /// One store operation.
+    StoreOp {
+        /// How long it took.
+        latency: Duration,
+        /// Whether it succeeded.
+        ok: bool,
+    },
+}
+
+/// How a run ended.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum RunOutcome {
+    /// The CLI answered without error.
+    Succeeded,
+    /// The CLI reported an error, failed, or could not run.
+    Failed,
+    /// Stopped by `claude.timeout_secs`.
+    TimedOut,
+    /// Stopped by a user or by shutdown.
+    Cancelled,
+}
+
+// ---------------------------------------------------------------------------------------------
+// The actor
+// ---------------------------------------------------------------------------------------------
+
+#[derive(Default)]
+struct PerChannel {
+    name: String,
+    queue: usize,
+    runs: u64,
+}
+
+/// Aggregates observations and writes the metrics events.
+pub struct MetricsActor {
+    interval: Duration,
+    started: Instant,
+    window_start: Instant,
+    store: Addr<SessionStoreActor>,
+    gateway: Option<Arc<GatewayStats>>,
+    channels: HashMap<u64, PerChannel>,
+    queue_max: usize,
+    runs_started: u64,
+    succeeded: u64,
+    failed: u64,
+    timed_out: u64,
+    cancelled: u64,
+    cost_usd: f64,
+    run_ms: Histogram<u64>,
+    registry: (usize, u64, u64),
+    store_ops: u64,
+    store_errors: u64,
+    store_us: Histogram<u64>,
+}
+
+impl MetricsActor {
+    /// A reporter that emits every `interval` (zero: only when asked, e.g. at shutdown).
+    pub fn new(interval: Duration, store: Addr<SessionStoreActor>) -> Self {
+        let hist = |max| Histogram::new_with_bounds(1, max, 2).expect("valid histogram bounds");
+        Self {
+            interval,
+            started: Instant::now(),
+            window_start: Instant::now(),
+            store,
+            gateway: None,
+            channels: HashMap::new(),
+            queue_max: 0,
+            runs_started: 0,
+            succeeded: 0,
+            failed: 0,
+            timed_out: 0,
+            cancelled: 0,
+            cost_usd: 0.0,
+            run_ms: hist(24 * 3600 * 1000),
+            registry: (0, 0, 0),
+            store_ops: 0,
+            store_errors: 0,
+            store_us: hist(3600 * 1_000_000),
+        }
+    }
+
+    fn busiest(&self) -> String {
+        let mut all: Vec<&PerChannel> = self
+            .channels
+            .values()
+            .filter(|c| c.runs > 0 || c.queue > 0)
+            .collect();
+        all.sort_by(|a, b| {
+            (b.queue, b.runs)
+                .cmp(&(a.queue, a.runs))
+                .then_with(|| a.name.cmp(&b.name))
+        });
+        let mut out = String::new();
+        for c in all.into_iter().take(3) {
+            let _ = write!(
+                out,
+                "{}{}:runs={},queue={}",
+                if out.is_empty() { "" } else { " " },
+                c.name,
+                c.runs,
+                c.queue
+            );
+        }
+        out
+    }
+
+    /// Writes the events; the future ends after the last one (the pool state is asked of a
+    /// store thread).
+    fn emit(&mut self) -> ResponseActFuture<Self, ()> {
+        let window = self.window_start.elapsed().as_secs();
+        if let Some(g) = &self.gateway {
+            let n = |a: &std::sync::atomic::AtomicU64| a.load(Ordering::Relaxed);
+            info!(
+                target: "metrics",
+                kind = "gateway",
+                events_received = n(&g.events),
+                messages_routed = n(&g.routed),
+                messages_refused = n(&g.refused),
+                rest_sends = n(&g.rest.sends),
+                rest_retries = n(&g.rest.retries),
+                rest_failures = n(&g.rest.failures),
+                reconnects = n(&g.reconnects),
+            );
+        }
+        let (live, spawned, stopped_idle) = self.registry;
+        info!(target: "metrics", kind = "registry", live_channels = live, spawned, stopped_idle);
+        let q = |h: &Histogram<u64>, p: f64| {
+            if h.is_empty() {
+                0
+            } else {
+                h.value_at_quantile(p)
+            }
+        };
+        info!(
+            target: "metrics",
+            kind = "channels",
+            queue_depth = self.channels.values().map(|c| c.queue).sum::<usize>(),
+            queue_max = self.queue_max,
+            runs_started = self.runs_started,
+            runs_succeeded = self.succeeded,
+            runs_failed = self.failed,
+            runs_timed_out = self.timed_out,
+            runs_cancelled = self.cancelled,
+            latency_p50_ms = q(&self.run_ms, 0.5),
+            latency_p95_ms = q(&self.run_ms, 0.95),
+            latency_max_ms = self.run_ms.max(),
+            window_secs = window,
+            cost_usd = (self.cost_usd * 1e6).round() / 1e6,
+            busiest = %self.busiest(),
+        );
+        let (ops, errors, p95) = (self.store_ops, self.store_errors, q(&self.store_us, 0.95));
+        let uptime = self.started.elapsed().as_secs();
+        let rss = rss_kib();
+        // The pool's state comes from a store thread; everything else is already known.
+        let state = self.store.send(GetPoolState);
+        self.run_ms.reset();
+        self.store_us.reset();
+        self.window_start = Instant::now();
+        Box::pin(state.into_actor(self).map(move |state, _, _| {
+            let state = state.unwrap_or_default();
+            info!(
+                target: "metrics",
+                kind = "store",
+                operations = ops,
+                errors,
+                latency_p95_us = p95,
+                pool_connections = state.connections,
+                pool_idle = state.idle,
+            );
+            info!(target: "metrics", kind = "process", uptime_secs = uptime, rss_kib = rss);
+        }))
+    }
+}
+
+/// Resident set size from `/proc/self/status` (a procfs read, which does not block on disk).
+fn rss_kib() -> u64 {
+    std::fs::read_to_string("/proc/self/status")
+        .ok()
+        .and_then(|s| {
+            s.lines()
+                .find(|l| l.starts_with("VmRSS:"))
+                .and_then(|l| l.split_whitespace().nth(1))
+                .and_then(|v| v.parse().ok())
+        })
+        .unwrap_or(0)
+}
+
+impl Actor for MetricsActor {
+    type Context = Context<Self>;
+
+    fn started(&mut self, ctx: &mut Self::Context) {
+        if self.interval > Duration::ZERO {
+            ctx.run_interval(self.interval, |act, ctx| {
+                let report = act.emit();
+                ctx.wait(report);
+            });
+        }
+    }
+}
+
+impl Handler<RecordMetric> for MetricsActor {
+    type Result = ();
+
+    fn handle(&mut self, RecordMetric(m): RecordMetric, _: &mut Self::Context) {
+        match m {
+            Metric::RunStarted { id, name } => {
+                self.runs_started += 1;
+                let c = self.channels.entry(id).or_default();
+                c.name = name;
+                c.runs += 1;
+            }
+            Metric::RunFinished {
+                id: _,
+                outcome,
+                latency,
+                cost_usd,
+            } => {
+                match outcome {
+                    RunOutcome::Succeeded => self.succeeded += 1,
+                    RunOutcome::Failed => self.failed += 1,
+                    RunOutcome::TimedOut => self.timed_out += 1,
+                    RunOutcome::Cancelled => self.cancelled += 1,
+                }
+                self.cost_usd += cost_usd;
+                let _ = self.run_ms.record((latency.as_millis() as u64).max(1));
+            }
+            Metric::QueueDepth { id, name, depth } => {
+                self.queue_max = self.queue_max.max(depth);
+                let c = self.channels.entry(id).or_default();
+                c.name = name;
+                c.queue = depth;
+            }
+            Metric::Registry {
+                live,
+                spawned,
+                stopped_idle,
+            } => {
+                self.registry = (live, spawned, stopped_idle);
+            }
+            Metric::StoreOp { latency, ok } => {
+                self.store_ops += 1;
+                self.store_errors += u64::from(!ok);
+                let _ = self.store_us.record((latency.as_micros() as u64).max(1));
+            }
+        }
+    }
+}
+
+impl Handler<EmitMetrics> for MetricsActor {
+    type Result = ResponseActFuture<Self, ()>;
+
+    fn handle(&mut self, _: EmitMetrics, _: &mut Self::Context) -> Self::Result {
+        self.emit()
+    }
+}
+
+impl Handler<AttachGateway> for MetricsActor {
+    type Result = ();
+
+    fn handle(&mut self, msg: AttachGateway, _: &mut Self::Context) {
+        self.gateway = Some(msg.0);
+    }
+}

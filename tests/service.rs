@@ -1,0 +1,359 @@
+//! Running it as a service: the metrics log, SIGTERM with runs in flight, restarts, `check`,
+//! `backup` — all through the real binary.
+
+mod support;
+
+use std::time::{Duration, Instant};
+
+use nix::sys::signal::{kill, Signal};
+use nix::unistd::Pid;
+use serde_json::Value;
+use support::discord::{spawn_run_with, DiscordServer};
+use support::{json_lines, process_alive, run_binary, wait_until, TestEnv};
+
+const ALICE: u64 = 7;
+const ALPHA: u64 = 1001;
+
+/// The `metrics` events of a JSON log, by kind (the last of each kind).
+fn metrics(stderr: &str) -> Vec<Value> {
+    stderr
+        .lines()
+        .filter_map(|l| serde_json::from_str::<Value>(l).ok())
+        .filter(|v| v["target"] == "metrics")
+        .collect()
+}
+
+fn last(events: &[Value], kind: &str) -> Value {
+    events
+        .iter()
+        .rev()
+        .find(|e| e["kind"] == kind)
+        .cloned()
+        .unwrap_or_else(|| panic!("no {kind} metrics in {events:?}"))
+}
+
+#[test]
+fn the_metrics_log_counts_a_scripted_conversation() {
+    let env = TestEnv::new();
+    let overlay = env.overlay(
+        "",
+        "[metrics]\ninterval_secs = 0\n[log]\nformat = \"json\"\nfilter = \"info\"\n",
+    );
+    let (status, out, err) = run_binary(
+        &[
+            "--config",
+            overlay.to_str().expect("utf-8"),
+            "console",
+            "--channel",
+            "alpha",
+            "--json",
+        ],
+        "one\ntwo\nFAIL500\n!status\n",
+        &[],
+    );
+    assert!(status.success(), "{err}");
+    assert_eq!(json_lines(&out).len(), 4);
+    // Every log line is JSON.
+    for line in err.lines() {
+        serde_json::from_str::<Value>(line).unwrap_or_else(|e| panic!("not JSON ({e}): {line}"));
+    }
+    let m = metrics(&err);
+    let channels = last(&m, "channels");
+    assert_eq!(channels["runs_started"], 3, "{channels}");
+    assert_eq!(channels["runs_succeeded"], 2);
+    assert_eq!(channels["runs_failed"], 1);
+    assert_eq!(channels["runs_timed_out"], 0);
+    assert_eq!(channels["runs_cancelled"], 0);
+    assert!(
+        (channels["cost_usd"].as_f64().expect("cost") - 0.10).abs() < 1e-9,
+        "{channels}"
+    );
+    assert!(channels["queue_max"].as_u64().expect("queue_max") >= 1);
+    assert_eq!(channels["queue_depth"], 0);
+    assert!(
+        channels["latency_max_ms"].as_u64().expect("max")
+            >= channels["latency_p50_ms"].as_u64().expect("p50")
+    );
+    assert!(
+        channels["busiest"]
+            .as_str()
+            .expect("busiest")
+            .starts_with("alpha:runs=3"),
+        "{channels}"
+    );
+    let registry = last(&m, "registry");
+    assert_eq!(registry["live_channels"], 1);
+    assert_eq!(registry["spawned"], 1);
+    let store = last(&m, "store");
+    // A start-up load, one load before the first run (the others reuse the saved row), three saves.
+    assert!(store["operations"].as_u64().expect("ops") >= 5, "{store}");
+    assert_eq!(store["errors"], 0);
+    assert!(store["pool_connections"].as_u64().expect("pool") >= 1);
+    let process = last(&m, "process");
+    assert!(process["rss_kib"].as_u64().expect("rss") > 1000);
+    assert!(process["uptime_secs"].is_u64());
+    // No gateway in console mode.
+    assert!(m.iter().all(|e| e["kind"] != "gateway"));
+}
+
+#[test]
+fn metrics_are_also_written_every_interval() {
+    let env = TestEnv::new();
+    let overlay = env.overlay(
+        "",
+        "[metrics]\ninterval_secs = 1\n[log]\nformat = \"json\"\nfilter = \"warn,metrics=info\"\n",
+    );
+    // A run of a few seconds: the 1 s timer fires while it is in flight.
+    let (status, _, err) = run_binary(
+        &[
+            "--config",
+            overlay.to_str().expect("utf-8"),
+            "console",
+            "--channel",
+            "alpha",
+        ],
+        "be SLOW\n",
+        &[("COORDINATOR__CLAUDE__TIMEOUT_SECS", "3")],
+    );
+    assert!(status.success(), "{err}");
+    let m = metrics(&err);
+    let reports: Vec<&Value> = m.iter().filter(|e| e["kind"] == "channels").collect();
+    assert!(
+        reports.len() >= 2,
+        "periodic and final reports: {reports:?}"
+    );
+    assert_eq!(reports[0]["runs_started"], 1);
+    assert_eq!(last(&m, "channels")["runs_timed_out"], 1);
+}
+
+fn pid_of(child: &std::process::Child) -> Pid {
+    Pid::from_raw(i32::try_from(child.id()).expect("pid"))
+}
+
+fn answers(s: &DiscordServer, channel: u64) -> Vec<String> {
+    s.posts(channel)
+        .into_iter()
+        .map(|r| r.body["content"].as_str().unwrap_or_default().to_string())
+        .filter(|c| !c.starts_with("Working…") && !c.starts_with("Done —"))
+        .collect()
+}
+
+const JSON_LOGS: [(&str, &str); 2] = [("COORDINATOR__LOG__FORMAT", "json"), ("RUST_LOG", "info")];
+
+#[actix_rt::test]
+async fn sigterm_during_a_slow_run_stops_cleanly_and_the_next_start_resumes() {
+    let env = TestEnv::new();
+    let server = DiscordServer::start().await;
+    let extra = format!("[access]\nallowed_users = [{ALICE}]\n[shutdown]\ngrace_secs = 1\n");
+    let child = spawn_run_with(&env, &server, &extra, Some("tok"), &JSON_LOGS);
+    server.wait_ready(1).await;
+    server.say(ALPHA, ALICE, "be SLOW please");
+    env.wait_for_starts(1).await;
+    let stand_in = env.starts()[0]["pid"].as_i64().expect("pid") as i32;
+    let signalled = Instant::now();
+    kill(pid_of(&child), Signal::SIGTERM).expect("SIGTERM");
+    let out = tokio::task::spawn_blocking(move || child.wait_with_output())
+        .await
+        .expect("join")
+        .expect("wait");
+    let stopped_after = signalled.elapsed();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(out.status.success(), "{stderr}");
+    // Grace (1 s), SIGINT, the stand-in's clean exit: well under the 30 s a CLI run could take.
+    assert!(
+        stopped_after < Duration::from_secs(25),
+        "took {stopped_after:?}"
+    );
+    wait_until(|| !process_alive(stand_in), "the stand-in to be gone").await;
+    // The user was told, and the final metrics were logged.
+    let replies = answers(&server, ALPHA);
+    assert_eq!(replies.len(), 1, "{replies:?}");
+    assert!(
+        replies[0].contains("the service is restarting"),
+        "{replies:?}"
+    );
+    let m = metrics(&stderr);
+    assert_eq!(last(&m, "channels")["runs_cancelled"], 1);
+    assert_eq!(last(&m, "gateway")["messages_routed"], 1);
+
+    // The next start resumes the same conversation.
+    let child = spawn_run_with(&env, &server, &extra, Some("tok"), &JSON_LOGS);
+    server.wait_ready(2).await;
+    server.say(ALPHA, ALICE, "HISTORY");
+    server
+        .wait("answer after restart", |s| answers(s, ALPHA).len() >= 2)
+        .await;
+    assert_eq!(answers(&server, ALPHA)[1], "history: be SLOW please");
+    let argv = support::argv_of(&env.starts()[1]);
+    assert!(argv.contains(&"--resume".to_string()), "{argv:?}");
+    kill(pid_of(&child), Signal::SIGTERM).expect("SIGTERM");
+    let out = tokio::task::spawn_blocking(move || child.wait_with_output())
+        .await
+        .expect("join")
+        .expect("wait");
+    assert!(out.status.success());
+}
+
+#[actix_rt::test]
+async fn a_run_that_ends_within_the_grace_period_is_answered_normally() {
+    let env = TestEnv::new();
+    let server = DiscordServer::start().await;
+    let extra = format!("[access]\nallowed_users = [{ALICE}]\n[shutdown]\ngrace_secs = 60\n");
+    let child = spawn_run_with(&env, &server, &extra, Some("tok"), &JSON_LOGS);
+    server.wait_ready(1).await;
+    let gate = env.gate("g");
+    server.say(ALPHA, ALICE, &format!("finish GATE:{}", gate.display()));
+    env.wait_for_starts(1).await;
+    kill(pid_of(&child), Signal::SIGTERM).expect("SIGTERM");
+    // New messages are no longer taken once shutdown began.
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    env.open_gate("g");
+    let out = tokio::task::spawn_blocking(move || child.wait_with_output())
+        .await
+        .expect("join")
+        .expect("wait");
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(out.status.success(), "{stderr}");
+    let replies = answers(&server, ALPHA);
+    assert_eq!(replies.len(), 1);
+    assert!(replies[0].starts_with("echo: finish"), "{replies:?}");
+    let m = metrics(&stderr);
+    assert_eq!(last(&m, "channels")["runs_succeeded"], 1);
+    assert_eq!(last(&m, "channels")["runs_cancelled"], 0);
+}
+
+fn check(env: &TestEnv, claude_extra: &str, extra: &str, vars: &[(&str, &str)]) -> (bool, String) {
+    let overlay = env.overlay(claude_extra, extra);
+    let (status, out, err) = run_binary(
+        &["--config", overlay.to_str().expect("utf-8"), "check"],
+        "",
+        vars,
+    );
+    (status.success(), format!("{out}{err}"))
+}
+
+#[test]
+fn check_passes_on_good_settings_and_says_what_it_found() {
+    let env = TestEnv::new();
+    let (ok, out) = check(
+        &env,
+        "",
+        "[access]\nallowed_users = [7]\n",
+        &[("DISCORD_TOKEN", "tok-SECRET-42")],
+    );
+    assert!(ok, "{out}");
+    assert!(out.contains("2.1.330 (Claude Code)"), "{out}");
+    assert!(out.contains("opened, migrated, writable"), "{out}");
+    assert!(out.contains("token present"), "{out}");
+    assert!(
+        !out.contains("tok-SECRET-42"),
+        "the token must never be printed"
+    );
+    assert!(!out.contains("FAIL"), "{out}");
+    // Without a token it still passes (console works), but says so.
+    let (ok, out) = check(&env, "", "[access]\nallowed_users = [7]\n", &[]);
+    assert!(ok, "{out}");
+    assert!(out.contains("warn  discord    no token"), "{out}");
+}
+
+/// Extra overlay, environment, expected output.
+type Case<'a> = (&'a str, Vec<(&'a str, &'a str)>, &'a str);
+
+#[test]
+fn check_fails_clearly_on_broken_settings() {
+    let env = TestEnv::new();
+    std::fs::write(env.path("a-file"), b"not a directory").expect("write");
+    let under_a_file = format!("{}/db.sqlite", env.path("a-file").display());
+    let delta =
+        "[[channel]]\nid = 1004\nname = \"delta\"\nproject_dir = \"/nonexistent/project\"\n";
+    let cases: [Case; 3] = [
+        (
+            "",
+            vec![("COORDINATOR__CLAUDE__BINARY", "/nonexistent/claude")],
+            "FAIL  claude     `/nonexistent/claude` not found",
+        ),
+        (
+            "",
+            vec![("COORDINATOR__STORE__PATH", under_a_file.as_str())],
+            "FAIL  store      cannot create the directory",
+        ),
+        (
+            delta,
+            vec![],
+            "FAIL  channel    delta: project_dir /nonexistent/project",
+        ),
+    ];
+    for (extra, vars, expected) in cases {
+        let (ok, out) = check(&env, "", extra, &vars);
+        assert!(!ok, "{expected}: {out}");
+        assert!(out.contains(expected), "expected `{expected}` in:\n{out}");
+    }
+}
+
+#[test]
+fn check_flags_root_with_bypass_permissions() {
+    let env = TestEnv::new();
+    let root = nix::unistd::geteuid().is_root();
+    let (ok, out) = check(
+        &env,
+        "permission_mode = \"bypassPermissions\"",
+        "",
+        &[("IS_SANDBOX", "yes")],
+    );
+    if root {
+        assert!(!ok, "{out}");
+        assert!(
+            out.contains("FAIL  user") && out.contains("non-root user"),
+            "{out}"
+        );
+    } else {
+        assert!(!out.contains("FAIL  user"), "{out}");
+    }
+    // IS_SANDBOX=1 (exactly) in the CLI's environment lifts the CLI's refusal.
+    let (_, out) = check(
+        &env,
+        "permission_mode = \"bypassPermissions\"",
+        "",
+        &[("IS_SANDBOX", "1")],
+    );
+    assert!(!out.contains("FAIL  user"), "{out}");
+}
+
+#[test]
+fn backup_writes_a_consistent_copy() {
+    let env = TestEnv::new();
+    let overlay = env.overlay("", "");
+    let cfg = overlay.to_str().expect("utf-8");
+    let (status, _, err) = run_binary(
+        &["--config", cfg, "console", "--channel", "alpha"],
+        "hello\n",
+        &[],
+    );
+    assert!(status.success(), "{err}");
+    let target = env.path("backup.db");
+    let (status, out, err) = run_binary(
+        &["--config", cfg, "backup", target.to_str().expect("utf-8")],
+        "",
+        &[],
+    );
+    assert!(status.success(), "{err}");
+    assert!(out.contains("backed up"), "{out}");
+    let copy = rusqlite::Connection::open(&target).expect("open backup");
+    let (n, session): (i64, Option<String>) = copy
+        .query_row(
+            "SELECT count(*), max(session_id) FROM conversations",
+            [],
+            |r| Ok((r.get(0)?, r.get(1)?)),
+        )
+        .expect("query");
+    assert_eq!(n, 1);
+    assert!(session.is_some());
+    // An existing file is never overwritten.
+    let (status, _, err) = run_binary(
+        &["--config", cfg, "backup", target.to_str().expect("utf-8")],
+        "",
+        &[],
+    );
+    assert!(!status.success());
+    assert!(err.contains("already exists"), "{err}");
+}
