@@ -20,6 +20,7 @@ use std::time::{Duration, Instant};
 use actix::{Actor, Context, Handler};
 use actors::channel::ConversationRef;
 use actors::frontend::{DeliverReply, Origin, ShowProgress};
+use actors::metrics::rss_kib;
 use actors::registry::{CountChannels, RouteMessage};
 use claude_coordinator::console::{self, ConsoleOptions};
 use claude_coordinator::settings::Settings;
@@ -207,18 +208,6 @@ fn self_cpu() -> Duration {
     let t =
         |tv: nix::sys::time::TimeVal| Duration::new(tv.tv_sec() as u64, tv.tv_usec() as u32 * 1000);
     t(u.user_time()) + t(u.system_time())
-}
-
-fn rss_kib() -> u64 {
-    std::fs::read_to_string("/proc/self/status")
-        .ok()
-        .and_then(|s| {
-            s.lines()
-                .find(|l| l.starts_with("VmRSS:"))
-                .and_then(|l| l.split_whitespace().nth(1))
-                .and_then(|v| v.parse().ok())
-        })
-        .unwrap_or(0)
 }
 
 struct Drain(Arc<AtomicUsize>);

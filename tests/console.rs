@@ -3,9 +3,8 @@
 mod support;
 
 use std::os::unix::fs::PermissionsExt;
-use std::os::unix::process::CommandExt;
 
-use support::{argv_of, json_lines, run_binary, TestEnv};
+use support::{argv_of, json_lines, run_binary, run_binary_as, TestEnv};
 
 fn console(
     env: &TestEnv,
@@ -267,35 +266,20 @@ fn a_read_only_database_gets_a_clear_answer_and_loses_no_reply() {
         mode(&entry, if entry.is_dir() { 0o777 } else { 0o666 });
     }
     let overlay = env.overlay("", "");
-    let mut cmd = std::process::Command::new(env!("CARGO_BIN_EXE_claude-coordinator"));
-    cmd.args([
-        "--config",
-        overlay.to_str().expect("utf-8"),
-        "console",
-        "--channel",
-        "alpha",
-        "--json",
-    ])
-    .env_remove("RUST_LOG")
-    .stdin(std::process::Stdio::piped())
-    .stdout(std::process::Stdio::piped())
-    .stderr(std::process::Stdio::piped());
-    if root {
-        cmd.uid(65534).gid(65534);
-    }
-    let mut child = cmd.spawn().expect("spawn");
-    {
-        use std::io::Write;
-        let mut stdin = child.stdin.take().expect("stdin");
-        stdin.write_all(b"HISTORY\n").expect("write");
-    }
-    let out = child.wait_with_output().expect("wait");
-    let stdout = String::from_utf8_lossy(&out.stdout);
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
+    let (status, stdout, stderr) = run_binary_as(
+        &[
+            "--config",
+            overlay.to_str().expect("utf-8"),
+            "console",
+            "--channel",
+            "alpha",
+            "--json",
+        ],
+        "HISTORY\n",
+        &[],
+        root.then_some(65534),
     );
+    assert!(status.success(), "{stderr}");
     let reply = &json_lines(&stdout)[0];
     let text = reply["reply"].as_str().expect("reply");
     assert!(text.starts_with("history: first"), "{text}");

@@ -8,7 +8,7 @@ use actors::store::LoadConversation;
 use claude_coordinator::startup::Application;
 use secrecy::SecretString;
 use serde_json::Value;
-use support::discord::{spawn_run, DiscordServer, BOT_ID};
+use support::discord::{content, spawn_run, stop_with, wait_output, DiscordServer, BOT_ID};
 use support::TestEnv;
 
 const ALICE: u64 = 7;
@@ -37,10 +37,6 @@ async fn start(env: &TestEnv, claude_extra: &str, extra: &str) -> Service {
     Service { app, conn, server }
 }
 
-fn content(r: &support::discord::Recorded) -> String {
-    r.body["content"].as_str().unwrap_or_default().to_string()
-}
-
 fn replied_to(r: &support::discord::Recorded) -> Option<String> {
     r.body["message_reference"]["message_id"]
         .as_str()
@@ -52,23 +48,15 @@ fn replied_to(r: &support::discord::Recorded) -> Option<String> {
         })
 }
 
-/// Replies (not progress messages) posted in `channel`.
-fn answers(s: &DiscordServer, channel: u64) -> Vec<support::discord::Recorded> {
-    s.posts(channel)
-        .into_iter()
-        .filter(|r| !content(r).starts_with("Working…") && !content(r).starts_with("Done —"))
-        .collect()
-}
-
 #[actix_rt::test]
 async fn a_message_gets_a_reply_to_it() {
     let env = TestEnv::new();
     let s = start(&env, "", "").await;
     let id = s.server.say(ALPHA, ALICE, "hello from discord");
     s.server
-        .wait("reply", |srv| !answers(srv, ALPHA).is_empty())
+        .wait("reply", |srv| !srv.answers(ALPHA).is_empty())
         .await;
-    let reply = &answers(&s.server, ALPHA)[0];
+    let reply = &s.server.answers(ALPHA)[0];
     assert_eq!(content(reply), "echo: hello from discord");
     assert_eq!(replied_to(reply), Some(id.to_string()));
     assert_eq!(reply.auth, "Bot test-bot-token-e2e");
@@ -100,11 +88,11 @@ async fn two_channels_are_answered_in_parallel() {
     env.open_gate("g");
     s.server
         .wait("both replies", |srv| {
-            !answers(srv, ALPHA).is_empty() && !answers(srv, BETA).is_empty()
+            !srv.answers(ALPHA).is_empty() && !srv.answers(BETA).is_empty()
         })
         .await;
-    assert!(content(&answers(&s.server, ALPHA)[0]).starts_with("echo: alpha"));
-    assert!(content(&answers(&s.server, BETA)[0]).starts_with("echo: beta"));
+    assert!(content(&s.server.answers(ALPHA)[0]).starts_with("echo: alpha"));
+    assert!(content(&s.server.answers(BETA)[0]).starts_with("echo: beta"));
     assert_eq!(support::max_overlap(&env.runs()), 2);
 }
 
@@ -116,14 +104,14 @@ async fn a_thread_is_its_own_conversation_with_the_parents_settings() {
     s.server.add_thread(thread, ALPHA, "fix-login");
     s.server.say(ALPHA, ALICE, "in the channel");
     s.server
-        .wait("channel reply", |srv| !answers(srv, ALPHA).is_empty())
+        .wait("channel reply", |srv| !srv.answers(ALPHA).is_empty())
         .await;
     s.server.say(thread, ALICE, "in the thread");
     s.server.say(thread, ALICE, "HISTORY");
     s.server
-        .wait("thread replies", |srv| answers(srv, thread).len() >= 2)
+        .wait("thread replies", |srv| srv.answers(thread).len() >= 2)
         .await;
-    let replies = answers(&s.server, thread);
+    let replies = s.server.answers(thread);
     assert_eq!(content(&replies[0]), "echo: in the thread");
     // The thread's session holds only the thread's messages.
     assert_eq!(content(&replies[1]), "history: in the thread");
@@ -158,12 +146,14 @@ async fn an_unauthorized_user_spawns_nothing_and_is_told_once() {
     s.server.say(ALPHA, ALICE, "hello");
     s.server
         .wait("allowed reply", |srv| {
-            answers(srv, ALPHA)
+            srv.answers(ALPHA)
                 .iter()
                 .any(|r| content(r) == "echo: hello")
         })
         .await;
-    let refusals: Vec<_> = answers(&s.server, ALPHA)
+    let refusals: Vec<_> = s
+        .server
+        .answers(ALPHA)
         .into_iter()
         .filter(|r| content(r).contains("not on this bot's allowlist"))
         .collect();
@@ -191,11 +181,11 @@ async fn messages_from_bots_and_from_itself_are_ignored() {
     });
     s.server.say(ALPHA, ALICE, "a person");
     s.server
-        .wait("reply", |srv| !answers(srv, ALPHA).is_empty())
+        .wait("reply", |srv| !srv.answers(ALPHA).is_empty())
         .await;
     let prompts: Vec<String> = env.starts().iter().map(support::prompt_of).collect();
     assert_eq!(prompts, ["a person"]);
-    assert_eq!(answers(&s.server, ALPHA).len(), 1);
+    assert_eq!(s.server.answers(ALPHA).len(), 1);
 }
 
 #[actix_rt::test]
@@ -205,17 +195,17 @@ async fn a_long_reply_comes_in_ordered_chunks_with_balanced_code_fences() {
     // ~6 KB of Markdown with code blocks: more than one message, at most max_chunks.
     let id = s.server.say(ALPHA, ALICE, "HUGE:6000");
     s.server
-        .wait("chunks", |srv| answers(srv, ALPHA).len() >= 2)
+        .wait("chunks", |srv| srv.answers(ALPHA).len() >= 2)
         .await;
     // Wait for the last chunk.
     s.server
         .wait("last chunk", |srv| {
-            answers(srv, ALPHA)
+            srv.answers(ALPHA)
                 .last()
                 .is_some_and(|r| content(r).trim_end().ends_with("```"))
         })
         .await;
-    let chunks = answers(&s.server, ALPHA);
+    let chunks = s.server.answers(ALPHA);
     assert!((2..=4).contains(&chunks.len()), "{} chunks", chunks.len());
     assert_eq!(replied_to(&chunks[0]), Some(id.to_string()));
     let mut sections = Vec::new();
@@ -248,7 +238,7 @@ async fn a_very_long_reply_is_sent_as_a_file_with_a_preview() {
             srv.posts(ALPHA).iter().any(|r| !r.files.is_empty())
         })
         .await;
-    let posts = answers(&s.server, ALPHA);
+    let posts = s.server.answers(ALPHA);
     assert_eq!(posts.len(), 1, "one message carries the file");
     let (_, name, bytes) = &posts[0].files[0];
     assert_eq!(name, "reply.md");
@@ -267,7 +257,7 @@ async fn a_rate_limited_send_is_retried_and_delivered_once() {
     s.server.fail_next_posts(&[429, 500]);
     s.server.say(ALPHA, ALICE, "hello despite limits");
     s.server
-        .wait("reply", |srv| !answers(srv, ALPHA).is_empty())
+        .wait("reply", |srv| !srv.answers(ALPHA).is_empty())
         .await;
     let attempts: Vec<u16> = s
         .server
@@ -277,9 +267,9 @@ async fn a_rate_limited_send_is_retried_and_delivered_once() {
         .map(|r| r.status)
         .collect();
     assert_eq!(attempts, [429, 500, 200]);
-    assert_eq!(answers(&s.server, ALPHA).len(), 1);
+    assert_eq!(s.server.answers(ALPHA).len(), 1);
     assert_eq!(
-        content(&answers(&s.server, ALPHA)[0]),
+        content(&s.server.answers(ALPHA)[0]),
         "echo: hello despite limits"
     );
     assert_eq!(
@@ -298,7 +288,7 @@ async fn after_the_gateway_connection_drops_serenity_resumes_and_answers() {
     let s = start(&env, "", "").await;
     s.server.say(ALPHA, ALICE, "before");
     s.server
-        .wait("first reply", |srv| !answers(srv, ALPHA).is_empty())
+        .wait("first reply", |srv| !srv.answers(ALPHA).is_empty())
         .await;
     s.server.drop_connection(4000);
     s.server.wait("RESUME", |srv| srv.resumes() >= 1).await;
@@ -311,9 +301,9 @@ async fn after_the_gateway_connection_drops_serenity_resumes_and_answers() {
     assert_eq!(resume["d"]["session_id"], "test-session");
     s.server.say(ALPHA, ALICE, "HISTORY");
     s.server
-        .wait("second reply", |srv| answers(srv, ALPHA).len() >= 2)
+        .wait("second reply", |srv| srv.answers(ALPHA).len() >= 2)
         .await;
-    assert_eq!(content(&answers(&s.server, ALPHA)[1]), "history: before");
+    assert_eq!(content(&s.server.answers(ALPHA)[1]), "history: before");
     assert_eq!(s.server.readies(), 1, "resumed, not identified again");
 }
 
@@ -347,7 +337,7 @@ async fn tool_use_shows_in_a_progress_message_that_is_edited_when_done() {
         .expect("edit");
     assert!(content(&edit).contains("Bash: echo working hard"));
     assert_eq!(
-        content(&answers(&s.server, ALPHA)[0]),
+        content(&s.server.answers(ALPHA)[0]),
         "tool said: working hard"
     );
 }
@@ -362,9 +352,9 @@ async fn a_channel_that_requires_a_mention_answers_only_mentions() {
         m["mentions"] = serde_json::json!([{"id": BOT_ID.to_string(), "username": "coordinator", "discriminator": "0000", "bot": true}]);
     });
     s.server
-        .wait("reply", |srv| !answers(srv, 1004).is_empty())
+        .wait("reply", |srv| !srv.answers(1004).is_empty())
         .await;
-    assert_eq!(content(&answers(&s.server, 1004)[0]), "echo: for the bot");
+    assert_eq!(content(&s.server.answers(1004)[0]), "echo: for the bot");
     let prompts: Vec<String> = env.starts().iter().map(support::prompt_of).collect();
     assert_eq!(prompts, ["for the bot"]);
 }
@@ -375,9 +365,9 @@ async fn errors_are_short_and_marked() {
     let s = start(&env, "", "").await;
     s.server.say(ALPHA, ALICE, "FAIL500");
     s.server
-        .wait("reply", |srv| !answers(srv, ALPHA).is_empty())
+        .wait("reply", |srv| !srv.answers(ALPHA).is_empty())
         .await;
-    let text = content(&answers(&s.server, ALPHA)[0]);
+    let text = content(&s.server.answers(ALPHA)[0]);
     assert!(text.starts_with("⚠️ API Error: 500"), "{text}");
 }
 
@@ -401,18 +391,10 @@ async fn the_binary_runs_the_service_and_never_logs_the_token() {
     assert_eq!(identify["d"]["token"], format!("Bot {token}"));
     server.say(ALPHA, ALICE, "hello binary");
     server
-        .wait("reply", |srv| !answers(srv, ALPHA).is_empty())
+        .wait("reply", |srv| !srv.answers(ALPHA).is_empty())
         .await;
-    assert_eq!(content(&answers(&server, ALPHA)[0]), "echo: hello binary");
-    nix::sys::signal::kill(
-        nix::unistd::Pid::from_raw(i32::try_from(child.id()).expect("pid")),
-        nix::sys::signal::Signal::SIGINT,
-    )
-    .expect("signal");
-    let out = tokio::task::spawn_blocking(move || child.wait_with_output())
-        .await
-        .expect("join")
-        .expect("wait");
+    assert_eq!(content(&server.answers(ALPHA)[0]), "echo: hello binary");
+    let out = stop_with(child, nix::sys::signal::Signal::SIGINT).await;
     let stderr = String::from_utf8_lossy(&out.stderr);
     assert!(out.status.success(), "{stderr}");
     assert!(stderr.contains("connected to Discord"), "{stderr}");
@@ -435,10 +417,7 @@ async fn run_refuses_to_start_without_an_allowlist_or_a_token() {
         ),
     ] {
         let child = spawn_run(&env, &server, access, token);
-        let out = tokio::task::spawn_blocking(move || child.wait_with_output())
-            .await
-            .expect("join")
-            .expect("wait");
+        let out = wait_output(child).await;
         let stderr = String::from_utf8_lossy(&out.stderr);
         assert!(!out.status.success());
         assert!(stderr.contains(expect), "{stderr}");

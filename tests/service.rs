@@ -5,10 +5,9 @@ mod support;
 
 use std::time::{Duration, Instant};
 
-use nix::sys::signal::{kill, Signal};
-use nix::unistd::Pid;
+use nix::sys::signal::Signal;
 use serde_json::Value;
-use support::discord::{spawn_run_with, DiscordServer};
+use support::discord::{spawn_run_with, stop_with, wait_output, DiscordServer};
 use support::{json_lines, process_alive, run_binary, wait_until, TestEnv};
 
 const ALICE: u64 = 7;
@@ -126,18 +125,6 @@ fn metrics_are_also_written_every_interval() {
     assert_eq!(last(&m, "channels")["runs_timed_out"], 1);
 }
 
-fn pid_of(child: &std::process::Child) -> Pid {
-    Pid::from_raw(i32::try_from(child.id()).expect("pid"))
-}
-
-fn answers(s: &DiscordServer, channel: u64) -> Vec<String> {
-    s.posts(channel)
-        .into_iter()
-        .map(|r| r.body["content"].as_str().unwrap_or_default().to_string())
-        .filter(|c| !c.starts_with("Working…") && !c.starts_with("Done —"))
-        .collect()
-}
-
 const JSON_LOGS: [(&str, &str); 2] = [("COORDINATOR__LOG__FORMAT", "json"), ("RUST_LOG", "info")];
 
 #[actix_rt::test]
@@ -151,11 +138,7 @@ async fn sigterm_during_a_slow_run_stops_cleanly_and_the_next_start_resumes() {
     env.wait_for_starts(1).await;
     let stand_in = env.starts()[0]["pid"].as_i64().expect("pid") as i32;
     let signalled = Instant::now();
-    kill(pid_of(&child), Signal::SIGTERM).expect("SIGTERM");
-    let out = tokio::task::spawn_blocking(move || child.wait_with_output())
-        .await
-        .expect("join")
-        .expect("wait");
+    let out = stop_with(child, Signal::SIGTERM).await;
     let stopped_after = signalled.elapsed();
     let stderr = String::from_utf8_lossy(&out.stderr);
     assert!(out.status.success(), "{stderr}");
@@ -166,7 +149,7 @@ async fn sigterm_during_a_slow_run_stops_cleanly_and_the_next_start_resumes() {
     );
     wait_until(|| !process_alive(stand_in), "the stand-in to be gone").await;
     // The user was told, and the final metrics were logged.
-    let replies = answers(&server, ALPHA);
+    let replies = server.answer_texts(ALPHA);
     assert_eq!(replies.len(), 1, "{replies:?}");
     assert!(
         replies[0].contains("the service is restarting"),
@@ -181,17 +164,12 @@ async fn sigterm_during_a_slow_run_stops_cleanly_and_the_next_start_resumes() {
     server.wait_ready(2).await;
     server.say(ALPHA, ALICE, "HISTORY");
     server
-        .wait("answer after restart", |s| answers(s, ALPHA).len() >= 2)
+        .wait("answer after restart", |s| s.answer_texts(ALPHA).len() >= 2)
         .await;
-    assert_eq!(answers(&server, ALPHA)[1], "history: be SLOW please");
+    assert_eq!(server.answer_texts(ALPHA)[1], "history: be SLOW please");
     let argv = support::argv_of(&env.starts()[1]);
     assert!(argv.contains(&"--resume".to_string()), "{argv:?}");
-    kill(pid_of(&child), Signal::SIGTERM).expect("SIGTERM");
-    let out = tokio::task::spawn_blocking(move || child.wait_with_output())
-        .await
-        .expect("join")
-        .expect("wait");
-    assert!(out.status.success());
+    assert!(stop_with(child, Signal::SIGTERM).await.status.success());
 }
 
 #[actix_rt::test]
@@ -204,17 +182,15 @@ async fn a_run_that_ends_within_the_grace_period_is_answered_normally() {
     let gate = env.gate("g");
     server.say(ALPHA, ALICE, &format!("finish GATE:{}", gate.display()));
     env.wait_for_starts(1).await;
-    kill(pid_of(&child), Signal::SIGTERM).expect("SIGTERM");
-    // New messages are no longer taken once shutdown began.
+    let pid = nix::unistd::Pid::from_raw(i32::try_from(child.id()).expect("pid"));
+    nix::sys::signal::kill(pid, Signal::SIGTERM).expect("SIGTERM");
+    // The run ends during the grace period.
     tokio::time::sleep(Duration::from_millis(300)).await;
     env.open_gate("g");
-    let out = tokio::task::spawn_blocking(move || child.wait_with_output())
-        .await
-        .expect("join")
-        .expect("wait");
+    let out = wait_output(child).await;
     let stderr = String::from_utf8_lossy(&out.stderr);
     assert!(out.status.success(), "{stderr}");
-    let replies = answers(&server, ALPHA);
+    let replies = server.answer_texts(ALPHA);
     assert_eq!(replies.len(), 1);
     assert!(replies[0].starts_with("echo: finish"), "{replies:?}");
     let m = metrics(&stderr);

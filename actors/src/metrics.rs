@@ -252,8 +252,9 @@ impl MetricsActor {
     }
 }
 
-/// Resident set size from `/proc/self/status` (a procfs read, which does not block on disk).
-fn rss_kib() -> u64 {
+/// Resident set size in KiB from `/proc/self/status` (a procfs read, which does not block on
+/// disk); 0 where unavailable.
+pub fn rss_kib() -> u64 {
     std::fs::read_to_string("/proc/self/status")
         .ok()
         .and_then(|s| {

@@ -133,6 +133,19 @@ impl DiscordServer {
             .collect()
     }
 
+    /// Replies posted in `channel` (not progress messages), in order.
+    pub fn answers(&self, channel: u64) -> Vec<Recorded> {
+        self.posts(channel)
+            .into_iter()
+            .filter(|r| !content(r).starts_with("Working…") && !content(r).starts_with("Done —"))
+            .collect()
+    }
+
+    /// The text of the replies posted in `channel`.
+    pub fn answer_texts(&self, channel: u64) -> Vec<String> {
+        self.answers(channel).iter().map(content).collect()
+    }
+
     /// Gateway frames serenity sent (IDENTIFY, RESUME, heartbeats).
     pub fn frames(&self) -> Vec<Value> {
         self.inner.frames.lock().expect("lock").clone()
@@ -529,4 +542,27 @@ pub fn spawn_run_with(
         cmd.env("DISCORD_TOKEN", t);
     }
     cmd.spawn().expect("spawn run")
+}
+
+/// The `content` of a recorded message post or edit.
+pub fn content(r: &Recorded) -> String {
+    r.body["content"].as_str().unwrap_or_default().to_string()
+}
+
+/// Sends `signal` to a spawned `run` and waits (off the runtime thread) for its output.
+pub async fn stop_with(
+    child: std::process::Child,
+    signal: nix::sys::signal::Signal,
+) -> std::process::Output {
+    let pid = nix::unistd::Pid::from_raw(i32::try_from(child.id()).expect("pid"));
+    nix::sys::signal::kill(pid, signal).expect("signal");
+    wait_output(child).await
+}
+
+/// Waits (off the runtime thread) for a spawned process's output.
+pub async fn wait_output(child: std::process::Child) -> std::process::Output {
+    tokio::task::spawn_blocking(move || child.wait_with_output())
+        .await
+        .expect("join")
+        .expect("wait")
 }

@@ -354,7 +354,18 @@ pub fn run_binary(
     stdin: &str,
     env: &[(&str, &str)],
 ) -> (std::process::ExitStatus, String, String) {
+    run_binary_as(args, stdin, env, None)
+}
+
+/// [`run_binary`], as user `uid` (and group `uid`) when given.
+pub fn run_binary_as(
+    args: &[&str],
+    stdin: &str,
+    env: &[(&str, &str)],
+    uid: Option<u32>,
+) -> (std::process::ExitStatus, String, String) {
     use std::io::Write;
+    use std::os::unix::process::CommandExt;
     let mut cmd = std::process::Command::new(env!("CARGO_BIN_EXE_claude-coordinator"));
     cmd.args(args)
         .env_remove("RUST_LOG")
@@ -363,6 +374,9 @@ pub fn run_binary(
         .stderr(std::process::Stdio::piped());
     for (k, v) in env {
         cmd.env(k, v);
+    }
+    if let Some(id) = uid {
+        cmd.uid(id).gid(id);
     }
     let mut child = cmd.spawn().expect("spawn coordinator");
     let mut input = child.stdin.take().expect("stdin");
