@@ -630,8 +630,7 @@ impl Job {
 
     #[instrument(skip_all, fields(channel_id = self.conversation.id, message_id = self.origin.message_id))]
     async fn execute(self, permit: Option<OwnedSemaphorePermit>) -> Finished {
-        // The permit is held until this function returns: one run slot per run.
-        let Some(_permit) = permit else {
+        let Some(permit) = permit else {
             return Finished {
                 reply: self.reply(
                     ReplyKind::Answer,
@@ -644,13 +643,14 @@ impl Job {
             };
         };
         let started = std::time::Instant::now();
-        let mut finished = self.run_with_slot().await;
+        let mut finished = self.run_with_slot(permit).await;
         finished.started = Some(started);
         finished
     }
 
-    /// Load, run (with the stale-session retry), record.
-    async fn run_with_slot(mut self) -> Finished {
+    /// Load, run (with the stale-session retry), record. The run slot is given back as soon
+    /// as the CLI has exited: `max_concurrent_runs` limits CLI processes, not store writes.
+    async fn run_with_slot(mut self, permit: OwnedSemaphorePermit) -> Finished {
         let id = self.conversation.id;
         let loaded = match self.preloaded.take() {
             Some(row) => Some(row),
@@ -713,6 +713,7 @@ impl Job {
                     .await;
             }
         }
+        drop(permit);
         self.finish(req, loaded, notes, result).await
     }
 
