@@ -15,7 +15,8 @@ fn main() -> ExitCode {
             return ExitCode::from(2);
         }
     };
-    telemetry::init(&settings.log);
+    // Held until the end of main: dropping it flushes the last log lines.
+    let _logs = telemetry::init(&settings.log);
     match actix::System::new().block_on(commands::execute(cli.command, settings)) {
         Ok(code) => code,
         Err(e) => {

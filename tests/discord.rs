@@ -8,7 +8,9 @@ use actors::store::LoadConversation;
 use claude_coordinator::startup::Application;
 use secrecy::SecretString;
 use serde_json::Value;
-use support::discord::{content, spawn_run, stop_with, wait_output, DiscordServer, BOT_ID};
+use support::discord::{
+    content, spawn_run, spawn_run_with, stop_with, wait_output, DiscordServer, BOT_ID,
+};
 use support::TestEnv;
 
 const ALICE: u64 = 7;
@@ -433,4 +435,61 @@ async fn run_refuses_to_start_without_an_allowlist_or_a_token() {
     server.wait_ready(1).await;
     child.kill().expect("kill");
     let _ = child.wait();
+}
+
+#[actix_rt::test]
+async fn a_reply_to_a_deleted_message_is_sent_without_the_reference() {
+    let env = TestEnv::new();
+    let s = start(&env, "", "").await;
+    // Discord answers 400 when the referenced message is gone.
+    s.server.fail_next_posts(&[400]);
+    s.server.say(ALPHA, ALICE, "hello, then deleted");
+    s.server
+        .wait("reply", |srv| !srv.answers(ALPHA).is_empty())
+        .await;
+    let reply = &s.server.answers(ALPHA)[0];
+    assert_eq!(content(reply), "echo: hello, then deleted");
+    assert_eq!(reply.body.get("message_reference"), None);
+}
+
+#[actix_rt::test]
+async fn a_reply_that_cannot_be_delivered_is_logged_with_its_ids() {
+    let env = TestEnv::new();
+    let server = DiscordServer::start().await;
+    // Logs at info: the test reads stderr only at the end, so it must not fill the pipe.
+    let child = spawn_run_with(
+        &env,
+        &server,
+        &format!("[access]\nallowed_users = [{ALICE}]\n"),
+        Some("tok"),
+        &[("RUST_LOG", "info")],
+    );
+    server.wait_ready(1).await;
+    // More failures than send_retries (5) allows.
+    server.fail_next_posts(&[500; 6]);
+    let id = server.say(ALPHA, ALICE, "lost in transit");
+    server
+        .wait("all attempts", |srv| {
+            let n = srv
+                .requests()
+                .iter()
+                .filter(|r| r.method == "POST" && r.status == 500)
+                .count();
+            n == 6
+        })
+        .await;
+    // The next reply gets through; the failed one was not silently dropped.
+    server.say(ALPHA, ALICE, "next");
+    server
+        .wait("next reply", |srv| !srv.answers(ALPHA).is_empty())
+        .await;
+    let out = stop_with(child, nix::sys::signal::Signal::SIGTERM).await;
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    let logged = stderr
+        .lines()
+        .find(|l| l.contains("reply could not be delivered"))
+        .unwrap_or_else(|| panic!("not logged: {stderr}"));
+    assert!(logged.contains(&format!("channel_id={ALPHA}")), "{logged}");
+    assert!(logged.contains(&format!("message_id={id}")), "{logged}");
+    assert_eq!(server.answer_texts(ALPHA), ["echo: next"]);
 }

@@ -445,7 +445,6 @@ impl ChannelActor {
                         finished.reply.text = "Stopped: the service is restarting. The conversation is saved; please send this message again in a minute.".into();
                     }
                     act.deps.metrics.do_send(RecordMetric(Metric::RunFinished {
-                        id: act.conversation.id,
                         outcome,
                         latency: started.elapsed(),
                         cost_usd: finished.reply.cost_usd,

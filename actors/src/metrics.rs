@@ -51,8 +51,6 @@ pub enum Metric {
     },
     /// A run ended.
     RunFinished {
-        /// Conversation id.
-        id: u64,
         /// How it ended.
         outcome: RunOutcome,
         /// From slot granted to reply ready.
@@ -291,7 +289,6 @@ impl Handler<RecordMetric> for MetricsActor {
                 c.runs += 1;
             }
             Metric::RunFinished {
-                id: _,
                 outcome,
                 latency,
                 cost_usd,
