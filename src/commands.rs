@@ -18,15 +18,12 @@ use crate::startup::Application;
 pub async fn execute(command: Command, settings: Settings) -> anyhow::Result<ExitCode> {
     match command {
         Command::Check => return Ok(run_check(settings).await),
-        Command::Run => preflight(&settings).await?,
-        _ => {}
-    }
-    let app = Application::build(settings)
-        .await
-        .context("starting the session store")?;
-    match command {
-        Command::Run => app.run_until_stopped().await?,
+        Command::Run => {
+            preflight(&settings).await?;
+            build(settings).await?.run_until_stopped().await?;
+        }
         Command::Console { channel, json } => {
+            let app = build(settings).await?;
             let opts = ConsoleOptions { channel, json };
             let input = tokio::io::BufReader::new(tokio::io::stdin());
             let mut terminate = signal(SignalKind::terminate()).context("SIGTERM handler")?;
@@ -53,17 +50,26 @@ pub async fn execute(command: Command, settings: Settings) -> anyhow::Result<Exi
             if file.exists() {
                 bail!("{} already exists; choose a new file", file.display());
             }
-            app.store()
+            build(settings)
+                .await?
+                .store()
                 .send(BackupTo { path: file.clone() })
                 .await
                 .map_err(StoreError::from)?
                 .with_context(|| format!("backing up to {}", file.display()))?;
             println!("backed up to {}", file.display());
         }
-        Command::Sessions { action } => sessions::execute(app.store(), action).await?,
-        Command::Check => unreachable!("handled above"),
+        Command::Sessions { action } => {
+            sessions::execute(build(settings).await?.store(), action).await?;
+        }
     }
     Ok(ExitCode::SUCCESS)
+}
+
+async fn build(settings: Settings) -> anyhow::Result<Application> {
+    Application::build(settings)
+        .await
+        .context("starting the session store")
 }
 
 async fn findings(settings: Settings, for_run: bool) -> anyhow::Result<Vec<crate::check::Finding>> {

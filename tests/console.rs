@@ -4,7 +4,7 @@ mod support;
 
 use std::os::unix::fs::PermissionsExt;
 
-use support::{argv_of, json_lines, run_binary, run_binary_as, TestEnv};
+use support::{argv_of, json_lines, run_binary, run_with_config, run_with_config_as, TestEnv};
 
 fn console(
     env: &TestEnv,
@@ -12,16 +12,9 @@ fn console(
     vars: &[(&str, &str)],
 ) -> (std::process::ExitStatus, String, String) {
     let overlay = env.overlay("", "");
-    let overlay = overlay.to_str().expect("utf-8 path");
-    run_binary(
-        &[
-            "--config",
-            overlay,
-            "console",
-            "--channel",
-            "alpha",
-            "--json",
-        ],
+    run_with_config(
+        &overlay,
+        &["console", "--channel", "alpha", "--json"],
         stdin,
         vars,
     )
@@ -58,14 +51,9 @@ fn console_answers_every_line_as_json_and_exits_zero() {
 fn console_text_mode_prints_replies_and_progress() {
     let env = TestEnv::new();
     let overlay = env.overlay("", "");
-    let (status, out, err) = run_binary(
-        &[
-            "--config",
-            overlay.to_str().expect("utf-8"),
-            "console",
-            "--channel",
-            "beta",
-        ],
+    let (status, out, err) = run_with_config(
+        &overlay,
+        &["console", "--channel", "beta"],
         "TOOL:echo hi there\n",
         &[],
     );
@@ -98,10 +86,9 @@ fn a_conversation_resumes_after_the_whole_application_restarts() {
 fn sessions_can_be_listed_shown_and_reset() {
     let env = TestEnv::new();
     let overlay = env.overlay("", "");
-    let cfg = overlay.to_str().expect("utf-8");
     assert!(console(&env, "one\ntwo\n", &[]).0.success());
 
-    let (status, out, err) = run_binary(&["--config", cfg, "sessions", "list", "--json"], "", &[]);
+    let (status, out, err) = run_with_config(&overlay, &["sessions", "list", "--json"], "", &[]);
     assert!(status.success(), "{err}");
     let list: serde_json::Value = serde_json::from_str(&out).expect("json");
     assert_eq!(list.as_array().map(Vec::len), Some(1));
@@ -110,21 +97,17 @@ fn sessions_can_be_listed_shown_and_reset() {
     assert_eq!(list[0]["message_count"], 2);
     let session = list[0]["session_id"].as_str().expect("session").to_string();
 
-    let (status, out, _) = run_binary(&["--config", cfg, "sessions", "show", "alpha"], "", &[]);
+    let (status, out, _) = run_with_config(&overlay, &["sessions", "show", "alpha"], "", &[]);
     assert!(status.success());
     assert!(
         out.contains(&session) && out.contains("messages:      2"),
         "{out}"
     );
 
-    let (status, out, _) = run_binary(&["--config", cfg, "sessions", "reset", "alpha"], "", &[]);
+    let (status, out, _) = run_with_config(&overlay, &["sessions", "reset", "alpha"], "", &[]);
     assert!(status.success());
     assert!(out.contains("session forgotten"), "{out}");
-    let (_, out, _) = run_binary(
-        &["--config", cfg, "sessions", "show", "1001", "--json"],
-        "",
-        &[],
-    );
+    let (_, out, _) = run_with_config(&overlay, &["sessions", "show", "1001", "--json"], "", &[]);
     let shown: serde_json::Value = serde_json::from_str(&out).expect("json");
     assert_eq!(shown["session_id"], serde_json::Value::Null);
     assert_eq!(shown["message_count"], 2, "counts are kept");
@@ -134,7 +117,7 @@ fn sessions_can_be_listed_shown_and_reset() {
     let newest = env.starts().pop().expect("a start");
     assert!(!argv_of(&newest).contains(&"--resume".to_string()));
 
-    let (status, _, err) = run_binary(&["--config", cfg, "sessions", "show", "nobody"], "", &[]);
+    let (status, _, err) = run_with_config(&overlay, &["sessions", "show", "nobody"], "", &[]);
     assert!(!status.success());
     assert!(
         err.contains("no stored conversation named `nobody`"),
@@ -184,28 +167,15 @@ fn invalid_settings_fail_at_start_naming_the_key() {
     ];
     for (claude_extra, extra, key) in cases {
         let overlay = env.overlay(claude_extra, extra);
-        let (status, _, err) = run_binary(
-            &[
-                "--config",
-                overlay.to_str().expect("utf-8"),
-                "sessions",
-                "list",
-            ],
-            "",
-            &[],
-        );
+        let (status, _, err) = run_with_config(&overlay, &["sessions", "list"], "", &[]);
         assert_eq!(status.code(), Some(2), "{claude_extra} {extra}: {err}");
         assert!(err.contains(key), "{key} not named in: {err}");
     }
     // Environment overrides are validated the same way.
     let overlay = env.overlay("", "");
-    let (status, _, err) = run_binary(
-        &[
-            "--config",
-            overlay.to_str().expect("utf-8"),
-            "sessions",
-            "list",
-        ],
+    let (status, _, err) = run_with_config(
+        &overlay,
+        &["sessions", "list"],
         "",
         &[("COORDINATOR__CLAUDE__MAX_CONCURRENT_RUNS", "0")],
     );
@@ -225,16 +195,7 @@ fn invalid_settings_fail_at_start_naming_the_key() {
 fn secrets_in_settings_files_are_refused() {
     let env = TestEnv::new();
     let overlay = env.overlay("oauth_token = \"sk-in-a-file-0042\"", "");
-    let (status, out, err) = run_binary(
-        &[
-            "--config",
-            overlay.to_str().expect("utf-8"),
-            "sessions",
-            "list",
-        ],
-        "",
-        &[],
-    );
+    let (status, out, err) = run_with_config(&overlay, &["sessions", "list"], "", &[]);
     assert_eq!(status.code(), Some(2));
     assert!(err.contains("COORDINATOR__CLAUDE__OAUTH_TOKEN"), "{err}");
     assert!(!err.contains("sk-in-a-file-0042") && !out.contains("sk-in-a-file-0042"));
@@ -266,15 +227,9 @@ fn a_read_only_database_gets_a_clear_answer_and_loses_no_reply() {
         mode(&entry, if entry.is_dir() { 0o777 } else { 0o666 });
     }
     let overlay = env.overlay("", "");
-    let (status, stdout, stderr) = run_binary_as(
-        &[
-            "--config",
-            overlay.to_str().expect("utf-8"),
-            "console",
-            "--channel",
-            "alpha",
-            "--json",
-        ],
+    let (status, stdout, stderr) = run_with_config_as(
+        &overlay,
+        &["console", "--channel", "alpha", "--json"],
         "HISTORY\n",
         &[],
         root.then_some(65534),

@@ -8,7 +8,7 @@ use std::time::{Duration, Instant};
 use nix::sys::signal::Signal;
 use serde_json::Value;
 use support::discord::{spawn_run_with, stop_with, wait_output, DiscordServer};
-use support::{json_lines, process_alive, run_binary, wait_until, TestEnv};
+use support::{json_lines, process_alive, run_with_config, wait_until, TestEnv};
 
 const ALICE: u64 = 7;
 const ALPHA: u64 = 1001;
@@ -38,15 +38,9 @@ fn the_metrics_log_counts_a_scripted_conversation() {
         "",
         "[metrics]\ninterval_secs = 0\n[log]\nformat = \"json\"\nfilter = \"info\"\n",
     );
-    let (status, out, err) = run_binary(
-        &[
-            "--config",
-            overlay.to_str().expect("utf-8"),
-            "console",
-            "--channel",
-            "alpha",
-            "--json",
-        ],
+    let (status, out, err) = run_with_config(
+        &overlay,
+        &["console", "--channel", "alpha", "--json"],
         "one\ntwo\nFAIL500\n!status\n",
         &[],
     );
@@ -103,14 +97,9 @@ fn metrics_are_also_written_every_interval() {
         "[metrics]\ninterval_secs = 1\n[log]\nformat = \"json\"\nfilter = \"warn,metrics=info\"\n",
     );
     // A run of a few seconds: the 1 s timer fires while it is in flight.
-    let (status, _, err) = run_binary(
-        &[
-            "--config",
-            overlay.to_str().expect("utf-8"),
-            "console",
-            "--channel",
-            "alpha",
-        ],
+    let (status, _, err) = run_with_config(
+        &overlay,
+        &["console", "--channel", "alpha"],
         "be SLOW\n",
         &[("COORDINATOR__CLAUDE__TIMEOUT_SECS", "3")],
     );
@@ -200,11 +189,7 @@ async fn a_run_that_ends_within_the_grace_period_is_answered_normally() {
 
 fn check(env: &TestEnv, claude_extra: &str, extra: &str, vars: &[(&str, &str)]) -> (bool, String) {
     let overlay = env.overlay(claude_extra, extra);
-    let (status, out, err) = run_binary(
-        &["--config", overlay.to_str().expect("utf-8"), "check"],
-        "",
-        vars,
-    );
+    let (status, out, err) = run_with_config(&overlay, &["check"], "", vars);
     (status.success(), format!("{out}{err}"))
 }
 
@@ -299,16 +284,13 @@ fn check_flags_root_with_bypass_permissions() {
 fn backup_writes_a_consistent_copy() {
     let env = TestEnv::new();
     let overlay = env.overlay("", "");
-    let cfg = overlay.to_str().expect("utf-8");
-    let (status, _, err) = run_binary(
-        &["--config", cfg, "console", "--channel", "alpha"],
-        "hello\n",
-        &[],
-    );
+    let (status, _, err) =
+        run_with_config(&overlay, &["console", "--channel", "alpha"], "hello\n", &[]);
     assert!(status.success(), "{err}");
     let target = env.path("backup.db");
-    let (status, out, err) = run_binary(
-        &["--config", cfg, "backup", target.to_str().expect("utf-8")],
+    let (status, out, err) = run_with_config(
+        &overlay,
+        &["backup", target.to_str().expect("utf-8")],
         "",
         &[],
     );
@@ -325,8 +307,9 @@ fn backup_writes_a_consistent_copy() {
     assert_eq!(n, 1);
     assert!(session.is_some());
     // An existing file is never overwritten.
-    let (status, _, err) = run_binary(
-        &["--config", cfg, "backup", target.to_str().expect("utf-8")],
+    let (status, _, err) = run_with_config(
+        &overlay,
+        &["backup", target.to_str().expect("utf-8")],
         "",
         &[],
     );

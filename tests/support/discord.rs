@@ -528,16 +528,8 @@ pub fn spawn_run_with(
             server.base
         ),
     );
-    let mut cmd = std::process::Command::new(env!("CARGO_BIN_EXE_claude-coordinator"));
-    cmd.args(["--config", overlay.to_str().expect("utf-8"), "run"])
-        .env_remove("RUST_LOG")
-        .env_remove("DISCORD_TOKEN")
-        .stdin(std::process::Stdio::null())
-        .stdout(std::process::Stdio::piped())
-        .stderr(std::process::Stdio::piped());
-    for (k, v) in vars {
-        cmd.env(k, v);
-    }
+    let mut cmd = super::coordinator(&["--config", overlay.to_str().expect("utf-8"), "run"], vars);
+    cmd.stdin(std::process::Stdio::null());
     if let Some(t) = token {
         cmd.env("DISCORD_TOKEN", t);
     }

@@ -348,6 +348,21 @@ impl Harness {
     }
 }
 
+/// The real binary with `args` and the environment `vars` (`RUST_LOG` and `DISCORD_TOKEN`
+/// from the test's own environment removed), stdout and stderr piped.
+pub fn coordinator(args: &[&str], vars: &[(&str, &str)]) -> std::process::Command {
+    let mut cmd = std::process::Command::new(env!("CARGO_BIN_EXE_claude-coordinator"));
+    cmd.args(args)
+        .env_remove("RUST_LOG")
+        .env_remove("DISCORD_TOKEN")
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped());
+    for (k, v) in vars {
+        cmd.env(k, v);
+    }
+    cmd
+}
+
 /// Runs the real binary with `args`, feeding `stdin`; returns (status, stdout, stderr).
 pub fn run_binary(
     args: &[&str],
@@ -355,6 +370,29 @@ pub fn run_binary(
     env: &[(&str, &str)],
 ) -> (std::process::ExitStatus, String, String) {
     run_binary_as(args, stdin, env, None)
+}
+
+/// [`run_binary`] with `--config overlay` before `args`.
+pub fn run_with_config(
+    overlay: &Path,
+    args: &[&str],
+    stdin: &str,
+    env: &[(&str, &str)],
+) -> (std::process::ExitStatus, String, String) {
+    run_with_config_as(overlay, args, stdin, env, None)
+}
+
+/// [`run_with_config`], as user `uid` when given.
+pub fn run_with_config_as(
+    overlay: &Path,
+    args: &[&str],
+    stdin: &str,
+    env: &[(&str, &str)],
+    uid: Option<u32>,
+) -> (std::process::ExitStatus, String, String) {
+    let config = overlay.to_str().expect("utf-8 path");
+    let all: Vec<&str> = ["--config", config].iter().chain(args).copied().collect();
+    run_binary_as(&all, stdin, env, uid)
 }
 
 /// [`run_binary`], as user `uid` (and group `uid`) when given.
@@ -366,15 +404,8 @@ pub fn run_binary_as(
 ) -> (std::process::ExitStatus, String, String) {
     use std::io::Write;
     use std::os::unix::process::CommandExt;
-    let mut cmd = std::process::Command::new(env!("CARGO_BIN_EXE_claude-coordinator"));
-    cmd.args(args)
-        .env_remove("RUST_LOG")
-        .stdin(std::process::Stdio::piped())
-        .stdout(std::process::Stdio::piped())
-        .stderr(std::process::Stdio::piped());
-    for (k, v) in env {
-        cmd.env(k, v);
-    }
+    let mut cmd = coordinator(args, env);
+    cmd.stdin(std::process::Stdio::piped());
     if let Some(id) = uid {
         cmd.uid(id).gid(id);
     }
