@@ -201,13 +201,24 @@ fn floor(messages: usize, channels: usize, cap: usize) -> f64 {
     total as f64 / started.elapsed().as_secs_f64()
 }
 
-/// CPU time used by this process's own threads (not its children).
-fn self_cpu() -> Duration {
+/// What this process's own threads (not its children) have used so far.
+#[derive(Clone, Copy)]
+struct Usage {
+    cpu: Duration,
+    context_switches: i64,
+    page_faults: i64,
+}
+
+fn self_usage() -> Usage {
     let u = nix::sys::resource::getrusage(nix::sys::resource::UsageWho::RUSAGE_SELF)
         .expect("getrusage");
     let t =
         |tv: nix::sys::time::TimeVal| Duration::new(tv.tv_sec() as u64, tv.tv_usec() as u32 * 1000);
-    t(u.user_time()) + t(u.system_time())
+    Usage {
+        cpu: t(u.user_time()) + t(u.system_time()),
+        context_switches: u.voluntary_context_switches() + u.involuntary_context_switches(),
+        page_faults: u.minor_page_faults() + u.major_page_faults(),
+    }
 }
 
 struct Drain(Arc<AtomicUsize>);
@@ -271,14 +282,21 @@ fn main() {
     let cap = 4;
     if let Some(only) = &a.only {
         let channels = a.channels.unwrap_or(1);
-        let cpu = self_cpu();
+        let before = self_usage();
         let rate = if only == "floor" {
             floor(a.messages, channels, cap)
         } else {
             coordinator(a.messages, channels, cap)
         };
-        let per_message = self_cpu().saturating_sub(cpu).as_micros() as f64 / a.messages as f64;
-        println!("{only} at {channels} channel(s): {rate:.1} msg/s; own CPU {per_message:.0} µs per message");
+        let after = self_usage();
+        let n = a.messages as f64;
+        println!(
+            "{only} at {channels} channel(s): {rate:.1} msg/s; per message, own threads: CPU {:.0} µs, \
+             {:.1} context switches, {:.1} page faults",
+            after.cpu.saturating_sub(before.cpu).as_micros() as f64 / n,
+            (after.context_switches - before.context_switches) as f64 / n,
+            (after.page_faults - before.page_faults) as f64 / n,
+        );
         return;
     }
     println!(

@@ -5,7 +5,7 @@
 use std::sync::Arc;
 use std::time::Duration;
 
-use actix::{Actor, Addr, AsyncContext, Context, Recipient};
+use actix::{Actor, Addr, Recipient};
 use actors::channel::{ChannelDeps, ChannelProfile, ConversationRef};
 use actors::frontend::{DeliverReply, ShowProgress};
 use actors::gateway::{
@@ -51,18 +51,12 @@ impl Application {
         })
         .await
         .context("the store's start-up thread failed")??;
-        // The metrics actor and the store each need the other's address.
-        let metrics_ctx = Context::<MetricsActor>::new();
-        let metrics = metrics_ctx.address();
-        let store = SessionStoreActor::start(
-            pool,
-            settings.store.pool_size as usize,
-            Some(metrics.clone().recipient()),
-        );
-        metrics_ctx.run(MetricsActor::new(
+        let store = SessionStoreActor::start(pool, settings.store.pool_size as usize);
+        let metrics = MetricsActor::new(
             Duration::from_secs(settings.metrics.interval_secs),
             store.clone(),
-        ));
+        )
+        .start();
         Ok(Self {
             runner: ClaudeRunner::new(settings.claude.clone()),
             run_slots: Arc::new(Semaphore::new(settings.claude.max_concurrent_runs)),

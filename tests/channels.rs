@@ -439,3 +439,30 @@ async fn a_store_that_cannot_be_written_loses_no_answer() {
     let next = h.reply().await;
     assert_eq!(next.text, "echo: again");
 }
+
+#[actix_rt::test]
+async fn queued_messages_continue_the_conversation_while_the_store_cannot_be_written() {
+    let env = TestEnv::new();
+    let mut s = env.settings("", "");
+    s.store.busy_timeout_ms = 100;
+    let mut h = Harness::start(s).await;
+    // The first run waits on the gate until the second message is queued behind it.
+    let gate = env.gate("g");
+    let other = rusqlite::Connection::open(env.db()).expect("open");
+    other.execute_batch("BEGIN EXCLUSIVE").expect("lock");
+    h.send("alpha", &format!("hello GATE:{}", gate.display()));
+    env.wait_for_starts(1).await;
+    h.send("alpha", "HISTORY");
+    env.open_gate("g");
+    let replies = h.replies(2).await;
+    other.execute_batch("ROLLBACK").expect("unlock");
+    assert!(replies[0].text.starts_with("echo: hello"), "{replies:?}");
+    // The second run resumed the first one's session although it was never stored, and its
+    // cost is still this run's share of the session's running total.
+    assert!(replies[1].text.starts_with("history: hello"), "{replies:?}");
+    assert_eq!(replies[1].session_id, replies[0].session_id);
+    for r in &replies {
+        assert!(r.text.contains("could not be saved"), "{r:?}");
+        assert!((r.cost_usd - 0.05).abs() < 1e-9, "{r:?}");
+    }
+}

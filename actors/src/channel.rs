@@ -5,13 +5,16 @@
 //! message that does not fit gets a "busy, N waiting" reply, never a silent drop. The run
 //! itself is a future spawned on the actor's context, so `Status` and `Cancel` are answered
 //! while it is in flight. Before a run it loads the session id from the store; after, it saves
-//! the new id, cost and counts. A stale session is replaced by a fresh one, and the user is told.
+//! the new id, cost and counts, and only then sends the reply. The save does not hold up the
+//! next queued message: that run starts at once with the session id the last run left, while
+//! the saves are written one at a time, in order. A stale session is replaced by a fresh one,
+//! and the user is told.
 
 use std::collections::VecDeque;
 use std::fmt::Write as _;
 use std::path::PathBuf;
 use std::sync::Arc;
-use std::time::SystemTime;
+use std::time::{Instant, SystemTime};
 
 use actix::prelude::*;
 use serde::Deserialize;
@@ -23,7 +26,8 @@ use crate::frontend::{DeliverReply, Origin, ProgressStep, ReplyKind, ShowProgres
 use crate::metrics::{Metric, RecordMetric, RunOutcome};
 use crate::runner::{ClaudeRunner, RunError, RunReport, RunRequest, StopReason};
 use crate::store::{
-    Conversation, LoadConversation, RecordRun, ResetConversation, SessionStoreActor, StoreError,
+    Conversation, CostUpdate, LoadConversation, RecordRun, ResetConversation, SessionStoreActor,
+    StoreError,
 };
 use crate::stream_json::StreamEvent;
 
@@ -209,6 +213,26 @@ struct Pending {
     prompt: String,
 }
 
+/// What a run needs of the conversation's stored row: read from the store, or carried over
+/// from the run just before it while that run's record is still being written.
+#[derive(Debug, Clone, Default)]
+struct Prior {
+    session_id: Option<String>,
+    /// `None` when nothing is stored yet.
+    project_dir: Option<PathBuf>,
+    session_cost_usd: f64,
+}
+
+impl From<&Conversation> for Prior {
+    fn from(c: &Conversation) -> Self {
+        Self {
+            session_id: c.session_id.clone(),
+            project_dir: Some(PathBuf::from(&c.project_dir)),
+            session_cost_usd: c.session_cost_usd,
+        }
+    }
+}
+
 /// The message being worked on.
 struct Current {
     origin: Origin,
@@ -259,9 +283,18 @@ pub struct ChannelActor {
     current: Option<Current>,
     /// The stored row, for `Status` (refreshed at start and after every run).
     record: Option<Conversation>,
+    /// Runs that have ended, oldest first, whose records are not written yet. One is written
+    /// at a time, so each write sees the one before; its reply goes out once it is written.
+    /// Meanwhile the next queued message already runs: the store is off the critical path.
+    unsaved: VecDeque<Ran>,
+    /// A record is being written.
+    saving: bool,
+    /// What the last run leaves for the next one while its record is unwritten; cleared
+    /// once every record is written, after which the store is read again.
+    carry: Option<Prior>,
     /// Shutting down: nothing new is accepted.
     draining: bool,
-    /// Waiting for the run in flight to end.
+    /// Waiting for the run in flight to end and its record to be written.
     idle_waiters: Vec<tokio::sync::oneshot::Sender<()>>,
 }
 
@@ -274,6 +307,9 @@ impl ChannelActor {
             queue: VecDeque::new(),
             current: None,
             record: None,
+            unsaved: VecDeque::new(),
+            saving: false,
+            carry: None,
             draining: false,
             idle_waiters: Vec::new(),
         }
@@ -321,6 +357,19 @@ impl ChannelActor {
         }
     }
 
+    /// Nothing running, queued or waiting to be written.
+    fn is_idle(&self) -> bool {
+        self.current.is_none() && self.queue.is_empty() && self.unsaved.is_empty() && !self.saving
+    }
+
+    fn notify_if_idle(&mut self) {
+        if self.is_idle() {
+            for waiter in self.idle_waiters.drain(..) {
+                let _ = waiter.send(());
+            }
+        }
+    }
+
     fn observe_queue(&self) {
         self.deps.metrics.do_send(RecordMetric(Metric::QueueDepth {
             id: self.conversation.id,
@@ -349,13 +398,12 @@ impl ChannelActor {
                 )
             }
             Command::Reset => {
-                if self.current.is_some() || !self.queue.is_empty() {
-                    let p = &self.deps.command_prefix;
-                    format!("A run is in progress; `{p}cancel` it first, then `{p}reset`.")
-                } else {
+                if self.is_idle() {
                     self.reset(origin, ctx);
                     return;
                 }
+                let p = &self.deps.command_prefix;
+                format!("A run is in progress; `{p}cancel` it first, then `{p}reset`.")
             }
         };
         self.reply(origin, ReplyKind::Command, text, false);
@@ -381,17 +429,13 @@ impl ChannelActor {
         }));
     }
 
-    /// Starts the next queued message, if nothing is running. `fresh` is the row the store
-    /// returned for the run that just finished: read from the store a moment ago, it stands
-    /// in for the load before the next run, saving a store round trip per queued message.
-    fn start_next(&mut self, ctx: &mut Context<Self>, fresh: Option<Conversation>) {
+    /// Starts the next queued message, if nothing is running.
+    fn start_next(&mut self, ctx: &mut Context<Self>) {
         if self.current.is_some() {
             return;
         }
         let Some(next) = self.queue.pop_front() else {
-            for waiter in self.idle_waiters.drain(..) {
-                let _ = waiter.send(());
-            }
+            self.notify_if_idle();
             return;
         };
         self.observe_queue();
@@ -411,7 +455,7 @@ impl ChannelActor {
             origin: next.origin,
             prompt: next.prompt,
             cancel: cancel.clone(),
-            preloaded: fresh,
+            prior: self.carry.clone(),
         };
         let slots = Arc::clone(&self.deps.run_slots);
         let wait_for_slot = async move {
@@ -434,26 +478,78 @@ impl ChannelActor {
                 }
                 job.execute(permit).into_actor(act)
             })
-            .map(|mut finished, act, ctx| {
-                if finished.record.is_some() {
-                    act.record.clone_from(&finished.record);
-                }
+            .map(|end, act, ctx| {
                 let current = act.current.take();
-                let shutdown = current.is_some_and(|c| c.cancel_reason == CancelReason::Shutdown);
-                if let (Some(outcome), Some(started)) = (finished.outcome, finished.started) {
-                    if shutdown && outcome == RunOutcome::Cancelled {
-                        finished.reply.text = "Stopped: the service is restarting. The conversation is saved; please send this message again in a minute.".into();
+                match end {
+                    JobEnd::NotRun(reply) => act.deps.replies.do_send(reply),
+                    JobEnd::Ran(mut ran) => {
+                        let shutdown =
+                            current.is_some_and(|c| c.cancel_reason == CancelReason::Shutdown);
+                        if shutdown && ran.outcome == RunOutcome::Cancelled {
+                            ran.reply.text = "Stopped: the service is restarting. The conversation is saved; please send this message again in a minute.".into();
+                        }
+                        act.carry = Some(ran.next.clone());
+                        act.unsaved.push_back(*ran);
+                        act.save_next(ctx);
                     }
-                    act.deps.metrics.do_send(RecordMetric(Metric::RunFinished {
-                        outcome,
-                        latency: started.elapsed(),
-                        cost_usd: finished.reply.cost_usd,
-                    }));
                 }
-                act.deps.replies.do_send(finished.reply);
-                act.start_next(ctx, finished.record);
+                act.start_next(ctx);
             });
         ctx.spawn(fut);
+    }
+
+    /// Writes the oldest unwritten record, unless one is being written; then sends its reply.
+    fn save_next(&mut self, ctx: &mut Context<Self>) {
+        if self.saving {
+            return;
+        }
+        let Some(ran) = self.unsaved.pop_front() else {
+            self.carry = None;
+            self.notify_if_idle();
+            return;
+        };
+        self.saving = true;
+        let Ran {
+            record,
+            mut reply,
+            prior,
+            outcome,
+            started,
+            ..
+        } = ran;
+        let cost = record.cost;
+        let session_id = record.session_id.clone();
+        let write = self.deps.store.send(record);
+        ctx.spawn(write.into_actor(self).map(move |res, act, ctx| {
+            act.saving = false;
+            match res.map_err(StoreError::from).and_then(|r| r) {
+                Ok(saved) => {
+                    reply.cost_usd = saved.run_cost_usd;
+                    act.record = Some(saved.conversation);
+                }
+                Err(e) => {
+                    warn!(channel_id = act.conversation.id, error = %e, "could not save the session");
+                    let _ = write!(
+                        reply.text,
+                        "\n\nWarning: this conversation could not be saved ({e}); the next message may not continue it."
+                    );
+                    reply.cost_usd = CostUpdate::after(
+                        cost,
+                        prior.session_id.as_deref(),
+                        prior.session_cost_usd,
+                        session_id.as_deref(),
+                    )
+                    .run_usd;
+                }
+            }
+            act.deps.metrics.do_send(RecordMetric(Metric::RunFinished {
+                outcome,
+                latency: started.elapsed(),
+                cost_usd: reply.cost_usd,
+            }));
+            act.deps.replies.do_send(reply);
+            act.save_next(ctx);
+        }));
     }
 }
 
@@ -520,7 +616,7 @@ impl Handler<SubmitMessage> for ChannelActor {
                 },
             });
         }
-        self.start_next(ctx, None);
+        self.start_next(ctx);
     }
 }
 
@@ -562,7 +658,7 @@ impl Handler<Drain> for ChannelActor {
             );
         }
         self.observe_queue();
-        if self.current.is_none() {
+        if self.is_idle() {
             return Box::pin(async {});
         }
         let (tx, rx) = tokio::sync::oneshot::channel();
@@ -577,7 +673,7 @@ impl Handler<StopIfIdle> for ChannelActor {
     type Result = bool;
 
     fn handle(&mut self, _: StopIfIdle, ctx: &mut Self::Context) -> bool {
-        let idle = self.current.is_none() && self.queue.is_empty();
+        let idle = self.is_idle();
         if idle {
             ctx.stop();
         }
@@ -598,19 +694,31 @@ struct Job {
     origin: Origin,
     prompt: String,
     cancel: CancellationToken,
-    /// The conversation's row as the store returned it for the previous run, if this run
-    /// follows that one directly.
-    preloaded: Option<Conversation>,
+    /// Carried over from the run before, if its record is not written yet; else the store
+    /// is read.
+    prior: Option<Prior>,
 }
 
-/// What a finished run hands back to the actor.
-struct Finished {
+/// How a job ended.
+enum JobEnd {
+    /// Answered without running Claude (cancelled while waiting, store unreadable).
+    NotRun(DeliverReply),
+    /// Claude ran; the reply goes out once the record is written.
+    Ran(Box<Ran>),
+}
+
+/// A run that has ended, with the record to write and the reply to send after it.
+struct Ran {
+    record: RecordRun,
+    /// The reply, without the store's outcome (cost, or a warning).
     reply: DeliverReply,
-    record: Option<Conversation>,
-    /// How the run ended, if it got a run slot.
-    outcome: Option<RunOutcome>,
+    /// What the run started from, for its cost should the record not be written.
+    prior: Prior,
+    /// What the run leaves for the next one.
+    next: Prior,
+    outcome: RunOutcome,
     /// When it got its run slot.
-    started: Option<std::time::Instant>,
+    started: Instant,
 }
 
 impl Job {
@@ -628,54 +736,43 @@ impl Job {
     }
 
     #[instrument(skip_all, fields(channel_id = self.conversation.id, message_id = self.origin.message_id))]
-    async fn execute(self, permit: Option<OwnedSemaphorePermit>) -> Finished {
+    async fn execute(self, permit: Option<OwnedSemaphorePermit>) -> JobEnd {
         let Some(permit) = permit else {
-            return Finished {
-                reply: self.reply(
-                    ReplyKind::Answer,
-                    "Cancelled before it started.".into(),
-                    true,
-                ),
-                record: None,
-                outcome: None,
-                started: None,
-            };
+            return JobEnd::NotRun(self.reply(
+                ReplyKind::Answer,
+                "Cancelled before it started.".into(),
+                true,
+            ));
         };
-        let started = std::time::Instant::now();
-        let mut finished = self.run_with_slot(permit).await;
-        finished.started = Some(started);
-        finished
+        self.run_with_slot(permit, Instant::now()).await
     }
 
-    /// Load, run (with the stale-session retry), record. The run slot is given back as soon
-    /// as the CLI has exited: `max_concurrent_runs` limits CLI processes, not store writes.
-    async fn run_with_slot(mut self, permit: OwnedSemaphorePermit) -> Finished {
+    /// Load, run (with the stale-session retry). The run slot is given back as soon as the
+    /// CLI has exited: `max_concurrent_runs` limits CLI processes, not store writes.
+    async fn run_with_slot(mut self, permit: OwnedSemaphorePermit, started: Instant) -> JobEnd {
         let id = self.conversation.id;
-        let loaded = match self.preloaded.take() {
-            Some(row) => Some(row),
+        let prior = match self.prior.take() {
+            Some(prior) => prior,
             None => match self.store.send(LoadConversation { id }).await {
-                Ok(Ok(c)) => c,
+                Ok(Ok(c)) => c.as_ref().map(Prior::from).unwrap_or_default(),
                 Ok(Err(e)) => return self.store_unavailable(&e),
                 Err(e) => return self.store_unavailable(&StoreError::from(e)),
             },
         };
         let profile = Arc::clone(&self.conversation.profile);
         let mut notes = Vec::new();
-        let resume = loaded.as_ref().and_then(|c| {
-            let same_dir = std::path::Path::new(&c.project_dir) == profile.project_dir;
-            match (&c.session_id, same_dir) {
-                (Some(s), true) => Some(s.clone()),
-                (Some(_), false) => {
-                    notes.push(format!(
-                        "The project directory changed from `{}` to `{}`, so this message starts a new conversation.",
-                        c.project_dir,
-                        profile.project_dir.display()
-                    ));
-                    None
-                }
-                (None, _) => None,
+        let resume = match (&prior.session_id, &prior.project_dir) {
+            (Some(s), Some(dir)) if *dir == profile.project_dir => Some(s.clone()),
+            (Some(_), Some(dir)) => {
+                notes.push(format!(
+                    "The project directory changed from `{}` to `{}`, so this message starts a new conversation.",
+                    dir.display(),
+                    profile.project_dir.display()
+                ));
+                None
             }
-        });
+            _ => None,
+        };
         let mut req = RunRequest {
             conversation_id: id,
             prompt: self.prompt.clone(),
@@ -691,10 +788,7 @@ impl Job {
             origin: self.origin,
             step: ProgressStep::Started,
         });
-        let mut result = self
-            .runner
-            .run(&req, |e| self.forward(e), &self.cancel)
-            .await;
+        let mut result = self.runner.run(&req, self.forwarder(), &self.cancel).await;
         if let Err(RunError::UnknownSession {
             session_id,
             message,
@@ -706,45 +800,47 @@ impl Job {
             ));
             req.resume = None;
             if !self.cancel.is_cancelled() {
-                result = self
-                    .runner
-                    .run(&req, |e| self.forward(e), &self.cancel)
-                    .await;
+                result = self.runner.run(&req, self.forwarder(), &self.cancel).await;
             }
         }
         drop(permit);
-        self.finish(req, loaded, notes, result).await
+        JobEnd::Ran(Box::new(self.finish(req, prior, &notes, &result, started)))
     }
 
-    /// Passes tool use and retries on to the progress display.
-    fn forward(&self, event: &StreamEvent) {
-        let step = match event {
-            StreamEvent::ToolUse(t) => ProgressStep::Tool(t.summary()),
-            StreamEvent::Retry {
-                attempt,
-                error_status,
-                ..
-            } => ProgressStep::Retrying {
-                attempt: *attempt,
-                status: *error_status,
-            },
-            _ => return,
-        };
-        self.progress.do_send(ShowProgress {
-            conversation_id: self.conversation.id,
-            origin: self.origin,
-            step,
-        });
+    /// Passes tool use and retries on to the progress display (called on the runner's thread).
+    fn forwarder(&self) -> impl FnMut(&StreamEvent) + Send + 'static {
+        let progress = self.progress.clone();
+        let (conversation_id, origin) = (self.conversation.id, self.origin);
+        move |event| {
+            let step = match event {
+                StreamEvent::ToolUse(t) => ProgressStep::Tool(t.summary()),
+                StreamEvent::Retry {
+                    attempt,
+                    error_status,
+                    ..
+                } => ProgressStep::Retrying {
+                    attempt: *attempt,
+                    status: *error_status,
+                },
+                _ => return,
+            };
+            progress.do_send(ShowProgress {
+                conversation_id,
+                origin,
+                step,
+            });
+        }
     }
 
-    async fn finish(
+    fn finish(
         self,
         req: RunRequest,
-        loaded: Option<Conversation>,
-        notes: Vec<String>,
-        result: Result<RunReport, RunError>,
-    ) -> Finished {
-        let outcome = match &result {
+        prior: Prior,
+        notes: &[String],
+        result: &Result<RunReport, RunError>,
+        started: Instant,
+    ) -> Ran {
+        let outcome = match result {
             Ok(r) => match r.stopped {
                 Some(StopReason::TimedOut) => RunOutcome::TimedOut,
                 Some(StopReason::Cancelled) => RunOutcome::Cancelled,
@@ -753,7 +849,7 @@ impl Job {
             },
             Err(_) => RunOutcome::Failed,
         };
-        let (kind, body, is_error) = match &result {
+        let (kind, body, is_error) = match result {
             Ok(report) => (
                 ReplyKind::Answer,
                 answer_text(report, self.runner.config().timeout_secs),
@@ -771,70 +867,51 @@ impl Job {
         let session_id = report
             .and_then(|r| r.session_id.clone())
             .or_else(|| req.resume.clone());
+        let cost = report.and_then(|r| r.cost);
+        let next = Prior {
+            session_id: session_id.clone(),
+            project_dir: Some(req.cwd.clone()),
+            session_cost_usd: CostUpdate::after(
+                cost,
+                prior.session_id.as_deref(),
+                prior.session_cost_usd,
+                session_id.as_deref(),
+            )
+            .session_usd,
+        };
         let record = RecordRun {
             id: self.conversation.id,
             name: self.conversation.name.clone(),
-            project_dir: req.cwd.clone(),
+            project_dir: req.cwd,
             model: report.and_then(|r| r.model.clone()),
             session_id: session_id.clone(),
-            cost: report.and_then(|r| r.cost),
+            cost,
             error: is_error.then(|| first_line(&body)),
         };
-        let cost = record.cost;
         let mut text = notes.join("\n");
         if !text.is_empty() {
             text.push_str("\n\n");
         }
         text.push_str(&body);
-        let (record, cost_usd) = match self
-            .store
-            .send(record)
-            .await
-            .map_err(StoreError::from)
-            .and_then(|r| r)
-        {
-            Ok(saved) => (Some(saved.conversation), saved.run_cost_usd),
-            Err(e) => {
-                warn!(error = %e, "could not save the session");
-                let _ = write!(
-                    text,
-                    "\n\nWarning: this conversation could not be saved ({e}); the next message may not continue it."
-                );
-                let previous = loaded.as_ref();
-                let run_cost = cost.map_or(0.0, |c| {
-                    c.apply(
-                        previous.and_then(|p| p.session_id.as_deref()),
-                        previous.map_or(0.0, |p| p.session_cost_usd),
-                        session_id.as_deref(),
-                    )
-                    .run_usd
-                });
-                (None, run_cost)
-            }
-        };
         let mut reply = self.reply(kind, text, is_error);
         reply.session_id = session_id;
-        reply.cost_usd = cost_usd;
-        Finished {
-            reply,
+        Ran {
             record,
-            outcome: Some(outcome),
-            started: None,
+            reply,
+            prior,
+            next,
+            outcome,
+            started,
         }
     }
 
-    fn store_unavailable(&self, e: &StoreError) -> Finished {
+    fn store_unavailable(&self, e: &StoreError) -> JobEnd {
         warn!(error = %e, "session store unavailable; message not run");
-        Finished {
-            reply: self.reply(
-                ReplyKind::Failure,
-                format!("The session store is unavailable ({e}). Your message was not sent to Claude; please try again."),
-                true,
-            ),
-            record: None,
-            outcome: Some(RunOutcome::Failed),
-            started: None,
-        }
+        JobEnd::NotRun(self.reply(
+            ReplyKind::Failure,
+            format!("The session store is unavailable ({e}). Your message was not sent to Claude; please try again."),
+            true,
+        ))
     }
 }
 

@@ -2,10 +2,12 @@
 //! structured tracing event with target `metrics` per actor kind — gateway, registry, channels,
 //! store, process.
 //!
-//! Channel, registry and store actors report what happens with `do_send` of a [`RecordMetric`]
-//! (no locks on their hot paths); this actor alone owns the aggregates and latency histograms.
-//! The gateway's counters are atomics it shares. Counters are totals since start; latency
-//! percentiles cover the last window (`window_secs`) and are reset after each report.
+//! Channel and registry actors report what happens with `do_send` of a [`RecordMetric`] (no
+//! locks on their hot paths); this actor alone owns their aggregates and latency histograms.
+//! The store counts its own operations (a message per operation would wake the actors'
+//! thread for every write) and is asked for them at each report; the gateway's counters are
+//! atomics it shares. Counters are totals since start; latency percentiles cover the last
+//! window (`window_secs`) and are reset after each report.
 
 use std::collections::HashMap;
 use std::fmt::Write as _;
@@ -18,7 +20,7 @@ use hdrhistogram::Histogram;
 use tracing::info;
 
 use crate::gateway::GatewayStats;
-use crate::store::{GetPoolState, SessionStoreActor};
+use crate::store::{GetStoreStats, SessionStoreActor};
 
 // ---------------------------------------------------------------------------------------------
 // Messages
@@ -76,13 +78,6 @@ pub enum Metric {
         /// Stopped for idleness since start.
         stopped_idle: u64,
     },
-    /// One store operation.
-    StoreOp {
-        /// How long it took.
-        latency: Duration,
-        /// Whether it succeeded.
-        ok: bool,
-    },
 }
 
 /// How a run ended.
@@ -126,9 +121,6 @@ pub struct MetricsActor {
     cost_usd: f64,
     run_ms: Histogram<u64>,
     registry: (usize, u64, u64),
-    store_ops: u64,
-    store_errors: u64,
-    store_us: Histogram<u64>,
 }
 
 impl MetricsActor {
@@ -151,9 +143,6 @@ impl MetricsActor {
             cost_usd: 0.0,
             run_ms: hist(24 * 3600 * 1000),
             registry: (0, 0, 0),
-            store_ops: 0,
-            store_errors: 0,
-            store_us: hist(3600 * 1_000_000),
         }
     }
 
@@ -226,24 +215,22 @@ impl MetricsActor {
             cost_usd = (self.cost_usd * 1e6).round() / 1e6,
             busiest = %self.busiest(),
         );
-        let (ops, errors, p95) = (self.store_ops, self.store_errors, q(&self.store_us, 0.95));
         let uptime = self.started.elapsed().as_secs();
         let rss = rss_kib();
-        // The pool's state comes from a store thread; everything else is already known.
-        let state = self.store.send(GetPoolState);
+        // The store's figures come from a store thread; everything else is already known.
+        let stats = self.store.send(GetStoreStats);
         self.run_ms.reset();
-        self.store_us.reset();
         self.window_start = Instant::now();
-        Box::pin(state.into_actor(self).map(move |state, _, _| {
-            let state = state.unwrap_or_default();
+        Box::pin(stats.into_actor(self).map(move |stats, _, _| {
+            let stats = stats.unwrap_or_default();
             info!(
                 target: "metrics",
                 kind = "store",
-                operations = ops,
-                errors,
-                latency_p95_us = p95,
-                pool_connections = state.connections,
-                pool_idle = state.idle,
+                operations = stats.operations,
+                errors = stats.errors,
+                latency_p95_us = stats.latency_p95_us,
+                pool_connections = stats.connections,
+                pool_idle = stats.idle,
             );
             info!(target: "metrics", kind = "process", uptime_secs = uptime, rss_kib = rss);
         }))
@@ -314,11 +301,6 @@ impl Handler<RecordMetric> for MetricsActor {
                 stopped_idle,
             } => {
                 self.registry = (live, spawned, stopped_idle);
-            }
-            Metric::StoreOp { latency, ok } => {
-                self.store_ops += 1;
-                self.store_errors += u64::from(!ok);
-                let _ = self.store_us.record((latency.as_micros() as u64).max(1));
             }
         }
     }

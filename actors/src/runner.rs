@@ -1,6 +1,10 @@
 //! The Claude runner: spawns one `claude -p … --output-format stream-json --verbose` process
 //! and turns its output into a [`RunReport`].
 //!
+//! Each run is driven by one blocking thread from spawn to reaping, as `Command::output`
+//! would: a single `poll` waits for output, the child's exit (a pidfd), a cancel and the next
+//! timer, so the actors' thread is woken once per run, when it is over (and for progress).
+//!
 //! Rules from `../shared/claude-cli/BEHAVIOUR.md` it follows:
 //! - the prompt goes after `--`, so a message starting with `-` is never read as an option;
 //! - a message starting with `/` gets `--disable-slash-commands` unless its command name is in
@@ -14,18 +18,22 @@
 
 use std::collections::BTreeMap;
 use std::ffi::OsString;
+use std::io::Read;
+use std::os::fd::OwnedFd;
+use std::os::unix::process::CommandExt;
 use std::path::PathBuf;
-use std::process::{ExitStatus, Stdio};
+use std::process::{Child, ChildStderr, ChildStdout, Command, ExitStatus, Stdio};
 use std::sync::Arc;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use nix::sys::signal::{killpg, Signal};
 use nix::unistd::Pid;
+use rustix::event::{poll, PollFd, PollFlags, Timespec};
+use rustix::io::Errno;
+use rustix::pipe::{pipe_with, PipeFlags};
+use rustix::process::{pidfd_open, PidfdFlags};
 use secrecy::{ExposeSecret, SecretString};
 use serde::Deserialize;
-use tokio::io::{AsyncBufReadExt, BufReader};
-use tokio::process::Command;
-use tokio::time::{sleep_until, Instant};
 use tokio_util::sync::CancellationToken;
 use tracing::{debug, info, instrument, warn};
 
@@ -47,6 +55,10 @@ pub const PERMISSION_MODES: [&str; 7] = [
 const DRAIN_AFTER_EXIT: Duration = Duration::from_secs(2);
 /// How much of stderr to keep for error messages.
 const STDERR_TAIL_BYTES: usize = 8 * 1024;
+/// Without a pidfd, how often to check whether the CLI has exited.
+const EXIT_CHECK: Duration = Duration::from_millis(50);
+/// Bytes taken from a pipe per `read`.
+const READ_CHUNK: usize = 16 * 1024;
 
 /// How to read `total_cost_usd`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, Default)]
@@ -295,99 +307,59 @@ impl ClaudeRunner {
         })
     }
 
-    /// Runs the CLI once. `on_event` sees every parsed line as it arrives (progress display);
-    /// `cancel` stops the run (SIGINT, then SIGKILL of the process group).
+    /// Runs the CLI once. The process is driven from spawn to reaping by one blocking thread
+    /// (as `Command::output` would), which wakes the actors only when the run is over.
+    /// `on_event` sees every parsed line as it arrives, on that thread (progress display).
+    /// `cancel` stops the run: SIGINT, then SIGKILL of the process group after
+    /// `kill_grace_secs`. Dropping this future stops the run the same way.
     #[instrument(skip_all, fields(channel_id = req.conversation_id, resume = req.resume.is_some()))]
     pub async fn run(
         &self,
         req: &RunRequest,
-        mut on_event: impl FnMut(&StreamEvent),
+        on_event: impl FnMut(&StreamEvent) + Send + 'static,
         cancel: &CancellationToken,
     ) -> Result<RunReport, RunError> {
-        let mut child = self.spawn(req).await?;
-        let pgid = child.id().map(|id| Pid::from_raw(id as i32));
-        // If this future is dropped mid-run (actor stopped), take the whole group down.
-        let mut guard = GroupGuard { pgid, armed: true };
-        debug!(pid = ?pgid, "claude started");
-
-        let (Some(stdout), Some(stderr)) = (child.stdout.take(), child.stderr.take()) else {
-            return Err(RunError::Wait(std::io::Error::other("child pipes missing")));
-        };
-        let mut stdout = BufReader::new(stdout);
-        // stderr is mostly empty: a small buffer.
-        let mut stderr = BufReader::with_capacity(1024, stderr);
-        let (mut out_buf, mut err_buf) = (Vec::new(), Vec::new());
-        let (mut out_open, mut err_open) = (true, true);
-        let mut state = StreamState::default();
-        let mut stderr_tail = String::new();
-        let mut status: Option<ExitStatus> = None;
-        let mut stopped: Option<StopReason> = None;
-        let deadline = Instant::now() + Duration::from_secs(self.config.timeout_secs);
-        let grace = Duration::from_secs(self.config.kill_grace_secs);
-        let mut kill_at: Option<Instant> = None;
-        let mut drain_until: Option<Instant> = None;
-
+        // The thread learns of a cancel from this pipe's write end closing: dropped on
+        // cancel, or with this future if it is dropped mid-run (actor stopped).
+        let (stop_rx, stop_tx) =
+            pipe_with(PipeFlags::CLOEXEC).map_err(|cause| RunError::Spawn {
+                binary: self.config.binary.clone(),
+                cause: cause.into(),
+            })?;
+        let runner = self.clone();
+        let req = req.clone();
+        let span = tracing::Span::current();
+        let mut thread = tokio::task::spawn_blocking(move || {
+            let _entered = span.enter();
+            runner.run_blocking(&req, on_event, &stop_rx)
+        });
+        let mut stop_tx = Some(stop_tx);
         loop {
-            if status.is_some() && !out_open && !err_open {
-                break;
-            }
             tokio::select! {
-                // read_until is cancel safe with a buffer kept across iterations.
-                n = stdout.read_until(b'\n', &mut out_buf), if out_open => {
-                    match n {
-                        Ok(0) | Err(_) => out_open = false,
-                        Ok(_) => {
-                            if let Some(ev) = state.take_line(out_buf.trim_ascii_end()) {
-                                on_event(&ev);
-                            }
-                            out_buf.clear();
-                        }
-                    }
+                joined = &mut thread => {
+                    return joined.unwrap_or_else(|e| Err(RunError::Wait(std::io::Error::other(e))));
                 }
-                n = stderr.read_until(b'\n', &mut err_buf), if err_open => {
-                    match n {
-                        Ok(0) | Err(_) => err_open = false,
-                        Ok(_) => {
-                            let line = String::from_utf8_lossy(&err_buf);
-                            debug!(line = %line.trim_end(), "claude stderr");
-                            push_tail(&mut stderr_tail, &line);
-                            err_buf.clear();
-                        }
-                    }
-                }
-                st = child.wait(), if status.is_none() => {
-                    let st = st.map_err(RunError::Wait)?;
-                    status = Some(st);
-                    guard.armed = false;
-                    if stopped.is_some() {
-                        // Anything the CLI started that is still in its group goes too.
-                        signal_group(pgid, Signal::SIGKILL);
-                    }
-                    drain_until = Some(Instant::now() + DRAIN_AFTER_EXIT);
-                }
-                () = sleep_until(deadline), if stopped.is_none() && status.is_none() => {
-                    warn!(timeout_secs = self.config.timeout_secs, "claude timed out; stopping it");
-                    stopped = Some(StopReason::TimedOut);
-                    signal_group(pgid, Signal::SIGINT);
-                    kill_at = Some(Instant::now() + grace);
-                }
-                () = cancel.cancelled(), if stopped.is_none() && status.is_none() => {
-                    info!("cancelling claude");
-                    stopped = Some(StopReason::Cancelled);
-                    signal_group(pgid, Signal::SIGINT);
-                    kill_at = Some(Instant::now() + grace);
-                }
-                () = sleep_opt(kill_at), if kill_at.is_some() && status.is_none() => {
-                    warn!("claude did not stop after SIGINT; killing its process group");
-                    signal_group(pgid, Signal::SIGKILL);
-                    kill_at = None;
-                }
-                () = sleep_opt(drain_until), if drain_until.is_some() => {
-                    debug!("output still open after claude exited; not waiting for it");
-                    break;
-                }
+                () = cancel.cancelled(), if stop_tx.is_some() => stop_tx = None,
             }
         }
+    }
+
+    /// The body of [`Self::run`], on a blocking thread.
+    fn run_blocking(
+        &self,
+        req: &RunRequest,
+        on_event: impl FnMut(&StreamEvent),
+        stop: &OwnedFd,
+    ) -> Result<RunReport, RunError> {
+        let mut drive = Drive::start(self, req, on_event)?;
+        drive.until_done(stop)?;
+        let Drive {
+            state,
+            stderr_tail,
+            stopped,
+            status,
+            ..
+        } = drive;
         let Some(status) = status else {
             return Err(RunError::Wait(std::io::Error::other("no exit status")));
         };
@@ -397,7 +369,7 @@ impl ClaudeRunner {
     }
 
     /// Starts the CLI for `req`: in the project directory, stdin null, own process group.
-    async fn spawn(&self, req: &RunRequest) -> Result<tokio::process::Child, RunError> {
+    fn spawn(&self, req: &RunRequest) -> Result<Process, RunError> {
         let mut cmd = Command::new(&self.config.binary);
         cmd.args(self.args(req))
             .current_dir(&req.cwd)
@@ -405,8 +377,7 @@ impl ClaudeRunner {
             .stdout(Stdio::piped())
             .stderr(Stdio::piped())
             .envs(&self.config.env)
-            .process_group(0)
-            .kill_on_drop(true);
+            .process_group(0);
         // Only touch the environment when needed: any change makes the spawn copy all of it.
         if self.nested {
             cmd.env_remove("CLAUDECODE");
@@ -414,16 +385,11 @@ impl ClaudeRunner {
         if let Some(token) = &self.config.oauth_token {
             cmd.env("CLAUDE_CODE_OAUTH_TOKEN", token.expose_secret());
         }
-        // `spawn` returns only once the child has exec'd (about a millisecond for a small
-        // binary, far more for the real CLI): do it on a blocking thread, not the actors' one.
-        let spawned = tokio::task::spawn_blocking(move || cmd.spawn())
-            .await
-            .unwrap_or_else(|e| Err(std::io::Error::other(e)));
-        match spawned {
-            Ok(child) => Ok(child),
+        match cmd.spawn() {
+            Ok(child) => Ok(Process::new(child)),
             // A missing working directory fails the spawn just like a missing binary; only
             // on failure is it worth a look at the directory to tell which.
-            Err(cause) => Err(match tokio::fs::metadata(&req.cwd).await {
+            Err(cause) => Err(match std::fs::metadata(&req.cwd) {
                 Ok(m) if m.is_dir() => RunError::Spawn {
                     binary: self.config.binary.clone(),
                     cause,
@@ -554,33 +520,320 @@ impl StreamState {
     }
 }
 
-/// Sends SIGKILL to the process group if dropped while armed.
-struct GroupGuard {
-    pgid: Option<Pid>,
-    armed: bool,
+/// One run as its thread drives it: one `poll` waits for output, the child's exit (a pidfd),
+/// a cancel (the stop pipe hung up) and the next timer.
+struct Drive<'a, F> {
+    config: &'a ClaudeConfig,
+    proc: Process,
+    /// Readable once the child has exited. Without it (Linux before 5.3) the exit is checked
+    /// every [`EXIT_CHECK`] instead.
+    pidfd: Option<OwnedFd>,
+    /// `None` once closed.
+    stdout: Option<ChildStdout>,
+    stderr: Option<ChildStderr>,
+    out_lines: LineSplitter,
+    err_lines: LineSplitter,
+    on_event: F,
+    state: StreamState,
+    stderr_tail: String,
+    status: Option<ExitStatus>,
+    stopped: Option<StopReason>,
+    deadline: Instant,
+    kill_at: Option<Instant>,
+    drain_until: Option<Instant>,
+    chunk: Vec<u8>,
 }
 
-impl Drop for GroupGuard {
+impl<'a, F: FnMut(&StreamEvent)> Drive<'a, F> {
+    fn start(runner: &'a ClaudeRunner, req: &RunRequest, on_event: F) -> Result<Self, RunError> {
+        let mut proc = runner.spawn(req)?;
+        debug!(pid = %proc.pgid, "claude started");
+        let pidfd = pidfd_open(
+            rustix::process::Pid::from_child(&proc.child),
+            PidfdFlags::empty(),
+        )
+        .ok();
+        let (stdout, stderr) = (proc.child.stdout.take(), proc.child.stderr.take());
+        let config = runner.config();
+        Ok(Self {
+            config,
+            proc,
+            pidfd,
+            stdout,
+            stderr,
+            out_lines: LineSplitter::default(),
+            err_lines: LineSplitter::default(),
+            on_event,
+            state: StreamState::default(),
+            stderr_tail: String::new(),
+            status: None,
+            stopped: None,
+            deadline: Instant::now() + Duration::from_secs(config.timeout_secs),
+            kill_at: None,
+            drain_until: None,
+            chunk: vec![0_u8; READ_CHUNK],
+        })
+    }
+
+    /// Runs until the child is reaped and its output closed (or given up on).
+    fn until_done(&mut self, stop: &OwnedFd) -> Result<(), RunError> {
+        let mut stop_open = true;
+        loop {
+            if self.status.is_some() && self.stdout.is_none() && self.stderr.is_none() {
+                return Ok(());
+            }
+            let now = Instant::now();
+            self.on_timers(now)?;
+            if self.drain_until.is_some_and(|t| now >= t) {
+                debug!("output still open after claude exited; not waiting for it");
+                return Ok(());
+            }
+            let mut sources = Vec::with_capacity(4);
+            let mut fds = Vec::with_capacity(4);
+            if let Some(out) = &self.stdout {
+                fds.push(PollFd::new(out, PollFlags::IN));
+                sources.push(Source::Stdout);
+            }
+            if let Some(err) = &self.stderr {
+                fds.push(PollFd::new(err, PollFlags::IN));
+                sources.push(Source::Stderr);
+            }
+            if let (Some(fd), None) = (&self.pidfd, self.status) {
+                fds.push(PollFd::new(fd, PollFlags::IN));
+                sources.push(Source::Exit);
+            }
+            if stop_open {
+                fds.push(PollFd::new(stop, PollFlags::IN));
+                sources.push(Source::Stop);
+            }
+            let timeout = self
+                .next_timer(now)
+                .and_then(|t| Timespec::try_from(t.saturating_duration_since(now)).ok());
+            match poll(&mut fds, timeout.as_ref()) {
+                Ok(_) | Err(Errno::INTR) => {}
+                Err(e) => return Err(RunError::Wait(e.into())),
+            }
+            let ready: Vec<Source> = sources
+                .iter()
+                .zip(&fds)
+                .filter(|(_, fd)| !fd.revents().is_empty())
+                .map(|(s, _)| *s)
+                .collect();
+            drop(fds);
+            for source in ready {
+                match source {
+                    Source::Stdout => self.read_stdout(),
+                    Source::Stderr => self.read_stderr(),
+                    Source::Exit => self.reap()?,
+                    Source::Stop => {
+                        stop_open = false;
+                        if self.status.is_none() && self.stopped.is_none() {
+                            info!("cancelling claude");
+                            self.stop(StopReason::Cancelled, Instant::now());
+                        }
+                    }
+                }
+            }
+        }
+    }
+
+    /// Timeout, SIGKILL after the grace period, and the exit check without a pidfd.
+    fn on_timers(&mut self, now: Instant) -> Result<(), RunError> {
+        if self.status.is_some() {
+            return Ok(());
+        }
+        if self.stopped.is_none() && now >= self.deadline {
+            warn!(
+                timeout_secs = self.config.timeout_secs,
+                "claude timed out; stopping it"
+            );
+            self.stop(StopReason::TimedOut, now);
+        }
+        if self.kill_at.is_some_and(|t| now >= t) {
+            warn!("claude did not stop after SIGINT; killing its process group");
+            self.proc.signal(Signal::SIGKILL);
+            self.kill_at = None;
+        }
+        if self.pidfd.is_none() {
+            self.reap()?;
+        }
+        Ok(())
+    }
+
+    fn next_timer(&self, now: Instant) -> Option<Instant> {
+        let running = self.status.is_none();
+        [
+            (running && self.stopped.is_none()).then_some(self.deadline),
+            self.kill_at.filter(|_| running),
+            self.drain_until,
+            (running && self.pidfd.is_none()).then(|| now + EXIT_CHECK),
+        ]
+        .into_iter()
+        .flatten()
+        .min()
+    }
+
+    /// SIGINT (the CLI's clean stop) now, SIGKILL to the group after the grace period.
+    fn stop(&mut self, reason: StopReason, now: Instant) {
+        self.stopped = Some(reason);
+        self.proc.signal(Signal::SIGINT);
+        self.kill_at = Some(now + Duration::from_secs(self.config.kill_grace_secs));
+    }
+
+    /// Reaps the child if it has exited; output is then read for [`DRAIN_AFTER_EXIT`] more.
+    fn reap(&mut self) -> Result<(), RunError> {
+        self.status = self.proc.try_reap(self.stopped.is_some())?;
+        if self.status.is_some() {
+            self.drain_until = Some(Instant::now() + DRAIN_AFTER_EXIT);
+        }
+        Ok(())
+    }
+
+    fn read_stdout(&mut self) {
+        let Some(pipe) = self.stdout.as_mut() else {
+            return;
+        };
+        let (state, on_event) = (&mut self.state, &mut self.on_event);
+        let mut each = |line: &[u8]| {
+            if let Some(ev) = state.take_line(line.trim_ascii_end()) {
+                on_event(&ev);
+            }
+        };
+        match read_some(pipe, &mut self.chunk) {
+            Some(0) | None => {
+                self.stdout = None;
+                self.out_lines.finish(&mut each);
+            }
+            Some(n) => self.out_lines.push(&self.chunk[..n], &mut each),
+        }
+    }
+
+    fn read_stderr(&mut self) {
+        let Some(pipe) = self.stderr.as_mut() else {
+            return;
+        };
+        let tail = &mut self.stderr_tail;
+        let mut each = |line: &[u8]| {
+            let line = String::from_utf8_lossy(line);
+            debug!(line = %line.trim_end(), "claude stderr");
+            push_tail(tail, &line);
+            push_tail(tail, "\n");
+        };
+        match read_some(pipe, &mut self.chunk) {
+            Some(0) | None => {
+                self.stderr = None;
+                self.err_lines.finish(&mut each);
+            }
+            Some(n) => self.err_lines.push(&self.chunk[..n], &mut each),
+        }
+    }
+}
+
+/// What the poll in [`ClaudeRunner::run_blocking`] waits on.
+#[derive(Debug, Clone, Copy)]
+enum Source {
+    Stdout,
+    Stderr,
+    Exit,
+    Stop,
+}
+
+/// A started CLI process, leader of its own process group. Until it has been reaped, its
+/// pid (= the group id) cannot be reused, so signals reach the right group; if dropped
+/// unreaped (an early return), the group is killed and the child reaped.
+struct Process {
+    child: Child,
+    pgid: Pid,
+    reaped: bool,
+}
+
+impl Process {
+    fn new(child: Child) -> Self {
+        // Linux pids fit in an i32 (pid_max is at most 2^22).
+        let pgid = Pid::from_raw(i32::try_from(child.id()).unwrap_or(i32::MAX));
+        Self {
+            child,
+            pgid,
+            reaped: false,
+        }
+    }
+
+    fn signal(&self, signal: Signal) {
+        signal_group(self.pgid, signal);
+    }
+
+    /// Reaps the child if it has exited. After a cancel or timeout, whatever it started that
+    /// is still in its group is killed too.
+    fn try_reap(&mut self, stopped: bool) -> Result<Option<ExitStatus>, RunError> {
+        let status = self.child.try_wait().map_err(RunError::Wait)?;
+        if status.is_some() {
+            self.reaped = true;
+            if stopped {
+                self.signal(Signal::SIGKILL);
+            }
+        }
+        Ok(status)
+    }
+}
+
+impl Drop for Process {
     fn drop(&mut self) {
-        if self.armed {
-            signal_group(self.pgid, Signal::SIGKILL);
+        if !self.reaped {
+            self.signal(Signal::SIGKILL);
+            let _ = self.child.wait();
         }
     }
 }
 
-fn signal_group(pgid: Option<Pid>, signal: Signal) {
-    if let Some(pgid) = pgid {
-        // ESRCH (already gone) is the expected case after exit.
-        if let Err(e) = killpg(pgid, signal) {
-            debug!(%pgid, ?signal, error = %e, "signal not delivered");
+/// Splits a byte stream into lines (without their `\n`).
+#[derive(Default)]
+struct LineSplitter {
+    partial: Vec<u8>,
+}
+
+impl LineSplitter {
+    /// Feeds `data`; calls `each` for every line it completes.
+    fn push(&mut self, mut data: &[u8], each: &mut impl FnMut(&[u8])) {
+        while let Some(i) = data.iter().position(|&b| b == b'\n') {
+            if self.partial.is_empty() {
+                each(&data[..i]);
+            } else {
+                self.partial.extend_from_slice(&data[..i]);
+                each(&self.partial);
+                self.partial.clear();
+            }
+            data = &data[i + 1..];
+        }
+        self.partial.extend_from_slice(data);
+    }
+
+    /// End of stream: a last line without `\n` still counts.
+    fn finish(&mut self, each: &mut impl FnMut(&[u8])) {
+        if !self.partial.is_empty() {
+            each(&self.partial);
+            self.partial.clear();
         }
     }
 }
 
-async fn sleep_opt(at: Option<Instant>) {
-    match at {
-        Some(at) => sleep_until(at).await,
-        None => std::future::pending().await,
+/// One `read` after `poll` said the pipe is ready; `None` on an error (treated as closed).
+fn read_some(pipe: &mut impl Read, buf: &mut [u8]) -> Option<usize> {
+    loop {
+        match pipe.read(buf) {
+            Ok(n) => return Some(n),
+            Err(e) if e.kind() == std::io::ErrorKind::Interrupted => {}
+            Err(e) => {
+                debug!(error = %e, "reading claude's output failed");
+                return None;
+            }
+        }
+    }
+}
+
+fn signal_group(pgid: Pid, signal: Signal) {
+    // ESRCH (already gone) is the expected case after exit.
+    if let Err(e) = killpg(pgid, signal) {
+        debug!(%pgid, ?signal, error = %e, "signal not delivered");
     }
 }
 
@@ -662,6 +915,19 @@ mod tests {
         assert!(!CostReporting::Auto.is_cumulative(Some("2.1.197")));
         assert!(CostReporting::Auto.is_cumulative(None));
         assert!(!CostReporting::PerCall.is_cumulative(Some("2.1.330")));
+    }
+
+    #[test]
+    fn lines_split_across_reads_are_put_back_together() {
+        let mut lines = Vec::new();
+        let mut each = |l: &[u8]| lines.push(String::from_utf8_lossy(l).into_owned());
+        let mut split = LineSplitter::default();
+        split.push(b"one\ntw", &mut each);
+        split.push(b"o", &mut each);
+        split.push(b"\nthree\n\nfou", &mut each);
+        split.finish(&mut each);
+        split.finish(&mut each);
+        assert_eq!(lines, ["one", "two", "three", "", "fou"]);
     }
 
     #[test]

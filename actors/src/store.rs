@@ -7,15 +7,15 @@
 //! locked, read-only or corrupt file never panics the service.
 
 use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
-use actix::{Actor, Handler, Message, Recipient, SyncArbiter, SyncContext};
+use actix::{Actor, Handler, Message, SyncArbiter, SyncContext};
+use hdrhistogram::Histogram;
 use r2d2::Pool;
 use r2d2_sqlite::SqliteConnectionManager;
 use rusqlite::{params, Connection, ErrorCode, OptionalExtension, Row};
 use serde::Serialize;
-
-use crate::metrics::{Metric, RecordMetric};
 
 // ---------------------------------------------------------------------------------------------
 // Messages
@@ -84,10 +84,11 @@ pub struct BackupTo {
     pub path: PathBuf,
 }
 
-/// How many pooled connections exist and how many are idle.
+/// Report the pool's occupancy and the operations so far (for the metrics log). The latency
+/// percentile covers the operations since the previous ask.
 #[derive(Debug, Message)]
-#[rtype(result = "PoolState")]
-pub struct GetPoolState;
+#[rtype(result = "StoreStats")]
+pub struct GetStoreStats;
 
 // ---------------------------------------------------------------------------------------------
 // Types
@@ -167,6 +168,28 @@ pub struct CostUpdate {
     pub session_usd: f64,
 }
 
+impl CostUpdate {
+    /// The costs after a run that reported `cost` (or nothing), given what was stored before.
+    pub fn after(
+        cost: Option<ReportedCost>,
+        previous_session: Option<&str>,
+        previous_session_cost: f64,
+        session: Option<&str>,
+    ) -> Self {
+        match cost {
+            Some(c) => c.apply(previous_session, previous_session_cost, session),
+            None => Self {
+                run_usd: 0.0,
+                session_usd: if session == previous_session {
+                    previous_session_cost
+                } else {
+                    0.0
+                },
+            },
+        }
+    }
+}
+
 /// The answer to [`RecordRun`].
 #[derive(Debug, Clone)]
 pub struct RecordedRun {
@@ -176,13 +199,19 @@ pub struct RecordedRun {
     pub run_cost_usd: f64,
 }
 
-/// Connection pool occupancy.
+/// The answer to [`GetStoreStats`].
 #[derive(Debug, Clone, Copy, Default)]
-pub struct PoolState {
+pub struct StoreStats {
     /// Connections open.
     pub connections: u32,
     /// Connections idle.
     pub idle: u32,
+    /// Operations since start.
+    pub operations: u64,
+    /// Failed operations since start.
+    pub errors: u64,
+    /// 95th percentile of operation latency since the previous ask, in microseconds.
+    pub latency_p95_us: u64,
 }
 
 /// What kind of database failure happened, in terms a user can act on.
@@ -406,33 +435,68 @@ fn migrate(conn: &mut Connection, path: &Path) -> Result<(), StoreError> {
 /// Persists conversations. Runs on a `SyncArbiter`; start it with [`SessionStoreActor::start`].
 pub struct SessionStoreActor {
     pool: Pool<SqliteConnectionManager>,
-    metrics: Option<Recipient<RecordMetric>>,
+    shared: Arc<Shared>,
+}
+
+/// What the store's threads share besides the pool.
+struct Shared {
+    /// Held for every write transaction. SQLite takes one writer at a time; without this,
+    /// two of our own threads would meet at the file lock, and the loser would sleep in
+    /// SQLite's busy handler (1 ms and up) instead of waiting just as long as the write takes.
+    write: Mutex<()>,
+    /// Counted here rather than sent as a message per operation, which would wake the
+    /// actors' thread for every store write.
+    ops: Mutex<OpStats>,
+}
+
+struct OpStats {
+    operations: u64,
+    errors: u64,
+    latency_us: Histogram<u64>,
+}
+
+fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
+    // A panic elsewhere while holding it leaves nothing half-done here worth refusing.
+    m.lock().unwrap_or_else(PoisonError::into_inner)
 }
 
 impl SessionStoreActor {
-    /// Starts `threads` store actors sharing `pool`, reporting each operation to `metrics`.
-    pub fn start(
-        pool: Pool<SqliteConnectionManager>,
-        threads: usize,
-        metrics: Option<Recipient<RecordMetric>>,
-    ) -> actix::Addr<Self> {
+    /// Starts `threads` store actors sharing `pool`.
+    pub fn start(pool: Pool<SqliteConnectionManager>, threads: usize) -> actix::Addr<Self> {
+        let shared = Arc::new(Shared {
+            write: Mutex::new(()),
+            ops: Mutex::new(OpStats {
+                operations: 0,
+                errors: 0,
+                // One hour in microseconds, 2 significant digits: a few KiB.
+                latency_us: Histogram::new_with_bounds(1, 3_600_000_000, 2)
+                    .expect("valid histogram bounds"),
+            }),
+        });
         SyncArbiter::start(threads.max(1), move || Self {
             pool: pool.clone(),
-            metrics: metrics.clone(),
+            shared: Arc::clone(&shared),
         })
     }
 
-    /// Runs `op`, reporting its duration and success.
+    /// Runs `op`, counting its duration and success.
     fn timed<T>(&self, op: impl FnOnce(&Self) -> Result<T, StoreError>) -> Result<T, StoreError> {
         let started = Instant::now();
         let result = op(self);
-        if let Some(m) = &self.metrics {
-            m.do_send(RecordMetric(Metric::StoreOp {
-                latency: started.elapsed(),
-                ok: result.is_ok(),
-            }));
-        }
+        let latency = u64::try_from(started.elapsed().as_micros()).unwrap_or(u64::MAX);
+        let mut ops = lock(&self.shared.ops);
+        ops.operations += 1;
+        ops.errors += u64::from(result.is_err());
+        let _ = ops.latency_us.record(latency.max(1));
         result
+    }
+
+    /// Runs a write `op` while holding the store's write lock.
+    fn write<T>(&self, op: impl FnOnce(&Self) -> Result<T, StoreError>) -> Result<T, StoreError> {
+        self.timed(|s| {
+            let _writing = lock(&s.shared.write);
+            op(s)
+        })
     }
 
     fn conn(&self) -> Result<r2d2::PooledConnection<SqliteConnectionManager>, StoreError> {
@@ -554,7 +618,7 @@ impl Handler<RecordRun> for SessionStoreActor {
     type Result = Result<RecordedRun, StoreError>;
 
     fn handle(&mut self, msg: RecordRun, _: &mut Self::Context) -> Self::Result {
-        self.timed(|s| record_run(&mut *s.conn()?, msg).map_err(StoreError::database))
+        self.write(|s| record_run(&mut *s.conn()?, msg).map_err(StoreError::database))
     }
 }
 
@@ -565,21 +629,12 @@ fn record_run(conn: &mut Connection, msg: RecordRun) -> rusqlite::Result<Recorde
     let previous = load(&tx, msg.id)?;
     let previous_session = previous.as_ref().and_then(|p| p.session_id.as_deref());
     let previous_session_cost = previous.as_ref().map_or(0.0, |p| p.session_cost_usd);
-    let update = match msg.cost {
-        Some(c) => c.apply(
-            previous_session,
-            previous_session_cost,
-            msg.session_id.as_deref(),
-        ),
-        None => CostUpdate {
-            run_usd: 0.0,
-            session_usd: if msg.session_id.as_deref() == previous_session {
-                previous_session_cost
-            } else {
-                0.0
-            },
-        },
-    };
+    let update = CostUpdate::after(
+        msg.cost,
+        previous_session,
+        previous_session_cost,
+        msg.session_id.as_deref(),
+    );
     let row = Conversation {
         id: msg.id,
         name: msg.name,
@@ -631,7 +686,7 @@ impl Handler<ResetConversation> for SessionStoreActor {
     type Result = Result<bool, StoreError>;
 
     fn handle(&mut self, msg: ResetConversation, _: &mut Self::Context) -> Self::Result {
-        self.timed(|s| {
+        self.write(|s| {
             let changed = s
                 .conn()?
                 .execute(
@@ -649,7 +704,7 @@ impl Handler<Checkpoint> for SessionStoreActor {
     type Result = Result<(), StoreError>;
 
     fn handle(&mut self, _: Checkpoint, _: &mut Self::Context) -> Self::Result {
-        self.timed(|s| {
+        self.write(|s| {
             s.conn()?
                 .query_row("PRAGMA wal_checkpoint(TRUNCATE)", [], |_| Ok(()))
                 .map_err(StoreError::database)
@@ -681,14 +736,24 @@ pub fn check_writable(config: &StoreConfig) -> Result<(), StoreError> {
         .map_err(StoreError::database)
 }
 
-impl Handler<GetPoolState> for SessionStoreActor {
-    type Result = actix::MessageResult<GetPoolState>;
+impl Handler<GetStoreStats> for SessionStoreActor {
+    type Result = actix::MessageResult<GetStoreStats>;
 
-    fn handle(&mut self, _: GetPoolState, _: &mut Self::Context) -> Self::Result {
-        let s = self.pool.state();
-        actix::MessageResult(PoolState {
-            connections: s.connections,
-            idle: s.idle_connections,
+    fn handle(&mut self, _: GetStoreStats, _: &mut Self::Context) -> Self::Result {
+        let pool = self.pool.state();
+        let mut ops = lock(&self.shared.ops);
+        let latency_p95_us = if ops.latency_us.is_empty() {
+            0
+        } else {
+            ops.latency_us.value_at_quantile(0.95)
+        };
+        ops.latency_us.reset();
+        actix::MessageResult(StoreStats {
+            connections: pool.connections,
+            idle: pool.idle_connections,
+            operations: ops.operations,
+            errors: ops.errors,
+            latency_p95_us,
         })
     }
 }

@@ -63,11 +63,18 @@ async fn run(
         resume: resume.map(str::to_string),
         ..RunRequest::default()
     };
-    let mut events = Vec::new();
+    // The runner calls back on its own thread.
+    let events = std::sync::Arc::new(std::sync::Mutex::new(Vec::new()));
+    let sink = std::sync::Arc::clone(&events);
     let out = r
         .runner
-        .run(&req, |e| events.push(e.clone()), &CancellationToken::new())
+        .run(
+            &req,
+            move |e| sink.lock().expect("events").push(e.clone()),
+            &CancellationToken::new(),
+        )
         .await;
+    let events = std::mem::take(&mut *events.lock().expect("events"));
     (out, events)
 }
 

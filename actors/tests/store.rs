@@ -17,7 +17,7 @@ fn config(dir: &tempfile::TempDir) -> StoreConfig {
 }
 
 fn start(config: &StoreConfig) -> Addr<SessionStoreActor> {
-    SessionStoreActor::start(open_pool(config).expect("open"), 3, None)
+    SessionStoreActor::start(open_pool(config).expect("open"), 3)
 }
 
 fn run(id: u64, session: &str, total: f64) -> RecordRun {
@@ -231,4 +231,34 @@ async fn a_locked_database_is_a_busy_error_and_the_store_recovers() {
         .await
         .expect("mailbox")
         .expect("record after unlock");
+}
+
+#[actix_rt::test]
+async fn the_store_threads_never_wait_on_each_other_in_sqlite() {
+    // With no busy timeout, a write that meets another connection's lock fails at once: our
+    // own threads must take turns before SQLite sees them.
+    let dir = tempfile::tempdir().expect("tmp");
+    let mut cfg = config(&dir);
+    cfg.busy_timeout = Duration::ZERO;
+    let store = start(&cfg);
+    let writes: Vec<_> = (0..300_u64)
+        .map(|i| {
+            store.send(run(
+                i % 30,
+                &format!("s{}", i % 30),
+                0.01 * (i / 30 + 1) as f64,
+            ))
+        })
+        .collect();
+    // `send` queues at once; the answers are awaited afterwards.
+    for w in writes {
+        w.await.expect("mailbox").expect("every write succeeds");
+    }
+    let all = store
+        .send(ListConversations)
+        .await
+        .expect("mailbox")
+        .expect("list");
+    assert_eq!(all.len(), 30);
+    assert!(all.iter().all(|c| c.message_count == 10), "{all:?}");
 }
