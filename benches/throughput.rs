@@ -37,7 +37,7 @@ struct Args {
 
 fn args() -> Args {
     let mut a = Args {
-        messages: 1000,
+        messages: 2000,
         rounds: 3,
         idle: 10_000,
         only: None,
