@@ -14,8 +14,9 @@ use actix::{Actor, Handler, Message, SyncArbiter, SyncContext};
 use hdrhistogram::Histogram;
 use r2d2::Pool;
 use r2d2_sqlite::SqliteConnectionManager;
-use rusqlite::{params, Connection, ErrorCode, OptionalExtension, Row};
+use rusqlite::{params, Connection, ErrorCode, OpenFlags, OptionalExtension, Row};
 use serde::Serialize;
+use tracing::warn;
 
 // ---------------------------------------------------------------------------------------------
 // Messages
@@ -371,18 +372,39 @@ pub fn open_pool(config: &StoreConfig) -> Result<Pool<SqliteConnectionManager>, 
         kind: classify(&cause),
         cause,
     };
+    let busy = config.busy_timeout;
     // Open and migrate one connection directly first: r2d2 would retry a failing open until
     // its timeout and hide the cause.
-    let mut conn = Connection::open(path).map_err(open_err)?;
-    prepare_connection(&conn, config.busy_timeout).map_err(open_err)?;
-    conn.pragma_update(None, "journal_mode", "WAL")
-        .map_err(open_err)?;
-    migrate(&mut conn, path)?;
-    drop(conn);
-
-    let busy = config.busy_timeout;
-    let manager =
-        SqliteConnectionManager::file(path).with_init(move |c| prepare_connection(c, busy));
+    let opened = Connection::open(path).and_then(|conn| {
+        prepare_connection(&conn, busy)?;
+        conn.pragma_update(None, "journal_mode", "WAL")?;
+        Ok(conn)
+    });
+    let manager = match opened {
+        Ok(mut conn) => {
+            migrate(&mut conn, path)?;
+            SqliteConnectionManager::file(path).with_init(move |c| prepare_connection(c, busy))
+        }
+        // A WAL database this user may not write, whose directory holds no `-shm` file (the
+        // last writer closed cleanly): SQLite cannot set up its shared index, so it cannot
+        // even read. As nobody here can write it, reading it as immutable is safe; every save
+        // then fails with a clear "read-only" error and the answers still go out.
+        Err(cause) if classify(&cause) == DbFailure::ReadOnly => {
+            warn!(
+                path = %path.display(),
+                "the session store is read-only for this user: conversations are read but cannot be saved"
+            );
+            let uri = immutable_uri(path);
+            let mut conn =
+                Connection::open_with_flags(&uri, read_only_flags()).map_err(open_err)?;
+            prepare_connection(&conn, busy).map_err(open_err)?;
+            migrate(&mut conn, path)?;
+            SqliteConnectionManager::file(uri)
+                .with_flags(read_only_flags())
+                .with_init(move |c| prepare_connection(c, busy))
+        }
+        Err(cause) => return Err(open_err(cause)),
+    };
     Pool::builder()
         .max_size(config.pool_size.max(1))
         .min_idle(Some(1))
@@ -391,6 +413,25 @@ pub fn open_pool(config: &StoreConfig) -> Result<Pool<SqliteConnectionManager>, 
         .connection_timeout(busy + Duration::from_secs(1))
         .build(manager)
         .map_err(StoreError::Pool)
+}
+
+fn read_only_flags() -> OpenFlags {
+    OpenFlags::SQLITE_OPEN_READ_ONLY | OpenFlags::SQLITE_OPEN_URI | OpenFlags::SQLITE_OPEN_NO_MUTEX
+}
+
+/// `file:PATH?immutable=1`, with the characters a URI path may not hold escaped.
+fn immutable_uri(path: &Path) -> String {
+    let mut uri = String::from("file:");
+    for c in path.to_string_lossy().chars() {
+        match c {
+            '%' => uri.push_str("%25"),
+            '?' => uri.push_str("%3F"),
+            '#' => uri.push_str("%23"),
+            c => uri.push(c),
+        }
+    }
+    uri.push_str("?immutable=1");
+    uri
 }
 
 fn prepare_connection(conn: &Connection, busy_timeout: Duration) -> rusqlite::Result<()> {
