@@ -205,6 +205,14 @@ fn secrets_in_settings_files_are_refused() {
 fn a_read_only_database_gets_a_clear_answer_and_loses_no_reply() {
     let env = TestEnv::new();
     assert!(console(&env, "first\n", &[]).0.success());
+    // After a clean shutdown no `-wal` or `-shm` file is left beside the database (closing
+    // the last connection removes them): make sure of it, so the service has to read a WAL
+    // database it may not write without its shared-memory index.
+    let db = rusqlite::Connection::open(env.path("data").join("coordinator.db")).expect("open");
+    db.query_row("PRAGMA wal_checkpoint(TRUNCATE)", [], |_| Ok(()))
+        .expect("checkpoint");
+    drop(db);
+    assert!(!env.path("data").join("coordinator.db-shm").exists());
     // Make the database unwritable for the user the service runs as. Root ignores file
     // modes, so as root the service runs as `nobody` against root's files, as in a
     // deployment whose database belongs to another user.
