@@ -490,10 +490,11 @@ impl ChannelActor {
                         }
                         act.carry = Some(ran.next.clone());
                         act.unsaved.push_back(*ran);
-                        act.save_next(ctx);
                     }
                 }
+                // The next run first: its spawn is on the critical path, the save is not.
                 act.start_next(ctx);
+                act.save_next(ctx);
             });
         ctx.spawn(fut);
     }
