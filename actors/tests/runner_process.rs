@@ -2,39 +2,27 @@
 //! `claude`: output without a final newline, a child that leaves a background process
 //! holding its output open, and a run whose future is dropped mid-way.
 
+mod support;
+
 use std::collections::BTreeMap;
-use std::os::unix::fs::PermissionsExt;
 use std::path::Path;
 use std::time::Duration;
 
-use actors::runner::{ClaudeConfig, ClaudeRunner, CostReporting, RunRequest};
+use actors::runner::{ClaudeRunner, RunRequest};
+use support::script_runner;
 use tokio_util::sync::CancellationToken;
 
 /// The documented stream-json result line of a successful run.
 const RESULT: &str = r#"{"type":"result","subtype":"success","is_error":false,"result":"done","session_id":"3d9910b4-8b06-4349-b96a-024cb6292830","total_cost_usd":0.01}"#;
 
 fn runner_for(dir: &Path, script: &str) -> ClaudeRunner {
-    let path = dir.join("claude");
-    std::fs::write(&path, format!("#!/bin/sh\n{script}\n")).expect("write script");
-    std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o755)).expect("chmod");
     let mut env = BTreeMap::new();
     env.insert("RESULT".to_string(), RESULT.to_string());
     env.insert(
         "PID_FILE".to_string(),
         dir.join("pids").display().to_string(),
     );
-    ClaudeRunner::new(ClaudeConfig {
-        binary: path,
-        timeout_secs: 60,
-        kill_grace_secs: 1,
-        permission_mode: "default".into(),
-        model: String::new(),
-        max_concurrent_runs: 1,
-        oauth_token: None,
-        env,
-        passthrough_commands: Vec::new(),
-        cost_reporting: CostReporting::Auto,
-    })
+    script_runner(dir, script, env)
 }
 
 fn request(dir: &Path) -> RunRequest {

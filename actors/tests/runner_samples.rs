@@ -2,12 +2,14 @@
 //! and prints a sample's stdout, stderr and exit code (tests/fixtures/claude-cli, copied from
 //! ../shared/claude-cli/samples).
 
+mod support;
+
 use std::collections::BTreeMap;
-use std::os::unix::fs::PermissionsExt;
 use std::path::PathBuf;
 
-use actors::runner::{ClaudeConfig, ClaudeRunner, CostReporting, RunError, RunReport, RunRequest};
+use actors::runner::{ClaudeRunner, RunError, RunReport, RunRequest};
 use actors::stream_json::StreamEvent;
+use support::script_runner;
 use tokio_util::sync::CancellationToken;
 
 fn fixtures() -> PathBuf {
@@ -21,13 +23,6 @@ struct Replay {
 
 fn replay(sample: &str) -> Replay {
     let dir = tempfile::tempdir().expect("tmp");
-    let script = dir.path().join("claude");
-    std::fs::write(
-        &script,
-        "#!/bin/sh\nprintf '%s\\n' \"$@\" > \"$ARGS_OUT\"\ncat \"$SAMPLE.stdout\"\ncat \"$SAMPLE.stderr\" >&2\nexit \"$(cat \"$SAMPLE.rc\")\"\n",
-    )
-    .expect("write script");
-    std::fs::set_permissions(&script, std::fs::Permissions::from_mode(0o755)).expect("chmod");
     let mut env = BTreeMap::new();
     env.insert(
         "SAMPLE".to_string(),
@@ -37,18 +32,11 @@ fn replay(sample: &str) -> Replay {
         "ARGS_OUT".to_string(),
         dir.path().join("args").display().to_string(),
     );
-    let runner = ClaudeRunner::new(ClaudeConfig {
-        binary: script,
-        timeout_secs: 30,
-        kill_grace_secs: 1,
-        permission_mode: "default".into(),
-        model: String::new(),
-        max_concurrent_runs: 1,
-        oauth_token: None,
+    let runner = script_runner(
+        dir.path(),
+        "printf '%s\\n' \"$@\" > \"$ARGS_OUT\"\ncat \"$SAMPLE.stdout\"\ncat \"$SAMPLE.stderr\" >&2\nexit \"$(cat \"$SAMPLE.rc\")\"",
         env,
-        passthrough_commands: Vec::new(),
-        cost_reporting: CostReporting::Auto,
-    });
+    );
     Replay { dir, runner }
 }
 

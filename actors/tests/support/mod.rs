@@ -1,0 +1,27 @@
+//! Shared by the runner tests: a shell script standing in for `claude`.
+
+use std::collections::BTreeMap;
+use std::os::unix::fs::PermissionsExt;
+use std::path::Path;
+
+use actors::runner::{ClaudeConfig, ClaudeRunner, CostReporting};
+
+/// Writes `body` as the executable `dir/claude` (a `sh` script) and returns a runner for it,
+/// with `env` passed to the script, a 60 s timeout and a 1 s kill grace.
+pub fn script_runner(dir: &Path, body: &str, env: BTreeMap<String, String>) -> ClaudeRunner {
+    let path = dir.join("claude");
+    std::fs::write(&path, format!("#!/bin/sh\n{body}\n")).expect("write script");
+    std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o755)).expect("chmod");
+    ClaudeRunner::new(ClaudeConfig {
+        binary: path,
+        timeout_secs: 60,
+        kill_grace_secs: 1,
+        permission_mode: "default".into(),
+        model: String::new(),
+        max_concurrent_runs: 1,
+        oauth_token: None,
+        env,
+        passthrough_commands: Vec::new(),
+        cost_reporting: CostReporting::Auto,
+    })
+}
