@@ -387,8 +387,9 @@ pub fn open_pool(config: &StoreConfig) -> Result<Pool<SqliteConnectionManager>, 
         }
         // A WAL database this user may not write, whose directory holds no `-shm` file (the
         // last writer closed cleanly): SQLite cannot set up its shared index, so it cannot
-        // even read. As nobody here can write it, reading it as immutable is safe; every save
-        // then fails with a clear "read-only" error and the answers still go out.
+        // even read. Opened as immutable (no locks, no index) it can: this service cannot
+        // write it anyway, and every save then fails with a clear "read-only" error while
+        // the answers still go out. (A write by another process meanwhile may go unseen.)
         Err(cause) if classify(&cause) == DbFailure::ReadOnly => {
             warn!(
                 path = %path.display(),
