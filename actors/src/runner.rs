@@ -870,8 +870,12 @@ mod tests {
     use super::*;
 
     fn runner(passthrough: &[&str]) -> ClaudeRunner {
+        runner_for("claude".into(), passthrough)
+    }
+
+    fn runner_for(binary: PathBuf, passthrough: &[&str]) -> ClaudeRunner {
         ClaudeRunner::new(ClaudeConfig {
-            binary: "claude".into(),
+            binary,
             timeout_secs: 60,
             kill_grace_secs: 1,
             permission_mode: "default".into(),
@@ -915,6 +919,49 @@ mod tests {
         assert!(!CostReporting::Auto.is_cumulative(Some("2.1.197")));
         assert!(CostReporting::Auto.is_cumulative(None));
         assert!(!CostReporting::PerCall.is_cumulative(Some("2.1.330")));
+    }
+
+    #[test]
+    fn without_a_pidfd_the_exit_is_noticed_by_polling() {
+        use std::os::unix::fs::PermissionsExt;
+        let dir = tempfile::tempdir().expect("tmp");
+        let script = dir.path().join("claude");
+        // A leftover process keeps stdout open: only noticing the exit ends the run.
+        std::fs::write(
+            &script,
+            "#!/bin/sh\nsleep 600 & echo $! > \"$0.pid\"\n\
+             echo '{\"type\":\"result\",\"subtype\":\"success\",\"is_error\":false,\"result\":\"done\"}'\n",
+        )
+        .expect("write script");
+        std::fs::set_permissions(&script, std::fs::Permissions::from_mode(0o755)).expect("chmod");
+        let runner = runner_for(script.clone(), &[]);
+        let req = RunRequest {
+            prompt: "hello".into(),
+            cwd: dir.path().to_path_buf(),
+            ..RunRequest::default()
+        };
+        let (done_tx, done_rx) = std::sync::mpsc::channel();
+        std::thread::spawn(move || {
+            let (stop_rx, _stop_tx) = pipe_with(PipeFlags::CLOEXEC).expect("pipe");
+            let mut drive = Drive::start(&runner, &req, |_| {}).expect("spawn");
+            drive.pidfd = None;
+            let ran = drive.until_done(&stop_rx).map(|()| {
+                (
+                    drive.status.is_some_and(|s| s.success()),
+                    drive.state.result.as_ref().map(ResultLine::text),
+                )
+            });
+            let _ = done_tx.send(ran.map_err(|e| e.to_string()));
+        });
+        let outcome = done_rx.recv_timeout(Duration::from_secs(60));
+        if let Ok(pid) = std::fs::read_to_string(dir.path().join("claude.pid")) {
+            if let Ok(pid) = pid.trim().parse() {
+                let _ = nix::sys::signal::kill(Pid::from_raw(pid), Signal::SIGKILL);
+            }
+        }
+        let (exited_ok, text) = outcome.expect("the run ended").expect("ran");
+        assert!(exited_ok);
+        assert_eq!(text.as_deref(), Some("done"));
     }
 
     #[test]
