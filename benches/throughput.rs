@@ -7,7 +7,10 @@
 //!    uses, with the real registry, channel actors, runner and SQLite store) to a stand-in
 //!    `claude` that answers at once, against the floor: spawning that same stand-in N times
 //!    directly with the same arguments and the same concurrency. Reported as messages per
-//!    second and as the ratio coordinator / floor, at 1 channel and at 100 channels.
+//!    second and as the ratio coordinator / floor, at 1 channel and at 100 channels. Two
+//!    references sit between them: the floor plus the cheapest SQLite write per message (on the
+//!    spawning thread), and the floor plus one write per message through the real
+//!    `SessionStoreActor`; they show what persisting each message costs by itself.
 //! 2. Memory: RSS growth after 10,000 channel actors have been started and left idle.
 
 use std::fmt::Write as _;
@@ -22,6 +25,7 @@ use actors::channel::ConversationRef;
 use actors::frontend::{DeliverReply, Origin, ShowProgress};
 use actors::metrics::rss_kib;
 use actors::registry::{CountChannels, RouteMessage};
+use actors::store::{open_pool, GetStoreStats, RecordRun, ReportedCost, SessionStoreActor};
 use claude_coordinator::console::{self, ConsoleOptions};
 use claude_coordinator::settings::Settings;
 use claude_coordinator::startup::Application;
@@ -30,7 +34,8 @@ struct Args {
     messages: usize,
     rounds: usize,
     idle: usize,
-    /// `floor` or `coordinator`: run only that side (for profiling one of them).
+    /// `floor`, `floor-sqlite`, `floor-store` or `coordinator`: run only that side, and print
+    /// its own threads' CPU and context switches per message (for profiling one of them).
     only: Option<String>,
     channels: Option<usize>,
 }
@@ -152,6 +157,85 @@ fn coordinator(messages: usize, channels: usize, cap: usize) -> f64 {
 /// The floor: the same stand-in, the same arguments (resuming one session per channel), the
 /// same concurrency, spawned directly; returns messages per second.
 fn floor(messages: usize, channels: usize, cap: usize) -> f64 {
+    floor_with(messages, channels, cap, |_, _| {})
+}
+
+/// A reference between the two: the floor, plus each run recorded through the real
+/// `SessionStoreActor` (the one write per message the design asks for, sent from the
+/// spawning thread without waiting); the time includes the last write.
+fn floor_with_store(messages: usize, channels: usize, cap: usize) -> f64 {
+    let dir = tempfile::tempdir().expect("tmp");
+    let settings = settings(dir.path(), 1, cap);
+    actix::System::new().block_on(async move {
+        let config = settings.store.to_config();
+        let pool = actix_rt::task::spawn_blocking(move || open_pool(&config))
+            .await
+            .expect("open thread")
+            .expect("open store");
+        let store = SessionStoreActor::start(pool, settings.store.pool_size as usize);
+        let project_dir = dir.path().join("proj");
+        let sender = store.clone();
+        let (started, total) = actix_rt::task::spawn_blocking(move || {
+            let started = Instant::now();
+            floor_with(messages, channels, cap, |c, session| {
+                sender.do_send(RecordRun {
+                    id: 10_000 + c as u64,
+                    name: format!("c{c}"),
+                    project_dir: project_dir.clone(),
+                    model: None,
+                    session_id: Some(session.to_string()),
+                    cost: Some(ReportedCost {
+                        total_usd: 0.01,
+                        cumulative: true,
+                    }),
+                    error: None,
+                });
+            });
+            (started, messages / channels * channels)
+        })
+        .await
+        .expect("floor thread");
+        loop {
+            let stats = store.send(GetStoreStats).await.expect("store");
+            assert_eq!(stats.errors, 0, "store writes failed");
+            if stats.operations >= total as u64 {
+                break;
+            }
+            tokio::time::sleep(Duration::from_micros(200)).await;
+        }
+        total as f64 / started.elapsed().as_secs_f64()
+    })
+}
+
+/// A reference: the floor, plus the cheapest write that records a message: one upsert in its
+/// own transaction, on the spawning thread, in the store's database (WAL, same pragmas); no
+/// actor, no other thread. What persisting each message costs by itself.
+fn floor_with_sqlite(messages: usize, channels: usize, cap: usize) -> f64 {
+    let dir = tempfile::tempdir().expect("tmp");
+    let settings = settings(dir.path(), 1, cap);
+    let pool = open_pool(&settings.store.to_config()).expect("open store");
+    // One writer at a time, as in the store (no sleeping in SQLite's busy handler).
+    let writer = std::sync::Mutex::new(());
+    floor_with(messages, channels, cap, |c, session| {
+        let conn = pool.get().expect("connection");
+        let _one = writer.lock().expect("lock");
+        conn.prepare_cached(
+            "INSERT INTO conversations (id, name, session_id, project_dir, created_at_ms, updated_at_ms) \
+             VALUES (?1, ?2, ?3, '/', 0, 0) ON CONFLICT (id) DO UPDATE \
+             SET session_id = excluded.session_id, message_count = message_count + 1",
+        )
+        .and_then(|mut st| st.execute(rusqlite::params![10_000 + c as i64, format!("c{c}"), session]))
+        .expect("upsert");
+    })
+}
+
+/// The floor's loop; `after_run(channel, session_id)` is called after each run.
+fn floor_with(
+    messages: usize,
+    channels: usize,
+    cap: usize,
+    after_run: impl Fn(usize, &str) + Sync,
+) -> f64 {
     let dir = tempfile::tempdir().expect("tmp");
     let home = dir.path().join("home");
     let proj = dir.path().join("proj");
@@ -194,6 +278,7 @@ fn floor(messages: usize, channels: usize, cap: usize) -> f64 {
                 let c = i % channels;
                 let mut session = sessions[c].lock().expect("lock");
                 let id = run(session.as_deref(), &format!("message {i} for channel {c}"));
+                after_run(c, &id);
                 *session = Some(id);
             });
         }
@@ -272,6 +357,43 @@ fn idle_actors(n: usize) -> (u64, u64) {
     })
 }
 
+/// What one measurement runs.
+#[derive(Clone, Copy)]
+enum Side {
+    Floor,
+    FloorSqlite,
+    FloorStore,
+    Coordinator,
+}
+
+impl Side {
+    const ALL: [Side; 4] = [
+        Side::Floor,
+        Side::FloorSqlite,
+        Side::FloorStore,
+        Side::Coordinator,
+    ];
+
+    fn name(self) -> &'static str {
+        match self {
+            Side::Floor => "floor",
+            Side::FloorSqlite => "floor-sqlite",
+            Side::FloorStore => "floor-store",
+            Side::Coordinator => "coordinator",
+        }
+    }
+
+    /// Messages per second.
+    fn run(self, messages: usize, channels: usize, cap: usize) -> f64 {
+        match self {
+            Side::Floor => floor(messages, channels, cap),
+            Side::FloorSqlite => floor_with_sqlite(messages, channels, cap),
+            Side::FloorStore => floor_with_store(messages, channels, cap),
+            Side::Coordinator => coordinator(messages, channels, cap),
+        }
+    }
+}
+
 fn median(mut v: Vec<f64>) -> f64 {
     v.sort_by(f64::total_cmp);
     v[v.len() / 2]
@@ -283,11 +405,11 @@ fn main() {
     if let Some(only) = &a.only {
         let channels = a.channels.unwrap_or(1);
         let before = self_usage();
-        let rate = if only == "floor" {
-            floor(a.messages, channels, cap)
-        } else {
-            coordinator(a.messages, channels, cap)
+        let Some(side) = Side::ALL.into_iter().find(|s| s.name() == only) else {
+            eprintln!("--only takes one of: floor, floor-sqlite, floor-store, coordinator");
+            std::process::exit(2);
         };
+        let rate = side.run(a.messages, channels, cap);
         let after = self_usage();
         let n = a.messages as f64;
         println!(
@@ -309,25 +431,38 @@ fn main() {
         a.messages, a.rounds
     );
     println!();
-    println!("| channels | floor msg/s (median) | coordinator msg/s (median) | ratio (median of rounds) |");
-    println!("|---:|---:|---:|---:|");
+    println!(
+        "| channels | floor msg/s (median) | coordinator msg/s (median) | ratio (median of rounds) \
+         | reference: floor + SQLite write | reference: floor + store actor write |"
+    );
+    println!("|---:|---:|---:|---:|---:|---:|");
     for channels in [1, 100] {
-        let (mut f, mut c, mut r) = (Vec::new(), Vec::new(), Vec::new());
+        // Per side, the throughput of each round.
+        let mut rates: Vec<Vec<f64>> = vec![Vec::new(); Side::ALL.len()];
         for _ in 0..a.rounds {
-            // Interleaved, so both see the same machine conditions.
-            let fl = floor(a.messages, channels, cap);
-            let co = coordinator(a.messages, channels, cap);
-            f.push(fl);
-            c.push(co);
-            r.push(co / fl);
+            // Interleaved, so all sides see the same machine conditions.
+            for (i, side) in Side::ALL.into_iter().enumerate() {
+                rates[i].push(side.run(a.messages, channels, cap));
+            }
         }
-        let rounds: Vec<String> = r.iter().map(|x| format!("{x:.3}")).collect();
+        let ratios = |side: Side| -> Vec<f64> {
+            let floor = &rates[Side::Floor as usize];
+            rates[side as usize]
+                .iter()
+                .zip(floor)
+                .map(|(x, f)| x / f)
+                .collect()
+        };
+        let coordinator = ratios(Side::Coordinator);
+        let rounds: Vec<String> = coordinator.iter().map(|x| format!("{x:.3}")).collect();
         println!(
-            "| {channels} | {:.1} | {:.1} | {:.3} (rounds: {}) |",
-            median(f),
-            median(c),
-            median(r.clone()),
-            rounds.join(", ")
+            "| {channels} | {:.1} | {:.1} | {:.3} (rounds: {}) | {:.3} | {:.3} |",
+            median(rates[Side::Floor as usize].clone()),
+            median(rates[Side::Coordinator as usize].clone()),
+            median(coordinator.clone()),
+            rounds.join(", "),
+            median(ratios(Side::FloorSqlite)),
+            median(ratios(Side::FloorStore)),
         );
     }
     println!();
