@@ -10,6 +10,7 @@ use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
+use actors::runner::cli_environment;
 use actors::store::{check_writable, open_pool};
 
 use crate::settings::Settings;
@@ -125,8 +126,8 @@ fn check_claude(settings: &Settings) -> Finding {
     };
     let mut cmd = Command::new(&path);
     cmd.arg("--version")
-        .env_remove("CLAUDECODE")
-        .envs(&c.env)
+        .env_clear()
+        .envs(cli_environment(c, std::env::vars_os()))
         .stdin(Stdio::null())
         .stdout(Stdio::piped())
         .stderr(Stdio::piped());

@@ -1,7 +1,9 @@
 //! Settings: `settings/default.toml` (built in), then an optional overlay file (`--config FILE`
 //! or `COORDINATOR_CONFIG`), then `COORDINATOR__SECTION__KEY` environment variables, parsed into
-//! typed structs and validated. Every error names the key at fault. Secrets (the OAuth token)
-//! are refused in files: they come from the environment only.
+//! typed structs and validated. Every error names the key at fault. Secrets (the bot token, the
+//! OAuth token) are refused in settings files: they come from a file of their own
+//! (`discord.token_file`, `claude.oauth_token_file`, or systemd's credentials directory), or
+//! from the environment.
 
 use std::collections::HashSet;
 use std::path::{Path, PathBuf};
@@ -18,11 +20,54 @@ use serde::Deserialize;
 /// The built-in defaults; every key is documented there.
 pub const DEFAULT_SETTINGS: &str = include_str!("../settings/default.toml");
 
-/// Keys that hold secrets and must never come from a file.
+/// Keys that hold secrets and must never come from a settings file; what to use instead.
 const SECRET_KEYS: [(&str, &str); 2] = [
-    ("claude.oauth_token", "COORDINATOR__CLAUDE__OAUTH_TOKEN"),
-    ("discord.token", "DISCORD_TOKEN"),
+    (
+        "claude.oauth_token",
+        "claude.oauth_token_file (or COORDINATOR__CLAUDE__OAUTH_TOKEN)",
+    ),
+    ("discord.token", "discord.token_file (or DISCORD_TOKEN)"),
 ];
+
+/// The names of the secrets in systemd's `$CREDENTIALS_DIRECTORY` (`LoadCredential=NAME:PATH`).
+const DISCORD_CREDENTIAL: &str = "discord-token";
+const OAUTH_CREDENTIAL: &str = "claude-oauth-token";
+
+/// A secret read from `path` (surrounding whitespace removed); errors name `key`, never the
+/// secret.
+fn read_secret(key: &str, path: &Path) -> Result<SecretString, SettingsError> {
+    let text = std::fs::read_to_string(path)
+        .map_err(|e| invalid(key, format!("cannot read {}: {e}", path.display())))?;
+    let token = text.trim();
+    if token.is_empty() {
+        return Err(invalid(key, format!("{} is empty", path.display())));
+    }
+    Ok(SecretString::from(token.to_string()))
+}
+
+/// Where a secret comes from, first found wins: the environment value `from_env`, the file
+/// named by `file` (key `file_key`), then `$CREDENTIALS_DIRECTORY/credential` if it exists.
+fn resolve_secret(
+    from_env: Option<SecretString>,
+    file: Option<&Path>,
+    file_key: &str,
+    credential: &str,
+) -> Result<Option<SecretString>, SettingsError> {
+    if from_env.is_some() {
+        return Ok(from_env);
+    }
+    if let Some(path) = file {
+        return read_secret(file_key, path).map(Some);
+    }
+    let Some(dir) = std::env::var_os("CREDENTIALS_DIRECTORY") else {
+        return Ok(None);
+    };
+    let path = Path::new(&dir).join(credential);
+    if path.exists() {
+        return read_secret(&format!("$CREDENTIALS_DIRECTORY/{credential}"), &path).map(Some);
+    }
+    Ok(None)
+}
 
 /// All settings.
 #[derive(Debug, Clone, Deserialize)]
@@ -148,7 +193,7 @@ impl Settings {
             if from_files.get::<config::Value>(key).is_ok() {
                 return Err(invalid(
                     key,
-                    format!("secrets are not read from files; set the {env} environment variable"),
+                    format!("secrets are not read from settings files; use {env}"),
                 ));
             }
         }
@@ -165,24 +210,34 @@ impl Settings {
             .build()?
             .try_deserialize()?;
         // The conventional variable, when the namespaced one is not set.
-        if settings.discord.token.is_none() {
-            settings.discord.token = std::env::var("DISCORD_TOKEN")
+        let discord_env = settings.discord.token.take().or_else(|| {
+            std::env::var("DISCORD_TOKEN")
                 .ok()
                 .filter(|t| !t.trim().is_empty())
-                .map(SecretString::from);
-        }
+                .map(SecretString::from)
+        });
+        settings.discord.token = resolve_secret(
+            discord_env,
+            settings.discord.token_file.as_deref(),
+            "discord.token_file",
+            DISCORD_CREDENTIAL,
+        )?;
+        settings.claude.oauth_token = resolve_secret(
+            settings.claude.oauth_token.take(),
+            settings.claude.oauth_token_file.as_deref(),
+            "claude.oauth_token_file",
+            OAUTH_CREDENTIAL,
+        )?;
         settings.validate()?;
         Ok(settings)
     }
 
     /// Checks ranges and consistency; each error names its key.
     pub fn validate(&self) -> Result<(), SettingsError> {
+        self.validate_ranges()?;
         let c = &self.claude;
         if c.binary.as_os_str().is_empty() {
             return Err(invalid("claude.binary", "must not be empty"));
-        }
-        if c.timeout_secs == 0 {
-            return Err(invalid("claude.timeout_secs", "must be at least 1"));
         }
         if !PERMISSION_MODES.contains(&c.permission_mode.as_str()) {
             return Err(invalid(
@@ -193,9 +248,6 @@ impl Settings {
                     PERMISSION_MODES.join(", ")
                 ),
             ));
-        }
-        if c.max_concurrent_runs == 0 {
-            return Err(invalid("claude.max_concurrent_runs", "must be at least 1"));
         }
         for name in &c.passthrough_commands {
             if name.is_empty() || name.starts_with('/') || name.contains(char::is_whitespace) {
@@ -217,15 +269,12 @@ impl Settings {
             if key == "CLAUDE_CODE_OAUTH_TOKEN" {
                 return Err(invalid(
                     format!("claude.env.{key}"),
-                    "secrets are not read from files; set COORDINATOR__CLAUDE__OAUTH_TOKEN",
+                    "secrets are not read from settings files; use claude.oauth_token_file",
                 ));
             }
         }
         if self.store.path.as_os_str().is_empty() {
             return Err(invalid("store.path", "must not be empty"));
-        }
-        if !(1..=64).contains(&self.store.pool_size) {
-            return Err(invalid("store.pool_size", "must be between 1 and 64"));
         }
         if !["text", "json"].contains(&self.log.format.as_str()) {
             return Err(invalid("log.format", "must be `text` or `json`"));
@@ -236,9 +285,6 @@ impl Settings {
                 "discord.api_base_url",
                 "must start with https:// or http://",
             ));
-        }
-        if d.max_chunks == 0 {
-            return Err(invalid("discord.max_chunks", "must be at least 1"));
         }
         let (mut ids, mut names) = (HashSet::new(), HashSet::new());
         for (i, ch) in self.channel.iter().enumerate() {
@@ -264,6 +310,58 @@ impl Settings {
             let tools = ch.tools.iter().flatten().chain(&ch.disallowed_tools);
             if tools.into_iter().any(|t| t.trim().is_empty()) {
                 return Err(invalid(key("tools"), "tool names must not be empty"));
+            }
+        }
+        Ok(())
+    }
+
+    /// Numbers that become durations, counts or sizes: bounded, so none can overflow a clock or
+    /// a counter at run time.
+    fn validate_ranges(&self) -> Result<(), SettingsError> {
+        const DAY: u64 = 86_400;
+        let (c, d) = (&self.claude, &self.discord);
+        let checks: [(&str, u64, u64, u64); 14] = [
+            ("claude.timeout_secs", c.timeout_secs, 1, 7 * DAY),
+            ("claude.kill_grace_secs", c.kill_grace_secs, 0, 3600),
+            (
+                "claude.max_concurrent_runs",
+                c.max_concurrent_runs as u64,
+                1,
+                256,
+            ),
+            (
+                "store.busy_timeout_ms",
+                self.store.busy_timeout_ms,
+                0,
+                600_000,
+            ),
+            (
+                "channels.queue_limit",
+                self.channels.queue_limit as u64,
+                0,
+                100_000,
+            ),
+            ("channels.idle_secs", self.channels.idle_secs, 0, 30 * DAY),
+            ("discord.max_chunks", d.max_chunks as u64, 1, 100),
+            ("discord.send_retries", u64::from(d.send_retries), 0, 20),
+            ("discord.retry_backoff_ms", d.retry_backoff_ms, 1, 60_000),
+            ("discord.progress_edit_secs", d.progress_edit_secs, 0, 3600),
+            (
+                "access.refusal_cooldown_secs",
+                self.access.refusal_cooldown_secs,
+                0,
+                30 * DAY,
+            ),
+            ("metrics.interval_secs", self.metrics.interval_secs, 0, DAY),
+            ("shutdown.grace_secs", self.shutdown.grace_secs, 0, DAY),
+            ("store.pool_size", u64::from(self.store.pool_size), 1, 64),
+        ];
+        for (key, value, least, most) in checks {
+            if !(least..=most).contains(&value) {
+                return Err(invalid(
+                    key,
+                    format!("{value} is out of range: must be between {least} and {most}"),
+                ));
             }
         }
         Ok(())

@@ -243,27 +243,79 @@ async fn a_stale_session_is_replaced_by_a_new_one_and_the_user_is_told() {
 async fn messages_starting_with_dash_or_slash_reach_claude_verbatim() {
     let env = TestEnv::new();
     let mut h = Harness::start(env.settings("passthrough_commands = [\"cost\"]", "")).await;
-    for text in ["-v", "--help me", "/clear", "/cost"] {
+    // The stand-in, like the real CLI, runs built-in commands whatever
+    // --disable-slash-commands says: each of these must reach the model as text.
+    for text in [
+        "-v",
+        "--help me",
+        "/clear",
+        "/model x",
+        "/clear now",
+        "/cost",
+    ] {
         h.send("alpha", text);
     }
-    let replies = h.replies(4).await;
+    let replies = h.replies(6).await;
     assert_eq!(replies[0].text, "echo: -v");
     assert_eq!(replies[1].text, "echo: --help me");
-    // `/clear` went to Claude as text: the session was not cleared.
-    assert_eq!(replies[2].text, "echo: /clear");
-    assert_eq!(replies[2].session_id, replies[0].session_id);
+    // What Claude got: the user's text after one space (the observed escape).
+    assert_eq!(replies[2].text, "echo:  /clear");
+    assert_eq!(replies[3].text, "echo:  /model x");
+    assert_eq!(replies[4].text, "echo:  /clear now");
+    // `/clear` was not run: the session is the same.
+    assert_eq!(replies[4].session_id, replies[0].session_id);
     // `/cost` is passed through to the CLI, which answers it locally.
     assert!(
-        replies[3].text.starts_with("Estimated cost:"),
+        replies[5].text.starts_with("Estimated cost:"),
         "{}",
-        replies[3].text
+        replies[5].text
     );
-    let starts = env.starts();
-    assert!(argv_of(&starts[2]).contains(&"--disable-slash-commands".to_string()));
-    assert!(!argv_of(&starts[3]).contains(&"--disable-slash-commands".to_string()));
-    for s in &starts {
+    for s in &env.starts() {
         assert_eq!(s["stdin"], "/dev/null", "stdin must be null: {s}");
+        assert!(!argv_of(s).contains(&"--disable-slash-commands".to_string()));
     }
+}
+
+#[test]
+fn a_slash_message_written_to_stdin_reaches_claude_as_text() {
+    use std::io::{BufRead, Write};
+    let env = TestEnv::new();
+    let settings = env.settings("passthrough_commands = [\"cost\"]", "");
+    let runner = actors::runner::ClaudeRunner::new(settings.claude.clone());
+    let mut child = std::process::Command::new(support::fake_claude())
+        .args([
+            "-p",
+            "--input-format",
+            "stream-json",
+            "--output-format",
+            "stream-json",
+            "--verbose",
+        ])
+        .current_dir(env.path("proj"))
+        .env("HOME", env.path("home"))
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::piped())
+        .spawn()
+        .expect("spawn the stand-in");
+    let mut stdin = child.stdin.take().expect("stdin");
+    for prompt in ["/clear now", "/model x", "/cost"] {
+        writeln!(stdin, "{}", runner.user_line(prompt)).expect("write");
+    }
+    drop(stdin);
+    let results: Vec<serde_json::Value> =
+        std::io::BufReader::new(child.stdout.take().expect("stdout"))
+            .lines()
+            .map_while(Result::ok)
+            .filter_map(|l| serde_json::from_str::<serde_json::Value>(&l).ok())
+            .filter(|v| v["type"] == "result")
+            .collect();
+    assert!(child.wait().expect("wait").success());
+    assert_eq!(results.len(), 3);
+    assert_eq!(results[0]["result"], "echo:  /clear now");
+    assert_eq!(results[0]["num_turns"], 1);
+    assert_eq!(results[1]["result"], "echo:  /model x");
+    // Passed through: the CLI ran it, with no model call.
+    assert_eq!(results[2]["num_turns"], 0);
 }
 
 #[actix_rt::test]

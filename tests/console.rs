@@ -152,6 +152,112 @@ fn the_oauth_token_reaches_the_cli_claudecode_does_not_and_logs_never_show_the_t
 }
 
 #[test]
+fn the_cli_gets_none_of_the_services_secrets_or_settings() {
+    let env = TestEnv::new();
+    let overlay = env.overlay("", "");
+    let overlay = overlay.to_str().expect("utf-8");
+    // The overlay comes from COORDINATOR_CONFIG here, not --config.
+    let (status, _, err) = run_binary(
+        &["console", "--channel", "alpha"],
+        "run printenv\n",
+        &[
+            ("COORDINATOR_CONFIG", overlay),
+            ("DISCORD_TOKEN", "bot-token-SECRET-1"),
+            ("COORDINATOR__DISCORD__TOKEN", "bot-token-SECRET-2"),
+            ("COORDINATOR__CLAUDE__OAUTH_TOKEN", "oauth-SECRET-3"),
+            ("COORDINATOR__STORE__POOL_SIZE", "3"),
+            ("CLAUDECODE", "1"),
+            ("KEEP_ME", "visible"),
+        ],
+    );
+    assert!(status.success(), "{err}");
+    let start = &env.starts()[0];
+    let vars = start["env"].as_object().expect("env");
+    assert_eq!(vars["KEEP_ME"], "visible");
+    assert_eq!(vars["CLAUDE_CODE_OAUTH_TOKEN"], "oauth-SECRET-3");
+    assert_eq!(vars["FAKE_CLAUDE_SLOW_MS"], "30000", "claude.env is passed");
+    for name in vars.keys() {
+        assert!(
+            !(name.starts_with("COORDINATOR") || name == "DISCORD_TOKEN" || name == "CLAUDECODE"),
+            "{name} reached the CLI"
+        );
+    }
+    assert!(!start.to_string().contains("bot-token-SECRET"), "{start}");
+}
+
+#[test]
+fn tokens_can_come_from_files_or_systemd_credentials() {
+    let env = TestEnv::new();
+    let creds = env.path("credentials");
+    std::fs::create_dir_all(&creds).expect("mkdir");
+    std::fs::write(creds.join("discord-token"), "cred-bot-SECRET\n").expect("write");
+    std::fs::write(creds.join("claude-oauth-token"), "cred-oauth-SECRET\n").expect("write");
+    let creds = creds.to_str().expect("utf-8");
+    let overlay = env.overlay("", "[access]\nallowed_users = [7]\n");
+    let (status, out, err) = run_with_config(
+        &overlay,
+        &["check"],
+        "",
+        &[("CREDENTIALS_DIRECTORY", creds)],
+    );
+    assert!(status.success(), "{out}{err}");
+    assert!(out.contains("token present"), "{out}");
+    assert!(!out.contains("cred-bot-SECRET") && !err.contains("cred-bot-SECRET"));
+    let (status, _, err) = run_with_config(
+        &overlay,
+        &["console", "--channel", "alpha"],
+        "hello\n",
+        &[("CREDENTIALS_DIRECTORY", creds)],
+    );
+    assert!(status.success(), "{err}");
+    let start = &env.starts()[0];
+    assert_eq!(start["env"]["CLAUDE_CODE_OAUTH_TOKEN"], "cred-oauth-SECRET");
+    assert!(
+        start["env"].get("CREDENTIALS_DIRECTORY").is_none(),
+        "{start}"
+    );
+    assert!(!start.to_string().contains("cred-bot-SECRET"), "{start}");
+    // A token file that cannot be read is an error naming the key, not the secret.
+    let overlay = env.overlay(
+        "oauth_token_file = \"/nonexistent/oauth\"",
+        "[access]\nallowed_users = [7]\n",
+    );
+    let (status, _, err) = run_with_config(&overlay, &["check"], "", &[]);
+    assert_eq!(status.code(), Some(2));
+    assert!(
+        err.contains("claude.oauth_token_file") && err.contains("/nonexistent/oauth"),
+        "{err}"
+    );
+}
+
+#[test]
+fn durations_too_large_for_a_clock_are_refused_naming_the_key() {
+    let env = TestEnv::new();
+    let overlay = env.overlay("", "");
+    let huge = "18446744073709551615";
+    for key in [
+        "claude.timeout_secs",
+        "claude.kill_grace_secs",
+        "discord.progress_edit_secs",
+        "discord.retry_backoff_ms",
+        "access.refusal_cooldown_secs",
+        "channels.idle_secs",
+        "shutdown.grace_secs",
+        "metrics.interval_secs",
+        "store.busy_timeout_ms",
+    ] {
+        let var = format!("COORDINATOR__{}", key.replace('.', "__").to_uppercase());
+        let (status, _, err) =
+            run_with_config(&overlay, &["sessions", "list"], "", &[(var.as_str(), huge)]);
+        assert_eq!(status.code(), Some(2), "{key}: {err}");
+        assert!(
+            err.contains(key) && err.contains("out of range"),
+            "{key}: {err}"
+        );
+    }
+}
+
+#[test]
 fn invalid_settings_fail_at_start_naming_the_key() {
     let env = TestEnv::new();
     let cases: [(&str, &str, &str); 5] = [

@@ -478,10 +478,13 @@ async fn a_reply_that_cannot_be_delivered_is_logged_with_its_ids() {
             n == 6
         })
         .await;
-    // The next reply gets through; the failed one was not silently dropped.
+    // After the retries, the reply still reaches the user, as a file.
+    server
+        .wait("the reply as a file", |srv| !srv.answers(ALPHA).is_empty())
+        .await;
     server.say(ALPHA, ALICE, "next");
     server
-        .wait("next reply", |srv| !srv.answers(ALPHA).is_empty())
+        .wait("next reply", |srv| srv.answers(ALPHA).len() >= 2)
         .await;
     let out = stop_with(child, nix::sys::signal::Signal::SIGTERM).await;
     let stderr = String::from_utf8_lossy(&out.stderr);
@@ -491,5 +494,206 @@ async fn a_reply_that_cannot_be_delivered_is_logged_with_its_ids() {
         .unwrap_or_else(|| panic!("not logged: {stderr}"));
     assert!(logged.contains(&format!("channel_id={ALPHA}")), "{logged}");
     assert!(logged.contains(&format!("message_id={id}")), "{logged}");
-    assert_eq!(server.answer_texts(ALPHA), ["echo: next"]);
+    let answers = server.answers(ALPHA);
+    assert!(
+        content(&answers[0])
+            .contains("could not be posted as messages (Discord answered HTTP 500)"),
+        "{}",
+        content(&answers[0])
+    );
+    assert_eq!(answers[0].files[0].2, b"echo: lost in transit");
+    assert_eq!(content(&answers[1]), "echo: next");
+}
+
+/// Writes `text` where the stand-in's `REPLYFILE:` reads it; returns the prompt.
+fn reply_with(env: &TestEnv, name: &str, text: &str) -> String {
+    let path = env.path(name);
+    std::fs::write(&path, text).expect("write reply");
+    format!("REPLYFILE:{}", path.display())
+}
+
+fn fences_balanced(text: &str) -> bool {
+    text.split_inclusive('\n')
+        .filter(|l| actors::chunking::fence_info(l, 2000).is_some())
+        .count()
+        % 2
+        == 0
+}
+
+#[actix_rt::test]
+async fn a_fence_longer_than_a_chunk_neither_freezes_the_service_nor_breaks_the_limit() {
+    let env = TestEnv::new();
+    let s = start(&env, "", "").await;
+    // Defect: this reply made the splitter loop for ever on the actors' thread.
+    let hostile = format!("```{}\n{}", "a".repeat(2100), "line of code\n".repeat(200));
+    s.server
+        .say(ALPHA, ALICE, &reply_with(&env, "hostile", &hostile));
+    // Another channel is still answered.
+    s.server.say(BETA, ALICE, "still here?");
+    s.server
+        .wait("both answered", |srv| {
+            !srv.answers(BETA).is_empty()
+                && srv
+                    .answers(ALPHA)
+                    .iter()
+                    .map(content)
+                    .collect::<String>()
+                    .contains(&"line of code\n".repeat(3))
+        })
+        .await;
+    assert_eq!(content(&s.server.answers(BETA)[0]), "echo: still here?");
+    s.server
+        .wait("the whole hostile reply", |srv| {
+            srv.answers(ALPHA)
+                .iter()
+                .map(content)
+                .map(|c| c.matches("line of code").count())
+                .sum::<usize>()
+                == 200
+        })
+        .await;
+    for a in s.server.answers(ALPHA) {
+        assert!(content(&a).encode_utf16().count() <= 2000);
+    }
+    assert!(s.server.requests().iter().all(|r| r.status != 400));
+}
+
+#[actix_rt::test]
+async fn a_closing_fence_at_the_edge_of_a_chunk_is_delivered_within_the_limit() {
+    let env = TestEnv::new();
+    let s = start(&env, "", "").await;
+    // Defect: this reply gave a first chunk of 2,001 characters, which was silently lost.
+    let edge = format!("```\n{}\n```\nmore text", "a".repeat(1991));
+    s.server.say(ALPHA, ALICE, &reply_with(&env, "edge", &edge));
+    s.server
+        .wait("the reply", |srv| {
+            srv.answers(ALPHA)
+                .iter()
+                .any(|a| content(a).contains("more text"))
+        })
+        .await;
+    let answers = s.server.answers(ALPHA);
+    let all: String = answers.iter().map(content).collect();
+    assert_eq!(all.matches('a').count(), 1991, "no text lost");
+    for a in &answers {
+        let text = content(a);
+        assert!(text.encode_utf16().count() <= 2000);
+        assert!(fences_balanced(&text), "{text}");
+    }
+    assert!(s.server.requests().iter().all(|r| r.status != 400));
+}
+
+#[actix_rt::test]
+async fn a_reply_discord_refuses_reaches_the_user_as_a_file_or_a_notice() {
+    let env = TestEnv::new();
+    let s = start(&env, "", "").await;
+    // 403 is not worth a retry: the reply goes as a file instead.
+    s.server.fail_next_posts(&[403]);
+    s.server.say(ALPHA, ALICE, "first");
+    s.server
+        .wait("file", |srv| !srv.answers(ALPHA).is_empty())
+        .await;
+    let file = &s.server.answers(ALPHA)[0];
+    assert!(content(file).contains("HTTP 403"), "{}", content(file));
+    assert_eq!(file.files[0].2, b"echo: first");
+    // If the file is refused too, a short notice still says so.
+    s.server.fail_next_posts(&[403, 403]);
+    s.server.say(ALPHA, ALICE, "second");
+    s.server
+        .wait("notice", |srv| srv.answers(ALPHA).len() >= 2)
+        .await;
+    let notice = content(&s.server.answers(ALPHA)[1]);
+    assert!(
+        notice.contains("could not be delivered (Discord answered HTTP 403)"),
+        "{notice}"
+    );
+}
+
+#[actix_rt::test]
+async fn system_messages_are_not_prompts_but_replies_are() {
+    let env = TestEnv::new();
+    let s = start(&env, "", "").await;
+    // Thread created (its name as content), channel renamed, pinned, member joined.
+    for kind in [18, 4, 6, 7] {
+        s.server.say_kind(ALPHA, ALICE, "delete the tests", kind);
+    }
+    s.server.say_kind(ALPHA, ALICE, "a reply to someone", 19);
+    s.server.say(ALPHA, ALICE, "an ordinary message");
+    s.server
+        .wait("two answers", |srv| srv.answers(ALPHA).len() >= 2)
+        .await;
+    let prompts: Vec<String> = env.starts().iter().map(support::prompt_of).collect();
+    assert_eq!(prompts, ["a reply to someone", "an ordinary message"]);
+}
+
+#[actix_rt::test]
+async fn a_failed_thread_lookup_is_not_remembered() {
+    let env = TestEnv::new();
+    let s = start(&env, "", "").await;
+    let thread = 5_000_000_000_000_002;
+    s.server.add_thread(thread, ALPHA, "flaky");
+    // More failures than send_retries (3) allows: the first message is dropped, not the thread.
+    s.server.fail_next_lookups(&[500, 500, 500, 500]);
+    s.server.say(thread, ALICE, "during the outage");
+    s.server
+        .wait("all lookups", |srv| {
+            srv.requests()
+                .iter()
+                .filter(|r| r.method == "GET" && r.status == 500)
+                .count()
+                == 4
+        })
+        .await;
+    s.server.say(thread, ALICE, "after the outage");
+    s.server
+        .wait("thread answered", |srv| !srv.answers(thread).is_empty())
+        .await;
+    assert_eq!(
+        content(&s.server.answers(thread)[0]),
+        "echo: after the outage"
+    );
+    // One 5xx is retried and the message is answered.
+    let other = 5_000_000_000_000_003;
+    s.server.add_thread(other, ALPHA, "retried");
+    s.server.fail_next_lookups(&[503]);
+    s.server.say(other, ALICE, "once more");
+    s.server
+        .wait("retried lookup", |srv| !srv.answers(other).is_empty())
+        .await;
+}
+
+#[actix_rt::test]
+async fn the_token_can_come_from_a_file_and_never_reaches_the_cli() {
+    let env = TestEnv::new();
+    let server = DiscordServer::start().await;
+    let token_file = env.path("discord-token");
+    std::fs::write(&token_file, "file-token-SECRET-9\n").expect("write token");
+    let child = spawn_run(
+        &env,
+        &server,
+        &format!(
+            "token_file = \"{}\"\n[access]\nallowed_users = [{ALICE}]\n",
+            token_file.display()
+        ),
+        None,
+    );
+    server.wait_ready(1).await;
+    let identify = server
+        .frames()
+        .into_iter()
+        .find(|f| f["op"] == 2)
+        .expect("IDENTIFY");
+    assert_eq!(identify["d"]["token"], "Bot file-token-SECRET-9");
+    server.say(ALPHA, ALICE, "printenv please");
+    server
+        .wait("reply", |srv| !srv.answers(ALPHA).is_empty())
+        .await;
+    let out = stop_with(child, nix::sys::signal::Signal::SIGTERM).await;
+    assert!(out.status.success());
+    let start = &env.starts()[0];
+    assert!(
+        !start["env"].to_string().contains("file-token-SECRET-9"),
+        "{start}"
+    );
+    assert!(!String::from_utf8_lossy(&out.stderr).contains("file-token-SECRET-9"));
 }

@@ -1,114 +1,246 @@
 //! Splitting a reply into Discord messages.
 //!
-//! Discord accepts at most 2,000 characters per message (counted in UTF-16 code units, as
-//! JavaScript does). A reply is cut on line boundaries where possible, never inside a UTF-8
-//! character; a code block that spans a cut is closed at the end of one chunk and reopened, with
-//! its language tag, at the start of the next, so every chunk renders on its own.
+//! Discord accepts at most 2,000 characters per message, counted in UTF-16 code units (as
+//! JavaScript does). Claude's text is untrusted (it may repeat anything from a repository), so
+//! the split is right by construction for every input, not only for well-formed Markdown:
+//!
+//! - A reply is cut on line boundaries where possible, else inside a long line (after the last
+//!   whitespace that leaves a long enough piece, else at a character boundary), never inside a
+//!   UTF-8 character or a UTF-16 surrogate pair.
+//! - A **fence line** is a line whose text, after leading spaces and tabs, starts with three
+//!   backticks, and which is at most a quarter of the limit long. A longer one is plain text: it
+//!   could not be reopened in the next chunk and still leave room for anything else.
+//! - A code block open at a cut is closed at the end of the chunk (`\n` and three backticks) and
+//!   reopened with its info string at the start of the next, so every chunk renders on its own.
+//! - A piece cut out of a long line is never itself a fence line: every piece but the last is
+//!   longer than a fence line may be, and the last is left that long too when it would look like
+//!   one. So the fences in every chunk are balanced.
+//!
+//! [`chunks`] gives the structure (what was added around which slice of the text), so the
+//! invariants can be checked ([`verify`]: a property test and a long run use it); [`split_message`]
+//! renders the messages to send.
+
+use std::fmt;
 
 /// Discord's message length limit.
 pub const DISCORD_LIMIT: usize = 2000;
+/// The smallest limit the splitter works with; smaller requests are raised to it.
+pub const MIN_LIMIT: usize = 64;
+
+const FENCE: &str = "```";
+/// What closes an open block at the end of a chunk (its newline included).
+const CLOSE: &str = "\n```";
 
 fn units(s: &str) -> usize {
     s.encode_utf16().count()
 }
 
-/// The fence a line opens or closes, if it is a fence line: returns the info string (language
-/// tag) after the backticks.
-fn fence(line: &str) -> Option<&str> {
-    line.trim_start().strip_prefix("```").map(str::trim)
+/// The longest line, in UTF-16 units, that can be a fence line under `limit`.
+fn max_fence_units(limit: usize) -> usize {
+    limit / 4
 }
 
-/// Splits `text` into chunks of at most `limit` UTF-16 units, each with balanced code fences.
-pub fn split_message(text: &str, limit: usize) -> Vec<String> {
-    let mut chunks = Vec::new();
-    let mut current = String::new();
-    // The language tag of the code block we are inside, if any.
-    let mut open: Option<String> = None;
-    let closing = "```";
-    for line in text.split_inclusive('\n') {
-        // Room a chunk must keep to close an open block: a newline and the fence.
-        let reserve = |open: &Option<String>| {
-            if open.is_some() {
-                units(closing) + 1
-            } else {
-                0
+/// The info string of `line` if it is a fence line under `limit` (see the module docs).
+pub fn fence_info(line: &str, limit: usize) -> Option<&str> {
+    let body = line.strip_suffix('\n').unwrap_or(line);
+    let body = body.strip_suffix('\r').unwrap_or(body);
+    if units(body) > max_fence_units(limit) {
+        return None;
+    }
+    body.trim_start_matches([' ', '\t'])
+        .strip_prefix(FENCE)
+        .map(str::trim)
+}
+
+/// One message: a slice of the reply, with what the splitter added around it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Chunk<'a> {
+    /// The fence line that reopens a block left open by the chunk before (with its `\n`).
+    pub reopen: Option<String>,
+    /// The text of the reply this chunk carries, verbatim.
+    pub body: &'a str,
+    /// Whether a block is still open at the end, so the chunk closes it.
+    pub close: bool,
+}
+
+impl Chunk<'_> {
+    /// The message text.
+    pub fn render(&self) -> String {
+        let mut out = String::with_capacity(self.body.len() + 16);
+        if let Some(r) = &self.reopen {
+            out.push_str(r);
+        }
+        out.push_str(self.body);
+        if self.close {
+            if !out.ends_with('\n') {
+                out.push('\n');
             }
-        };
-        let next_open = match (fence(line), &open) {
+            out.push_str(FENCE);
+        }
+        out
+    }
+
+    /// A chunk of nothing but whitespace is not sent (Discord refuses empty messages).
+    fn is_blank(&self) -> bool {
+        self.reopen.is_none() && !self.close && self.body.trim().is_empty()
+    }
+}
+
+/// The splitter's state while it walks the reply.
+struct Splitter<'a> {
+    text: &'a str,
+    limit: usize,
+    out: Vec<Chunk<'a>>,
+    /// Byte offset where the current chunk's body starts.
+    start: usize,
+    /// Byte offset where it ends (exclusive).
+    end: usize,
+    /// The reopen line of the current chunk, if any.
+    reopen: Option<String>,
+    /// UTF-16 units of the current chunk so far (reopen + body).
+    used: usize,
+    /// The info string of the block open at `end`, if any.
+    open: Option<String>,
+}
+
+impl<'a> Splitter<'a> {
+    /// What a chunk must keep free to close the block open at its end.
+    fn close_cost(open: Option<&String>) -> usize {
+        if open.is_some() {
+            units(CLOSE)
+        } else {
+            0
+        }
+    }
+
+    fn has_body(&self) -> bool {
+        self.end > self.start
+    }
+
+    /// Ends the current chunk (closing an open block) and starts the next (reopening it).
+    fn flush(&mut self) {
+        self.out.push(Chunk {
+            reopen: self.reopen.take(),
+            body: &self.text[self.start..self.end],
+            close: self.open.is_some(),
+        });
+        self.start = self.end;
+        self.reopen = self.open.as_ref().map(|info| format!("{FENCE}{info}\n"));
+        self.used = self.reopen.as_deref().map_or(0, units);
+    }
+
+    fn push(&mut self, piece: &str) {
+        self.end += piece.len();
+        self.used += units(piece);
+    }
+
+    /// Room left in the current chunk for text that keeps `open` as it is.
+    fn room(&self) -> usize {
+        self.limit
+            .saturating_sub(self.used + Self::close_cost(self.open.as_ref()))
+    }
+
+    fn line(&mut self, line: &'a str) {
+        let info = fence_info(line, self.limit);
+        let next_open = match (&info, &self.open) {
             (Some(_), Some(_)) => None,
-            (Some(tag), None) => Some(tag.to_string()),
+            (Some(i), None) => Some((*i).to_string()),
             (None, o) => o.clone(),
         };
-        if units(&current) + units(line) + reserve(&next_open) > limit && !current.trim().is_empty()
-        {
-            flush(&mut chunks, &mut current, open.as_deref());
+        let need = units(line) + Self::close_cost(next_open.as_ref());
+        if self.used + need > self.limit && self.has_body() {
+            self.flush();
         }
-        let budget = limit.saturating_sub(reserve(&next_open).max(reserve(&open)));
-        if units(&current) + units(line) > budget {
-            // A single line longer than a chunk: cut it, preferring whitespace.
-            let mut rest = line;
-            while units(&current) + units(rest) > budget {
-                let room = budget.saturating_sub(units(&current)).max(1);
-                let cut = cut_point(rest, room);
-                current.push_str(&rest[..cut]);
-                rest = &rest[cut..];
-                flush(&mut chunks, &mut current, open.as_deref());
-            }
-            current.push_str(rest);
-        } else {
-            current.push_str(line);
+        if self.used + need <= self.limit {
+            self.push(line);
+            self.open = next_open;
+            return;
         }
-        open = next_open;
+        // Only a text line gets here: a fence line is at most a quarter of the limit, and so is
+        // a reopen line, which leaves room for both and the close.
+        debug_assert!(info.is_none());
+        self.long_line(line);
     }
-    if !current.trim().is_empty() {
-        if open.is_some() {
-            if !current.ends_with('\n') {
-                current.push('\n');
-            }
-            current.push_str(closing);
-        }
-        chunks.push(current.trim_end_matches('\n').to_string());
-    }
-    chunks
-}
 
-/// Ends the current chunk (closing an open block) and starts the next (reopening it).
-fn flush(chunks: &mut Vec<String>, current: &mut String, open: Option<&str>) {
-    let mut chunk = std::mem::take(current);
-    if open.is_some() {
-        if !chunk.ends_with('\n') {
-            chunk.push('\n');
+    /// Cuts a text line that does not fit in a chunk of its own.
+    fn long_line(&mut self, line: &'a str) {
+        // Longer than a fence line may be, even when the last piece's line ending (up to two
+        // units, not counted in a fence line) is taken off, and when a surrogate pair at the
+        // cut leaves a head one unit short.
+        let min_piece = max_fence_units(self.limit) + 3;
+        let mut rest = line;
+        loop {
+            let room = self.room();
+            let left = units(rest);
+            if left <= room {
+                self.push(rest);
+                return;
+            }
+            // Leave the rest long enough that it cannot be taken for a fence line.
+            let most = if left - room < min_piece {
+                left - min_piece
+            } else {
+                room
+            };
+            let cut = cut_point(rest, min_piece, most);
+            self.push(&rest[..cut]);
+            rest = &rest[cut..];
+            self.flush();
         }
-        chunk.push_str("```");
-    }
-    let chunk = chunk.trim_end_matches('\n').to_string();
-    if !chunk.trim().is_empty() {
-        chunks.push(chunk);
-    }
-    if let Some(tag) = open {
-        current.push_str("```");
-        current.push_str(tag);
-        current.push('\n');
     }
 }
 
-/// The byte index at which to cut `s` so the head fits `room` UTF-16 units: after the last
-/// whitespace that fits, else at the last character boundary that fits; at least one character.
-fn cut_point(s: &str, room: usize) -> usize {
+/// The chunks of `text` under `limit` UTF-16 units (at least [`MIN_LIMIT`]).
+pub fn chunks(text: &str, limit: usize) -> Vec<Chunk<'_>> {
+    let limit = limit.max(MIN_LIMIT);
+    let mut s = Splitter {
+        text,
+        limit,
+        out: Vec::new(),
+        start: 0,
+        end: 0,
+        reopen: None,
+        used: 0,
+        open: None,
+    };
+    for line in text.split_inclusive('\n') {
+        s.line(line);
+    }
+    if s.has_body() {
+        s.flush();
+    }
+    s.out
+}
+
+/// Splits `text` into messages of at most `limit` UTF-16 units, each with balanced code
+/// fences. Chunks of only whitespace are left out.
+pub fn split_message(text: &str, limit: usize) -> Vec<String> {
+    chunks(text, limit)
+        .into_iter()
+        .filter(|c| !c.is_blank())
+        .map(|c| c.render())
+        .collect()
+}
+
+/// The byte index at which to cut `s`: the head holds at least `least` and at most `most` UTF-16
+/// units (`least <= most`), ending after the last whitespace in that range if there is one,
+/// else at the last character boundary that fits. A character is never split, so the head may
+/// hold one unit less than `least` when a surrogate pair straddles it.
+fn cut_point(s: &str, least: usize, most: usize) -> usize {
     let mut used = 0;
     let mut last_fit = 0;
     let mut last_space = None;
     for (i, c) in s.char_indices() {
         used += c.len_utf16();
-        if used > room {
+        if used > most {
             break;
         }
         last_fit = i + c.len_utf8();
-        if c.is_whitespace() {
+        if c.is_whitespace() && used >= least {
             last_space = Some(last_fit);
         }
     }
-    let cut = last_space.filter(|&p| p > 0).unwrap_or(last_fit);
+    let cut = last_space.unwrap_or(last_fit);
     if cut == 0 {
         s.chars().next().map_or(s.len(), char::len_utf8)
     } else {
@@ -125,6 +257,74 @@ pub fn preview(text: &str, limit: usize) -> String {
         .unwrap_or_default()
 }
 
+/// A broken invariant, found by [`verify`].
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Violation {
+    /// A message is longer than the limit.
+    TooLong {
+        /// Which chunk.
+        chunk: usize,
+        /// Its length in UTF-16 units.
+        units: usize,
+    },
+    /// A message opens or closes a code block it does not close or open.
+    Unbalanced {
+        /// Which chunk.
+        chunk: usize,
+    },
+    /// The chunks' bodies do not add up to the text.
+    NotTheText,
+    /// A chunk's reopen line does not reopen the block the chunk before left open.
+    WrongReopen {
+        /// Which chunk.
+        chunk: usize,
+    },
+}
+
+impl fmt::Display for Violation {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Self::TooLong { chunk, units } => write!(f, "chunk {chunk} has {units} units"),
+            Self::Unbalanced { chunk } => write!(f, "chunk {chunk} has unbalanced fences"),
+            Self::NotTheText => f.write_str("the chunks do not give back the text"),
+            Self::WrongReopen { chunk } => write!(f, "chunk {chunk} reopens the wrong block"),
+        }
+    }
+}
+
+/// Checks every invariant of [`chunks`] on `text`: each rendered chunk fits `limit`, has
+/// balanced fences (as defined for `limit`), reopens what the one before left open, and the
+/// bodies are the text. For the property test and the long run in `benches/`.
+pub fn verify(text: &str, limit: usize) -> Result<(), Violation> {
+    let limit = limit.max(MIN_LIMIT);
+    let all = chunks(text, limit);
+    let mut rebuilt = String::with_capacity(text.len());
+    let mut left_open = false;
+    for (i, c) in all.iter().enumerate() {
+        let rendered = c.render();
+        let n = units(&rendered);
+        if n > limit {
+            return Err(Violation::TooLong { chunk: i, units: n });
+        }
+        let fences = rendered
+            .split_inclusive('\n')
+            .filter(|l| fence_info(l, limit).is_some())
+            .count();
+        if fences % 2 != 0 {
+            return Err(Violation::Unbalanced { chunk: i });
+        }
+        if c.reopen.is_some() != left_open {
+            return Err(Violation::WrongReopen { chunk: i });
+        }
+        left_open = c.close;
+        rebuilt.push_str(c.body);
+    }
+    if rebuilt != text {
+        return Err(Violation::NotTheText);
+    }
+    Ok(())
+}
+
 #[cfg(test)]
 mod tests {
     use std::fmt::Write as _;
@@ -132,7 +332,12 @@ mod tests {
     use super::*;
 
     fn balanced(chunk: &str) -> bool {
-        chunk.lines().filter(|l| fence(l).is_some()).count() % 2 == 0
+        chunk
+            .split_inclusive('\n')
+            .filter(|l| fence_info(l, DISCORD_LIMIT).is_some())
+            .count()
+            % 2
+            == 0
     }
 
     #[test]
@@ -156,7 +361,7 @@ mod tests {
                 "cut inside a line: {c}"
             );
         }
-        assert_eq!(chunks.join("\n") + "\n", text);
+        assert_eq!(chunks.concat(), text);
     }
 
     #[test]
@@ -175,7 +380,9 @@ mod tests {
                 assert!(c.starts_with("```rust\n"), "chunk {i}: {c}");
             }
         }
-        assert!(chunks.last().is_some_and(|c| c.ends_with("Done.")));
+        assert!(chunks
+            .last()
+            .is_some_and(|c| c.trim_end().ends_with("Done.")));
         // Every code line survives exactly once.
         let joined = chunks.join("\n");
         for i in 0..100 {
@@ -196,7 +403,7 @@ mod tests {
     #[test]
     fn words_are_kept_whole_when_a_line_is_cut() {
         let text = "word ".repeat(100);
-        for c in split_message(&text, 52) {
+        for c in split_message(&text, 64) {
             assert!(c.split_whitespace().all(|w| w == "word"), "{c}");
         }
     }
@@ -208,5 +415,51 @@ mod tests {
         assert!(units(&p) <= 400);
         assert!(balanced(&p));
         assert!(p.starts_with("```python\n"));
+    }
+
+    /// Defect: an info string longer than a chunk made the splitter loop for ever.
+    #[test]
+    fn a_fence_line_longer_than_a_chunk_is_text_and_the_split_ends() {
+        let text = format!("```{}\n{}", "a".repeat(2100), "line of code\n".repeat(200));
+        assert_eq!(
+            fence_info(text.lines().next().unwrap_or_default(), 2000),
+            None
+        );
+        let chunks = split_message(&text, DISCORD_LIMIT);
+        assert!(chunks.len() >= 2);
+        assert_eq!(verify(&text, DISCORD_LIMIT), Ok(()));
+    }
+
+    /// Defect: a closing fence at the edge gave a first chunk of 2,001 characters.
+    #[test]
+    fn a_closing_fence_at_the_edge_stays_within_the_limit() {
+        let text = format!("```\n{}\n```\nmore text", "a".repeat(1991));
+        for c in split_message(&text, DISCORD_LIMIT) {
+            assert!(units(&c) <= DISCORD_LIMIT, "{} units", units(&c));
+            assert!(balanced(&c), "{c}");
+        }
+        assert_eq!(verify(&text, DISCORD_LIMIT), Ok(()));
+    }
+
+    #[test]
+    fn pieces_of_a_cut_line_never_look_like_fences() {
+        // A long text line whose tail after any cut would begin with backticks.
+        let text = format!("{}```tail\nafter\n", "x ".repeat(1500));
+        assert_eq!(verify(&text, DISCORD_LIMIT), Ok(()));
+        let text = "`".repeat(7000);
+        assert_eq!(verify(&text, DISCORD_LIMIT), Ok(()));
+        let text = format!("```{}", " ```".repeat(2000));
+        assert_eq!(verify(&text, 200), Ok(()));
+    }
+
+    #[test]
+    fn whitespace_only_chunks_are_not_sent() {
+        let text = format!("{}\n{}", "a".repeat(1999), " ".repeat(3000));
+        let messages = split_message(&text, DISCORD_LIMIT);
+        assert!(
+            messages.iter().all(|m| !m.trim().is_empty()),
+            "{messages:?}"
+        );
+        assert_eq!(verify(&text, DISCORD_LIMIT), Ok(()));
     }
 }

@@ -63,7 +63,16 @@ fn retry_delay(e: &serenity::Error, attempt: u32, base: Duration) -> Option<Dura
     }
 }
 
-fn status_of(e: &serenity::Error) -> Option<u16> {
+/// A few words on why a send failed, for the user: the HTTP status, or serenity's reason.
+fn short_reason(e: &serenity::Error) -> String {
+    match status_of(e) {
+        Some(status) => format!("Discord answered HTTP {status}"),
+        None => crate::stream_json::truncate_chars(&e.to_string(), 120),
+    }
+}
+
+/// The HTTP status Discord answered with, if the error is an answer.
+pub(crate) fn status_of(e: &serenity::Error) -> Option<u16> {
     match e {
         serenity::Error::Http(HttpError::UnsuccessfulRequest(r)) => Some(r.status_code.as_u16()),
         _ => None,
@@ -72,7 +81,11 @@ fn status_of(e: &serenity::Error) -> Option<u16> {
 
 impl Outbound {
     /// Runs `op` until it succeeds, fails for good, or runs out of retries.
-    async fn with_retry<T, F, Fut>(&self, what: &str, mut op: F) -> Result<T, serenity::Error>
+    pub(crate) async fn with_retry<T, F, Fut>(
+        &self,
+        what: &str,
+        mut op: F,
+    ) -> Result<T, serenity::Error>
     where
         F: FnMut() -> Fut,
         Fut: Future<Output = Result<T, serenity::Error>>,
@@ -101,7 +114,9 @@ impl Outbound {
     }
 
     /// Sends `text` as a reply to message `reply_to` in `channel`: in order, in chunks, or as a
-    /// file with a preview when it would take more than `max_chunks` messages.
+    /// file with a preview when it would take more than `max_chunks` messages. A reply is never
+    /// dropped without a word: if a chunk cannot be sent, the whole reply goes as a file, and if
+    /// that fails too, a short notice; every failure is logged with the channel and message ids.
     pub async fn send_reply(&self, channel: u64, reply_to: u64, text: &str) {
         let channel_id = ChannelId::new(channel.max(1));
         let chunks = split_message(text, DISCORD_LIMIT);
@@ -117,6 +132,7 @@ impl Outbound {
                 .await;
             if let Err(e) = sent {
                 error!(channel_id = channel, message_id = reply_to, error = %e, "reply could not be delivered (file)");
+                self.notify_undelivered(channel_id, reply_to, &e).await;
             }
             return;
         }
@@ -125,18 +141,55 @@ impl Outbound {
             let reference = (i == 0).then_some(reply_to);
             if let Err(e) = self.send_one(channel_id, reference, chunk, None).await {
                 error!(channel_id = channel, message_id = reply_to, chunk = i + 1, total, error = %e, "reply could not be delivered");
-                if i > 0 {
-                    let _ = self
-                        .send_one(
-                            channel_id,
-                            Some(reply_to),
-                            "(The rest of this reply could not be delivered.)",
-                            None,
-                        )
-                        .await;
-                }
+                self.deliver_as_file(channel_id, reply_to, text, i, &e)
+                    .await;
                 return;
             }
+        }
+    }
+
+    /// After chunk `failed` could not be sent: the whole reply as a file, else a notice.
+    async fn deliver_as_file(
+        &self,
+        channel: ChannelId,
+        reply_to: u64,
+        text: &str,
+        failed: usize,
+        cause: &serenity::Error,
+    ) {
+        let what = if failed == 0 {
+            "This reply"
+        } else {
+            "The rest of this reply"
+        };
+        let note = format!(
+            "⚠️ {what} could not be posted as messages ({}); the whole reply is attached as `reply.md`.",
+            short_reason(cause)
+        );
+        match self
+            .send_one(channel, Some(reply_to), &note, Some(text.as_bytes()))
+            .await
+        {
+            Ok(_) => warn!(
+                channel_id = channel.get(),
+                message_id = reply_to,
+                "reply delivered as a file after a failed send"
+            ),
+            Err(e) => {
+                error!(channel_id = channel.get(), message_id = reply_to, error = %e, "reply could not be delivered as a file either");
+                self.notify_undelivered(channel, reply_to, &e).await;
+            }
+        }
+    }
+
+    /// The last resort: a short notice that a reply was lost, so the user is not left waiting.
+    async fn notify_undelivered(&self, channel: ChannelId, reply_to: u64, cause: &serenity::Error) {
+        let notice = format!(
+            "⚠️ The reply to this message could not be delivered ({}); please send your message again.",
+            short_reason(cause)
+        );
+        if let Err(e) = self.send_one(channel, Some(reply_to), &notice, None).await {
+            error!(channel_id = channel.get(), message_id = reply_to, error = %e, "notice of an undelivered reply could not be delivered");
         }
     }
 

@@ -10,7 +10,7 @@
 //! included — are ignored. Access is secure by default: only allow-listed users or roles reach a
 //! channel actor; anyone else gets at most one short refusal per conversation and cooldown.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, VecDeque};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -20,13 +20,13 @@ use secrecy::{ExposeSecret, SecretString};
 use serde::Deserialize;
 use serenity::all::{
     ChannelId, ChannelType, Context as SerenityContext, EventHandler, GatewayIntents, GuildChannel,
-    HttpBuilder, Message as DiscordMessage, Ready, ResumedEvent, ShardManager,
+    HttpBuilder, Message as DiscordMessage, MessageType, Ready, ResumedEvent, ShardManager,
 };
 use tokio::sync::mpsc::{unbounded_channel, UnboundedSender};
 use tracing::{debug, error, info, instrument, warn};
 
 use crate::channel::{ChannelProfile, ConversationRef};
-use crate::discord_rest::{Outbound, RestStats};
+use crate::discord_rest::{status_of, Outbound, RestStats};
 use crate::frontend::{DeliverReply, Origin, ProgressStep, ShowProgress};
 use crate::registry::{ChannelRegistry, RouteMessage};
 
@@ -79,9 +79,14 @@ pub struct FlushOutbound;
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct DiscordConfig {
-    /// The bot token. Environment only (`DISCORD_TOKEN` or `COORDINATOR__DISCORD__TOKEN`).
+    /// The bot token: from the environment (`COORDINATOR__DISCORD__TOKEN` or `DISCORD_TOKEN`),
+    /// or read from `token_file`; never in settings.
     #[serde(default)]
     pub token: Option<SecretString>,
+    /// A file holding the bot token (else `$CREDENTIALS_DIRECTORY/discord-token`, as systemd's
+    /// `LoadCredential=` provides), so the token need not be in the service's environment.
+    #[serde(default)]
+    pub token_file: Option<std::path::PathBuf>,
     /// `https://discord.com`, or another server speaking Discord's API (proxy mode).
     pub api_base_url: String,
     /// Beyond this many messages a reply is sent as a `.md` file with a preview.
@@ -128,17 +133,17 @@ impl AccessConfig {
                 .any(|c| c.allowed_users.is_some() || c.allowed_roles.is_some())
     }
 
-    /// Whether `user` (with `roles`) may use `channel`.
+    /// Whether `user` (with `roles`) may use `channel`. A channel's own list replaces the
+    /// global one and `allow_everyone` alike.
     pub fn allows(&self, channel: &ChannelProfile, user: u64, roles: &[u64]) -> bool {
-        if self.allow_everyone {
-            return true;
-        }
         let (users, role_list) =
             if channel.allowed_users.is_some() || channel.allowed_roles.is_some() {
                 (
                     channel.allowed_users.as_deref().unwrap_or_default(),
                     channel.allowed_roles.as_deref().unwrap_or_default(),
                 )
+            } else if self.allow_everyone {
+                return true;
             } else {
                 (self.allowed_users.as_slice(), self.allowed_roles.as_slice())
             };
@@ -150,7 +155,7 @@ impl AccessConfig {
 #[derive(Debug, thiserror::Error)]
 pub enum GatewayError {
     /// No token in the environment.
-    #[error("no Discord token: set DISCORD_TOKEN (or COORDINATOR__DISCORD__TOKEN)")]
+    #[error("no Discord token: set discord.token_file (or systemd's LoadCredential=discord-token), or DISCORD_TOKEN")]
     NoToken,
     /// Secure by default.
     #[error("no allowlist: set access.allowed_users or access.allowed_roles (or a channel's own), or access.allow_everyone = true to let everyone in")]
@@ -303,7 +308,7 @@ impl GatewaySetup {
                 .collect(),
             access: self.access,
             bot_id: None,
-            known: HashMap::new(),
+            known: Recent::new(MAX_KNOWN),
             resolving: HashMap::new(),
             refused: HashMap::new(),
             working: HashMap::new(),
@@ -326,6 +331,12 @@ impl GatewaySetup {
 // The actor
 // ---------------------------------------------------------------------------------------------
 
+/// Channels and threads remembered for routing; the oldest is forgotten beyond this (it costs
+/// one more lookup if it speaks again).
+const MAX_KNOWN: usize = 10_000;
+/// Refusals remembered for the cooldown; beyond this, expired ones are forgotten first.
+const MAX_REFUSED: usize = 10_000;
+
 /// What a channel or thread id is, as far as routing goes.
 #[derive(Debug, Clone)]
 enum Known {
@@ -333,6 +344,40 @@ enum Known {
     Thread { parent: u64, name: String },
     /// Anything else: not ours.
     Foreign,
+}
+
+/// A map from ids that forgets its oldest entries beyond `cap`.
+struct Recent<V> {
+    map: HashMap<u64, V>,
+    /// Ids, oldest first.
+    order: VecDeque<u64>,
+    cap: usize,
+}
+
+impl<V> Recent<V> {
+    fn new(cap: usize) -> Self {
+        Self {
+            map: HashMap::new(),
+            order: VecDeque::new(),
+            cap: cap.max(1),
+        }
+    }
+
+    fn get(&self, id: u64) -> Option<&V> {
+        self.map.get(&id)
+    }
+
+    fn insert(&mut self, id: u64, value: V) {
+        if self.map.insert(id, value).is_none() {
+            self.order.push_back(id);
+        }
+        while self.map.len() > self.cap {
+            let Some(old) = self.order.pop_front() else {
+                break;
+            };
+            self.map.remove(&old);
+        }
+    }
 }
 
 /// Owns the Discord side of the service.
@@ -347,7 +392,7 @@ pub struct DiscordGateway {
     access: AccessConfig,
     bot_id: Option<u64>,
     /// Channels and threads seen, other than the configured ones.
-    known: HashMap<u64, Known>,
+    known: Recent<Known>,
     /// Messages waiting while a channel's parent is looked up, in arrival order.
     resolving: HashMap<u64, Vec<DiscordMessage>>,
     /// (user, conversation) → when the user was last told they are not allowed.
@@ -391,6 +436,11 @@ impl DiscordGateway {
         if msg.author.bot || Some(msg.author.id.get()) == self.bot_id {
             return Route::Ignore("from a bot");
         }
+        // Thread created, pins, joins, renames… carry text too (a thread's name, a channel's
+        // new name), but no one asked Claude anything.
+        if !matches!(msg.kind, MessageType::Regular | MessageType::InlineReply) {
+            return Route::Ignore("a system message");
+        }
         if msg.guild_id.is_none() {
             return Route::Ignore("direct message");
         }
@@ -398,7 +448,7 @@ impl DiscordGateway {
         let conversation = if let Some(profile) = self.channels.get(&id) {
             ConversationRef::channel(Arc::clone(profile))
         } else {
-            match self.known.get(&id) {
+            match self.known.get(id) {
                 None => return Route::Resolve,
                 Some(Known::Foreign) => return Route::Ignore("not a configured channel"),
                 Some(Known::Thread { parent, name }) => match self.channels.get(parent) {
@@ -475,11 +525,20 @@ impl DiscordGateway {
         }
     }
 
-    /// Looks up an unknown channel's parent over REST, then routes what waited for it.
+    /// Looks up an unknown channel's parent over REST (retried), then routes what waited for
+    /// it. Only a definite answer is remembered: the channel, or "unknown / no access" (404,
+    /// 403). After any other failure its waiting messages are dropped with a warning and the
+    /// next message looks it up again.
     fn resolve(&mut self, channel: u64, ctx: &mut Context<Self>) {
-        let http = Arc::clone(&self.outbound.http);
-        let lookup = async move { ChannelId::new(channel).to_channel(&*http).await };
+        let out = self.outbound.clone();
+        let lookup = async move {
+            out.with_retry("look up channel", || {
+                ChannelId::new(channel.max(1)).to_channel(&*out.http)
+            })
+            .await
+        };
         ctx.spawn(lookup.into_actor(self).map(move |res, act, ctx| {
+            let waiting = act.resolving.remove(&channel).unwrap_or_default();
             let known = match res {
                 Ok(c) => match c.guild() {
                     Some(g) => {
@@ -491,13 +550,15 @@ impl DiscordGateway {
                     }
                     None => Known::Foreign,
                 },
+                Err(e) if matches!(status_of(&e), Some(403 | 404)) => Known::Foreign,
                 Err(e) => {
-                    warn!(channel_id = channel, error = %e, "could not look up channel; its messages are ignored");
-                    Known::Foreign
+                    let ids: Vec<u64> = waiting.iter().map(|m| m.id.get()).collect();
+                    warn!(channel_id = channel, message_ids = ?ids, error = %e, "could not look up the channel; these messages are dropped, the next one looks it up again");
+                    return;
                 }
             };
             act.known.insert(channel, known);
-            for msg in act.resolving.remove(&channel).unwrap_or_default() {
+            for msg in waiting {
                 act.handle_message(Box::new(msg), ctx);
             }
         }));
@@ -519,6 +580,14 @@ impl DiscordGateway {
             .is_some_and(|t| now.duration_since(*t) < cooldown)
         {
             return;
+        }
+        if self.refused.len() >= MAX_REFUSED {
+            self.refused
+                .retain(|_, t| now.duration_since(*t) < cooldown);
+            if self.refused.len() >= MAX_REFUSED {
+                // Forgetting a refusal only means that user may be told once more.
+                self.refused.clear();
+            }
         }
         self.refused.insert((user, conversation), now);
         let out = self.outbound.clone();
@@ -695,7 +764,24 @@ mod tests {
             allow_everyone: true,
             ..AccessConfig::default()
         };
-        assert!(everyone.allows(&own, 12345, &[]));
+        assert!(everyone.allows(&open, 12345, &[]));
+        assert!(
+            !everyone.allows(&own, 12345, &[]),
+            "a channel's own list wins over allow_everyone"
+        );
+        assert!(everyone.allows(&own, 11, &[]));
+    }
+
+    #[test]
+    fn remembered_channels_are_bounded_oldest_first() {
+        let mut known = Recent::new(100);
+        for id in 0..250 {
+            known.insert(id, Known::Foreign);
+        }
+        known.insert(249, Known::Foreign);
+        assert_eq!(known.map.len(), 100);
+        assert_eq!(known.order.len(), 100);
+        assert!(known.get(149).is_none() && known.get(150).is_some());
     }
 
     #[test]

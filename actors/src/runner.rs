@@ -7,8 +7,15 @@
 //!
 //! Rules from `../shared/claude-cli/BEHAVIOUR.md` it follows:
 //! - the prompt goes after `--`, so a message starting with `-` is never read as an option;
-//! - a message starting with `/` gets `--disable-slash-commands` unless its command name is in
-//!   `claude.passthrough_commands`, so it reaches Claude as text;
+//! - a message starting with `/` runs a built-in CLI command even with
+//!   `--disable-slash-commands`; unless its command name is in `claude.passthrough_commands` it
+//!   is sent with one leading space, the only escape observed to reach the model, as an argument
+//!   and on stdin alike (`tests/fixtures/claude-cli/observed-slash-escape.md`);
+//! - the CLI's environment is the service's without its secrets and settings (`DISCORD_TOKEN`,
+//!   `COORDINATOR_CONFIG`, `COORDINATOR__*`, `CREDENTIALS_DIRECTORY`) and without `CLAUDECODE`,
+//!   plus `claude.env` and `CLAUDE_CODE_OAUTH_TOKEN`: a prompt saying "run printenv" must not
+//!   post the bot token;
+//! - an output line longer than [`MAX_LINE_BYTES`] is not kept in memory: the run fails;
 //! - stdin is `/dev/null` (an open pipe makes the CLI wait and append stdin to the prompt);
 //! - the child leads its own process group, so cancel and timeout reach everything it started:
 //!   SIGINT first (the CLI's clean stop), SIGKILL to the group after `kill_grace_secs`;
@@ -16,8 +23,9 @@
 //!   stderr noise on success is not failure; `total_cost_usd` is cumulative per session in
 //!   current versions.
 
+use std::borrow::Cow;
 use std::collections::BTreeMap;
-use std::ffi::OsString;
+use std::ffi::{OsStr, OsString};
 use std::io::Read;
 use std::os::fd::OwnedFd;
 use std::os::unix::process::CommandExt;
@@ -59,6 +67,58 @@ const STDERR_TAIL_BYTES: usize = 8 * 1024;
 const EXIT_CHECK: Duration = Duration::from_millis(50);
 /// Bytes taken from a pipe per `read`.
 const READ_CHUNK: usize = 16 * 1024;
+/// The longest output line kept; a longer one fails the run (the CLI's lines are far shorter).
+pub const MAX_LINE_BYTES: usize = 16 * 1024 * 1024;
+
+/// Variables of the service's own environment that the CLI (and every tool it runs) must not
+/// see: secrets, and settings that may carry them.
+fn is_withheld(name: &OsStr) -> bool {
+    let name = name.as_encoded_bytes();
+    name == b"DISCORD_TOKEN"
+        || name == b"COORDINATOR_CONFIG"
+        || name == b"CREDENTIALS_DIRECTORY"
+        || name == b"CLAUDECODE"
+        || name.starts_with(b"COORDINATOR__")
+}
+
+/// The CLI's whole environment: `inherited` (the service's own) without what
+/// [`is_withheld`], then `claude.env`, then `CLAUDE_CODE_OAUTH_TOKEN` when a token is set.
+pub fn cli_environment(
+    config: &ClaudeConfig,
+    inherited: impl IntoIterator<Item = (OsString, OsString)>,
+) -> Vec<(OsString, OsString)> {
+    let mut env: BTreeMap<OsString, OsString> = inherited
+        .into_iter()
+        .filter(|(k, _)| !is_withheld(k))
+        .collect();
+    env.extend(
+        config
+            .env
+            .iter()
+            .map(|(k, v)| (OsString::from(k), OsString::from(v))),
+    );
+    if let Some(token) = &config.oauth_token {
+        env.insert(
+            "CLAUDE_CODE_OAUTH_TOKEN".into(),
+            token.expose_secret().into(),
+        );
+    }
+    env.into_iter().collect()
+}
+
+/// What the CLI is given for a user's message: the text itself, or, for `/name …` whose name
+/// is not in `passthrough`, the text after one space (so the CLI does not run it as a command).
+pub fn cli_prompt<'a>(prompt: &'a str, passthrough: &[String]) -> Cow<'a, str> {
+    let blocked = prompt.strip_prefix('/').is_some_and(|rest| {
+        let name = rest.split_whitespace().next().unwrap_or_default();
+        !passthrough.iter().any(|p| p == name)
+    });
+    if blocked {
+        Cow::Owned(format!(" {prompt}"))
+    } else {
+        Cow::Borrowed(prompt)
+    }
+}
 
 /// How to read `total_cost_usd`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, Default)]
@@ -117,9 +177,13 @@ pub struct ClaudeConfig {
     pub model: String,
     /// Runs in flight across all channels; others wait their turn, in order.
     pub max_concurrent_runs: usize,
-    /// Passed as `CLAUDE_CODE_OAUTH_TOKEN`. Environment only, never in a file.
+    /// Passed as `CLAUDE_CODE_OAUTH_TOKEN`. From the environment
+    /// (`COORDINATOR__CLAUDE__OAUTH_TOKEN`), or read from `oauth_token_file`; never in settings.
     #[serde(default)]
     pub oauth_token: Option<SecretString>,
+    /// A file holding the OAuth token (else `$CREDENTIALS_DIRECTORY/claude-oauth-token`).
+    #[serde(default)]
+    pub oauth_token_file: Option<PathBuf>,
     /// Extra environment variables for the CLI.
     #[serde(default)]
     pub env: BTreeMap<String, String>,
@@ -230,27 +294,52 @@ pub enum RunError {
         /// Lines that were not JSON.
         unparsed: usize,
     },
+    /// The CLI printed a line too long to keep.
+    #[error("claude printed an output line longer than {} MiB; the run was not used", MAX_LINE_BYTES / (1024 * 1024))]
+    LineTooLong,
     /// Waiting for the process failed.
     #[error("waiting for claude failed: {0}")]
     Wait(std::io::Error),
 }
 
 /// Runs the `claude` CLI. Cheap to clone; shared by every channel.
-#[derive(Debug, Clone)]
+#[derive(Clone)]
 pub struct ClaudeRunner {
     config: Arc<ClaudeConfig>,
-    /// `CLAUDECODE` is set in this process (the coordinator was started from Claude Code):
-    /// it must be removed for the CLI, which otherwise refuses to start nested.
-    nested: bool,
+    /// The CLI's environment ([`cli_environment`]), computed once: it holds the OAuth token.
+    env: Arc<Vec<(OsString, OsString)>>,
+}
+
+impl std::fmt::Debug for ClaudeRunner {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        // Not the environment: it holds the OAuth token.
+        f.debug_struct("ClaudeRunner")
+            .field("config", &self.config)
+            .finish_non_exhaustive()
+    }
 }
 
 impl ClaudeRunner {
-    /// A runner with these settings.
+    /// A runner with these settings; the CLI's environment is taken from this process's now.
     pub fn new(config: ClaudeConfig) -> Self {
+        let env = cli_environment(&config, std::env::vars_os());
         Self {
             config: Arc::new(config),
-            nested: std::env::var_os("CLAUDECODE").is_some(),
+            env: Arc::new(env),
         }
+    }
+
+    /// The stream-json user line (`--input-format stream-json`) that sends `prompt` as one turn,
+    /// escaped like a prompt argument ([`cli_prompt`]).
+    pub fn user_line(&self, prompt: &str) -> String {
+        let text = cli_prompt(prompt, &self.config.passthrough_commands);
+        let line = serde_json::json!({
+            "type": "user",
+            "message": {"role": "user", "content": text},
+            "parent_tool_use_id": null,
+            "session_id": "",
+        });
+        line.to_string()
     }
 
     /// The settings.
@@ -291,20 +380,13 @@ impl ClaudeRunner {
         if !req.disallowed_tools.is_empty() {
             push("--disallowedTools", &req.disallowed_tools.join(","));
         }
-        if self.is_blocked_slash_command(&req.prompt) {
-            args.push("--disable-slash-commands".into());
-        }
         args.push("--".into());
-        args.push(req.prompt.clone().into());
+        args.push(
+            cli_prompt(&req.prompt, &self.config.passthrough_commands)
+                .as_ref()
+                .into(),
+        );
         args
-    }
-
-    /// A `/name …` message whose name is not allowed to run as a CLI command.
-    fn is_blocked_slash_command(&self, prompt: &str) -> bool {
-        prompt.strip_prefix('/').is_some_and(|rest| {
-            let name = rest.split_whitespace().next().unwrap_or_default();
-            !self.config.passthrough_commands.iter().any(|p| p == name)
-        })
     }
 
     /// Runs the CLI once. The process is driven from spawn to reaping by one blocking thread
@@ -354,12 +436,14 @@ impl ClaudeRunner {
         let mut drive = Drive::start(self, req, on_event)?;
         drive.until_done(stop)?;
         let Drive {
-            state,
+            mut state,
             stderr_tail,
             stopped,
             status,
+            out_lines,
             ..
         } = drive;
+        state.too_long = out_lines.too_long;
         let Some(status) = status else {
             return Err(RunError::Wait(std::io::Error::other("no exit status")));
         };
@@ -376,15 +460,9 @@ impl ClaudeRunner {
             .stdin(Stdio::null())
             .stdout(Stdio::piped())
             .stderr(Stdio::piped())
-            .envs(&self.config.env)
+            .env_clear()
+            .envs(self.env.iter().map(|(k, v)| (k, v)))
             .process_group(0);
-        // Only touch the environment when needed: any change makes the spawn copy all of it.
-        if self.nested {
-            cmd.env_remove("CLAUDECODE");
-        }
-        if let Some(token) = &self.config.oauth_token {
-            cmd.env("CLAUDE_CODE_OAUTH_TOKEN", token.expose_secret());
-        }
         match cmd.spawn() {
             Ok(child) => Ok(Process::new(child)),
             // A missing working directory fails the spawn just like a missing binary; only
@@ -415,6 +493,9 @@ impl ClaudeRunner {
         stderr_tail: String,
         success: bool,
     ) -> Result<RunReport, RunError> {
+        if state.too_long > 0 {
+            return Err(RunError::LineTooLong);
+        }
         let unknown_session = |text: &str| {
             req.resume.is_some()
                 && (text.contains("No conversation found with session ID")
@@ -487,6 +568,8 @@ struct StreamState {
     version: Option<String>,
     result: Option<ResultLine>,
     unparsed: usize,
+    /// Lines longer than [`MAX_LINE_BYTES`], dropped.
+    too_long: usize,
 }
 
 impl StreamState {
@@ -561,8 +644,9 @@ impl<'a, F: FnMut(&StreamEvent)> Drive<'a, F> {
             pidfd,
             stdout,
             stderr,
-            out_lines: LineSplitter::default(),
-            err_lines: LineSplitter::default(),
+            out_lines: LineSplitter::new(MAX_LINE_BYTES),
+            // stderr is only kept as a tail; its long lines are not worth an error.
+            err_lines: LineSplitter::new(MAX_LINE_BYTES),
             on_event,
             state: StreamState::default(),
             stderr_tail: String::new(),
@@ -785,17 +869,35 @@ impl Drop for Process {
     }
 }
 
-/// Splits a byte stream into lines (without their `\n`).
-#[derive(Default)]
+/// Splits a byte stream into lines (without their `\n`), keeping at most `max` bytes of a
+/// line: the rest of a longer one is skipped, and it is counted in `too_long` instead.
 struct LineSplitter {
     partial: Vec<u8>,
+    max: usize,
+    /// Inside a line that passed `max`: skip to its end.
+    skipping: bool,
+    too_long: usize,
 }
 
 impl LineSplitter {
+    fn new(max: usize) -> Self {
+        Self {
+            partial: Vec::new(),
+            max,
+            skipping: false,
+            too_long: 0,
+        }
+    }
+
     /// Feeds `data`; calls `each` for every line it completes.
     fn push(&mut self, mut data: &[u8], each: &mut impl FnMut(&[u8])) {
         while let Some(i) = data.iter().position(|&b| b == b'\n') {
-            if self.partial.is_empty() {
+            if self.skipping {
+                self.skipping = false;
+            } else if self.partial.len() + i > self.max {
+                self.too_long += 1;
+                self.partial.clear();
+            } else if self.partial.is_empty() {
                 each(&data[..i]);
             } else {
                 self.partial.extend_from_slice(&data[..i]);
@@ -804,7 +906,16 @@ impl LineSplitter {
             }
             data = &data[i + 1..];
         }
-        self.partial.extend_from_slice(data);
+        if self.skipping {
+            return;
+        }
+        if self.partial.len() + data.len() > self.max {
+            self.too_long += 1;
+            self.skipping = true;
+            self.partial = Vec::new();
+        } else {
+            self.partial.extend_from_slice(data);
+        }
     }
 
     /// End of stream: a last line without `\n` still counts.
@@ -882,6 +993,7 @@ mod tests {
             model: String::new(),
             max_concurrent_runs: 1,
             oauth_token: None,
+            oauth_token_file: None,
             env: BTreeMap::new(),
             passthrough_commands: passthrough.iter().map(|s| (*s).to_string()).collect(),
             cost_reporting: CostReporting::Auto,
@@ -907,9 +1019,43 @@ mod tests {
     #[test]
     fn slash_messages_are_text_unless_passed_through() {
         let r = runner(&["cost"]);
-        assert!(args_of(&r, "/clear").contains(&"--disable-slash-commands".to_string()));
-        assert!(!args_of(&r, "/cost").contains(&"--disable-slash-commands".to_string()));
-        assert!(!args_of(&r, "hello /clear").contains(&"--disable-slash-commands".to_string()));
+        let last = |prompt: &str| args_of(&r, prompt).pop().unwrap_or_default();
+        assert_eq!(last("/clear now"), " /clear now");
+        assert_eq!(last("/cost"), "/cost");
+        assert_eq!(last("hello /clear"), "hello /clear");
+        assert!(!args_of(&r, "/clear").contains(&"--disable-slash-commands".to_string()));
+        let line: serde_json::Value = serde_json::from_str(&r.user_line("/model x")).expect("json");
+        assert_eq!(line["message"]["content"], " /model x");
+        assert_eq!(line["type"], "user");
+    }
+
+    #[test]
+    fn the_cli_environment_holds_no_service_secrets() {
+        let mut config = runner(&[]).config().clone();
+        config.env.insert("EXTRA".into(), "1".into());
+        config.oauth_token = Some(SecretString::from("oauth-secret"));
+        let inherited = [
+            ("DISCORD_TOKEN", "bot-secret"),
+            ("COORDINATOR__CLAUDE__OAUTH_TOKEN", "oauth-secret"),
+            ("COORDINATOR__STORE__PATH", "/x"),
+            ("COORDINATOR_CONFIG", "/etc/c.toml"),
+            ("CREDENTIALS_DIRECTORY", "/run/credentials/c"),
+            ("CLAUDECODE", "1"),
+            ("PATH", "/usr/bin"),
+        ]
+        .map(|(k, v)| (OsString::from(k), OsString::from(v)));
+        let env: BTreeMap<String, String> = cli_environment(&config, inherited)
+            .into_iter()
+            .map(|(k, v)| {
+                (
+                    k.to_string_lossy().into_owned(),
+                    v.to_string_lossy().into_owned(),
+                )
+            })
+            .collect();
+        let keys: Vec<&str> = env.keys().map(String::as_str).collect();
+        assert_eq!(keys, ["CLAUDE_CODE_OAUTH_TOKEN", "EXTRA", "PATH"]);
+        assert_eq!(env["CLAUDE_CODE_OAUTH_TOKEN"], "oauth-secret");
     }
 
     #[test]
@@ -968,13 +1114,27 @@ mod tests {
     fn lines_split_across_reads_are_put_back_together() {
         let mut lines = Vec::new();
         let mut each = |l: &[u8]| lines.push(String::from_utf8_lossy(l).into_owned());
-        let mut split = LineSplitter::default();
+        let mut split = LineSplitter::new(1024);
         split.push(b"one\ntw", &mut each);
         split.push(b"o", &mut each);
         split.push(b"\nthree\n\nfou", &mut each);
         split.finish(&mut each);
         split.finish(&mut each);
         assert_eq!(lines, ["one", "two", "three", "", "fou"]);
+    }
+
+    #[test]
+    fn a_line_past_the_bound_is_dropped_and_counted_not_kept() {
+        let mut lines = Vec::new();
+        let mut each = |l: &[u8]| lines.push(String::from_utf8_lossy(l).into_owned());
+        let mut split = LineSplitter::new(8);
+        split.push(b"short\nmuch too lo", &mut each);
+        assert!(split.partial.is_empty(), "nothing of the long line is kept");
+        split.push(b"ng still going", &mut each);
+        split.push(b"\nok\n12345678\n123456789\nend", &mut each);
+        split.finish(&mut each);
+        assert_eq!(lines, ["short", "ok", "12345678", "end"]);
+        assert_eq!(split.too_long, 2);
     }
 
     #[test]

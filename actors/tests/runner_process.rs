@@ -8,7 +8,7 @@ use std::collections::BTreeMap;
 use std::path::Path;
 use std::time::Duration;
 
-use actors::runner::{ClaudeRunner, RunRequest};
+use actors::runner::{ClaudeRunner, RunError, RunRequest};
 use support::script_runner;
 use tokio_util::sync::CancellationToken;
 
@@ -114,4 +114,20 @@ async fn dropping_a_run_stops_its_whole_process_group() {
     let started = started.expect("the run ended before it was dropped");
     assert!(started.iter().all(|&p| alive(p)), "{started:?}");
     wait_for(|| started.iter().all(|&p| !alive(p)).then_some(())).await;
+}
+
+#[actix_rt::test]
+async fn an_output_line_past_the_bound_fails_the_run_clearly() {
+    let dir = tempfile::tempdir().expect("tmp");
+    // 17,000,000 bytes without a newline, then a good result line.
+    let runner = runner_for(
+        dir.path(),
+        r#"head -c 17000000 /dev/zero | tr '\0' a; echo; printf '%s\n' "$RESULT""#,
+    );
+    let err = runner
+        .run(&request(dir.path()), |_| {}, &CancellationToken::new())
+        .await
+        .expect_err("a line past the bound");
+    assert!(matches!(err, RunError::LineTooLong), "{err:?}");
+    assert!(err.to_string().contains("longer than 16 MiB"), "{err}");
 }

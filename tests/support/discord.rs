@@ -50,6 +50,7 @@ struct Inner {
     requests: Mutex<Vec<Recorded>>,
     channels: Mutex<HashMap<u64, Value>>,
     post_failures: Mutex<VecDeque<u16>>,
+    lookup_failures: Mutex<VecDeque<u16>>,
     connection: Mutex<Option<UnboundedSender<WsCommand>>>,
     frames: Mutex<Vec<Value>>,
     next_id: AtomicU64,
@@ -114,6 +115,15 @@ impl DiscordServer {
     pub fn fail_next_posts(&self, statuses: &[u16]) {
         self.inner
             .post_failures
+            .lock()
+            .expect("lock")
+            .extend(statuses);
+    }
+
+    /// The next `GET /channels/{id}` lookups fail with `statuses`.
+    pub fn fail_next_lookups(&self, statuses: &[u16]) {
+        self.inner
+            .lookup_failures
             .lock()
             .expect("lock")
             .extend(statuses);
@@ -187,6 +197,12 @@ impl DiscordServer {
             .expect("gateway connected")
             .send(WsCommand::Send(frame))
             .expect("connection alive");
+    }
+
+    /// Injects a guild message of Discord message type `kind` (0 ordinary, 19 reply, 18 thread
+    /// created, 4 channel renamed, 6 pinned, 7 member joined…); returns its id.
+    pub fn say_kind(&self, channel: u64, author: u64, content: &str, kind: u8) -> u64 {
+        self.say_with(channel, author, content, |m| m["type"] = json!(kind))
     }
 
     /// Injects a guild message; returns its id.
@@ -275,6 +291,18 @@ async fn channel(
     Path(id): Path<u64>,
     headers: HeaderMap,
 ) -> Response {
+    if let Some(status) = inner.lookup_failures.lock().expect("lock").pop_front() {
+        record(
+            &inner,
+            "GET",
+            format!("/api/v10/channels/{id}"),
+            Value::Null,
+            Vec::new(),
+            &headers,
+            status,
+        );
+        return error_response(status);
+    }
     let found = inner.channels.lock().expect("lock").get(&id).cloned();
     let status = if found.is_some() { 200 } else { 404 };
     record(
@@ -330,22 +358,40 @@ async fn create_message(
     };
     if let Some(status) = inner.post_failures.lock().expect("lock").pop_front() {
         record(&inner, "POST", path, body, files, &headers, status);
-        let body = if status == 429 {
-            json!({"message": "You are being rate limited.", "retry_after": 0.05, "global": false, "code": 0})
-        } else {
-            json!({"message": "Internal Server Error", "code": 0})
-        };
+        return error_response(status);
+    }
+    let content = body["content"].as_str().unwrap_or_default().to_string();
+    // Discord's rules: at most 2,000 UTF-16 units, and not empty (unless files are attached).
+    if content.encode_utf16().count() > 2000 || (content.trim().is_empty() && files.is_empty()) {
+        record(&inner, "POST", path, body, files, &headers, 400);
         return (
-            StatusCode::from_u16(status).expect("status"),
-            [("retry-after", "0.05")],
-            Json(body),
+            StatusCode::BAD_REQUEST,
+            Json(json!({"message": "Invalid Form Body", "code": 50035})),
         )
             .into_response();
     }
-    let content = body["content"].as_str().unwrap_or_default().to_string();
     record(&inner, "POST", path, body, files, &headers, 200);
     let mid = inner.next_id.fetch_add(1, Ordering::SeqCst);
     Json(message_json(mid, id, BOT_ID, true, &content)).into_response()
+}
+
+/// What Discord answers with `status`.
+fn error_response(status: u16) -> Response {
+    let body = match status {
+        429 => {
+            json!({"message": "You are being rate limited.", "retry_after": 0.05, "global": false, "code": 0})
+        }
+        403 => json!({"message": "Missing Permissions", "code": 50013}),
+        404 => json!({"message": "Unknown Channel", "code": 10003}),
+        400 => json!({"message": "Invalid Form Body", "code": 50035}),
+        _ => json!({"message": "Internal Server Error", "code": 0}),
+    };
+    (
+        StatusCode::from_u16(status).expect("status"),
+        [("retry-after", "0.05")],
+        Json(body),
+    )
+        .into_response()
 }
 
 async fn edit_message(

@@ -1,4 +1,7 @@
-//! Shared by the runner tests: a shell script standing in for `claude`.
+//! Shared by the actors tests: a shell script standing in for `claude`, generated replies.
+#![allow(dead_code)]
+
+pub mod replies;
 
 use std::collections::BTreeMap;
 use std::os::unix::fs::PermissionsExt;
@@ -20,6 +23,7 @@ pub fn script_runner(dir: &Path, body: &str, env: BTreeMap<String, String>) -> C
         model: String::new(),
         max_concurrent_runs: 1,
         oauth_token: None,
+        oauth_token_file: None,
         env,
         passthrough_commands: Vec::new(),
         cost_reporting: CostReporting::Auto,

@@ -21,11 +21,17 @@
 //! | `HUGE` / `HUGE:<n>` | answer with n (or `FAKE_CLAUDE_HUGE_BYTES`, default 100000) bytes of Markdown |
 //! | `TOOL` / `TOOL:<cmd>` | call Bash (`echo hi` or `<cmd>`, really run in the cwd) and report it |
 //! | `HISTORY`       | answer with the earlier prompts of this session                           |
+//! | `REPLYFILE:<path>` | answer with the contents of `<path>` (hostile replies in tests)        |
+//!
+//! A prompt starting with `/<name>` where `<name>` is a built-in command runs it locally with no
+//! model call, like the real CLI, whatever `--disable-slash-commands` says (with it, the answer
+//! is "/<name> isn't available in this environment."). With `--input-format stream-json` the
+//! prompt argument is ignored and each user line on stdin is one turn, until stdin closes.
 //!
 //! SIGINT during `SLOW` / `GATE` prints an `error_during_execution` result and exits 0, like the
 //! real CLI; SIGTERM keeps its default action (exit by signal 15).
 //!
-//! Environment: `FAKE_CLAUDE_LOG` (append one JSON line per start and end: argv, cwd, selected
+//! Environment: `FAKE_CLAUDE_LOG` (append one JSON line per start and end: argv, cwd, the whole
 //! environment, stdin, pid, pgid), `FAKE_CLAUDE_VERSION` (`2.1.330` default: cumulative
 //! `total_cost_usd`; `2.1.197`: this call only), `FAKE_CLAUDE_COST` (per call, default 0.05).
 
@@ -61,6 +67,7 @@ struct Args {
     print: bool,
     version: bool,
     output_format: String,
+    input_format: String,
     verbose: bool,
     resume: Option<String>,
     session_id: Option<String>,
@@ -79,6 +86,7 @@ struct Usage(String);
 fn parse_args(argv: &[String]) -> Result<Args, Usage> {
     let mut parsed = Args {
         output_format: "text".into(),
+        input_format: "text".into(),
         ..Args::default()
     };
     let mut i = 0;
@@ -121,6 +129,13 @@ fn parse_args(argv: &[String]) -> Result<Args, Usage> {
                     return Err(Usage(format!("error: option '--output-format <format>' argument '{v}' is invalid. Allowed choices are text, json, stream-json.")));
                 }
                 parsed.output_format = v;
+            }
+            "--input-format" => {
+                let v = value(&mut i, "--input-format <format>")?;
+                if !["text", "stream-json"].contains(&v.as_str()) {
+                    return Err(Usage(format!("error: option '--input-format <format>' argument '{v}' is invalid. Allowed choices are text, stream-json.")));
+                }
+                parsed.input_format = v;
             }
             "-r" | "--resume" => parsed.resume = Some(value(&mut i, "--resume [value]")?),
             "--session-id" => parsed.session_id = Some(value(&mut i, "--session-id <uuid>")?),
@@ -265,14 +280,8 @@ fn log_event(event: &str, extra: &Value) {
     let Some(path) = std::env::var_os("FAKE_CLAUDE_LOG") else {
         return;
     };
+    // The whole environment: tests check what the CLI may and may not see.
     let env: serde_json::Map<String, Value> = std::env::vars()
-        .filter(|(k, _)| {
-            k.starts_with("CLAUDE")
-                || k.starts_with("FAKE_")
-                || k.starts_with("TEST_")
-                || k == "HOME"
-                || k == "IS_SANDBOX"
-        })
         .map(|(k, v)| (k, Value::String(v)))
         .collect();
     let mut record = json!({
@@ -367,7 +376,8 @@ fn result_value(p: &ResultParts) -> Value {
         "duration_api_ms": p.duration_ms / 2,
         "stop_reason": if p.is_error { Value::Null } else { json!("end_turn") },
         "session_id": p.session_id,
-        "total_cost_usd": p.total_cost,
+        // The real CLI prints a zero cost as the integer 0.
+        "total_cost_usd": if p.total_cost == 0.0 { json!(0) } else { json!(p.total_cost) },
         "usage": usage_block(12524, 9),
         "modelUsage": model_usage,
         "permission_denials": [],
@@ -480,7 +490,153 @@ fn main() -> ExitCode {
     ExitCode::from(code)
 }
 
-#[allow(clippy::too_many_lines)]
+/// Built-in commands the real CLI runs locally when a prompt starts with `/<name>`, with no API
+/// call, whatever `--disable-slash-commands` says (BEHAVIOUR.md, `i_slash__*`,
+/// `i_disable_slash__*`, `i_stdin_stream_slash`). Other names reach the model as text.
+const BUILTIN_COMMANDS: [&str; 16] = [
+    "clear", "compact", "config", "context", "cost", "doctor", "help", "init", "mcp", "model",
+    "rename", "review", "status", "usage", "agents", "memory",
+];
+
+/// The session a process works on, across its turns.
+struct Session {
+    id: String,
+    path: PathBuf,
+    turns: Vec<Turn>,
+    model: String,
+    mode: String,
+    tools: Vec<String>,
+    cwd: PathBuf,
+    version: String,
+    cumulative: bool,
+    per_call_cost: f64,
+    disable_slash_commands: bool,
+}
+
+/// How a turn ended.
+enum TurnEnd {
+    /// A result was printed (or, for `GARBAGE`, not): the exit code for a one-shot run and
+    /// whether the result was an error.
+    Done { code: u8, is_error: bool },
+    /// The process must exit now with this code (a crash).
+    Exit(u8),
+}
+
+impl Session {
+    fn earlier_cost(&self) -> f64 {
+        // An empty float sum is -0.0, which would print as "$-0.0000".
+        self.turns.iter().map(|t| t.cost).sum::<f64>() + 0.0
+    }
+
+    fn reported(&self, call_cost: f64) -> f64 {
+        if self.cumulative {
+            self.earlier_cost() + call_cost
+        } else {
+            call_cost
+        }
+    }
+
+    /// Stores the turn; returns the `total_cost_usd` to report for it.
+    fn record(&mut self, prompt: &str, cost: f64) -> f64 {
+        let total = self.reported(cost);
+        self.turns.push(Turn {
+            prompt: prompt.to_string(),
+            cost,
+            model: self.model.clone(),
+        });
+        append_turn(&self.path, self.turns.last().expect("just pushed"));
+        total
+    }
+
+    fn init(&self, out: &mut Out, session_id: &str) {
+        out.line(&init_value(
+            session_id,
+            &self.model,
+            &self.cwd,
+            &self.mode,
+            &self.version,
+            &self.tools,
+        ));
+    }
+
+    #[allow(clippy::too_many_arguments)]
+    fn result(
+        &self,
+        out: &mut Out,
+        subtype: &str,
+        is_error: bool,
+        result: Option<&str>,
+        errors: Option<Vec<String>>,
+        total_cost: f64,
+        num_turns: u32,
+        terminal_reason: &str,
+        api_error_status: Option<u16>,
+        started: Instant,
+    ) {
+        out.result(&result_value(&ResultParts {
+            session_id: &self.id,
+            model: &self.model,
+            subtype,
+            is_error,
+            result,
+            errors,
+            total_cost,
+            num_turns,
+            terminal_reason,
+            api_error_status,
+            duration_ms: started.elapsed().as_millis(),
+        }));
+    }
+
+    /// A built-in command, run locally. `None` when `prompt` is not one.
+    fn local_command(&mut self, out: &mut Out, prompt: &str, started: Instant) -> Option<TurnEnd> {
+        let name = prompt.strip_prefix('/')?.split_whitespace().next()?;
+        if !BUILTIN_COMMANDS.contains(&name) {
+            return None;
+        }
+        let text = if self.disable_slash_commands || name == "help" {
+            format!("/{name} isn't available in this environment.")
+        } else {
+            match name {
+                "cost" => format!(
+                    "Estimated cost:        ${:.4}\nTotal duration (API):  0s",
+                    self.earlier_cost()
+                ),
+                "model" => format!(
+                    "Set model to `{}` for this session only",
+                    prompt.split_whitespace().nth(1).unwrap_or_default()
+                ),
+                _ => String::new(),
+            }
+        };
+        // `/clear` starts a new conversation: a new session id.
+        if name == "clear" && !self.disable_slash_commands {
+            self.id = new_uuid();
+            self.path = projects_dir()
+                .join(mangle(&self.cwd))
+                .join(format!("{}.jsonl", self.id));
+            self.turns.clear();
+        }
+        self.init(out, &self.id.clone());
+        self.result(
+            out,
+            "success",
+            false,
+            Some(&text),
+            None,
+            0.0,
+            0,
+            "completed",
+            None,
+            started,
+        );
+        Some(TurnEnd::Done {
+            code: 0,
+            is_error: false,
+        })
+    }
+}
+
 fn run(args: &Args, version: &str, interrupted: &AtomicBool) -> u8 {
     if !args.print {
         eprintln!("stand-in claude: only --print mode is supported");
@@ -502,26 +658,80 @@ fn run(args: &Args, version: &str, interrupted: &AtomicBool) -> u8 {
         eprintln!("--dangerously-skip-permissions cannot be used with root/sudo privileges for security reasons");
         return 1;
     }
-    let Some(prompt) = args.prompt.clone() else {
-        eprintln!("Error: Input must be provided either through stdin or as a prompt argument when using --print");
-        return 1;
+    let stream_input = args.input_format == "stream-json";
+    // With stream-json input a prompt argument is silently ignored (PERMISSIONS.md, p_40b).
+    let prompt = if stream_input {
+        None
+    } else {
+        let Some(prompt) = args.prompt.clone() else {
+            eprintln!("Error: Input must be provided either through stdin or as a prompt argument when using --print");
+            return 1;
+        };
+        if std::fs::read_link("/proc/self/fd/0")
+            .is_ok_and(|p| p.to_string_lossy().starts_with("pipe:"))
+        {
+            eprintln!("Warning: no stdin data received in 3s, proceeding without it. If piping from a slow command, redirect stdin explicitly: < /dev/null to skip, or wait longer.");
+        }
+        Some(prompt)
     };
-    if std::fs::read_link("/proc/self/fd/0").is_ok_and(|p| p.to_string_lossy().starts_with("pipe:"))
-    {
-        eprintln!("Warning: no stdin data received in 3s, proceeding without it. If piping from a slow command, redirect stdin explicitly: < /dev/null to skip, or wait longer.");
-    }
     let cwd = std::env::current_dir().unwrap_or_else(|_| PathBuf::from("/"));
     let mut out = Out {
         format: args.output_format.clone(),
         stdout: std::io::stdout(),
     };
-    let started = Instant::now();
+    let Some(mut session) = open_session(args, version, &mode, cwd, &mut out) else {
+        return 1;
+    };
+    if let Some(p) = prompt {
+        return match turn(&mut session, &mut out, &p, interrupted) {
+            TurnEnd::Done { code, .. } | TurnEnd::Exit(code) => code,
+        };
+    }
+    // One turn per user line; the exit code follows the last result.
+    let mut last_error = false;
+    for line in std::io::stdin().lock().lines().map_while(Result::ok) {
+        let Some(p) = user_text(&line) else { continue };
+        log_event("turn", &json!({"prompt": p}));
+        match turn(&mut session, &mut out, &p, interrupted) {
+            TurnEnd::Done { is_error, .. } => last_error = is_error,
+            TurnEnd::Exit(code) => return code,
+        }
+    }
+    u8::from(last_error)
+}
 
-    // Resolve the session: resume an existing one, or start a new one.
-    let (session_id, session_path, mut turns) = if let Some(id) = &args.resume {
+/// The text of a stream-json user line: a string `content`, or its last text block (the CLI
+/// parses that one for commands: `observed-slash-escape.md`).
+fn user_text(line: &str) -> Option<String> {
+    let v: Value = serde_json::from_str(line).ok()?;
+    if v["type"] != "user" {
+        return None;
+    }
+    let content = &v["message"]["content"];
+    match content {
+        Value::String(s) => Some(s.clone()),
+        Value::Array(blocks) => blocks
+            .iter()
+            .rev()
+            .find(|b| b["type"] == "text")
+            .and_then(|b| b["text"].as_str())
+            .map(str::to_string),
+        _ => None,
+    }
+}
+
+/// Resumes the session asked for, or starts a new one; `None` after a usage error (printed).
+fn open_session(
+    args: &Args,
+    version: &str,
+    mode: &str,
+    cwd: PathBuf,
+    out: &mut Out,
+) -> Option<Session> {
+    let (id, path, turns) = if let Some(id) = &args.resume {
         if !is_uuid(id) {
             eprintln!("Error: --resume requires a valid session ID or session title when used with --print. Usage: claude -p --resume <session-id|title>. Provided value \"{id}\" is not a UUID and does not match any session title.");
-            return 1;
+            return None;
         }
         let Some(path) = find_session(id) else {
             let msg = format!("No conversation found with session ID: {id}");
@@ -541,7 +751,7 @@ fn run(args: &Args, version: &str, interrupted: &AtomicBool) -> u8 {
                     duration_ms: 0,
                 }));
             }
-            return 1;
+            return None;
         };
         let turns = read_turns(&path);
         (id.clone(), path, turns)
@@ -552,7 +762,7 @@ fn run(args: &Args, version: &str, interrupted: &AtomicBool) -> u8 {
             .join(format!("{id}.jsonl"));
         if path.exists() {
             eprintln!("Error: Session ID {id} is already in use.");
-            return 1;
+            return None;
         }
         (id, path, Vec::new())
     };
@@ -573,85 +783,51 @@ fn run(args: &Args, version: &str, interrupted: &AtomicBool) -> u8 {
         Some(t) => t.clone(),
         None => TOOLS.iter().map(|s| (*s).to_string()).collect(),
     };
-    let tools: Vec<String> = tools
+    let tools = tools
         .into_iter()
         .filter(|t| !args.disallowed_tools.contains(t))
         .collect();
-    let per_call_cost: f64 = std::env::var("FAKE_CLAUDE_COST")
-        .ok()
-        .and_then(|v| v.parse().ok())
-        .unwrap_or(0.05);
-    let cumulative = version != "2.1.197";
-    let earlier_cost: f64 = turns.iter().map(|t| t.cost).sum();
-    let reported = |call_cost: f64| {
-        if cumulative {
-            earlier_cost + call_cost
-        } else {
-            call_cost
-        }
-    };
+    Some(Session {
+        id,
+        path,
+        turns,
+        model,
+        mode: mode.to_string(),
+        tools,
+        cwd,
+        version: version.to_string(),
+        cumulative: version != "2.1.197",
+        per_call_cost: std::env::var("FAKE_CLAUDE_COST")
+            .ok()
+            .and_then(|v| v.parse().ok())
+            .unwrap_or(0.05),
+        disable_slash_commands: args.disable_slash_commands,
+    })
+}
 
-    // CLI slash commands run locally, with no API call, unless slash commands are disabled.
-    if prompt.starts_with('/') && !args.disable_slash_commands {
-        let name = prompt[1..].split_whitespace().next().unwrap_or_default();
-        let local = match name {
-            "clear" | "compact" => Some(String::new()),
-            "cost" => Some(format!(
-                "Estimated cost:        ${earlier_cost:.4}\nTotal duration (API):  0s"
-            )),
-            "help" => Some("/help isn't available in this environment.".to_string()),
-            "model" => Some(format!(
-                "Set model to `{}` for this session only",
-                prompt.split_whitespace().nth(1).unwrap_or_default()
-            )),
-            _ => None,
-        };
-        if let Some(text) = local {
-            // `/clear` starts a new conversation: a new session id.
-            let sid = if name == "clear" {
-                new_uuid()
-            } else {
-                session_id.clone()
-            };
-            out.line(&init_value(&sid, &model, &cwd, &mode, version, &tools));
-            out.result(&result_value(&ResultParts {
-                session_id: &sid,
-                model: &model,
-                subtype: "success",
-                is_error: false,
-                result: Some(&text),
-                errors: None,
-                total_cost: 0.0,
-                num_turns: 0,
-                terminal_reason: "completed",
-                api_error_status: None,
-                duration_ms: started.elapsed().as_millis(),
-            }));
-            return 0;
-        }
+/// One turn: the answer to `prompt`.
+#[allow(clippy::too_many_lines)]
+fn turn(s: &mut Session, out: &mut Out, prompt: &str, interrupted: &AtomicBool) -> TurnEnd {
+    let started = Instant::now();
+    if let Some(end) = s.local_command(out, prompt, started) {
+        return end;
     }
-
-    out.line(&init_value(
-        &session_id,
-        &model,
-        &cwd,
-        &mode,
-        version,
-        &tools,
-    ));
-
+    s.init(out, &s.id.clone());
     let msg_id = format!("msg_mock_{}", &new_uuid().replace('-', "")[..20]);
 
     if prompt.contains("CRASH") {
         eprintln!("stand-in claude: simulated crash (CRASH in prompt)");
-        return 3;
+        return TurnEnd::Exit(3);
     }
     if prompt.contains("GARBAGE") {
         let mut lock = std::io::stdout().lock();
         let _ = writeln!(lock, "this is not json");
         let _ = writeln!(lock, "{{\"truncated\": ");
         let _ = writeln!(lock, "\u{1b}[31mcolour codes\u{1b}[0m");
-        return 0;
+        return TurnEnd::Done {
+            code: 0,
+            is_error: false,
+        };
     }
     if prompt.contains("HANG") {
         // Ignore the polite signals, and leave a grandchild in the process group.
@@ -686,61 +862,54 @@ fn run(args: &Args, version: &str, interrupted: &AtomicBool) -> u8 {
         let gate = PathBuf::from(gate);
         waited = waited || interruptible_wait(interrupted, || gate.exists());
     }
-    let sp = |turns_now: &Vec<Turn>| turns_now.len() as u32;
     if waited {
         // SIGINT: the clean cancel. The turn is recorded, the result says error_during_execution.
-        turns.push(Turn {
-            prompt: prompt.clone(),
-            cost: 0.0,
-            model: model.clone(),
-        });
-        append_turn(&session_path, turns.last().expect("just pushed"));
-        out.result(&result_value(&ResultParts {
-            session_id: &session_id,
-            model: &model,
-            subtype: "error_during_execution",
-            is_error: true,
-            result: None,
-            errors: Some(vec![
+        let total = s.record(prompt, 0.0);
+        s.result(
+            out,
+            "error_during_execution",
+            true,
+            None,
+            Some(vec![
                 "[ede_diagnostic] result_type=user last_content_type=n/a stop_reason=null".into(),
             ]),
-            total_cost: reported(0.0),
-            num_turns: sp(&turns),
-            terminal_reason: "aborted_streaming",
-            api_error_status: None,
-            duration_ms: started.elapsed().as_millis(),
-        }));
-        return 0;
+            total,
+            s.turns.len() as u32,
+            "aborted_streaming",
+            None,
+            started,
+        );
+        return TurnEnd::Done {
+            code: 0,
+            is_error: true,
+        };
     }
 
     if prompt.contains("FAIL500") {
         let text = "API Error: 500 Internal server error (mock). This is a server-side issue, usually temporary — try again in a moment.";
         out.line(&assistant_value(
-            &session_id,
-            &model,
+            &s.id,
+            &s.model,
             &msg_id,
             &json!({"type": "text", "text": text}),
         ));
-        turns.push(Turn {
-            prompt: prompt.clone(),
-            cost: 0.0,
-            model: model.clone(),
-        });
-        append_turn(&session_path, turns.last().expect("just pushed"));
-        out.result(&result_value(&ResultParts {
-            session_id: &session_id,
-            model: &model,
-            subtype: "success",
+        let total = s.record(prompt, 0.0);
+        s.result(
+            out,
+            "success",
+            true,
+            Some(text),
+            None,
+            total,
+            1,
+            "api_error",
+            Some(500),
+            started,
+        );
+        return TurnEnd::Done {
+            code: 1,
             is_error: true,
-            result: Some(text),
-            errors: None,
-            total_cost: reported(0.0),
-            num_turns: 1,
-            terminal_reason: "api_error",
-            api_error_status: Some(500),
-            duration_ms: started.elapsed().as_millis(),
-        }));
-        return 1;
+        };
     }
 
     let mut num_turns = 1;
@@ -752,41 +921,38 @@ fn run(args: &Args, version: &str, interrupted: &AtomicBool) -> u8 {
     {
         let tool_id = format!("toolu_mock_{}", &new_uuid().replace('-', "")[..20]);
         out.line(&assistant_value(
-            &session_id,
-            &model,
+            &s.id,
+            &s.model,
             &msg_id,
             &json!({"type": "text", "text": "running a tool"}),
         ));
         out.line(&assistant_value(
-            &session_id,
-            &model,
+            &s.id,
+            &s.model,
             &msg_id,
             &json!({"type": "tool_use", "id": tool_id, "name": "Bash",
             "input": {"command": cmd, "description": "mock tool call"}}),
         ));
         if prompt.contains("MAXTURNS") {
-            turns.push(Turn {
-                prompt: prompt.clone(),
-                cost: per_call_cost,
-                model: model.clone(),
-            });
-            append_turn(&session_path, turns.last().expect("just pushed"));
-            out.result(&result_value(&ResultParts {
-                session_id: &session_id,
-                model: &model,
-                subtype: "error_max_turns",
+            let total = s.record(prompt, s.per_call_cost);
+            s.result(
+                out,
+                "error_max_turns",
+                true,
+                None,
+                Some(vec!["Reached maximum number of turns (1)".into()]),
+                total,
+                2,
+                "max_turns",
+                None,
+                started,
+            );
+            return TurnEnd::Done {
+                code: 1,
                 is_error: true,
-                result: None,
-                errors: Some(vec!["Reached maximum number of turns (1)".into()]),
-                total_cost: reported(per_call_cost),
-                num_turns: 2,
-                terminal_reason: "max_turns",
-                api_error_status: None,
-                duration_ms: started.elapsed().as_millis(),
-            }));
-            return 1;
+            };
         }
-        let said = if tools.iter().any(|t| t == "Bash") {
+        let said = if s.tools.iter().any(|t| t == "Bash") {
             let output = std::process::Command::new("sh")
                 .arg("-c")
                 .arg(&cmd)
@@ -800,10 +966,16 @@ fn run(args: &Args, version: &str, interrupted: &AtomicBool) -> u8 {
         };
         out.line(&json!({"type": "user", "message": {"role": "user", "content": [{"tool_use_id": tool_id,
             "type": "tool_result", "content": said, "is_error": false}]}, "parent_tool_use_id": null,
-            "session_id": session_id, "uuid": new_uuid(), "timestamp": "2026-11-23T19:45:16.143Z",
+            "session_id": s.id, "uuid": new_uuid(), "timestamp": "2026-11-23T19:45:16.143Z",
             "tool_use_result": {"stdout": said, "stderr": "", "interrupted": false, "isImage": false, "noOutputExpected": false}}));
         answer = format!("tool said: {said}");
         num_turns = 2;
+    } else if let Some(path) = prompt
+        .split_whitespace()
+        .find_map(|w| w.strip_prefix("REPLYFILE:"))
+    {
+        answer = std::fs::read_to_string(path)
+            .unwrap_or_else(|e| format!("REPLYFILE {path} unreadable: {e}"));
     } else if prompt.contains("HUGE") {
         let bytes = prompt
             .split_whitespace()
@@ -817,34 +989,31 @@ fn run(args: &Args, version: &str, interrupted: &AtomicBool) -> u8 {
             .unwrap_or(100_000);
         answer = huge_reply(bytes);
     } else if prompt.contains("HISTORY") {
-        let earlier: Vec<&str> = turns.iter().map(|t| t.prompt.as_str()).collect();
+        let earlier: Vec<&str> = s.turns.iter().map(|t| t.prompt.as_str()).collect();
         answer = format!("history: {}", earlier.join(" | "));
     }
     let reply_id = format!("msg_mock_{}", &new_uuid().replace('-', "")[..20]);
     out.line(&assistant_value(
-        &session_id,
-        &model,
+        &s.id,
+        &s.model,
         &reply_id,
         &json!({"type": "text", "text": answer}),
     ));
-    turns.push(Turn {
-        prompt: prompt.clone(),
-        cost: per_call_cost,
-        model: model.clone(),
-    });
-    append_turn(&session_path, turns.last().expect("just pushed"));
-    out.result(&result_value(&ResultParts {
-        session_id: &session_id,
-        model: &model,
-        subtype: "success",
-        is_error: false,
-        result: Some(&answer),
-        errors: None,
-        total_cost: reported(per_call_cost),
+    let total = s.record(prompt, s.per_call_cost);
+    s.result(
+        out,
+        "success",
+        false,
+        Some(&answer),
+        None,
+        total,
         num_turns,
-        terminal_reason: "completed",
-        api_error_status: None,
-        duration_ms: started.elapsed().as_millis(),
-    }));
-    0
+        "completed",
+        None,
+        started,
+    );
+    TurnEnd::Done {
+        code: 0,
+        is_error: false,
+    }
 }

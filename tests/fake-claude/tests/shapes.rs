@@ -306,3 +306,80 @@ fn sigint_during_a_slow_run_gives_the_clean_error_result() {
     }
     assert!(fake.get("result").is_none() && fake["errors"].is_array());
 }
+
+#[test]
+fn built_in_commands_run_without_a_model_call_even_with_disable_slash_commands() {
+    let stand = Stand::new();
+    for (prompt, name) in [
+        ("/cost", "i_disable_slash__cost"),
+        ("/clear now", "i_disable_slash__clear"),
+    ] {
+        let out = stand.run(&[
+            "-p",
+            "--output-format",
+            "json",
+            "--disable-slash-commands",
+            "--",
+            prompt,
+        ]);
+        let fake: Value = serde_json::from_slice(&out.stdout).expect("json");
+        let real: Value = serde_json::from_str(&sample(&format!("{name}.stdout"))).expect("sample");
+        for key in ["result", "num_turns", "is_error", "total_cost_usd"] {
+            assert_eq!(fake[key], real[key], "{name}: {key}");
+        }
+    }
+    // A leading space reaches the model.
+    let out = stand.run(&["-p", "--output-format", "json", "--", " /cost"]);
+    let fake: Value = serde_json::from_slice(&out.stdout).expect("json");
+    let real: Value =
+        serde_json::from_str(&sample("i_leading_space_slash.stdout")).expect("sample");
+    assert_eq!(fake["result"], real["result"]);
+    assert_eq!(fake["num_turns"], real["num_turns"]);
+}
+
+#[test]
+fn a_command_on_stdin_runs_like_the_real_cli_and_each_line_is_a_turn() {
+    use std::io::Write;
+    let stand = Stand::new();
+    let mut child = stand
+        .cmd(&[
+            "-p",
+            "--input-format",
+            "stream-json",
+            "--output-format",
+            "stream-json",
+            "--verbose",
+        ])
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .spawn()
+        .expect("spawn");
+    let mut stdin = child.stdin.take().expect("stdin");
+    stdin
+        .write_all(sample("i_stdin_stream_slash.stdin").as_bytes())
+        .expect("write");
+    writeln!(
+        stdin,
+        r#"{{"type":"user","message":{{"role":"user","content":"HISTORY"}},"parent_tool_use_id":null,"session_id":""}}"#
+    )
+    .expect("write");
+    drop(stdin);
+    let out = child.wait_with_output().expect("wait");
+    assert!(out.status.success());
+    let results: Vec<Value> = String::from_utf8_lossy(&out.stdout)
+        .lines()
+        .map(|l| serde_json::from_str::<Value>(l).expect("json line"))
+        .filter(|v| v["type"] == "result")
+        .collect();
+    let real: Vec<Value> = sample("i_stdin_stream_slash.stdout")
+        .lines()
+        .map(|l| serde_json::from_str::<Value>(l).expect("json line"))
+        .filter(|v| v["type"] == "result")
+        .collect();
+    assert_eq!(results.len(), 2);
+    assert_eq!(results[0]["num_turns"], real[0]["num_turns"]);
+    assert!(results[0]["result"]
+        .as_str()
+        .is_some_and(|r| r.starts_with("Estimated cost:")));
+    assert_eq!(results[1]["result"], "history: ");
+}
