@@ -20,12 +20,12 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use actix::{Actor, Context, Handler};
-use actors::channel::ConversationRef;
-use actors::frontend::{DeliverReply, Origin, ShowProgress};
+use actors::conversation::ConversationRef;
+use actors::cost::CostUpdate;
+use actors::frontend::{FrontendEvent, Origin, ReplySink, RouteMessage};
 use actors::metrics::rss_kib;
-use actors::registry::{CountChannels, RouteMessage};
-use actors::store::{open_pool, GetStoreStats, RecordRun, ReportedCost, SessionStoreActor};
+use actors::registry::CountChannels;
+use actors::store::{open_pool, GetStoreStats, RecordRun, SessionStoreActor};
 use claude_coordinator::console::{self, ConsoleOptions};
 use claude_coordinator::settings::Settings;
 use claude_coordinator::startup::Application;
@@ -184,10 +184,10 @@ fn floor_with_store(messages: usize, channels: usize, cap: usize) -> f64 {
                     project_dir: project_dir.clone(),
                     model: None,
                     session_id: Some(session.to_string()),
-                    cost: Some(ReportedCost {
-                        total_usd: 0.01,
-                        cumulative: true,
-                    }),
+                    cost: CostUpdate {
+                        run_usd: 0.01,
+                        session_usd: 0.01,
+                    },
                     error: None,
                 });
             });
@@ -306,21 +306,6 @@ fn self_usage() -> Usage {
     }
 }
 
-struct Drain(Arc<AtomicUsize>);
-impl Actor for Drain {
-    type Context = Context<Self>;
-}
-impl Handler<DeliverReply> for Drain {
-    type Result = ();
-    fn handle(&mut self, _: DeliverReply, _: &mut Self::Context) {
-        self.0.fetch_add(1, Ordering::Relaxed);
-    }
-}
-impl Handler<ShowProgress> for Drain {
-    type Result = ();
-    fn handle(&mut self, _: ShowProgress, _: &mut Self::Context) {}
-}
-
 /// RSS growth (KiB) after `n` channel actors were started (each answered `!status`, which
 /// loads its row from the store) and left idle.
 fn idle_actors(n: usize) -> (u64, u64) {
@@ -328,9 +313,8 @@ fn idle_actors(n: usize) -> (u64, u64) {
     let settings = settings(dir.path(), 1, 4);
     actix::System::new().block_on(async move {
         let app = Application::build(settings).await.expect("build");
-        let replies = Arc::new(AtomicUsize::new(0));
-        let drain = Drain(Arc::clone(&replies)).start();
-        let registry = app.start_registry(drain.clone().recipient(), drain.recipient());
+        let (sink, mut events) = ReplySink::start();
+        let registry = app.start_registry(sink.clone().recipient(), sink.recipient());
         let profile = Arc::clone(&app.channels()[0]);
         // Warm up allocator and store with a first batch that is not counted.
         tokio::time::sleep(Duration::from_millis(200)).await;
@@ -346,8 +330,13 @@ fn idle_actors(n: usize) -> (u64, u64) {
                 text: "!status".into(),
             });
         }
-        while replies.load(Ordering::Relaxed) < n {
-            tokio::time::sleep(Duration::from_millis(10)).await;
+        let mut replies = 0;
+        while replies < n {
+            match events.recv().await {
+                Some(FrontendEvent::Reply(_)) => replies += 1,
+                Some(FrontendEvent::Progress(_)) => {}
+                None => panic!("the sink stopped"),
+            }
         }
         // Let the actors' start-up store loads finish.
         tokio::time::sleep(Duration::from_millis(500)).await;

@@ -10,10 +10,10 @@ use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
-use actors::runner::cli_environment;
+use actors::claude::{cli_environment, PermissionMode};
 use actors::store::{check_writable, open_pool};
 
-use crate::settings::Settings;
+use crate::settings::{ChannelSettings, Settings};
 
 /// How bad a finding is.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -83,8 +83,7 @@ pub fn check(settings: &Settings, for_run: bool) -> Vec<Finding> {
     let channels: Vec<_> = settings
         .channel
         .iter()
-        .cloned()
-        .map(std::sync::Arc::new)
+        .map(ChannelSettings::access)
         .collect();
     out.push(if settings.access.allow_everyone {
         finding(Level::Warn, "access", "allow_everyone = true: anyone in these channels can run Claude")
@@ -195,7 +194,7 @@ fn check_root_bypass(settings: &Settings) -> Option<Finding> {
             || (!settings.claude.env.contains_key(name)
                 && std::env::var(name).as_deref() == Ok("1"))
     };
-    if settings.claude.permission_mode != "bypassPermissions" {
+    if settings.claude.permission_mode != PermissionMode::BypassPermissions {
         return Some(finding(
             Level::Warn,
             "user",

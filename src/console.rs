@@ -5,12 +5,9 @@
 //! written as it completes (with `--json`: one JSON object per line). At end of input the
 //! console waits for the outstanding replies, then returns.
 
-use actix::{Actor, Context, Handler};
-use actors::frontend::{DeliverReply, Origin, ProgressStep, ShowProgress};
-use actors::registry::RouteMessage;
+use actors::frontend::{DeliverReply, FrontendEvent, Origin, ReplySink, RouteMessage};
 use serde_json::json;
 use tokio::io::{AsyncBufRead, AsyncBufReadExt, AsyncWrite, AsyncWriteExt};
-use tokio::sync::mpsc::{unbounded_channel, UnboundedSender};
 
 use crate::startup::Application;
 
@@ -58,36 +55,6 @@ pub enum ConsoleError {
     },
 }
 
-enum Event {
-    Reply(DeliverReply),
-    Progress(ShowProgress),
-}
-
-/// Receives replies and progress from the channel actors and hands them to the console loop.
-struct ConsoleSink {
-    tx: UnboundedSender<Event>,
-}
-
-impl Actor for ConsoleSink {
-    type Context = Context<Self>;
-}
-
-impl Handler<DeliverReply> for ConsoleSink {
-    type Result = ();
-
-    fn handle(&mut self, msg: DeliverReply, _: &mut Self::Context) {
-        let _ = self.tx.send(Event::Reply(msg));
-    }
-}
-
-impl Handler<ShowProgress> for ConsoleSink {
-    type Result = ();
-
-    fn handle(&mut self, msg: ShowProgress, _: &mut Self::Context) {
-        let _ = self.tx.send(Event::Progress(msg));
-    }
-}
-
 /// Runs the console until the input ends and every message has its reply. Progress notes
 /// (text mode only) go to `diag`. When `stop` completes (a signal), input is no longer read and
 /// the registry shuts down as the service does: runs in flight get the grace period, then are
@@ -116,8 +83,7 @@ where
                     .collect::<Vec<_>>()
                     .join(", "),
             })?;
-    let (tx, mut rx) = unbounded_channel();
-    let sink = ConsoleSink { tx }.start();
+    let (sink, mut rx) = ReplySink::start();
     let registry = app.start_registry(sink.clone().recipient(), sink.recipient());
 
     let mut summary = ConsoleSummary::default();
@@ -159,14 +125,14 @@ where
                 });
             }
             event = rx.recv() => match event {
-                Some(Event::Reply(reply)) => {
+                Some(FrontendEvent::Reply(reply)) => {
                     summary.replies += 1;
                     summary.errors += usize::from(reply.is_error);
                     output.write_all(format_reply(&reply, opts.json).as_bytes()).await?;
                     output.flush().await?;
                 }
-                Some(Event::Progress(p)) => {
-                    if let (false, Some(note)) = (opts.json, progress_note(&p.step)) {
+                Some(FrontendEvent::Progress(p)) => {
+                    if let (false, Some(note)) = (opts.json, p.step.describe()) {
                         diag.write_all(format!("  … {note}\n").as_bytes()).await?;
                     }
                 }
@@ -191,17 +157,5 @@ fn format_reply(reply: &DeliverReply, json: bool) -> String {
         format!("{v}\n")
     } else {
         format!("{}\n", reply.text)
-    }
-}
-
-fn progress_note(step: &ProgressStep) -> Option<String> {
-    match step {
-        ProgressStep::Queued { position } => Some(format!("queued (position {position})")),
-        ProgressStep::Started => None,
-        ProgressStep::Tool(summary) => Some(summary.clone()),
-        ProgressStep::Retrying { attempt, status } => Some(match status {
-            Some(s) => format!("retrying the API (attempt {attempt}, HTTP {s})"),
-            None => format!("retrying the API (attempt {attempt})"),
-        }),
     }
 }

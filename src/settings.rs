@@ -9,9 +9,9 @@ use std::collections::HashSet;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
-use actors::channel::ChannelProfile;
-use actors::gateway::{AccessConfig, DiscordConfig};
-use actors::runner::{ClaudeConfig, PERMISSION_MODES};
+use actors::claude::ClaudeConfig;
+use actors::conversation::ChannelProfile;
+use actors::discord::{AccessConfig, ChannelAccess, DiscordConfig};
 use actors::store::StoreConfig;
 use config::{Config, Environment, File, FileFormat};
 use secrecy::SecretString;
@@ -85,13 +85,71 @@ pub struct Settings {
     pub access: AccessConfig,
     /// The configured channels.
     #[serde(default)]
-    pub channel: Vec<ChannelProfile>,
+    pub channel: Vec<ChannelSettings>,
     /// Logging.
     pub log: LogSettings,
     /// The metrics log.
     pub metrics: MetricsSettings,
     /// Stopping.
     pub shutdown: ShutdownSettings,
+}
+
+/// A `[[channel]]`: a Discord channel bound to a project directory. The core gets
+/// [`ChannelSettings::profile`], the Discord front end [`ChannelSettings::access`] as well.
+#[derive(Debug, Clone, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields)]
+pub struct ChannelSettings {
+    /// Discord channel id.
+    pub id: u64,
+    /// Human name, used by `console --channel NAME` and in logs.
+    pub name: String,
+    /// The directory `claude` runs in.
+    pub project_dir: PathBuf,
+    /// `--model` for this channel (else `claude.model`).
+    #[serde(default)]
+    pub model: Option<String>,
+    /// `--system-prompt` for this channel.
+    #[serde(default)]
+    pub system_prompt: Option<String>,
+    /// `--tools`: the built-in tools Claude may use here (absent = the CLI's default set).
+    #[serde(default)]
+    pub tools: Option<Vec<String>>,
+    /// `--disallowedTools`.
+    #[serde(default)]
+    pub disallowed_tools: Vec<String>,
+    /// Only answer messages that mention the bot (the mention is removed from the prompt).
+    #[serde(default)]
+    pub require_mention: bool,
+    /// Users allowed here, replacing `access.allowed_users` for this channel.
+    #[serde(default)]
+    pub allowed_users: Option<Vec<u64>>,
+    /// Roles allowed here, replacing `access.allowed_roles` for this channel.
+    #[serde(default)]
+    pub allowed_roles: Option<Vec<u64>>,
+}
+
+impl ChannelSettings {
+    /// What the core needs of this channel.
+    pub fn profile(&self) -> ChannelProfile {
+        ChannelProfile {
+            id: self.id,
+            name: self.name.clone(),
+            project_dir: self.project_dir.clone(),
+            model: self.model.clone(),
+            system_prompt: self.system_prompt.clone(),
+            tools: self.tools.clone(),
+            disallowed_tools: self.disallowed_tools.clone(),
+        }
+    }
+
+    /// Who may talk in this channel, for the Discord front end.
+    pub fn access(&self) -> ChannelAccess {
+        ChannelAccess {
+            require_mention: self.require_mention,
+            allowed_users: self.allowed_users.clone(),
+            allowed_roles: self.allowed_roles.clone(),
+        }
+    }
 }
 
 /// `[metrics]`.
@@ -102,12 +160,26 @@ pub struct MetricsSettings {
     pub interval_secs: u64,
 }
 
+impl MetricsSettings {
+    /// Time between metrics events (zero: only at shutdown).
+    pub fn interval(&self) -> Duration {
+        Duration::from_secs(self.interval_secs)
+    }
+}
+
 /// `[shutdown]`.
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct ShutdownSettings {
     /// On SIGTERM/SIGINT, how long runs in flight may take to finish before they are cancelled.
     pub grace_secs: u64,
+}
+
+impl ShutdownSettings {
+    /// How long runs in flight may take to finish at shutdown.
+    pub fn grace(&self) -> Duration {
+        Duration::from_secs(self.grace_secs)
+    }
 }
 
 /// `[store]`.
@@ -123,12 +195,17 @@ pub struct StoreSettings {
 }
 
 impl StoreSettings {
+    /// How long a write waits for another process's lock.
+    pub fn busy_timeout(&self) -> Duration {
+        Duration::from_millis(self.busy_timeout_ms)
+    }
+
     /// The store actor's view of these settings.
     pub fn to_config(&self) -> StoreConfig {
         StoreConfig {
             path: self.path.clone(),
             pool_size: self.pool_size,
-            busy_timeout: Duration::from_millis(self.busy_timeout_ms),
+            busy_timeout: self.busy_timeout(),
         }
     }
 }
@@ -145,12 +222,29 @@ pub struct ChannelLimits {
     pub command_prefix: String,
 }
 
+impl ChannelLimits {
+    /// After how long without messages a channel's actor stops (zero: never).
+    pub fn idle(&self) -> Duration {
+        Duration::from_secs(self.idle_secs)
+    }
+}
+
+/// How log lines are written.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum LogFormat {
+    /// For people.
+    Text,
+    /// One JSON object per line, for log shippers.
+    Json,
+}
+
 /// `[log]`.
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct LogSettings {
-    /// `text` or `json` (one JSON object per line).
-    pub format: String,
+    /// `text` or `json`.
+    pub format: LogFormat,
     /// A tracing filter, e.g. `info` or `info,actors=debug`; `RUST_LOG` wins when set.
     pub filter: String,
 }
@@ -239,16 +333,6 @@ impl Settings {
         if c.binary.as_os_str().is_empty() {
             return Err(invalid("claude.binary", "must not be empty"));
         }
-        if !PERMISSION_MODES.contains(&c.permission_mode.as_str()) {
-            return Err(invalid(
-                "claude.permission_mode",
-                format!(
-                    "`{}` is not one of {}",
-                    c.permission_mode,
-                    PERMISSION_MODES.join(", ")
-                ),
-            ));
-        }
         for name in &c.passthrough_commands {
             if name.is_empty() || name.starts_with('/') || name.contains(char::is_whitespace) {
                 return Err(invalid(
@@ -275,9 +359,6 @@ impl Settings {
         }
         if self.store.path.as_os_str().is_empty() {
             return Err(invalid("store.path", "must not be empty"));
-        }
-        if !["text", "json"].contains(&self.log.format.as_str()) {
-            return Err(invalid("log.format", "must be `text` or `json`"));
         }
         let d = &self.discord;
         if !(d.api_base_url.starts_with("https://") || d.api_base_url.starts_with("http://")) {
@@ -368,7 +449,7 @@ impl Settings {
     }
 
     /// The configured channel called `name`.
-    pub fn channel_named(&self, name: &str) -> Option<&ChannelProfile> {
+    pub fn channel_named(&self, name: &str) -> Option<&ChannelSettings> {
         self.channel.iter().find(|c| c.name == name)
     }
 }

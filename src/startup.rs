@@ -6,21 +6,22 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use actix::{Actor, Addr, Recipient};
-use actors::channel::{ChannelDeps, ChannelProfile, ConversationRef};
-use actors::frontend::{DeliverReply, ShowProgress};
-use actors::gateway::{
-    DiscordConnection, DiscordGateway, FlushOutbound, GatewayError, GatewaySetup,
+use actors::channel::ChannelDeps;
+use actors::claude::ClaudeRunner;
+use actors::conversation::{ChannelProfile, ConversationRef};
+use actors::discord::{
+    DiscordChannel, DiscordConnection, DiscordGateway, FlushOutbound, GatewayError, GatewaySetup,
 };
+use actors::frontend::{DeliverReply, ShowProgress};
 use actors::metrics::{AttachGateway, EmitMetrics, MetricsActor};
 use actors::registry::{ChannelRegistry, Shutdown};
-use actors::runner::ClaudeRunner;
 use actors::store::{open_pool, Checkpoint, SessionStoreActor};
 use anyhow::Context as _;
 use tokio::signal::unix::{signal, SignalKind};
 use tokio::sync::Semaphore;
 use tracing::{info, warn};
 
-use crate::settings::Settings;
+use crate::settings::{ChannelSettings, Settings};
 
 /// The core of the service: store, metrics, runner, run slots and channel profiles.
 pub struct Application {
@@ -37,7 +38,11 @@ impl Application {
     /// needs. Must run inside an actix system.
     pub async fn build(settings: Settings) -> anyhow::Result<Self> {
         let store_config = settings.store.to_config();
-        let mut profiles = settings.channel.clone();
+        let mut profiles: Vec<ChannelProfile> = settings
+            .channel
+            .iter()
+            .map(ChannelSettings::profile)
+            .collect();
         // File-system work happens on a blocking thread, not on the actors' thread.
         let (pool, profiles) = actix_rt::task::spawn_blocking(move || {
             // Absolute project directories, so a session's stored cwd means the same thing
@@ -52,11 +57,7 @@ impl Application {
         .await
         .context("the store's start-up thread failed")??;
         let store = SessionStoreActor::start(pool, settings.store.pool_size as usize);
-        let metrics = MetricsActor::new(
-            Duration::from_secs(settings.metrics.interval_secs),
-            store.clone(),
-        )
-        .start();
+        let metrics = MetricsActor::new(settings.metrics.interval(), store.clone()).start();
         Ok(Self {
             runner: ClaudeRunner::new(settings.claude.clone()),
             run_slots: Arc::new(Semaphore::new(settings.claude.max_concurrent_runs)),
@@ -87,6 +88,7 @@ impl Application {
         let limits = self.settings.channels.clone();
         let metrics = self.metrics.clone().recipient();
         move |replies, progress| {
+            let idle = limits.idle();
             let deps = ChannelDeps {
                 runner,
                 store,
@@ -97,7 +99,7 @@ impl Application {
                 command_prefix: limits.command_prefix,
                 metrics,
             };
-            ChannelRegistry::new(deps, Duration::from_secs(limits.idle_secs)).start()
+            ChannelRegistry::new(deps, idle).start()
         }
     }
 
@@ -107,7 +109,15 @@ impl Application {
         let connection = GatewaySetup {
             discord: self.settings.discord.clone(),
             access: self.settings.access.clone(),
-            channels: self.channels.clone(),
+            channels: self
+                .channels
+                .iter()
+                .zip(&self.settings.channel)
+                .map(|(profile, channel)| DiscordChannel {
+                    profile: Arc::clone(profile),
+                    access: channel.access(),
+                })
+                .collect(),
             start_registry: Box::new(move |gateway: Addr<DiscordGateway>| {
                 start(gateway.clone().recipient(), gateway.recipient())
             }),
@@ -123,8 +133,8 @@ impl Application {
     /// to finish, then are cancelled and their users told. Returns the number cancelled.
     pub async fn drain(&self, registry: &Addr<ChannelRegistry>) -> usize {
         let shutdown = Shutdown {
-            grace: Duration::from_secs(self.settings.shutdown.grace_secs),
-            cancel_wait: Duration::from_secs(self.settings.claude.kill_grace_secs + 10),
+            grace: self.settings.shutdown.grace(),
+            cancel_wait: self.settings.claude.kill_grace() + Duration::from_secs(10),
         };
         registry.send(shutdown).await.unwrap_or(0)
     }

@@ -10,7 +10,7 @@ use std::io::IsTerminal;
 use tracing_appender::non_blocking::WorkerGuard;
 use tracing_subscriber::EnvFilter;
 
-use crate::settings::LogSettings;
+use crate::settings::{LogFormat, LogSettings};
 
 /// Installs the global subscriber. Keep the guard until exit: dropping it flushes the lines
 /// still queued.
@@ -25,7 +25,7 @@ pub fn init(log: &LogSettings) -> WorkerGuard {
         .with_ansi(std::io::stderr().is_terminal())
         .with_writer(writer);
     // A second init (tests building several applications) is harmless: keep the first.
-    let _ = if log.format == "json" {
+    let _ = if log.format == LogFormat::Json {
         builder
             .json()
             .flatten_event(true)

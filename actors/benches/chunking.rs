@@ -1,9 +1,9 @@
 //! The long run of the reply splitter: `cargo bench -p actors --bench chunking -- --cases N`
-//! (default 1,000,000) generated replies (`tests/support/replies.rs`, the property test's
-//! generator), each checked with `actors::chunking::verify`. Exits 1 on the first failure, with
+//! (default 1,000,000) generated replies (`tests/it/support/replies.rs`, the property test's
+//! generator), each checked with `actors::discord::chunking::verify`. Exits 1 on the first failure, with
 //! the input's size and the broken invariant; prints the count and the time.
 
-#[path = "../tests/support/replies.rs"]
+#[path = "../tests/it/support/replies.rs"]
 mod replies;
 
 use std::time::Instant;
@@ -32,7 +32,7 @@ fn main() {
             }
         };
         bytes += text.len() as u64;
-        if let Err(v) = actors::chunking::verify(&text, limit) {
+        if let Err(v) = actors::discord::chunking::verify(&text, limit) {
             eprintln!(
                 "input {i} ({} bytes, limit {limit}) failed: {v}",
                 text.len()

@@ -1,11 +1,28 @@
-//! The edges towards a front end (the console, the Discord gateway): the messages a channel
-//! sends out, and where a message came from.
+//! The edges between a front end (the console, the Discord gateway) and the core: what a front
+//! end sends in ([`RouteMessage`]), what it gets back ([`DeliverReply`], [`ShowProgress`]), and
+//! where a message came from.
 //!
-//! Channel actors hold these as `Recipient`s, so any front end — or a test's collector — can
-//! receive them. Every [`crate::channel::SubmitMessage`] produces exactly one [`DeliverReply`];
-//! [`ShowProgress`] is optional decoration while a run is in flight.
+//! Channel actors hold the outbound edges as `Recipient`s, so any front end can receive them;
+//! [`ReplySink`] is the one for the console, the tests and the benchmark. Every routed message
+//! produces exactly one [`DeliverReply`]; [`ShowProgress`] is optional decoration while a run is
+//! in flight.
 
-use actix::Message;
+use actix::{Actor, Addr, Context, Handler, Message};
+use tokio::sync::mpsc::{unbounded_channel, UnboundedReceiver, UnboundedSender};
+
+use crate::conversation::ConversationRef;
+
+/// Deliver a user's message to its conversation's channel actor, starting one if needed.
+#[derive(Debug, Message)]
+#[rtype(result = "()")]
+pub struct RouteMessage {
+    /// The conversation it belongs to.
+    pub conversation: ConversationRef,
+    /// Where it came from.
+    pub origin: Origin,
+    /// What the user wrote.
+    pub text: String,
+}
 
 /// Where a message came from, so the answer can go back to it.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Default)]
@@ -53,6 +70,28 @@ pub struct DeliverReply {
     pub cost_usd: f64,
 }
 
+impl DeliverReply {
+    /// A reply of `kind` to `origin` in `conversation`, with no session or cost yet.
+    pub fn new(
+        conversation: &ConversationRef,
+        origin: Origin,
+        kind: ReplyKind,
+        text: String,
+        is_error: bool,
+    ) -> Self {
+        Self {
+            conversation_id: conversation.id,
+            conversation: conversation.name.clone(),
+            origin,
+            kind,
+            text,
+            is_error,
+            session_id: None,
+            cost_usd: 0.0,
+        }
+    }
+}
+
 /// What a run is doing, for a progress display.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum ProgressStep {
@@ -74,6 +113,21 @@ pub enum ProgressStep {
     },
 }
 
+impl ProgressStep {
+    /// The step in words for a progress display; `None` for the start, which needs none.
+    pub fn describe(&self) -> Option<String> {
+        match self {
+            Self::Queued { position } => Some(format!("queued (position {position})")),
+            Self::Started => None,
+            Self::Tool(summary) => Some(summary.clone()),
+            Self::Retrying { attempt, status } => Some(match status {
+                Some(s) => format!("retrying the API (attempt {attempt}, HTTP {s})"),
+                None => format!("retrying the API (attempt {attempt})"),
+            }),
+        }
+    }
+}
+
 /// Show progress on a message that is being worked on.
 #[derive(Debug, Clone, Message)]
 #[rtype(result = "()")]
@@ -84,4 +138,48 @@ pub struct ShowProgress {
     pub origin: Origin,
     /// What is happening.
     pub step: ProgressStep,
+}
+
+/// What a [`ReplySink`] passes on.
+#[derive(Debug)]
+pub enum FrontendEvent {
+    /// A reply.
+    Reply(DeliverReply),
+    /// A progress update.
+    Progress(ShowProgress),
+}
+
+/// A front end that hands every reply and progress update to a channel, in order: the console
+/// reads it, and so do the tests and the benchmark.
+pub struct ReplySink {
+    tx: UnboundedSender<FrontendEvent>,
+}
+
+impl ReplySink {
+    /// Starts a sink; its events arrive on the receiver.
+    pub fn start() -> (Addr<Self>, UnboundedReceiver<FrontendEvent>) {
+        let (tx, rx) = unbounded_channel();
+        (Self { tx }.start(), rx)
+    }
+}
+
+impl Actor for ReplySink {
+    type Context = Context<Self>;
+}
+
+impl Handler<DeliverReply> for ReplySink {
+    type Result = ();
+
+    fn handle(&mut self, msg: DeliverReply, _: &mut Self::Context) {
+        // The receiver gone means the front end stopped listening: nothing left to tell.
+        let _ = self.tx.send(FrontendEvent::Reply(msg));
+    }
+}
+
+impl Handler<ShowProgress> for ReplySink {
+    type Result = ();
+
+    fn handle(&mut self, msg: ShowProgress, _: &mut Self::Context) {
+        let _ = self.tx.send(FrontendEvent::Progress(msg));
+    }
 }

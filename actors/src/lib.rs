@@ -4,34 +4,47 @@
 //!
 //! A message travels through these pieces, in this order:
 //!
-//! 1. A **front end** — the console (`claude-coordinator console`) or the Discord gateway —
-//!    decides which conversation a message belongs to (a [`channel::ConversationRef`]: a
-//!    configured channel, or a thread under one) and sends [`registry::RouteMessage`] to the
-//!    registry.
+//! 1. A **front end** — the console (`claude-coordinator console`, in the binary) or the Discord
+//!    gateway ([`discord`]: [`discord::gateway`] routes, [`discord::access`] decides who may
+//!    talk) — decides which conversation a message belongs to (a
+//!    [`conversation::ConversationRef`]: a configured channel, or a thread under one) and sends
+//!    [`frontend::RouteMessage`] to the registry.
 //! 2. [`registry::ChannelRegistry`] looks up the conversation's [`channel::ChannelActor`], or
 //!    starts one, and forwards the message. It stops actors that stay idle.
 //! 3. [`channel::ChannelActor`] answers coordinator commands (`!status`, `!cancel`, `!reset`)
-//!    itself; a prompt joins its bounded queue. It runs one prompt at a time: wait for one of the
-//!    global run slots (`claude.max_concurrent_runs`), load the session id from the store, run
-//!    the CLI, then save the new session id and cost — while the next queued prompt already
-//!    runs with the session id it has in hand (saves stay in order, one at a time).
-//! 4. [`runner::ClaudeRunner`] spawns `claude -p --output-format stream-json --verbose
-//!    [--resume ID] … -- PROMPT` in the channel's project directory, in its own process group,
-//!    and drives it from one blocking thread until it is reaped, parsing its output with
-//!    [`stream_json`]. Tool use is passed on as progress.
+//!    itself; a prompt joins its bounded queue. It runs one prompt at a time (a `Job` in
+//!    `channel/job.rs`): wait for one of the global run slots (`claude.max_concurrent_runs`),
+//!    load the session id from the store, run the CLI, then save the new session id and
+//!    [`cost`] — while the next queued prompt already runs with the session id it has in hand
+//!    (saves stay in order, one at a time).
+//! 4. [`claude::ClaudeRunner`] spawns `claude -p --output-format stream-json --verbose
+//!    [--resume ID] … -- PROMPT` ([`claude::args`], with the environment of
+//!    [`claude::environment`]) in the channel's project directory, in its own process group, and
+//!    drives it from one blocking thread until it is reaped (`claude/process.rs`), parsing its
+//!    output with [`claude::stream_json`]. Tool use is passed on as progress.
 //! 5. [`store::SessionStoreActor`] (on a `SyncArbiter`, r2d2 pool of SQLite connections, WAL)
 //!    keeps conversation → session id, project directory, model, counts, cost, last error.
 //! 6. The channel actor sends exactly one [`frontend::DeliverReply`] per message back to the
 //!    front end once its run is saved, plus [`frontend::ShowProgress`] while the run is in
-//!    flight. Both edges are `Recipient`s, so tests plug in a collector.
+//!    flight. Both edges are `Recipient`s, so tests plug in a collector
+//!    ([`frontend::ReplySink`]). The Discord gateway sends replies through
+//!    [`discord::outbound`], split by [`discord::chunking`].
+//!
+//! [`metrics::MetricsActor`] writes one structured event per actor kind to the log, from what
+//! the others report. Every module uses only modules listed before it in that flow or below it
+//! (conversation, frontend, cost, text, metrics); the core never imports [`discord`].
 
 pub mod channel;
-pub mod chunking;
-pub mod discord_rest;
+pub mod claude;
+pub mod conversation;
+pub mod cost;
+pub mod discord;
 pub mod frontend;
-pub mod gateway;
 pub mod metrics;
 pub mod registry;
-pub mod runner;
 pub mod store;
-pub mod stream_json;
+pub mod text;
+
+pub use claude::{ClaudeConfig, ClaudeRunner};
+pub use conversation::{ChannelProfile, ConversationRef};
+pub use frontend::{DeliverReply, FrontendEvent, Origin, ReplySink, RouteMessage, ShowProgress};

@@ -11,7 +11,7 @@
 
 use std::collections::HashMap;
 use std::fmt::Write as _;
-use std::sync::atomic::Ordering;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -19,7 +19,6 @@ use actix::prelude::*;
 use hdrhistogram::Histogram;
 use tracing::info;
 
-use crate::gateway::GatewayStats;
 use crate::store::{GetStoreStats, SessionStoreActor};
 
 // ---------------------------------------------------------------------------------------------
@@ -91,6 +90,36 @@ pub enum RunOutcome {
     TimedOut,
     /// Stopped by a user or by shutdown.
     Cancelled,
+}
+
+// ---------------------------------------------------------------------------------------------
+// Counters a front end keeps (atomics, read at each report)
+// ---------------------------------------------------------------------------------------------
+
+/// What the Discord gateway has done.
+#[derive(Debug, Default)]
+pub struct GatewayStats {
+    /// Gateway events received (messages, ready, resumes, threads).
+    pub events: AtomicU64,
+    /// Messages sent on to a channel actor.
+    pub routed: AtomicU64,
+    /// Messages from users not on the allowlist.
+    pub refused: AtomicU64,
+    /// Gateway sessions started or resumed after the first.
+    pub reconnects: AtomicU64,
+    /// REST work.
+    pub rest: Arc<RestStats>,
+}
+
+/// Discord REST work.
+#[derive(Debug, Default)]
+pub struct RestStats {
+    /// Requests that succeeded.
+    pub sends: AtomicU64,
+    /// Attempts repeated after a failure.
+    pub retries: AtomicU64,
+    /// Requests given up on.
+    pub failures: AtomicU64,
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -176,7 +205,7 @@ impl MetricsActor {
     fn emit(&mut self) -> ResponseActFuture<Self, ()> {
         let window = self.window_start.elapsed().as_secs();
         if let Some(g) = &self.gateway {
-            let n = |a: &std::sync::atomic::AtomicU64| a.load(Ordering::Relaxed);
+            let n = |a: &AtomicU64| a.load(Ordering::Relaxed);
             info!(
                 target: "metrics",
                 kind = "gateway",

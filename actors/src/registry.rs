@@ -2,7 +2,8 @@
 //!
 //! Its job is deliberately small — look up or spawn, and stop actors that have been idle for
 //! `channels.idle_secs` — so it never waits on anything slow. Front ends send it every user
-//! message ([`RouteMessage`]); status and cancel reach a live actor through it.
+//! message ([`RouteMessage`]); status and cancel reach a live actor through it. Its messages
+//! other than `RouteMessage` (which belongs to the front-end edge) are at the top.
 
 use std::collections::HashMap;
 use std::time::{Duration, Instant};
@@ -11,27 +12,15 @@ use actix::prelude::*;
 use tracing::{debug, info, warn};
 
 use crate::channel::{
-    CancelReason, CancelRun, ChannelActor, ChannelDeps, ChannelStatus, ConversationRef, Drain,
-    GetStatus, StopIfIdle, SubmitMessage, SHUTDOWN_NOT_RUN,
+    CancelReason, CancelRun, ChannelActor, ChannelDeps, ChannelStatus, Drain, GetStatus,
+    StopIfIdle, SubmitMessage, SHUTDOWN_NOT_RUN,
 };
-use crate::frontend::{DeliverReply, Origin, ReplyKind};
+use crate::frontend::{DeliverReply, ReplyKind, RouteMessage};
 use crate::metrics::{Metric, RecordMetric};
 
 // ---------------------------------------------------------------------------------------------
 // Messages
 // ---------------------------------------------------------------------------------------------
-
-/// Deliver a user's message to its conversation's channel actor, starting one if needed.
-#[derive(Debug, Message)]
-#[rtype(result = "()")]
-pub struct RouteMessage {
-    /// The conversation it belongs to.
-    pub conversation: ConversationRef,
-    /// Where it came from.
-    pub origin: Origin,
-    /// What the user wrote.
-    pub text: String,
-}
 
 /// Ask a live channel actor for its status (`None` if the conversation has no live actor).
 #[derive(Debug, Message)]
@@ -168,16 +157,13 @@ impl Handler<RouteMessage> for ChannelRegistry {
     fn handle(&mut self, msg: RouteMessage, _: &mut Self::Context) {
         let id = msg.conversation.id;
         if self.draining {
-            self.deps.replies.do_send(DeliverReply {
-                conversation_id: id,
-                conversation: msg.conversation.name,
-                origin: msg.origin,
-                kind: ReplyKind::Failure,
-                text: SHUTDOWN_NOT_RUN.into(),
-                is_error: true,
-                session_id: None,
-                cost_usd: 0.0,
-            });
+            self.deps.replies.do_send(DeliverReply::new(
+                &msg.conversation,
+                msg.origin,
+                ReplyKind::Failure,
+                SHUTDOWN_NOT_RUN.into(),
+                true,
+            ));
             return;
         }
         let spawned_now = !self.channels.get(&id).is_some_and(|e| e.addr.connected());

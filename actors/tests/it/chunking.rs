@@ -3,9 +3,9 @@
 //! fence lines the splitter added, give back the text. The same generator runs 1,000,000 times
 //! in `benches/chunking.rs`.
 
-mod support;
+use crate::support;
 
-use actors::chunking::{split_message, verify, MIN_LIMIT};
+use actors::discord::chunking::{split_message, verify, MIN_LIMIT};
 use proptest::prelude::*;
 
 proptest! {

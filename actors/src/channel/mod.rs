@@ -9,27 +9,32 @@
 //! next queued message: that run starts at once with the session id the last run left, while
 //! the saves are written one at a time, in order. A stale session is replaced by a fresh one,
 //! and the user is told.
+//!
+//! Files: this one (the actor and its queue-and-save state machine), [`job`] (one run, from
+//! its run slot to its reply), [`command`] (what the coordinator itself answers).
+
+mod command;
+mod job;
 
 use std::collections::VecDeque;
 use std::fmt::Write as _;
-use std::path::PathBuf;
 use std::sync::Arc;
-use std::time::{Instant, SystemTime};
+use std::time::SystemTime;
 
 use actix::prelude::*;
-use serde::Deserialize;
-use tokio::sync::{OwnedSemaphorePermit, Semaphore};
+use tokio::sync::Semaphore;
 use tokio_util::sync::CancellationToken;
 use tracing::{info, instrument, warn};
 
+use crate::claude::ClaudeRunner;
+use crate::conversation::ConversationRef;
 use crate::frontend::{DeliverReply, Origin, ProgressStep, ReplyKind, ShowProgress};
 use crate::metrics::{Metric, RecordMetric, RunOutcome};
-use crate::runner::{ClaudeRunner, RunError, RunReport, RunRequest, StopReason};
 use crate::store::{
-    Conversation, CostUpdate, LoadConversation, RecordRun, ResetConversation, SessionStoreActor,
-    StoreError,
+    Conversation, LoadConversation, ResetConversation, SessionStoreActor, StoreError,
 };
-use crate::stream_json::StreamEvent;
+use command::Command;
+use job::{Job, JobEnd, Prior, Ran};
 
 // ---------------------------------------------------------------------------------------------
 // Messages
@@ -87,62 +92,6 @@ pub struct StopIfIdle;
 // ---------------------------------------------------------------------------------------------
 // Types
 // ---------------------------------------------------------------------------------------------
-
-/// A `[[channel]]` from the settings: a Discord channel bound to a project directory.
-#[derive(Debug, Clone, Deserialize, PartialEq)]
-#[serde(deny_unknown_fields)]
-pub struct ChannelProfile {
-    /// Discord channel id.
-    pub id: u64,
-    /// Human name, used by `console --channel NAME` and in logs.
-    pub name: String,
-    /// The directory `claude` runs in.
-    pub project_dir: PathBuf,
-    /// `--model` for this channel (else `claude.model`).
-    #[serde(default)]
-    pub model: Option<String>,
-    /// `--system-prompt` for this channel.
-    #[serde(default)]
-    pub system_prompt: Option<String>,
-    /// `--tools`: the built-in tools Claude may use here (absent = the CLI's default set).
-    #[serde(default)]
-    pub tools: Option<Vec<String>>,
-    /// `--disallowedTools`.
-    #[serde(default)]
-    pub disallowed_tools: Vec<String>,
-    /// Only answer messages that mention the bot (the mention is removed from the prompt).
-    #[serde(default)]
-    pub require_mention: bool,
-    /// Users allowed here, replacing `access.allowed_users` for this channel.
-    #[serde(default)]
-    pub allowed_users: Option<Vec<u64>>,
-    /// Roles allowed here, replacing `access.allowed_roles` for this channel.
-    #[serde(default)]
-    pub allowed_roles: Option<Vec<u64>>,
-}
-
-/// Which conversation a message belongs to: a configured channel, or a thread under one
-/// (its own id and session, the parent's profile).
-#[derive(Debug, Clone)]
-pub struct ConversationRef {
-    /// Channel or thread id.
-    pub id: u64,
-    /// Human name; `parent/thread` for threads.
-    pub name: String,
-    /// The channel settings that apply.
-    pub profile: Arc<ChannelProfile>,
-}
-
-impl ConversationRef {
-    /// The conversation of a configured channel itself.
-    pub fn channel(profile: Arc<ChannelProfile>) -> Self {
-        Self {
-            id: profile.id,
-            name: profile.name.clone(),
-            profile,
-        }
-    }
-}
 
 /// Everything a channel actor needs that is shared by all of them.
 #[derive(Clone)]
@@ -213,26 +162,6 @@ struct Pending {
     prompt: String,
 }
 
-/// What a run needs of the conversation's stored row: read from the store, or carried over
-/// from the run just before it while that run's record is still being written.
-#[derive(Debug, Clone, Default)]
-struct Prior {
-    session_id: Option<String>,
-    /// `None` when nothing is stored yet.
-    project_dir: Option<PathBuf>,
-    session_cost_usd: f64,
-}
-
-impl From<&Conversation> for Prior {
-    fn from(c: &Conversation) -> Self {
-        Self {
-            session_id: c.session_id.clone(),
-            project_dir: Some(PathBuf::from(&c.project_dir)),
-            session_cost_usd: c.session_cost_usd,
-        }
-    }
-}
-
 /// The message being worked on.
 struct Current {
     origin: Origin,
@@ -242,40 +171,11 @@ struct Current {
     cancel_reason: CancelReason,
 }
 
-/// What the coordinator itself answers, rather than Claude.
-#[derive(Debug, PartialEq, Eq)]
-enum Command {
-    Status,
-    Cancel,
-    Reset,
-    Help,
-}
-
-impl Command {
-    fn parse(text: &str, prefix: &str) -> Option<Self> {
-        if prefix.is_empty() {
-            return None;
-        }
-        match text
-            .trim()
-            .strip_prefix(prefix)?
-            .to_ascii_lowercase()
-            .as_str()
-        {
-            "status" => Some(Self::Status),
-            "cancel" | "stop" => Some(Self::Cancel),
-            "reset" | "new" => Some(Self::Reset),
-            "help" => Some(Self::Help),
-            _ => None,
-        }
-    }
-}
-
 // ---------------------------------------------------------------------------------------------
 // The actor
 // ---------------------------------------------------------------------------------------------
 
-/// One conversation with Claude. Created by [`crate::registry::ChannelRegistry`].
+/// One conversation with Claude, started by the channel registry.
 pub struct ChannelActor {
     conversation: ConversationRef,
     deps: ChannelDeps,
@@ -316,16 +216,9 @@ impl ChannelActor {
     }
 
     fn reply(&self, origin: Origin, kind: ReplyKind, text: String, is_error: bool) {
-        self.deps.replies.do_send(DeliverReply {
-            conversation_id: self.conversation.id,
-            conversation: self.conversation.name.clone(),
-            origin,
-            kind,
-            text,
-            is_error,
-            session_id: self.record.as_ref().and_then(|r| r.session_id.clone()),
-            cost_usd: 0.0,
-        });
+        let mut reply = DeliverReply::new(&self.conversation, origin, kind, text, is_error);
+        reply.session_id = self.record.as_ref().and_then(|r| r.session_id.clone());
+        self.deps.replies.do_send(reply);
     }
 
     fn status(&self) -> ChannelStatus {
@@ -388,15 +281,10 @@ impl ChannelActor {
                     "Nothing is running.".to_string()
                 }
             }
-            Command::Help => {
-                let p = &self.deps.command_prefix;
-                format!(
-                    "Messages here go to Claude Code, one at a time (working in `{}`). \
-                     Commands: `{p}status` (what is happening), `{p}cancel` (stop the current run), \
-                     `{p}reset` (start a new conversation).",
-                    self.conversation.profile.project_dir.display()
-                )
-            }
+            Command::Help => command::help(
+                &self.deps.command_prefix,
+                &self.conversation.profile.project_dir,
+            ),
             Command::Reset => {
                 if self.is_idle() {
                     self.reset(origin, ctx);
@@ -513,34 +401,21 @@ impl ChannelActor {
         let Ran {
             record,
             mut reply,
-            prior,
             outcome,
             started,
             ..
         } = ran;
-        let cost = record.cost;
-        let session_id = record.session_id.clone();
         let write = self.deps.store.send(record);
         ctx.spawn(write.into_actor(self).map(move |res, act, ctx| {
             act.saving = false;
             match res.map_err(StoreError::from).and_then(|r| r) {
-                Ok(saved) => {
-                    reply.cost_usd = saved.run_cost_usd;
-                    act.record = Some(saved.conversation);
-                }
+                Ok(saved) => act.record = Some(saved.conversation),
                 Err(e) => {
                     warn!(channel_id = act.conversation.id, error = %e, "could not save the session");
                     let _ = write!(
                         reply.text,
                         "\n\nWarning: this conversation could not be saved ({e}); the next message may not continue it."
                     );
-                    reply.cost_usd = CostUpdate::after(
-                        cost,
-                        prior.session_id.as_deref(),
-                        prior.session_cost_usd,
-                        session_id.as_deref(),
-                    )
-                    .run_usd;
                 }
             }
             act.deps.metrics.do_send(RecordMetric(Metric::RunFinished {
@@ -679,287 +554,5 @@ impl Handler<StopIfIdle> for ChannelActor {
             ctx.stop();
         }
         idle
-    }
-}
-
-// ---------------------------------------------------------------------------------------------
-// One run
-// ---------------------------------------------------------------------------------------------
-
-/// Everything one run needs, owned, so it can run as a future beside the actor.
-struct Job {
-    conversation: ConversationRef,
-    runner: ClaudeRunner,
-    store: Addr<SessionStoreActor>,
-    progress: Recipient<ShowProgress>,
-    origin: Origin,
-    prompt: String,
-    cancel: CancellationToken,
-    /// Carried over from the run before, if its record is not written yet; else the store
-    /// is read.
-    prior: Option<Prior>,
-}
-
-/// How a job ended.
-enum JobEnd {
-    /// Answered without running Claude (cancelled while waiting, store unreadable).
-    NotRun(DeliverReply),
-    /// Claude ran; the reply goes out once the record is written.
-    Ran(Box<Ran>),
-}
-
-/// A run that has ended, with the record to write and the reply to send after it.
-struct Ran {
-    record: RecordRun,
-    /// The reply, without the store's outcome (cost, or a warning).
-    reply: DeliverReply,
-    /// What the run started from, for its cost should the record not be written.
-    prior: Prior,
-    /// What the run leaves for the next one.
-    next: Prior,
-    outcome: RunOutcome,
-    /// When it got its run slot.
-    started: Instant,
-}
-
-impl Job {
-    fn reply(&self, kind: ReplyKind, text: String, is_error: bool) -> DeliverReply {
-        DeliverReply {
-            conversation_id: self.conversation.id,
-            conversation: self.conversation.name.clone(),
-            origin: self.origin,
-            kind,
-            text,
-            is_error,
-            session_id: None,
-            cost_usd: 0.0,
-        }
-    }
-
-    #[instrument(skip_all, fields(channel_id = self.conversation.id, message_id = self.origin.message_id))]
-    async fn execute(self, permit: Option<OwnedSemaphorePermit>) -> JobEnd {
-        let Some(permit) = permit else {
-            return JobEnd::NotRun(self.reply(
-                ReplyKind::Answer,
-                "Cancelled before it started.".into(),
-                true,
-            ));
-        };
-        self.run_with_slot(permit, Instant::now()).await
-    }
-
-    /// Load, run (with the stale-session retry). The run slot is given back as soon as the
-    /// CLI has exited: `max_concurrent_runs` limits CLI processes, not store writes.
-    async fn run_with_slot(mut self, permit: OwnedSemaphorePermit, started: Instant) -> JobEnd {
-        let id = self.conversation.id;
-        let prior = match self.prior.take() {
-            Some(prior) => prior,
-            None => match self.store.send(LoadConversation { id }).await {
-                Ok(Ok(c)) => c.as_ref().map(Prior::from).unwrap_or_default(),
-                Ok(Err(e)) => return self.store_unavailable(&e),
-                Err(e) => return self.store_unavailable(&StoreError::from(e)),
-            },
-        };
-        let profile = Arc::clone(&self.conversation.profile);
-        let mut notes = Vec::new();
-        let resume = match (&prior.session_id, &prior.project_dir) {
-            (Some(s), Some(dir)) if *dir == profile.project_dir => Some(s.clone()),
-            (Some(_), Some(dir)) => {
-                notes.push(format!(
-                    "The project directory changed from `{}` to `{}`, so this message starts a new conversation.",
-                    dir.display(),
-                    profile.project_dir.display()
-                ));
-                None
-            }
-            _ => None,
-        };
-        let mut req = RunRequest {
-            conversation_id: id,
-            prompt: self.prompt.clone(),
-            cwd: profile.project_dir.clone(),
-            resume,
-            model: profile.model.clone(),
-            system_prompt: profile.system_prompt.clone(),
-            tools: profile.tools.clone(),
-            disallowed_tools: profile.disallowed_tools.clone(),
-        };
-        self.progress.do_send(ShowProgress {
-            conversation_id: id,
-            origin: self.origin,
-            step: ProgressStep::Started,
-        });
-        let mut result = self.runner.run(&req, self.forwarder(), &self.cancel).await;
-        if let Err(RunError::UnknownSession {
-            session_id,
-            message,
-        }) = &result
-        {
-            warn!(%session_id, %message, "stored session is gone; starting a new one");
-            notes.push(format!(
-                "The earlier conversation (session {session_id}) could not be resumed, so this message starts a new one."
-            ));
-            req.resume = None;
-            if !self.cancel.is_cancelled() {
-                result = self.runner.run(&req, self.forwarder(), &self.cancel).await;
-            }
-        }
-        drop(permit);
-        JobEnd::Ran(Box::new(self.finish(req, prior, &notes, &result, started)))
-    }
-
-    /// Passes tool use and retries on to the progress display (called on the runner's thread).
-    fn forwarder(&self) -> impl FnMut(&StreamEvent) + Send + 'static {
-        let progress = self.progress.clone();
-        let (conversation_id, origin) = (self.conversation.id, self.origin);
-        move |event| {
-            let step = match event {
-                StreamEvent::ToolUse(t) => ProgressStep::Tool(t.summary()),
-                StreamEvent::Retry {
-                    attempt,
-                    error_status,
-                    ..
-                } => ProgressStep::Retrying {
-                    attempt: *attempt,
-                    status: *error_status,
-                },
-                _ => return,
-            };
-            progress.do_send(ShowProgress {
-                conversation_id,
-                origin,
-                step,
-            });
-        }
-    }
-
-    fn finish(
-        self,
-        req: RunRequest,
-        prior: Prior,
-        notes: &[String],
-        result: &Result<RunReport, RunError>,
-        started: Instant,
-    ) -> Ran {
-        let outcome = match result {
-            Ok(r) => match r.stopped {
-                Some(StopReason::TimedOut) => RunOutcome::TimedOut,
-                Some(StopReason::Cancelled) => RunOutcome::Cancelled,
-                None if r.is_error() => RunOutcome::Failed,
-                None => RunOutcome::Succeeded,
-            },
-            Err(_) => RunOutcome::Failed,
-        };
-        let (kind, body, is_error) = match result {
-            Ok(report) => (
-                ReplyKind::Answer,
-                answer_text(report, self.runner.config().timeout_secs),
-                report.is_error(),
-            ),
-            Err(e) => (
-                ReplyKind::Failure,
-                format!("Claude could not answer: {e}"),
-                true,
-            ),
-        };
-        let report = result.as_ref().ok();
-        // The session to keep: the one the CLI reported, else the one we resumed (None after a
-        // stale session, so the next message does not try it again).
-        let session_id = report
-            .and_then(|r| r.session_id.clone())
-            .or_else(|| req.resume.clone());
-        let cost = report.and_then(|r| r.cost);
-        let next = Prior {
-            session_id: session_id.clone(),
-            project_dir: Some(req.cwd.clone()),
-            session_cost_usd: CostUpdate::after(
-                cost,
-                prior.session_id.as_deref(),
-                prior.session_cost_usd,
-                session_id.as_deref(),
-            )
-            .session_usd,
-        };
-        let record = RecordRun {
-            id: self.conversation.id,
-            name: self.conversation.name.clone(),
-            project_dir: req.cwd,
-            model: report.and_then(|r| r.model.clone()),
-            session_id: session_id.clone(),
-            cost,
-            error: is_error.then(|| first_line(&body)),
-        };
-        let mut text = notes.join("\n");
-        if !text.is_empty() {
-            text.push_str("\n\n");
-        }
-        text.push_str(&body);
-        let mut reply = self.reply(kind, text, is_error);
-        reply.session_id = session_id;
-        Ran {
-            record,
-            reply,
-            prior,
-            next,
-            outcome,
-            started,
-        }
-    }
-
-    fn store_unavailable(&self, e: &StoreError) -> JobEnd {
-        warn!(error = %e, "session store unavailable; message not run");
-        JobEnd::NotRun(self.reply(
-            ReplyKind::Failure,
-            format!("The session store is unavailable ({e}). Your message was not sent to Claude; please try again."),
-            true,
-        ))
-    }
-}
-
-/// The user-facing text of a run that produced a report.
-fn answer_text(report: &RunReport, timeout_secs: u64) -> String {
-    match report.stopped {
-        Some(StopReason::Cancelled) => return "Cancelled.".into(),
-        Some(StopReason::TimedOut) => {
-            return format!("Timed out after {timeout_secs} s; the run was stopped.")
-        }
-        None => {}
-    }
-    let Some(result) = &report.result else {
-        return format!("Claude ended without a result ({}).", report.exit);
-    };
-    let mut text = result.text();
-    if text.trim().is_empty() {
-        text = if result.is_error {
-            format!("Claude reported an error ({}).", result.subtype)
-        } else {
-            "(Claude returned an empty reply.)".into()
-        };
-    }
-    if !result.permission_denials.is_empty() {
-        let _ = write!(
-            text,
-            "\n\n(Refused by the permission mode: {}.)",
-            result.permission_denials.join(", ")
-        );
-    }
-    text
-}
-
-fn first_line(text: &str) -> String {
-    crate::stream_json::truncate_chars(text.lines().next().unwrap_or_default(), 200)
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn commands_need_the_prefix_and_a_known_name() {
-        assert_eq!(Command::parse("!status", "!"), Some(Command::Status));
-        assert_eq!(Command::parse("  !Cancel ", "!"), Some(Command::Cancel));
-        assert_eq!(Command::parse("!important: fix the build", "!"), None);
-        assert_eq!(Command::parse("status", "!"), None);
-        assert_eq!(Command::parse("!status", ""), None);
     }
 }

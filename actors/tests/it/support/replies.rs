@@ -33,7 +33,7 @@ pub fn reply() -> impl Strategy<Value = String> {
 /// A message limit: Discord's, or any other the splitter accepts.
 pub fn limit() -> impl Strategy<Value = usize> {
     prop_oneof![
-        Just(actors::chunking::DISCORD_LIMIT),
-        actors::chunking::MIN_LIMIT..2100
+        Just(actors::discord::chunking::DISCORD_LIMIT),
+        actors::discord::chunking::MIN_LIMIT..2100
     ]
 }

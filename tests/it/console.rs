@@ -1,10 +1,10 @@
 //! The real binary: `console`, `sessions`, settings errors, environment handling, restarts.
 
-mod support;
-
 use std::os::unix::fs::PermissionsExt;
 
-use support::{argv_of, json_lines, run_binary, run_with_config, run_with_config_as, TestEnv};
+use crate::support::{
+    argv_of, json_lines, run_binary, run_with_config, run_with_config_as, TestEnv,
+};
 
 fn console(
     env: &TestEnv,

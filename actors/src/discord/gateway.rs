@@ -1,34 +1,29 @@
-//! The Discord gateway: owns the serenity client, turns `MESSAGE_CREATE` events into messages
-//! for the channel registry, and delivers replies and progress back to Discord.
-//!
-//! Serenity runs its shard on the same tokio runtime as the actors; its event handler only
-//! forwards events to this actor with `do_send`, and every REST call runs as a spawned future,
-//! so neither side ever blocks the other.
+//! The gateway actor: turns Discord's events into messages for the channel registry, and
+//! delivers replies and progress back to Discord.
 //!
 //! Routing: messages in configured channels, and in threads whose parent is a configured
 //! channel (each thread its own conversation, with the parent's settings). Bots — this one
-//! included — are ignored. Access is secure by default: only allow-listed users or roles reach a
-//! channel actor; anyone else gets at most one short refusal per conversation and cooldown.
+//! included — and system messages are ignored. Access is secure by default: only allow-listed
+//! users or roles reach a channel actor; anyone else gets at most one short refusal per
+//! conversation and cooldown.
 
 use std::collections::{HashMap, VecDeque};
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::Ordering;
 use std::sync::Arc;
-use std::time::{Duration, Instant};
+use std::time::Instant;
 
 use actix::prelude::*;
-use secrecy::{ExposeSecret, SecretString};
-use serde::Deserialize;
-use serenity::all::{
-    ChannelId, ChannelType, Context as SerenityContext, EventHandler, GatewayIntents, GuildChannel,
-    HttpBuilder, Message as DiscordMessage, MessageType, Ready, ResumedEvent, ShardManager,
-};
+use serenity::all::{ChannelId, Message as DiscordMessage, MessageType};
 use tokio::sync::mpsc::{unbounded_channel, UnboundedSender};
 use tracing::{debug, error, info, instrument, warn};
 
-use crate::channel::{ChannelProfile, ConversationRef};
-use crate::discord_rest::{status_of, Outbound, RestStats};
-use crate::frontend::{DeliverReply, Origin, ProgressStep, ShowProgress};
-use crate::registry::{ChannelRegistry, RouteMessage};
+use super::access::{AccessConfig, DiscordChannel};
+use super::events::learn;
+use super::outbound::{status_of, Outbound};
+use crate::conversation::ConversationRef;
+use crate::frontend::{DeliverReply, Origin, ProgressStep, RouteMessage, ShowProgress};
+use crate::metrics::GatewayStats;
+use crate::registry::ChannelRegistry;
 
 // ---------------------------------------------------------------------------------------------
 // Messages
@@ -70,262 +65,6 @@ pub struct LearnChannel {
 #[derive(Debug, Message)]
 #[rtype(result = "()")]
 pub struct FlushOutbound;
-
-// ---------------------------------------------------------------------------------------------
-// Settings
-// ---------------------------------------------------------------------------------------------
-
-/// The `[discord]` settings.
-#[derive(Debug, Clone, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct DiscordConfig {
-    /// The bot token: from the environment (`COORDINATOR__DISCORD__TOKEN` or `DISCORD_TOKEN`),
-    /// or read from `token_file`; never in settings.
-    #[serde(default)]
-    pub token: Option<SecretString>,
-    /// A file holding the bot token (else `$CREDENTIALS_DIRECTORY/discord-token`, as systemd's
-    /// `LoadCredential=` provides), so the token need not be in the service's environment.
-    #[serde(default)]
-    pub token_file: Option<std::path::PathBuf>,
-    /// `https://discord.com`, or another server speaking Discord's API (proxy mode).
-    pub api_base_url: String,
-    /// Beyond this many messages a reply is sent as a `.md` file with a preview.
-    pub max_chunks: usize,
-    /// Retries of a failed send (429, 5xx, connection error).
-    pub send_retries: u32,
-    /// First retry backoff in milliseconds, doubled per retry.
-    pub retry_backoff_ms: u64,
-    /// Minimum seconds between edits of a progress message.
-    pub progress_edit_secs: u64,
-}
-
-impl DiscordConfig {
-    /// Whether REST and gateway discovery go to a server other than discord.com.
-    pub fn is_proxied(&self) -> bool {
-        self.api_base_url.trim_end_matches('/') != "https://discord.com"
-    }
-}
-
-/// The `[access]` settings: who may talk to Claude.
-#[derive(Debug, Clone, Deserialize, Default)]
-#[serde(deny_unknown_fields)]
-pub struct AccessConfig {
-    /// Discord user ids allowed in every channel (unless the channel has its own list).
-    #[serde(default)]
-    pub allowed_users: Vec<u64>,
-    /// Discord role ids allowed in every channel (unless the channel has its own list).
-    #[serde(default)]
-    pub allowed_roles: Vec<u64>,
-    /// Let everyone in: must be set explicitly when there is no allowlist.
-    #[serde(default)]
-    pub allow_everyone: bool,
-    /// A refused user is told at most once per conversation in this many seconds.
-    pub refusal_cooldown_secs: u64,
-}
-
-impl AccessConfig {
-    /// Whether any allowlist exists, globally or on a channel.
-    pub fn has_allowlist(&self, channels: &[Arc<ChannelProfile>]) -> bool {
-        !self.allowed_users.is_empty()
-            || !self.allowed_roles.is_empty()
-            || channels
-                .iter()
-                .any(|c| c.allowed_users.is_some() || c.allowed_roles.is_some())
-    }
-
-    /// Whether `user` (with `roles`) may use `channel`. A channel's own list replaces the
-    /// global one and `allow_everyone` alike.
-    pub fn allows(&self, channel: &ChannelProfile, user: u64, roles: &[u64]) -> bool {
-        let (users, role_list) =
-            if channel.allowed_users.is_some() || channel.allowed_roles.is_some() {
-                (
-                    channel.allowed_users.as_deref().unwrap_or_default(),
-                    channel.allowed_roles.as_deref().unwrap_or_default(),
-                )
-            } else if self.allow_everyone {
-                return true;
-            } else {
-                (self.allowed_users.as_slice(), self.allowed_roles.as_slice())
-            };
-        users.contains(&user) || roles.iter().any(|r| role_list.contains(r))
-    }
-}
-
-/// Why the gateway could not start.
-#[derive(Debug, thiserror::Error)]
-pub enum GatewayError {
-    /// No token in the environment.
-    #[error("no Discord token: set discord.token_file (or systemd's LoadCredential=discord-token), or DISCORD_TOKEN")]
-    NoToken,
-    /// Secure by default.
-    #[error("no allowlist: set access.allowed_users or access.allowed_roles (or a channel's own), or access.allow_everyone = true to let everyone in")]
-    NoAllowlist,
-    /// Serenity refused the settings or could not reach the gateway URL endpoint.
-    #[error("Discord client: {0}")]
-    Client(#[from] serenity::Error),
-}
-
-// ---------------------------------------------------------------------------------------------
-// Counters
-// ---------------------------------------------------------------------------------------------
-
-/// What the gateway has done, for the metrics log.
-#[derive(Debug, Default)]
-pub struct GatewayStats {
-    /// Gateway events received (messages, ready, resumes, threads).
-    pub events: AtomicU64,
-    /// Messages sent on to a channel actor.
-    pub routed: AtomicU64,
-    /// Messages from users not on the allowlist.
-    pub refused: AtomicU64,
-    /// Gateway sessions started or resumed after the first.
-    pub reconnects: AtomicU64,
-    /// REST work.
-    pub rest: Arc<RestStats>,
-}
-
-// ---------------------------------------------------------------------------------------------
-// Serenity's side
-// ---------------------------------------------------------------------------------------------
-
-/// Serenity's event handler: forwards to the gateway actor and returns at once.
-struct Forward {
-    gateway: Addr<DiscordGateway>,
-}
-
-#[serenity::async_trait]
-impl EventHandler for Forward {
-    async fn message(&self, _: SerenityContext, msg: DiscordMessage) {
-        self.gateway.do_send(ReceiveMessage(Box::new(msg)));
-    }
-
-    async fn ready(&self, _: SerenityContext, ready: Ready) {
-        self.gateway.do_send(MarkReady {
-            bot_id: ready.user.id.get(),
-        });
-    }
-
-    async fn resume(&self, _: SerenityContext, _: ResumedEvent) {
-        self.gateway.do_send(MarkResumed);
-    }
-
-    async fn thread_create(&self, _: SerenityContext, thread: GuildChannel) {
-        self.gateway.do_send(learn(&thread));
-    }
-
-    async fn thread_update(
-        &self,
-        _: SerenityContext,
-        _: Option<GuildChannel>,
-        thread: GuildChannel,
-    ) {
-        self.gateway.do_send(learn(&thread));
-    }
-}
-
-fn learn(c: &GuildChannel) -> LearnChannel {
-    LearnChannel {
-        id: c.id.get(),
-        parent_id: c.parent_id.map(ChannelId::get),
-        is_thread: matches!(
-            c.kind,
-            ChannelType::PublicThread | ChannelType::PrivateThread | ChannelType::NewsThread
-        ),
-        name: c.name.clone(),
-    }
-}
-
-/// A running Discord connection: the gateway actor and the serenity client task.
-pub struct DiscordConnection {
-    /// The gateway actor.
-    pub gateway: Addr<DiscordGateway>,
-    /// The registry behind it.
-    pub registry: Addr<ChannelRegistry>,
-    /// Serenity's shard manager (to shut the connection down).
-    pub shards: Arc<ShardManager>,
-    /// Ends when the serenity client stops; carries its error if it failed.
-    pub client: tokio::task::JoinHandle<Result<(), serenity::Error>>,
-    /// Counters.
-    pub stats: Arc<GatewayStats>,
-}
-
-/// What the gateway needs to start.
-pub struct GatewaySetup {
-    /// `[discord]`.
-    pub discord: DiscordConfig,
-    /// `[access]`.
-    pub access: AccessConfig,
-    /// The configured channels.
-    pub channels: Vec<Arc<ChannelProfile>>,
-    /// Starts the registry, given where replies and progress should go.
-    pub start_registry: Box<dyn FnOnce(Addr<DiscordGateway>) -> Addr<ChannelRegistry>>,
-}
-
-impl GatewaySetup {
-    /// Connects to Discord (or the proxy server) and starts the gateway actor. Must run inside
-    /// an actix system.
-    pub async fn connect(self) -> Result<DiscordConnection, GatewayError> {
-        let token = self.discord.token.clone().ok_or(GatewayError::NoToken)?;
-        if !self.access.has_allowlist(&self.channels) && !self.access.allow_everyone {
-            return Err(GatewayError::NoAllowlist);
-        }
-        let mut http = HttpBuilder::new(token.expose_secret());
-        if self.discord.is_proxied() {
-            // With a proxy serenity's ratelimiter would send to discord.com; 429s come to us.
-            http = http
-                .proxy(self.discord.api_base_url.trim_end_matches('/'))
-                .ratelimiter_disabled(true);
-        }
-        let intents = GatewayIntents::GUILDS
-            | GatewayIntents::GUILD_MESSAGES
-            | GatewayIntents::MESSAGE_CONTENT;
-        let ctx = Context::<DiscordGateway>::new();
-        let addr = ctx.address();
-        let mut client = serenity::client::ClientBuilder::new_with_http(http.build(), intents)
-            .event_handler(Forward {
-                gateway: addr.clone(),
-            })
-            .await?;
-        let stats = Arc::new(GatewayStats::default());
-        let outbound = Outbound {
-            http: Arc::clone(&client.http),
-            max_chunks: self.discord.max_chunks.max(1),
-            send_retries: self.discord.send_retries,
-            backoff: Duration::from_millis(self.discord.retry_backoff_ms.max(1)),
-            progress_every: Duration::from_secs(self.discord.progress_edit_secs),
-            stats: Arc::clone(&stats.rest),
-        };
-        let registry = (self.start_registry)(addr.clone());
-        let gateway = DiscordGateway {
-            outbound,
-            registry: registry.clone(),
-            pending: 0,
-            flush_waiters: Vec::new(),
-            channels: self
-                .channels
-                .iter()
-                .map(|c| (c.id, Arc::clone(c)))
-                .collect(),
-            access: self.access,
-            bot_id: None,
-            known: Recent::new(MAX_KNOWN),
-            resolving: HashMap::new(),
-            refused: HashMap::new(),
-            working: HashMap::new(),
-            stats: Arc::clone(&stats),
-        };
-        ctx.run(gateway);
-        let shards = Arc::clone(&client.shard_manager);
-        let client = tokio::spawn(async move { client.start().await });
-        Ok(DiscordConnection {
-            gateway: addr,
-            registry,
-            shards,
-            client,
-            stats,
-        })
-    }
-}
 
 // ---------------------------------------------------------------------------------------------
 // The actor
@@ -388,7 +127,7 @@ pub struct DiscordGateway {
     pending: usize,
     /// Waiting for `pending` to reach zero.
     flush_waiters: Vec<tokio::sync::oneshot::Sender<()>>,
-    channels: HashMap<u64, Arc<ChannelProfile>>,
+    channels: HashMap<u64, DiscordChannel>,
     access: AccessConfig,
     bot_id: Option<u64>,
     /// Channels and threads seen, other than the configured ones.
@@ -400,6 +139,32 @@ pub struct DiscordGateway {
     /// Message being worked on → its progress task's input.
     working: HashMap<u64, UnboundedSender<Option<String>>>,
     stats: Arc<GatewayStats>,
+}
+
+impl DiscordGateway {
+    /// A gateway for `channels` that sends through `outbound` and routes to `registry`.
+    pub fn new(
+        outbound: Outbound,
+        registry: Addr<ChannelRegistry>,
+        channels: Vec<DiscordChannel>,
+        access: AccessConfig,
+        stats: Arc<GatewayStats>,
+    ) -> Self {
+        Self {
+            outbound,
+            registry,
+            pending: 0,
+            flush_waiters: Vec::new(),
+            channels: channels.into_iter().map(|c| (c.profile.id, c)).collect(),
+            access,
+            bot_id: None,
+            known: Recent::new(MAX_KNOWN),
+            resolving: HashMap::new(),
+            refused: HashMap::new(),
+            working: HashMap::new(),
+            stats,
+        }
+    }
 }
 
 impl Actor for DiscordGateway {
@@ -445,24 +210,30 @@ impl DiscordGateway {
             return Route::Ignore("direct message");
         }
         let id = msg.channel_id.get();
-        let conversation = if let Some(profile) = self.channels.get(&id) {
-            ConversationRef::channel(Arc::clone(profile))
+        let (conversation, channel) = if let Some(channel) = self.channels.get(&id) {
+            (
+                ConversationRef::channel(Arc::clone(&channel.profile)),
+                channel,
+            )
         } else {
             match self.known.get(id) {
                 None => return Route::Resolve,
                 Some(Known::Foreign) => return Route::Ignore("not a configured channel"),
                 Some(Known::Thread { parent, name }) => match self.channels.get(parent) {
-                    Some(profile) => ConversationRef {
-                        id,
-                        name: format!("{}/{name}", profile.name),
-                        profile: Arc::clone(profile),
-                    },
+                    Some(channel) => (
+                        ConversationRef {
+                            id,
+                            name: format!("{}/{name}", channel.profile.name),
+                            profile: Arc::clone(&channel.profile),
+                        },
+                        channel,
+                    ),
                     None => return Route::Ignore("thread of another channel"),
                 },
             }
         };
         let mut text = msg.content.clone();
-        if conversation.profile.require_mention {
+        if channel.access.require_mention {
             let Some(bot) = self.bot_id else {
                 return Route::Ignore("mention required, bot id not known yet");
             };
@@ -482,7 +253,7 @@ impl DiscordGateway {
             .unwrap_or_default();
         if !self
             .access
-            .allows(&conversation.profile, msg.author.id.get(), &roles)
+            .allows(&channel.access, msg.author.id.get(), &roles)
         {
             return Route::Refuse(conversation.id);
         }
@@ -572,7 +343,7 @@ impl DiscordGateway {
             user_id = user,
             "message from a user not on the allowlist"
         );
-        let cooldown = Duration::from_secs(self.access.refusal_cooldown_secs);
+        let cooldown = self.access.refusal_cooldown();
         let now = Instant::now();
         if self
             .refused
@@ -670,10 +441,9 @@ impl Handler<ShowProgress> for DiscordGateway {
                 return;
             }
             ProgressStep::Queued { .. } => return,
-            ProgressStep::Tool(summary) => summary,
-            ProgressStep::Retrying { attempt, status } => match status {
-                Some(s) => format!("API retry {attempt} (HTTP {s})"),
-                None => format!("API retry {attempt}"),
+            step => match step.describe() {
+                Some(text) => text,
+                None => return,
             },
         };
         if let Some(tx) = self.working.get(&key) {
@@ -727,51 +497,6 @@ impl Handler<FlushOutbound> for DiscordGateway {
 mod tests {
     use super::*;
 
-    fn profile(users: Option<Vec<u64>>, roles: Option<Vec<u64>>) -> ChannelProfile {
-        ChannelProfile {
-            id: 1,
-            name: "c".into(),
-            project_dir: "/".into(),
-            model: None,
-            system_prompt: None,
-            tools: None,
-            disallowed_tools: Vec::new(),
-            require_mention: false,
-            allowed_users: users,
-            allowed_roles: roles,
-        }
-    }
-
-    #[test]
-    fn access_uses_global_lists_unless_the_channel_has_its_own() {
-        let access = AccessConfig {
-            allowed_users: vec![10],
-            allowed_roles: vec![20],
-            allow_everyone: false,
-            refusal_cooldown_secs: 60,
-        };
-        let open = profile(None, None);
-        assert!(access.allows(&open, 10, &[]));
-        assert!(access.allows(&open, 99, &[20]));
-        assert!(!access.allows(&open, 99, &[21]));
-        let own = profile(Some(vec![11]), None);
-        assert!(access.allows(&own, 11, &[]));
-        assert!(
-            !access.allows(&own, 10, &[20]),
-            "channel list replaces the global one"
-        );
-        let everyone = AccessConfig {
-            allow_everyone: true,
-            ..AccessConfig::default()
-        };
-        assert!(everyone.allows(&open, 12345, &[]));
-        assert!(
-            !everyone.allows(&own, 12345, &[]),
-            "a channel's own list wins over allow_everyone"
-        );
-        assert!(everyone.allows(&own, 11, &[]));
-    }
-
     #[test]
     fn remembered_channels_are_bounded_oldest_first() {
         let mut known = Recent::new(100);
@@ -782,12 +507,5 @@ mod tests {
         assert_eq!(known.map.len(), 100);
         assert_eq!(known.order.len(), 100);
         assert!(known.get(149).is_none() && known.get(150).is_some());
-    }
-
-    #[test]
-    fn an_allowlist_anywhere_counts() {
-        let none = AccessConfig::default();
-        assert!(!none.has_allowlist(&[Arc::new(profile(None, None))]));
-        assert!(none.has_allowlist(&[Arc::new(profile(None, Some(vec![])))]));
     }
 }

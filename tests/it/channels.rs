@@ -1,17 +1,19 @@
 //! The core flow in-process: real application, real SQLite file, real stand-in `claude`
 //! processes; a collector in place of the front end.
 
-mod support;
+use crate::support;
 
+use crate::support::{
+    argv_of, max_overlap, process_alive, prompt_of, wait_until, Harness, TestEnv,
+};
 use actors::frontend::{ProgressStep, ReplyKind};
 use actors::registry::{CancelConversation, CountChannels, QueryStatus};
 use actors::store::LoadConversation;
-use support::{argv_of, max_overlap, process_alive, prompt_of, wait_until, Harness, TestEnv};
 
 #[actix_rt::test]
 async fn two_messages_in_one_channel_run_in_order_and_never_overlap() {
     let env = TestEnv::new();
-    let mut h = Harness::start(env.settings("", "")).await;
+    let mut h = Harness::start(env.settings()).await;
     let gate = env.gate("g");
     h.send("alpha", &format!("first GATE:{}", gate.display()));
     h.send("alpha", "second");
@@ -38,7 +40,9 @@ async fn two_messages_in_one_channel_run_in_order_and_never_overlap() {
 #[actix_rt::test]
 async fn channels_run_in_parallel_up_to_the_global_cap() {
     let env = TestEnv::new();
-    let mut h = Harness::start(env.settings("max_concurrent_runs = 2", "")).await;
+    let mut s = env.settings();
+    s.claude.max_concurrent_runs = 2;
+    let mut h = Harness::start(s).await;
     let gate = env.gate("g");
     for ch in ["alpha", "beta", "gamma"] {
         h.send(ch, &format!("{ch} GATE:{}", gate.display()));
@@ -61,7 +65,9 @@ async fn channels_run_in_parallel_up_to_the_global_cap() {
 #[actix_rt::test]
 async fn runs_waiting_for_the_cap_go_in_the_order_they_asked() {
     let env = TestEnv::new();
-    let mut h = Harness::start(env.settings("max_concurrent_runs = 1", "")).await;
+    let mut s = env.settings();
+    s.claude.max_concurrent_runs = 1;
+    let mut h = Harness::start(s).await;
     let gate = env.gate("g");
     h.send("alpha", &format!("alpha GATE:{}", gate.display()));
     env.wait_for_starts(1).await;
@@ -91,11 +97,9 @@ async fn runs_waiting_for_the_cap_go_in_the_order_they_asked() {
 #[actix_rt::test]
 async fn a_full_queue_answers_busy_and_runs_nothing_more() {
     let env = TestEnv::new();
-    let mut h = Harness::start(env.settings(
-        "",
-        "[channels]\nqueue_limit = 1\nidle_secs = 900\ncommand_prefix = \"!\"",
-    ))
-    .await;
+    let mut s = env.settings();
+    s.channels.queue_limit = 1;
+    let mut h = Harness::start(s).await;
     let gate = env.gate("g");
     h.send("alpha", &format!("one GATE:{}", gate.display()));
     env.wait_for_starts(1).await;
@@ -121,7 +125,7 @@ async fn a_full_queue_answers_busy_and_runs_nothing_more() {
 #[actix_rt::test]
 async fn status_and_cancel_are_answered_while_a_run_is_in_flight() {
     let env = TestEnv::new();
-    let mut h = Harness::start(env.settings("", "")).await;
+    let mut h = Harness::start(env.settings()).await;
     let slow = h.send("alpha", "be SLOW please");
     env.wait_for_starts(1).await;
     h.send("alpha", "after the cancel");
@@ -174,7 +178,9 @@ async fn status_and_cancel_are_answered_while_a_run_is_in_flight() {
 #[actix_rt::test]
 async fn a_run_past_its_timeout_is_killed_with_its_whole_process_group() {
     let env = TestEnv::new();
-    let mut h = Harness::start(env.settings("timeout_secs = 1", "")).await;
+    let mut s = env.settings();
+    s.claude.timeout_secs = 1;
+    let mut h = Harness::start(s).await;
     h.send("alpha", "HANG");
     let reply = h.reply().await;
     assert_eq!(reply.text, "Timed out after 1 s; the run was stopped.");
@@ -211,7 +217,7 @@ async fn a_run_past_its_timeout_is_killed_with_its_whole_process_group() {
 #[actix_rt::test]
 async fn a_stale_session_is_replaced_by_a_new_one_and_the_user_is_told() {
     let env = TestEnv::new();
-    let mut h = Harness::start(env.settings("", "")).await;
+    let mut h = Harness::start(env.settings()).await;
     h.send("alpha", "remember me");
     let first = h.reply().await;
     let old = first.session_id.clone().expect("session");
@@ -242,7 +248,9 @@ async fn a_stale_session_is_replaced_by_a_new_one_and_the_user_is_told() {
 #[actix_rt::test]
 async fn messages_starting_with_dash_or_slash_reach_claude_verbatim() {
     let env = TestEnv::new();
-    let mut h = Harness::start(env.settings("passthrough_commands = [\"cost\"]", "")).await;
+    let mut s = env.settings();
+    s.claude.passthrough_commands = vec!["cost".into()];
+    let mut h = Harness::start(s).await;
     // The stand-in, like the real CLI, runs built-in commands whatever
     // --disable-slash-commands says: each of these must reach the model as text.
     for text in [
@@ -280,8 +288,9 @@ async fn messages_starting_with_dash_or_slash_reach_claude_verbatim() {
 fn a_slash_message_written_to_stdin_reaches_claude_as_text() {
     use std::io::{BufRead, Write};
     let env = TestEnv::new();
-    let settings = env.settings("passthrough_commands = [\"cost\"]", "");
-    let runner = actors::runner::ClaudeRunner::new(settings.claude.clone());
+    let mut settings = env.settings();
+    settings.claude.passthrough_commands = vec!["cost".into()];
+    let runner = actors::claude::ClaudeRunner::new(settings.claude.clone());
     let mut child = std::process::Command::new(support::fake_claude())
         .args([
             "-p",
@@ -321,7 +330,7 @@ fn a_slash_message_written_to_stdin_reaches_claude_as_text() {
 #[actix_rt::test]
 async fn error_results_are_reported_clearly() {
     let env = TestEnv::new();
-    let mut h = Harness::start(env.settings("", "")).await;
+    let mut h = Harness::start(env.settings()).await;
     for text in ["FAIL500", "TOOL MAXTURNS", "CRASH", "GARBAGE", "NOISE"] {
         h.send("alpha", text);
     }
@@ -369,7 +378,7 @@ async fn error_results_are_reported_clearly() {
 #[actix_rt::test]
 async fn a_missing_binary_or_project_dir_is_a_clear_error() {
     let env = TestEnv::new();
-    let mut s = env.settings("", "");
+    let mut s = env.settings();
     s.claude.binary = env.path("no-such-claude");
     s.channel[1].project_dir = env.path("no-such-dir");
     let mut h = Harness::start(s).await;
@@ -394,7 +403,7 @@ async fn a_missing_binary_or_project_dir_is_a_clear_error() {
 async fn cumulative_and_per_call_costs_are_both_stored_right() {
     for version in ["2.1.330", "2.1.197"] {
         let env = TestEnv::new();
-        let mut s = env.settings("", "");
+        let mut s = env.settings();
         s.claude
             .env
             .insert("FAKE_CLAUDE_VERSION".into(), version.into());
@@ -425,11 +434,9 @@ async fn cumulative_and_per_call_costs_are_both_stored_right() {
 #[actix_rt::test]
 async fn idle_channel_actors_stop_and_the_conversation_continues_later() {
     let env = TestEnv::new();
-    let mut h = Harness::start(env.settings(
-        "",
-        "[channels]\nqueue_limit = 5\nidle_secs = 1\ncommand_prefix = \"!\"",
-    ))
-    .await;
+    let mut s = env.settings();
+    s.channels.idle_secs = 1;
+    let mut h = Harness::start(s).await;
     h.send("alpha", "hello");
     let first = h.reply().await;
     assert_eq!(h.registry.send(CountChannels).await.expect("registry"), 1);
@@ -448,7 +455,7 @@ async fn idle_channel_actors_stop_and_the_conversation_continues_later() {
 #[actix_rt::test]
 async fn tool_use_is_shown_as_progress() {
     let env = TestEnv::new();
-    let mut h = Harness::start(env.settings("", "")).await;
+    let mut h = Harness::start(env.settings()).await;
     let id = h.send("alpha", "TOOL:echo from the tool");
     let reply = h.reply().await;
     assert_eq!(reply.text, "tool said: from the tool");
@@ -470,7 +477,7 @@ async fn tool_use_is_shown_as_progress() {
 #[actix_rt::test]
 async fn a_store_that_cannot_be_written_loses_no_answer() {
     let env = TestEnv::new();
-    let mut s = env.settings("", "");
+    let mut s = env.settings();
     s.store.busy_timeout_ms = 100;
     let mut h = Harness::start(s).await;
     // Another process holds the write lock for the whole run.
@@ -495,7 +502,7 @@ async fn a_store_that_cannot_be_written_loses_no_answer() {
 #[actix_rt::test]
 async fn queued_messages_continue_the_conversation_while_the_store_cannot_be_written() {
     let env = TestEnv::new();
-    let mut s = env.settings("", "");
+    let mut s = env.settings();
     s.store.busy_timeout_ms = 100;
     let mut h = Harness::start(s).await;
     // The first run waits on the gate until the second message is queued behind it.

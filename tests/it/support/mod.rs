@@ -1,20 +1,22 @@
 //! Shared test support: a temporary deployment (project dir, HOME, database, stand-in log),
-//! settings written as a real overlay file, an in-process harness with a reply collector, and
-//! readers for what the stand-in `claude` recorded.
-#![allow(dead_code)]
+//! its settings (a real overlay file for the binary; loaded, then changed in code, for
+//! in-process tests), an in-process harness that collects replies, and readers for what the
+//! stand-in `claude` recorded.
 
 pub mod discord;
 
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
-use actix::{Actor, Addr, Context, Handler};
-use actors::frontend::{DeliverReply, Origin, ShowProgress};
-use actors::registry::{ChannelRegistry, RouteMessage};
+use actix::Addr;
+use actors::frontend::{
+    DeliverReply, FrontendEvent, Origin, ReplySink, RouteMessage, ShowProgress,
+};
+use actors::registry::ChannelRegistry;
 use claude_coordinator::settings::Settings;
 use claude_coordinator::startup::Application;
 use serde_json::Value;
-use tokio::sync::mpsc::{unbounded_channel, UnboundedReceiver, UnboundedSender};
+use tokio::sync::mpsc::UnboundedReceiver;
 
 /// How long a test waits for something that should happen; generous, since CI is shared.
 pub const PATIENCE: Duration = Duration::from_secs(60);
@@ -128,9 +130,10 @@ project_dir = "{proj3}"
         path
     }
 
-    /// Settings from the real loader with [`TestEnv::overlay`].
-    pub fn settings(&self, claude_extra: &str, extra: &str) -> Settings {
-        Settings::load(Some(&self.overlay(claude_extra, extra))).expect("settings load")
+    /// The deployment's settings, from the real loader with [`TestEnv::overlay`]; tests change
+    /// fields in code.
+    pub fn settings(&self) -> Settings {
+        Settings::load(Some(&self.overlay("", ""))).expect("settings load")
     }
 
     /// Every record the stand-in wrote.
@@ -251,41 +254,11 @@ pub fn process_alive(pid: i32) -> bool {
     }
 }
 
-/// What the collector received.
-#[derive(Debug)]
-pub enum Received {
-    Reply(DeliverReply),
-    Progress(ShowProgress),
-}
-
-/// A front end for tests: collects replies and progress.
-pub struct Collector {
-    tx: UnboundedSender<Received>,
-}
-
-impl Actor for Collector {
-    type Context = Context<Self>;
-}
-
-impl Handler<DeliverReply> for Collector {
-    type Result = ();
-    fn handle(&mut self, msg: DeliverReply, _: &mut Self::Context) {
-        let _ = self.tx.send(Received::Reply(msg));
-    }
-}
-
-impl Handler<ShowProgress> for Collector {
-    type Result = ();
-    fn handle(&mut self, msg: ShowProgress, _: &mut Self::Context) {
-        let _ = self.tx.send(Received::Progress(msg));
-    }
-}
-
 /// The real application with a collecting front end.
 pub struct Harness {
     pub app: Application,
     pub registry: Addr<ChannelRegistry>,
-    rx: UnboundedReceiver<Received>,
+    rx: UnboundedReceiver<FrontendEvent>,
     pub progress: Vec<ShowProgress>,
     next_message: u64,
 }
@@ -295,9 +268,8 @@ impl Harness {
         let app = Application::build(settings)
             .await
             .expect("application builds");
-        let (tx, rx) = unbounded_channel();
-        let collector = Collector { tx }.start();
-        let registry = app.start_registry(collector.clone().recipient(), collector.recipient());
+        let (sink, rx) = ReplySink::start();
+        let registry = app.start_registry(sink.clone().recipient(), sink.recipient());
         Self {
             app,
             registry,
@@ -331,8 +303,8 @@ impl Harness {
                 .await
                 .unwrap_or_else(|_| panic!("no reply within {PATIENCE:?}"));
             match next {
-                Some(Received::Reply(r)) => return r,
-                Some(Received::Progress(p)) => self.progress.push(p),
+                Some(FrontendEvent::Reply(r)) => return r,
+                Some(FrontendEvent::Progress(p)) => self.progress.push(p),
                 None => panic!("collector closed"),
             }
         }
@@ -427,9 +399,4 @@ pub fn json_lines(text: &str) -> Vec<Value> {
         .filter(|l| !l.trim().is_empty())
         .map(|l| serde_json::from_str(l).unwrap_or_else(|e| panic!("not JSON ({e}): {l}")))
         .collect()
-}
-
-/// Reads a file relative to the workspace root.
-pub fn workspace_file(rel: &str) -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR")).join(rel)
 }

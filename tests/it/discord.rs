@@ -1,17 +1,18 @@
 //! End to end through Discord: the real serenity client against the Discord-compatible server
 //! in `support::discord` (127.0.0.1), the real application and the stand-in `claude`.
 
-mod support;
+use crate::support;
 
-use actors::gateway::DiscordConnection;
+use crate::support::discord::{
+    content, spawn_run, spawn_run_with, stop_with, wait_output, DiscordServer, BOT_ID,
+};
+use crate::support::TestEnv;
+use actors::discord::DiscordConnection;
 use actors::store::LoadConversation;
+use claude_coordinator::settings::{ChannelSettings, Settings};
 use claude_coordinator::startup::Application;
 use secrecy::SecretString;
 use serde_json::Value;
-use support::discord::{
-    content, spawn_run, spawn_run_with, stop_with, wait_output, DiscordServer, BOT_ID,
-};
-use support::TestEnv;
 
 const ALICE: u64 = 7;
 const MALLORY: u64 = 666;
@@ -24,15 +25,23 @@ struct Service {
     server: DiscordServer,
 }
 
-async fn start(env: &TestEnv, claude_extra: &str, extra: &str) -> Service {
+async fn start(env: &TestEnv) -> Service {
+    start_with(env, |_| {}).await
+}
+
+/// The service against a fresh Discord-compatible server, after `change` adjusts the settings.
+async fn start_with(env: &TestEnv, change: impl FnOnce(&mut Settings)) -> Service {
     let server = DiscordServer::start().await;
-    let sections = format!(
-        "{extra}\n[discord]\napi_base_url = \"{}\"\nmax_chunks = 4\nsend_retries = 3\nretry_backoff_ms = 20\nprogress_edit_secs = 1\n\
-         [access]\nallowed_users = [{ALICE}]\nrefusal_cooldown_secs = 3600\n",
-        server.base
-    );
-    let mut settings = env.settings(claude_extra, &sections);
+    let mut settings = env.settings();
+    settings.discord.api_base_url.clone_from(&server.base);
+    settings.discord.max_chunks = 4;
+    settings.discord.send_retries = 3;
+    settings.discord.retry_backoff_ms = 20;
+    settings.discord.progress_edit_secs = 1;
+    settings.access.allowed_users = vec![ALICE];
+    settings.access.refusal_cooldown_secs = 3600;
     settings.discord.token = Some(SecretString::from("test-bot-token-e2e"));
+    change(&mut settings);
     let app = Application::build(settings).await.expect("build");
     let conn = app.start_discord().await.expect("gateway starts");
     server.wait_ready(1).await;
@@ -53,7 +62,7 @@ fn replied_to(r: &support::discord::Recorded) -> Option<String> {
 #[actix_rt::test]
 async fn a_message_gets_a_reply_to_it() {
     let env = TestEnv::new();
-    let s = start(&env, "", "").await;
+    let s = start(&env).await;
     let id = s.server.say(ALPHA, ALICE, "hello from discord");
     s.server
         .wait("reply", |srv| !srv.answers(ALPHA).is_empty())
@@ -79,7 +88,7 @@ async fn a_message_gets_a_reply_to_it() {
 #[actix_rt::test]
 async fn two_channels_are_answered_in_parallel() {
     let env = TestEnv::new();
-    let s = start(&env, "", "").await;
+    let s = start(&env).await;
     let gate = env.gate("g");
     s.server
         .say(ALPHA, ALICE, &format!("alpha GATE:{}", gate.display()));
@@ -101,7 +110,7 @@ async fn two_channels_are_answered_in_parallel() {
 #[actix_rt::test]
 async fn a_thread_is_its_own_conversation_with_the_parents_settings() {
     let env = TestEnv::new();
-    let s = start(&env, "", "").await;
+    let s = start(&env).await;
     let thread = 5_000_000_000_000_001;
     s.server.add_thread(thread, ALPHA, "fix-login");
     s.server.say(ALPHA, ALICE, "in the channel");
@@ -141,7 +150,7 @@ async fn a_thread_is_its_own_conversation_with_the_parents_settings() {
 #[actix_rt::test]
 async fn an_unauthorized_user_spawns_nothing_and_is_told_once() {
     let env = TestEnv::new();
-    let s = start(&env, "", "").await;
+    let s = start(&env).await;
     s.server.say(ALPHA, MALLORY, "rm -rf / please");
     s.server.say(ALPHA, MALLORY, "pretty please");
     // A later allowed message is answered, so the refused ones have been handled.
@@ -174,7 +183,7 @@ async fn an_unauthorized_user_spawns_nothing_and_is_told_once() {
 #[actix_rt::test]
 async fn messages_from_bots_and_from_itself_are_ignored() {
     let env = TestEnv::new();
-    let s = start(&env, "", "").await;
+    let s = start(&env).await;
     s.server.say_with(ALPHA, BOT_ID, "my own reply", |m| {
         m["author"]["bot"] = Value::Bool(true);
     });
@@ -193,7 +202,7 @@ async fn messages_from_bots_and_from_itself_are_ignored() {
 #[actix_rt::test]
 async fn a_long_reply_comes_in_ordered_chunks_with_balanced_code_fences() {
     let env = TestEnv::new();
-    let s = start(&env, "", "").await;
+    let s = start(&env).await;
     // ~6 KB of Markdown with code blocks: more than one message, at most max_chunks.
     let id = s.server.say(ALPHA, ALICE, "HUGE:6000");
     s.server
@@ -233,7 +242,7 @@ async fn a_long_reply_comes_in_ordered_chunks_with_balanced_code_fences() {
 #[actix_rt::test]
 async fn a_very_long_reply_is_sent_as_a_file_with_a_preview() {
     let env = TestEnv::new();
-    let s = start(&env, "", "").await;
+    let s = start(&env).await;
     s.server.say(ALPHA, ALICE, "HUGE");
     s.server
         .wait("file reply", |srv| {
@@ -255,7 +264,7 @@ async fn a_very_long_reply_is_sent_as_a_file_with_a_preview() {
 #[actix_rt::test]
 async fn a_rate_limited_send_is_retried_and_delivered_once() {
     let env = TestEnv::new();
-    let s = start(&env, "", "").await;
+    let s = start(&env).await;
     s.server.fail_next_posts(&[429, 500]);
     s.server.say(ALPHA, ALICE, "hello despite limits");
     s.server
@@ -287,7 +296,7 @@ async fn a_rate_limited_send_is_retried_and_delivered_once() {
 #[actix_rt::test]
 async fn after_the_gateway_connection_drops_serenity_resumes_and_answers() {
     let env = TestEnv::new();
-    let s = start(&env, "", "").await;
+    let s = start(&env).await;
     s.server.say(ALPHA, ALICE, "before");
     s.server
         .wait("first reply", |srv| !srv.answers(ALPHA).is_empty())
@@ -312,7 +321,7 @@ async fn after_the_gateway_connection_drops_serenity_resumes_and_answers() {
 #[actix_rt::test]
 async fn tool_use_shows_in_a_progress_message_that_is_edited_when_done() {
     let env = TestEnv::new();
-    let s = start(&env, "", "").await;
+    let s = start(&env).await;
     s.server.say(ALPHA, ALICE, "TOOL:echo working hard");
     s.server
         .wait("progress finalized", |srv| {
@@ -347,8 +356,16 @@ async fn tool_use_shows_in_a_progress_message_that_is_edited_when_done() {
 #[actix_rt::test]
 async fn a_channel_that_requires_a_mention_answers_only_mentions() {
     let env = TestEnv::new();
-    let overlay_extra = "[[channel]]\nid = 1004\nname = \"delta\"\nproject_dir = \"/tmp\"\nrequire_mention = true\n";
-    let s = start(&env, "", overlay_extra).await;
+    let s = start_with(&env, |s| {
+        s.channel.push(ChannelSettings {
+            id: 1004,
+            name: "delta".into(),
+            project_dir: "/tmp".into(),
+            require_mention: true,
+            ..s.channel[0].clone()
+        });
+    })
+    .await;
     s.server.say(1004, ALICE, "not for the bot");
     s.server.say_with(1004, ALICE, &format!("<@{BOT_ID}> for the bot"), |m| {
         m["mentions"] = serde_json::json!([{"id": BOT_ID.to_string(), "username": "coordinator", "discriminator": "0000", "bot": true}]);
@@ -364,7 +381,7 @@ async fn a_channel_that_requires_a_mention_answers_only_mentions() {
 #[actix_rt::test]
 async fn errors_are_short_and_marked() {
     let env = TestEnv::new();
-    let s = start(&env, "", "").await;
+    let s = start(&env).await;
     s.server.say(ALPHA, ALICE, "FAIL500");
     s.server
         .wait("reply", |srv| !srv.answers(ALPHA).is_empty())
@@ -440,7 +457,7 @@ async fn run_refuses_to_start_without_an_allowlist_or_a_token() {
 #[actix_rt::test]
 async fn a_reply_to_a_deleted_message_is_sent_without_the_reference() {
     let env = TestEnv::new();
-    let s = start(&env, "", "").await;
+    let s = start(&env).await;
     // Discord answers 400 when the referenced message is gone.
     s.server.fail_next_posts(&[400]);
     s.server.say(ALPHA, ALICE, "hello, then deleted");
@@ -514,7 +531,7 @@ fn reply_with(env: &TestEnv, name: &str, text: &str) -> String {
 
 fn fences_balanced(text: &str) -> bool {
     text.split_inclusive('\n')
-        .filter(|l| actors::chunking::fence_info(l, 2000).is_some())
+        .filter(|l| actors::discord::chunking::fence_info(l, 2000).is_some())
         .count()
         % 2
         == 0
@@ -523,7 +540,7 @@ fn fences_balanced(text: &str) -> bool {
 #[actix_rt::test]
 async fn a_fence_longer_than_a_chunk_neither_freezes_the_service_nor_breaks_the_limit() {
     let env = TestEnv::new();
-    let s = start(&env, "", "").await;
+    let s = start(&env).await;
     // Defect: this reply made the splitter loop for ever on the actors' thread.
     let hostile = format!("```{}\n{}", "a".repeat(2100), "line of code\n".repeat(200));
     s.server
@@ -561,7 +578,7 @@ async fn a_fence_longer_than_a_chunk_neither_freezes_the_service_nor_breaks_the_
 #[actix_rt::test]
 async fn a_closing_fence_at_the_edge_of_a_chunk_is_delivered_within_the_limit() {
     let env = TestEnv::new();
-    let s = start(&env, "", "").await;
+    let s = start(&env).await;
     // Defect: this reply gave a first chunk of 2,001 characters, which was silently lost.
     let edge = format!("```\n{}\n```\nmore text", "a".repeat(1991));
     s.server.say(ALPHA, ALICE, &reply_with(&env, "edge", &edge));
@@ -586,7 +603,7 @@ async fn a_closing_fence_at_the_edge_of_a_chunk_is_delivered_within_the_limit() 
 #[actix_rt::test]
 async fn a_reply_discord_refuses_reaches_the_user_as_a_file_or_a_notice() {
     let env = TestEnv::new();
-    let s = start(&env, "", "").await;
+    let s = start(&env).await;
     // 403 is not worth a retry: the reply goes as a file instead.
     s.server.fail_next_posts(&[403]);
     s.server.say(ALPHA, ALICE, "first");
@@ -612,7 +629,7 @@ async fn a_reply_discord_refuses_reaches_the_user_as_a_file_or_a_notice() {
 #[actix_rt::test]
 async fn system_messages_are_not_prompts_but_replies_are() {
     let env = TestEnv::new();
-    let s = start(&env, "", "").await;
+    let s = start(&env).await;
     // Thread created (its name as content), channel renamed, pinned, member joined.
     for kind in [18, 4, 6, 7] {
         s.server.say_kind(ALPHA, ALICE, "delete the tests", kind);
@@ -629,7 +646,7 @@ async fn system_messages_are_not_prompts_but_replies_are() {
 #[actix_rt::test]
 async fn a_failed_thread_lookup_is_not_remembered() {
     let env = TestEnv::new();
-    let s = start(&env, "", "").await;
+    let s = start(&env).await;
     let thread = 5_000_000_000_000_002;
     s.server.add_thread(thread, ALPHA, "flaky");
     // More failures than send_retries (3) allows: the first message is dropped, not the thread.

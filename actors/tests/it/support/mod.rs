@@ -1,13 +1,11 @@
 //! Shared by the actors tests: a shell script standing in for `claude`, generated replies.
-#![allow(dead_code)]
-
 pub mod replies;
 
 use std::collections::BTreeMap;
 use std::os::unix::fs::PermissionsExt;
 use std::path::Path;
 
-use actors::runner::{ClaudeConfig, ClaudeRunner, CostReporting};
+use actors::claude::{ClaudeConfig, ClaudeRunner, CostReporting, PermissionMode};
 
 /// Writes `body` as the executable `dir/claude` (a `sh` script) and returns a runner for it,
 /// with `env` passed to the script, a 60 s timeout and a 1 s kill grace.
@@ -19,7 +17,7 @@ pub fn script_runner(dir: &Path, body: &str, env: BTreeMap<String, String>) -> C
         binary: path,
         timeout_secs: 60,
         kill_grace_secs: 1,
-        permission_mode: "default".into(),
+        permission_mode: PermissionMode::Default,
         model: String::new(),
         max_concurrent_runs: 1,
         oauth_token: None,

@@ -291,20 +291,9 @@ async fn channel(
     Path(id): Path<u64>,
     headers: HeaderMap,
 ) -> Response {
-    if let Some(status) = inner.lookup_failures.lock().expect("lock").pop_front() {
-        record(
-            &inner,
-            "GET",
-            format!("/api/v10/channels/{id}"),
-            Value::Null,
-            Vec::new(),
-            &headers,
-            status,
-        );
-        return error_response(status);
-    }
+    let failure = inner.lookup_failures.lock().expect("lock").pop_front();
     let found = inner.channels.lock().expect("lock").get(&id).cloned();
-    let status = if found.is_some() { 200 } else { 404 };
+    let status = failure.unwrap_or(if found.is_some() { 200 } else { 404 });
     record(
         &inner,
         "GET",
@@ -314,13 +303,9 @@ async fn channel(
         &headers,
         status,
     );
-    match found {
-        Some(c) => Json(c).into_response(),
-        None => (
-            StatusCode::NOT_FOUND,
-            Json(json!({"message": "Unknown Channel", "code": 10003})),
-        )
-            .into_response(),
+    match (failure, found) {
+        (None, Some(c)) => Json(c).into_response(),
+        _ => error_response(status),
     }
 }
 

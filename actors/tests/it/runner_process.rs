@@ -2,14 +2,12 @@
 //! `claude`: output without a final newline, a child that leaves a background process
 //! holding its output open, and a run whose future is dropped mid-way.
 
-mod support;
-
 use std::collections::BTreeMap;
 use std::path::Path;
 use std::time::Duration;
 
-use actors::runner::{ClaudeRunner, RunError, RunRequest};
-use support::script_runner;
+use crate::support::script_runner;
+use actors::claude::{ClaudeRunner, RunError, RunRequest};
 use tokio_util::sync::CancellationToken;
 
 /// The documented stream-json result line of a successful run.

@@ -10,6 +10,8 @@ use std::borrow::Cow;
 use serde::Deserialize;
 use serde_json::Value;
 
+use crate::text::truncate_chars;
+
 /// One parsed stream-json line.
 #[derive(Debug, Clone, PartialEq)]
 pub enum StreamEvent {
@@ -233,23 +235,9 @@ fn tool_detail(name: &str, input: &Value) -> String {
     truncate_chars(line, 80)
 }
 
-/// At most `max` characters, with `…` when cut; never splits a UTF-8 character.
-pub fn truncate_chars(s: &str, max: usize) -> String {
-    match s.char_indices().nth(max) {
-        Some((cut, _)) => format!("{}…", &s[..cut]),
-        None => s.to_string(),
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn truncation_never_splits_a_character() {
-        assert_eq!(truncate_chars("ünïcödé", 3), "ünï…");
-        assert_eq!(truncate_chars("short", 80), "short");
-    }
 
     #[test]
     fn a_tool_use_block_becomes_a_summary() {

@@ -2,14 +2,12 @@
 //! and prints a sample's stdout, stderr and exit code (tests/fixtures/claude-cli, copied from
 //! ../shared/claude-cli/samples).
 
-mod support;
-
 use std::collections::BTreeMap;
 use std::path::PathBuf;
 
-use actors::runner::{ClaudeRunner, RunError, RunReport, RunRequest};
-use actors::stream_json::StreamEvent;
-use support::script_runner;
+use crate::support::script_runner;
+use actors::claude::stream_json::StreamEvent;
+use actors::claude::{ClaudeRunner, RunError, RunReport, RunRequest};
 use tokio_util::sync::CancellationToken;
 
 fn fixtures() -> PathBuf {

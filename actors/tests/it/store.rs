@@ -3,9 +3,10 @@
 use std::time::Duration;
 
 use actix::Addr;
+use actors::cost::{CostUpdate, ReportedCost};
 use actors::store::{
     open_pool, DbFailure, FindConversation, ListConversations, LoadConversation, RecordRun,
-    ReportedCost, ResetConversation, SessionStoreActor, StoreConfig, StoreError,
+    RecordedRun, ResetConversation, SessionStoreActor, StoreConfig, StoreError,
 };
 
 fn config(dir: &tempfile::TempDir) -> StoreConfig {
@@ -20,19 +21,48 @@ fn start(config: &StoreConfig) -> Addr<SessionStoreActor> {
     SessionStoreActor::start(open_pool(config).expect("open"), 3)
 }
 
-fn run(id: u64, session: &str, total: f64) -> RecordRun {
+fn run(id: u64, session: &str, cost: CostUpdate) -> RecordRun {
     RecordRun {
         id,
         name: format!("chan-{id}"),
         project_dir: "/srv/project".into(),
         model: Some("claude-opus-5-5".into()),
         session_id: Some(session.into()),
-        cost: Some(ReportedCost {
+        cost,
+        error: None,
+    }
+}
+
+/// A run's cost, as a run works it out: from what the stored conversation had before it.
+fn first_run(total: f64) -> CostUpdate {
+    CostUpdate {
+        run_usd: total,
+        session_usd: total,
+    }
+}
+
+/// Records a run whose CLI reported the cumulative `total`, working its cost out from the
+/// stored row first, as a channel's run does.
+async fn record(
+    store: &Addr<SessionStoreActor>,
+    id: u64,
+    session: &str,
+    total: f64,
+) -> Result<RecordedRun, StoreError> {
+    let before = store
+        .send(LoadConversation { id })
+        .await
+        .expect("mailbox")?;
+    let cost = CostUpdate::after(
+        Some(ReportedCost {
             total_usd: total,
             cumulative: true,
         }),
-        error: None,
-    }
+        before.as_ref().and_then(|c| c.session_id.as_deref()),
+        before.as_ref().map_or(0.0, |c| c.session_cost_usd),
+        Some(session),
+    );
+    store.send(run(id, session, cost)).await.expect("mailbox")
 }
 
 #[actix_rt::test]
@@ -40,24 +70,12 @@ async fn runs_are_recorded_listed_found_and_reset() {
     let dir = tempfile::tempdir().expect("tmp");
     let store = start(&config(&dir));
     let big_id = u64::MAX - 5;
-    store
-        .send(run(big_id, "s1", 0.05))
-        .await
-        .expect("mailbox")
-        .expect("record");
-    let second = store
-        .send(run(big_id, "s1", 0.12))
-        .await
-        .expect("mailbox")
-        .expect("record");
+    record(&store, big_id, "s1", 0.05).await.expect("record");
+    let second = record(&store, big_id, "s1", 0.12).await.expect("record");
     assert!((second.run_cost_usd - 0.07).abs() < 1e-12);
     assert_eq!(second.conversation.message_count, 2);
     assert!((second.conversation.total_cost_usd - 0.12).abs() < 1e-12);
-    store
-        .send(run(7, "other", 0.01))
-        .await
-        .expect("mailbox")
-        .expect("record");
+    record(&store, 7, "other", 0.01).await.expect("record");
 
     let all = store
         .send(ListConversations)
@@ -96,11 +114,7 @@ async fn runs_are_recorded_listed_found_and_reset() {
         .expect("reset"));
 
     // A new session after the reset: its reported total is this run's cost.
-    let fresh = store
-        .send(run(big_id, "s2", 0.03))
-        .await
-        .expect("mailbox")
-        .expect("record");
+    let fresh = record(&store, big_id, "s2", 0.03).await.expect("record");
     assert!((fresh.run_cost_usd - 0.03).abs() < 1e-12);
     assert!((fresh.conversation.total_cost_usd - 0.15).abs() < 1e-12);
 }
@@ -112,7 +126,7 @@ async fn data_survives_reopening_and_migrations_run_once() {
     {
         let store = start(&cfg);
         store
-            .send(run(1, "s1", 0.05))
+            .send(run(1, "s1", first_run(0.05)))
             .await
             .expect("mailbox")
             .expect("record");
@@ -201,7 +215,7 @@ async fn a_locked_database_is_a_busy_error_and_the_store_recovers() {
     let other = rusqlite::Connection::open(&cfg.path).expect("open");
     other.execute_batch("BEGIN EXCLUSIVE").expect("lock");
     let err = store
-        .send(run(1, "s1", 0.05))
+        .send(run(1, "s1", first_run(0.05)))
         .await
         .expect("mailbox")
         .expect_err("locked");
@@ -227,7 +241,7 @@ async fn a_locked_database_is_a_busy_error_and_the_store_recovers() {
         .is_ok());
     other.execute_batch("ROLLBACK").expect("unlock");
     store
-        .send(run(1, "s1", 0.05))
+        .send(run(1, "s1", first_run(0.05)))
         .await
         .expect("mailbox")
         .expect("record after unlock");
@@ -246,7 +260,7 @@ async fn the_store_threads_never_wait_on_each_other_in_sqlite() {
             store.send(run(
                 i % 30,
                 &format!("s{}", i % 30),
-                0.01 * (i / 30 + 1) as f64,
+                first_run(0.01 * (i / 30 + 1) as f64),
             ))
         })
         .collect();

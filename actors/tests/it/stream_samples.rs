@@ -2,7 +2,7 @@
 
 use std::path::PathBuf;
 
-use actors::stream_json::{parse_line, ResultLine, StreamEvent};
+use actors::claude::stream_json::{parse_line, ResultLine, StreamEvent};
 
 fn result(text: &str) -> ResultLine {
     match parse_line(text.trim()).expect("json") {

@@ -5,18 +5,27 @@
 //! WAL mode with a `busy_timeout`, and its schema is versioned with `PRAGMA user_version`.
 //! Every failure is a [`StoreError`] that says what went wrong in words a user can act on; a
 //! locked, read-only or corrupt file never panics the service.
+//!
+//! Files: [`open`] (opening, migrations), [`error`] (what can go wrong).
 
-use std::path::{Path, PathBuf};
+mod error;
+mod open;
+
+use std::path::PathBuf;
 use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
-use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+use std::time::{Instant, SystemTime, UNIX_EPOCH};
 
 use actix::{Actor, Handler, Message, SyncArbiter, SyncContext};
 use hdrhistogram::Histogram;
 use r2d2::Pool;
 use r2d2_sqlite::SqliteConnectionManager;
-use rusqlite::{params, Connection, ErrorCode, OpenFlags, OptionalExtension, Row};
+use rusqlite::{params, Connection, OptionalExtension, Row};
 use serde::Serialize;
-use tracing::warn;
+
+pub use error::{DbFailure, StoreError};
+pub use open::{check_writable, open_pool, StoreConfig};
+
+use crate::cost::CostUpdate;
 
 // ---------------------------------------------------------------------------------------------
 // Messages
@@ -57,8 +66,8 @@ pub struct RecordRun {
     pub model: Option<String>,
     /// The session id to resume next time; `None` forgets it (the next message starts fresh).
     pub session_id: Option<String>,
-    /// The cost the CLI reported, if it reported one.
-    pub cost: Option<ReportedCost>,
+    /// What the run cost, and what its session has cost so far (computed by the run).
+    pub cost: CostUpdate,
     /// A short description of the failure, or `None` when the run succeeded.
     pub error: Option<String>,
 }
@@ -122,75 +131,6 @@ pub struct Conversation {
     pub last_error: Option<String>,
 }
 
-/// The cost a CLI run reported in `total_cost_usd`, and how to read it.
-#[derive(Debug, Clone, Copy, PartialEq)]
-pub struct ReportedCost {
-    /// The value of `total_cost_usd`.
-    pub total_usd: f64,
-    /// True when the CLI reports the session's running total (2.1.330), false when it reports
-    /// this call only (2.1.197).
-    pub cumulative: bool,
-}
-
-impl ReportedCost {
-    /// What this run cost and what the session has cost so far, given what was stored before.
-    ///
-    /// A different session id means a new session: its reported total is this run's cost.
-    pub fn apply(
-        self,
-        previous_session: Option<&str>,
-        previous_session_cost: f64,
-        session: Option<&str>,
-    ) -> CostUpdate {
-        let same_session = previous_session.is_some() && previous_session == session;
-        match (same_session, self.cumulative) {
-            (true, true) => CostUpdate {
-                run_usd: (self.total_usd - previous_session_cost).max(0.0),
-                session_usd: self.total_usd,
-            },
-            (true, false) => CostUpdate {
-                run_usd: self.total_usd,
-                session_usd: previous_session_cost + self.total_usd,
-            },
-            (false, _) => CostUpdate {
-                run_usd: self.total_usd,
-                session_usd: self.total_usd,
-            },
-        }
-    }
-}
-
-/// The result of [`ReportedCost::apply`].
-#[derive(Debug, Clone, Copy, PartialEq)]
-pub struct CostUpdate {
-    /// What this one run cost.
-    pub run_usd: f64,
-    /// What the session has cost so far.
-    pub session_usd: f64,
-}
-
-impl CostUpdate {
-    /// The costs after a run that reported `cost` (or nothing), given what was stored before.
-    pub fn after(
-        cost: Option<ReportedCost>,
-        previous_session: Option<&str>,
-        previous_session_cost: f64,
-        session: Option<&str>,
-    ) -> Self {
-        match cost {
-            Some(c) => c.apply(previous_session, previous_session_cost, session),
-            None => Self {
-                run_usd: 0.0,
-                session_usd: if session == previous_session {
-                    previous_session_cost
-                } else {
-                    0.0
-                },
-            },
-        }
-    }
-}
-
 /// The answer to [`RecordRun`].
 #[derive(Debug, Clone)]
 pub struct RecordedRun {
@@ -213,261 +153,6 @@ pub struct StoreStats {
     pub errors: u64,
     /// 95th percentile of operation latency since the previous ask, in microseconds.
     pub latency_p95_us: u64,
-}
-
-/// What kind of database failure happened, in terms a user can act on.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum DbFailure {
-    /// Another process holds a lock longer than `busy_timeout`.
-    Busy,
-    /// The file or its directory is not writable by this user.
-    ReadOnly,
-    /// The file is not a SQLite database, or is damaged.
-    Corrupt,
-    /// The file cannot be opened (missing directory, permissions).
-    CannotOpen,
-    /// The disk is full.
-    Full,
-    /// Anything else.
-    Other,
-}
-
-impl std::fmt::Display for DbFailure {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.write_str(match self {
-            Self::Busy => "the database is locked by another process",
-            Self::ReadOnly => "the database is read-only",
-            Self::Corrupt => "the database file is corrupt or not a SQLite database",
-            Self::CannotOpen => "the database file cannot be opened",
-            Self::Full => "the disk is full",
-            Self::Other => "database error",
-        })
-    }
-}
-
-/// Errors at the session store's boundary.
-#[derive(Debug, thiserror::Error)]
-pub enum StoreError {
-    /// Creating the database's directory failed.
-    #[error("cannot create the directory for {path}: {cause}")]
-    CreateDir {
-        /// The database path.
-        path: PathBuf,
-        /// The underlying error (in the message, so not also a `source`).
-        cause: std::io::Error,
-    },
-    /// Opening or preparing the database failed.
-    #[error("cannot open session store {path}: {kind} ({cause})")]
-    Open {
-        /// The database path.
-        path: PathBuf,
-        /// What kind of failure.
-        kind: DbFailure,
-        /// The underlying error (in the message, so not also a `source`).
-        cause: rusqlite::Error,
-    },
-    /// The database was written by a newer version of this program.
-    #[error("session store {path} has schema version {found}, newer than this build's {supported}; upgrade claude-coordinator")]
-    SchemaTooNew {
-        /// The database path.
-        path: PathBuf,
-        /// `user_version` in the file.
-        found: i64,
-        /// The newest version this build knows.
-        supported: i64,
-    },
-    /// A query failed.
-    #[error("session store: {kind} ({cause})")]
-    Database {
-        /// What kind of failure.
-        kind: DbFailure,
-        /// The underlying error (in the message, so not also a `source`).
-        cause: rusqlite::Error,
-    },
-    /// No pooled connection became free in time.
-    #[error("session store: no database connection available ({0})")]
-    Pool(r2d2::Error),
-    /// The store actor is gone (the service is shutting down).
-    #[error("session store is not running")]
-    Unavailable,
-}
-
-impl StoreError {
-    fn database(cause: rusqlite::Error) -> Self {
-        Self::Database {
-            kind: classify(&cause),
-            cause,
-        }
-    }
-}
-
-impl From<r2d2::Error> for StoreError {
-    fn from(e: r2d2::Error) -> Self {
-        Self::Pool(e)
-    }
-}
-
-impl From<actix::MailboxError> for StoreError {
-    fn from(_: actix::MailboxError) -> Self {
-        Self::Unavailable
-    }
-}
-
-fn classify(e: &rusqlite::Error) -> DbFailure {
-    match e.sqlite_error_code() {
-        Some(ErrorCode::DatabaseBusy | ErrorCode::DatabaseLocked) => DbFailure::Busy,
-        Some(ErrorCode::ReadOnly) => DbFailure::ReadOnly,
-        Some(ErrorCode::DatabaseCorrupt | ErrorCode::NotADatabase) => DbFailure::Corrupt,
-        Some(ErrorCode::CannotOpen | ErrorCode::PermissionDenied) => DbFailure::CannotOpen,
-        Some(ErrorCode::DiskFull) => DbFailure::Full,
-        _ => DbFailure::Other,
-    }
-}
-
-// ---------------------------------------------------------------------------------------------
-// Opening and migrating
-// ---------------------------------------------------------------------------------------------
-
-/// Schema migrations; `user_version` is the number applied. Append, never edit.
-const MIGRATIONS: &[&str] = &["CREATE TABLE conversations (
-        id               INTEGER PRIMARY KEY,  -- Discord channel/thread id, u64 bits as i64
-        name             TEXT    NOT NULL,
-        session_id       TEXT,
-        project_dir      TEXT    NOT NULL,
-        model            TEXT,
-        created_at_ms    INTEGER NOT NULL,
-        updated_at_ms    INTEGER NOT NULL,
-        message_count    INTEGER NOT NULL DEFAULT 0,
-        total_cost_usd   REAL    NOT NULL DEFAULT 0,
-        session_cost_usd REAL    NOT NULL DEFAULT 0,
-        last_error       TEXT
-    );
-    CREATE INDEX conversations_name ON conversations(name);"];
-
-/// How to open the store.
-#[derive(Debug, Clone)]
-pub struct StoreConfig {
-    /// The SQLite file; created with its directory if missing.
-    pub path: PathBuf,
-    /// Pooled connections, and store threads.
-    pub pool_size: u32,
-    /// How long a statement waits for another process's lock.
-    pub busy_timeout: Duration,
-}
-
-/// Opens (creating if needed) and migrates the database, then builds the connection pool.
-///
-/// Blocking: call it at start-up (the binary does, on a blocking thread), never from an
-/// async actor's handler.
-pub fn open_pool(config: &StoreConfig) -> Result<Pool<SqliteConnectionManager>, StoreError> {
-    let path = &config.path;
-    if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
-        std::fs::create_dir_all(dir).map_err(|cause| StoreError::CreateDir {
-            path: path.clone(),
-            cause,
-        })?;
-    }
-    let open_err = |cause: rusqlite::Error| StoreError::Open {
-        path: path.clone(),
-        kind: classify(&cause),
-        cause,
-    };
-    let busy = config.busy_timeout;
-    // Open and migrate one connection directly first: r2d2 would retry a failing open until
-    // its timeout and hide the cause.
-    let opened = Connection::open(path).and_then(|conn| {
-        prepare_connection(&conn, busy)?;
-        conn.pragma_update(None, "journal_mode", "WAL")?;
-        Ok(conn)
-    });
-    let manager = match opened {
-        Ok(mut conn) => {
-            migrate(&mut conn, path)?;
-            SqliteConnectionManager::file(path).with_init(move |c| prepare_connection(c, busy))
-        }
-        // A WAL database this user may not write, whose directory holds no `-shm` file (the
-        // last writer closed cleanly): SQLite cannot set up its shared index, so it cannot
-        // even read. Opened as immutable (no locks, no index) it can: this service cannot
-        // write it anyway, and every save then fails with a clear "read-only" error while
-        // the answers still go out. (A write by another process meanwhile may go unseen.)
-        Err(cause) if classify(&cause) == DbFailure::ReadOnly => {
-            warn!(
-                path = %path.display(),
-                "the session store is read-only for this user: conversations are read but cannot be saved"
-            );
-            let uri = immutable_uri(path);
-            let mut conn =
-                Connection::open_with_flags(&uri, read_only_flags()).map_err(open_err)?;
-            prepare_connection(&conn, busy).map_err(open_err)?;
-            migrate(&mut conn, path)?;
-            SqliteConnectionManager::file(uri)
-                .with_flags(read_only_flags())
-                .with_init(move |c| prepare_connection(c, busy))
-        }
-        Err(cause) => return Err(open_err(cause)),
-    };
-    Pool::builder()
-        .max_size(config.pool_size.max(1))
-        .min_idle(Some(1))
-        // SQLite connections to a local file do not go stale; skip the per-checkout probe.
-        .test_on_check_out(false)
-        .connection_timeout(busy + Duration::from_secs(1))
-        .build(manager)
-        .map_err(StoreError::Pool)
-}
-
-fn read_only_flags() -> OpenFlags {
-    OpenFlags::SQLITE_OPEN_READ_ONLY | OpenFlags::SQLITE_OPEN_URI | OpenFlags::SQLITE_OPEN_NO_MUTEX
-}
-
-/// `file:PATH?immutable=1`, with the characters a URI path may not hold escaped.
-fn immutable_uri(path: &Path) -> String {
-    let mut uri = String::from("file:");
-    for c in path.to_string_lossy().chars() {
-        match c {
-            '%' => uri.push_str("%25"),
-            '?' => uri.push_str("%3F"),
-            '#' => uri.push_str("%23"),
-            c => uri.push(c),
-        }
-    }
-    uri.push_str("?immutable=1");
-    uri
-}
-
-fn prepare_connection(conn: &Connection, busy_timeout: Duration) -> rusqlite::Result<()> {
-    conn.busy_timeout(busy_timeout)?;
-    conn.pragma_update(None, "synchronous", "NORMAL")?;
-    conn.pragma_update(None, "foreign_keys", "ON")?;
-    // Reading the schema here turns "not a database" into an error at open, not at first use.
-    conn.query_row("SELECT count(*) FROM sqlite_master", [], |_| Ok(()))
-}
-
-fn migrate(conn: &mut Connection, path: &Path) -> Result<(), StoreError> {
-    let open_err = |cause: rusqlite::Error| StoreError::Open {
-        path: path.to_path_buf(),
-        kind: classify(&cause),
-        cause,
-    };
-    let version: i64 = conn
-        .pragma_query_value(None, "user_version", |r| r.get(0))
-        .map_err(open_err)?;
-    let supported = MIGRATIONS.len() as i64;
-    if version > supported {
-        return Err(StoreError::SchemaTooNew {
-            path: path.to_path_buf(),
-            found: version,
-            supported,
-        });
-    }
-    for (i, sql) in MIGRATIONS.iter().enumerate().skip(version as usize) {
-        let tx = conn.transaction().map_err(open_err)?;
-        tx.execute_batch(sql).map_err(open_err)?;
-        tx.pragma_update(None, "user_version", i as i64 + 1)
-            .map_err(open_err)?;
-        tx.commit().map_err(open_err)?;
-    }
-    Ok(())
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -665,18 +350,11 @@ impl Handler<RecordRun> for SessionStoreActor {
 }
 
 fn record_run(conn: &mut Connection, msg: RecordRun) -> rusqlite::Result<RecordedRun> {
-    // IMMEDIATE: take the write lock before reading, so the cost arithmetic sees the last write.
+    // IMMEDIATE: take the write lock before reading, so the counts add to the last write.
     let tx = conn.transaction_with_behavior(rusqlite::TransactionBehavior::Immediate)?;
     let now = now_ms();
     let previous = load(&tx, msg.id)?;
-    let previous_session = previous.as_ref().and_then(|p| p.session_id.as_deref());
-    let previous_session_cost = previous.as_ref().map_or(0.0, |p| p.session_cost_usd);
-    let update = CostUpdate::after(
-        msg.cost,
-        previous_session,
-        previous_session_cost,
-        msg.session_id.as_deref(),
-    );
+    let update = msg.cost;
     let row = Conversation {
         id: msg.id,
         name: msg.name,
@@ -768,16 +446,6 @@ impl Handler<BackupTo> for SessionStoreActor {
     }
 }
 
-/// Whether the database accepts writes: takes and releases the write lock. Blocking; for
-/// `check` at start-up.
-pub fn check_writable(config: &StoreConfig) -> Result<(), StoreError> {
-    let conn = Connection::open(&config.path).map_err(StoreError::database)?;
-    conn.busy_timeout(config.busy_timeout)
-        .map_err(StoreError::database)?;
-    conn.execute_batch("BEGIN IMMEDIATE; ROLLBACK;")
-        .map_err(StoreError::database)
-}
-
 impl Handler<GetStoreStats> for SessionStoreActor {
     type Result = actix::MessageResult<GetStoreStats>;
 
@@ -803,43 +471,6 @@ impl Handler<GetStoreStats> for SessionStoreActor {
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn cumulative_cost_on_the_same_session_counts_only_the_increase() {
-        let c = ReportedCost {
-            total_usd: 0.15,
-            cumulative: true,
-        };
-        let u = c.apply(Some("s1"), 0.10, Some("s1"));
-        assert!((u.run_usd - 0.05).abs() < 1e-12);
-        assert!((u.session_usd - 0.15).abs() < 1e-12);
-    }
-
-    #[test]
-    fn per_call_cost_on_the_same_session_adds_up() {
-        let c = ReportedCost {
-            total_usd: 0.05,
-            cumulative: false,
-        };
-        let u = c.apply(Some("s1"), 0.10, Some("s1"));
-        assert!((u.run_usd - 0.05).abs() < 1e-12);
-        assert!((u.session_usd - 0.15).abs() < 1e-12);
-    }
-
-    #[test]
-    fn a_new_session_starts_its_cost_from_what_was_reported() {
-        for cumulative in [true, false] {
-            let c = ReportedCost {
-                total_usd: 0.07,
-                cumulative,
-            };
-            let u = c.apply(Some("old"), 0.50, Some("new"));
-            assert!((u.run_usd - 0.07).abs() < 1e-12);
-            assert!((u.session_usd - 0.07).abs() < 1e-12);
-            let u = c.apply(None, 0.0, Some("new"));
-            assert!((u.run_usd - 0.07).abs() < 1e-12);
-        }
-    }
 
     #[test]
     fn ids_keep_all_64_bits() {

@@ -1,14 +1,14 @@
 //! Running it as a service: the metrics log, SIGTERM with runs in flight, restarts, `check`,
 //! `backup` — all through the real binary.
 
-mod support;
+use crate::support;
 
 use std::time::{Duration, Instant};
 
+use crate::support::discord::{spawn_run_with, stop_with, wait_output, DiscordServer};
+use crate::support::{json_lines, process_alive, run_with_config, wait_until, TestEnv};
 use nix::sys::signal::Signal;
 use serde_json::Value;
-use support::discord::{spawn_run_with, stop_with, wait_output, DiscordServer};
-use support::{json_lines, process_alive, run_with_config, wait_until, TestEnv};
 
 const ALICE: u64 = 7;
 const ALPHA: u64 = 1001;

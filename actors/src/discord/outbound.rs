@@ -8,7 +8,7 @@
 
 use std::fmt::Write as _;
 use std::future::Future;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::Ordering;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -20,18 +20,8 @@ use tokio::sync::mpsc::UnboundedReceiver;
 use tokio::time::{interval, sleep, sleep_until, Instant, MissedTickBehavior};
 use tracing::{debug, error, warn};
 
-use crate::chunking::{preview, split_message, DISCORD_LIMIT};
-
-/// Counters of REST work, read by the metrics reporter.
-#[derive(Debug, Default)]
-pub struct RestStats {
-    /// Requests that succeeded.
-    pub sends: AtomicU64,
-    /// Attempts repeated after a failure.
-    pub retries: AtomicU64,
-    /// Requests given up on.
-    pub failures: AtomicU64,
-}
+use super::chunking::{preview, split_message, DISCORD_LIMIT};
+use crate::metrics::RestStats;
 
 /// How outbound sends behave.
 #[derive(Debug, Clone)]
@@ -67,7 +57,7 @@ fn retry_delay(e: &serenity::Error, attempt: u32, base: Duration) -> Option<Dura
 fn short_reason(e: &serenity::Error) -> String {
     match status_of(e) {
         Some(status) => format!("Discord answered HTTP {status}"),
-        None => crate::stream_json::truncate_chars(&e.to_string(), 120),
+        None => crate::text::truncate_chars(&e.to_string(), 120),
     }
 }
 

@@ -1,0 +1,293 @@
+//! One run of a conversation: from its run slot to the reply, with the stale-session retry.
+//! It owns everything it needs, so it runs as a future beside the channel actor.
+
+use std::fmt::Write as _;
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::Instant;
+
+use actix::{Addr, Recipient};
+use tokio::sync::OwnedSemaphorePermit;
+use tokio_util::sync::CancellationToken;
+use tracing::{instrument, warn};
+
+use crate::claude::stream_json::StreamEvent;
+use crate::claude::{ClaudeRunner, RunError, RunReport, RunRequest, StopReason};
+use crate::conversation::ConversationRef;
+use crate::cost::CostUpdate;
+use crate::frontend::{DeliverReply, Origin, ProgressStep, ReplyKind, ShowProgress};
+use crate::metrics::RunOutcome;
+use crate::store::{Conversation, LoadConversation, RecordRun, SessionStoreActor, StoreError};
+
+/// What a run needs of the conversation's stored row: read from the store, or carried over
+/// from the run just before it while that run's record is still being written.
+#[derive(Debug, Clone, Default)]
+pub(super) struct Prior {
+    pub(super) session_id: Option<String>,
+    /// `None` when nothing is stored yet.
+    pub(super) project_dir: Option<PathBuf>,
+    pub(super) session_cost_usd: f64,
+}
+
+impl From<&Conversation> for Prior {
+    fn from(c: &Conversation) -> Self {
+        Self {
+            session_id: c.session_id.clone(),
+            project_dir: Some(PathBuf::from(&c.project_dir)),
+            session_cost_usd: c.session_cost_usd,
+        }
+    }
+}
+
+/// Everything one run needs, owned, so it can run as a future beside the actor.
+pub(super) struct Job {
+    pub(super) conversation: ConversationRef,
+    pub(super) runner: ClaudeRunner,
+    pub(super) store: Addr<SessionStoreActor>,
+    pub(super) progress: Recipient<ShowProgress>,
+    pub(super) origin: Origin,
+    pub(super) prompt: String,
+    pub(super) cancel: CancellationToken,
+    /// Carried over from the run before, if its record is not written yet; else the store
+    /// is read.
+    pub(super) prior: Option<Prior>,
+}
+
+/// How a job ended.
+pub(super) enum JobEnd {
+    /// Answered without running Claude (cancelled while waiting, store unreadable).
+    NotRun(DeliverReply),
+    /// Claude ran; the reply goes out once the record is written.
+    Ran(Box<Ran>),
+}
+
+/// A run that has ended, with the record to write and the reply to send after it.
+pub(super) struct Ran {
+    pub(super) record: RecordRun,
+    /// The reply, cost included; a failed write adds a warning to it.
+    pub(super) reply: DeliverReply,
+    /// What the run leaves for the next one.
+    pub(super) next: Prior,
+    pub(super) outcome: RunOutcome,
+    /// When it got its run slot.
+    pub(super) started: Instant,
+}
+
+impl Job {
+    fn reply(&self, kind: ReplyKind, text: String, is_error: bool) -> DeliverReply {
+        DeliverReply::new(&self.conversation, self.origin, kind, text, is_error)
+    }
+
+    #[instrument(skip_all, fields(channel_id = self.conversation.id, message_id = self.origin.message_id))]
+    pub(super) async fn execute(self, permit: Option<OwnedSemaphorePermit>) -> JobEnd {
+        let Some(permit) = permit else {
+            return JobEnd::NotRun(self.reply(
+                ReplyKind::Answer,
+                "Cancelled before it started.".into(),
+                true,
+            ));
+        };
+        self.run_with_slot(permit, Instant::now()).await
+    }
+
+    /// Load, run (with the stale-session retry). The run slot is given back as soon as the
+    /// CLI has exited: `max_concurrent_runs` limits CLI processes, not store writes.
+    async fn run_with_slot(mut self, permit: OwnedSemaphorePermit, started: Instant) -> JobEnd {
+        let id = self.conversation.id;
+        let prior = match self.prior.take() {
+            Some(prior) => prior,
+            None => match self.store.send(LoadConversation { id }).await {
+                Ok(Ok(c)) => c.as_ref().map(Prior::from).unwrap_or_default(),
+                Ok(Err(e)) => return self.store_unavailable(&e),
+                Err(e) => return self.store_unavailable(&StoreError::from(e)),
+            },
+        };
+        let profile = Arc::clone(&self.conversation.profile);
+        let mut notes = Vec::new();
+        let resume = match (&prior.session_id, &prior.project_dir) {
+            (Some(s), Some(dir)) if *dir == profile.project_dir => Some(s.clone()),
+            (Some(_), Some(dir)) => {
+                notes.push(format!(
+                    "The project directory changed from `{}` to `{}`, so this message starts a new conversation.",
+                    dir.display(),
+                    profile.project_dir.display()
+                ));
+                None
+            }
+            _ => None,
+        };
+        let mut req = RunRequest {
+            conversation_id: id,
+            prompt: self.prompt.clone(),
+            cwd: profile.project_dir.clone(),
+            resume,
+            model: profile.model.clone(),
+            system_prompt: profile.system_prompt.clone(),
+            tools: profile.tools.clone(),
+            disallowed_tools: profile.disallowed_tools.clone(),
+        };
+        self.progress.do_send(ShowProgress {
+            conversation_id: id,
+            origin: self.origin,
+            step: ProgressStep::Started,
+        });
+        let mut result = self.runner.run(&req, self.forwarder(), &self.cancel).await;
+        if let Err(RunError::UnknownSession {
+            session_id,
+            message,
+        }) = &result
+        {
+            warn!(%session_id, %message, "stored session is gone; starting a new one");
+            notes.push(format!(
+                "The earlier conversation (session {session_id}) could not be resumed, so this message starts a new one."
+            ));
+            req.resume = None;
+            if !self.cancel.is_cancelled() {
+                result = self.runner.run(&req, self.forwarder(), &self.cancel).await;
+            }
+        }
+        drop(permit);
+        JobEnd::Ran(Box::new(self.finish(req, &prior, &notes, &result, started)))
+    }
+
+    /// Passes tool use and retries on to the progress display (called on the runner's thread).
+    fn forwarder(&self) -> impl FnMut(&StreamEvent) + Send + 'static {
+        let progress = self.progress.clone();
+        let (conversation_id, origin) = (self.conversation.id, self.origin);
+        move |event| {
+            let step = match event {
+                StreamEvent::ToolUse(t) => ProgressStep::Tool(t.summary()),
+                StreamEvent::Retry {
+                    attempt,
+                    error_status,
+                    ..
+                } => ProgressStep::Retrying {
+                    attempt: *attempt,
+                    status: *error_status,
+                },
+                _ => return,
+            };
+            progress.do_send(ShowProgress {
+                conversation_id,
+                origin,
+                step,
+            });
+        }
+    }
+
+    fn finish(
+        self,
+        req: RunRequest,
+        prior: &Prior,
+        notes: &[String],
+        result: &Result<RunReport, RunError>,
+        started: Instant,
+    ) -> Ran {
+        let outcome = match result {
+            Ok(r) => match r.stopped {
+                Some(StopReason::TimedOut) => RunOutcome::TimedOut,
+                Some(StopReason::Cancelled) => RunOutcome::Cancelled,
+                None if r.is_error() => RunOutcome::Failed,
+                None => RunOutcome::Succeeded,
+            },
+            Err(_) => RunOutcome::Failed,
+        };
+        let (kind, body, is_error) = match result {
+            Ok(report) => (
+                ReplyKind::Answer,
+                answer_text(report, self.runner.config().timeout_secs),
+                report.is_error(),
+            ),
+            Err(e) => (
+                ReplyKind::Failure,
+                format!("Claude could not answer: {e}"),
+                true,
+            ),
+        };
+        let report = result.as_ref().ok();
+        // The session to keep: the one the CLI reported, else the one we resumed (None after a
+        // stale session, so the next message does not try it again).
+        let session_id = report
+            .and_then(|r| r.session_id.clone())
+            .or_else(|| req.resume.clone());
+        // The one place a run's cost is worked out: for the reply, the record and the next run.
+        let cost = CostUpdate::after(
+            report.and_then(|r| r.cost),
+            prior.session_id.as_deref(),
+            prior.session_cost_usd,
+            session_id.as_deref(),
+        );
+        let next = Prior {
+            session_id: session_id.clone(),
+            project_dir: Some(req.cwd.clone()),
+            session_cost_usd: cost.session_usd,
+        };
+        let record = RecordRun {
+            id: self.conversation.id,
+            name: self.conversation.name.clone(),
+            project_dir: req.cwd,
+            model: report.and_then(|r| r.model.clone()),
+            session_id: session_id.clone(),
+            cost,
+            error: is_error.then(|| first_line(&body)),
+        };
+        let mut text = notes.join("\n");
+        if !text.is_empty() {
+            text.push_str("\n\n");
+        }
+        text.push_str(&body);
+        let mut reply = self.reply(kind, text, is_error);
+        reply.session_id = session_id;
+        reply.cost_usd = cost.run_usd;
+        Ran {
+            record,
+            reply,
+            next,
+            outcome,
+            started,
+        }
+    }
+
+    fn store_unavailable(&self, e: &StoreError) -> JobEnd {
+        warn!(error = %e, "session store unavailable; message not run");
+        JobEnd::NotRun(self.reply(
+            ReplyKind::Failure,
+            format!("The session store is unavailable ({e}). Your message was not sent to Claude; please try again."),
+            true,
+        ))
+    }
+}
+
+/// The user-facing text of a run that produced a report.
+fn answer_text(report: &RunReport, timeout_secs: u64) -> String {
+    match report.stopped {
+        Some(StopReason::Cancelled) => return "Cancelled.".into(),
+        Some(StopReason::TimedOut) => {
+            return format!("Timed out after {timeout_secs} s; the run was stopped.")
+        }
+        None => {}
+    }
+    let Some(result) = &report.result else {
+        return format!("Claude ended without a result ({}).", report.exit);
+    };
+    let mut text = result.text();
+    if text.trim().is_empty() {
+        text = if result.is_error {
+            format!("Claude reported an error ({}).", result.subtype)
+        } else {
+            "(Claude returned an empty reply.)".into()
+        };
+    }
+    if !result.permission_denials.is_empty() {
+        let _ = write!(
+            text,
+            "\n\n(Refused by the permission mode: {}.)",
+            result.permission_denials.join(", ")
+        );
+    }
+    text
+}
+
+fn first_line(text: &str) -> String {
+    crate::text::truncate_chars(text.lines().next().unwrap_or_default(), 200)
+}

@@ -1,0 +1,133 @@
+//! What the CLI is given: its command line for a run, and the user's text, escaped so that it
+//! reaches Claude as text (never as an option, never as a built-in command).
+
+use std::borrow::Cow;
+use std::ffi::OsString;
+
+use super::{ClaudeConfig, RunRequest};
+
+/// What the CLI is given for a user's message: the text itself, or, for `/name …` whose name
+/// is not in `passthrough`, the text after one space (so the CLI does not run it as a command).
+pub fn cli_prompt<'a>(prompt: &'a str, passthrough: &[String]) -> Cow<'a, str> {
+    let blocked = prompt.strip_prefix('/').is_some_and(|rest| {
+        let name = rest.split_whitespace().next().unwrap_or_default();
+        !passthrough.iter().any(|p| p == name)
+    });
+    if blocked {
+        Cow::Owned(format!(" {prompt}"))
+    } else {
+        Cow::Borrowed(prompt)
+    }
+}
+
+/// The stream-json user line (`--input-format stream-json`) that sends `prompt` as one turn,
+/// escaped like a prompt argument ([`cli_prompt`]).
+pub fn user_line(prompt: &str, passthrough: &[String]) -> String {
+    let line = serde_json::json!({
+        "type": "user",
+        "message": {"role": "user", "content": cli_prompt(prompt, passthrough)},
+        "parent_tool_use_id": null,
+        "session_id": "",
+    });
+    line.to_string()
+}
+
+/// The command-line arguments for `req` (everything after the binary name).
+pub fn args(config: &ClaudeConfig, req: &RunRequest) -> Vec<OsString> {
+    let mut args: Vec<OsString> = ["-p", "--output-format", "stream-json", "--verbose"]
+        .iter()
+        .map(OsString::from)
+        .collect();
+    let mut push = |flag: &str, value: &str| {
+        args.push(flag.into());
+        args.push(value.into());
+    };
+    if let Some(id) = &req.resume {
+        push("--resume", id);
+    }
+    let model = req
+        .model
+        .as_deref()
+        .or(Some(config.model.as_str()))
+        .filter(|m| !m.is_empty());
+    if let Some(m) = model {
+        push("--model", m);
+    }
+    if let Some(s) = &req.system_prompt {
+        push("--system-prompt", s);
+    }
+    push("--permission-mode", config.permission_mode.as_str());
+    // Under bypassPermissions `--allowedTools` restricts nothing: only `--tools` and
+    // `--disallowedTools` do. One comma-joined value each, as both are variadic.
+    if let Some(tools) = &req.tools {
+        push("--tools", &tools.join(","));
+    }
+    if !req.disallowed_tools.is_empty() {
+        push("--disallowedTools", &req.disallowed_tools.join(","));
+    }
+    args.push("--".into());
+    args.push(
+        cli_prompt(&req.prompt, &config.passthrough_commands)
+            .as_ref()
+            .into(),
+    );
+    args
+}
+
+#[cfg(test)]
+pub(crate) mod tests {
+    use std::collections::BTreeMap;
+
+    use super::*;
+    use crate::claude::{CostReporting, PermissionMode};
+
+    /// Settings for a CLI called `claude`, with these passthrough commands.
+    pub(crate) fn config_with(passthrough: &[&str]) -> ClaudeConfig {
+        ClaudeConfig {
+            binary: "claude".into(),
+            timeout_secs: 60,
+            kill_grace_secs: 1,
+            permission_mode: PermissionMode::Default,
+            model: String::new(),
+            max_concurrent_runs: 1,
+            oauth_token: None,
+            oauth_token_file: None,
+            env: BTreeMap::new(),
+            passthrough_commands: passthrough.iter().map(|s| (*s).to_string()).collect(),
+            cost_reporting: CostReporting::Auto,
+        }
+    }
+
+    fn args_of(config: &ClaudeConfig, prompt: &str) -> Vec<String> {
+        args(
+            config,
+            &RunRequest {
+                prompt: prompt.into(),
+                ..RunRequest::default()
+            },
+        )
+        .into_iter()
+        .map(|a| a.to_string_lossy().into_owned())
+        .collect()
+    }
+
+    #[test]
+    fn the_prompt_always_follows_a_double_dash() {
+        let a = args_of(&config_with(&[]), "-v is a flag");
+        assert_eq!(&a[a.len() - 2..], ["--", "-v is a flag"]);
+    }
+
+    #[test]
+    fn slash_messages_are_text_unless_passed_through() {
+        let r = config_with(&["cost"]);
+        let last = |prompt: &str| args_of(&r, prompt).pop().unwrap_or_default();
+        assert_eq!(last("/clear now"), " /clear now");
+        assert_eq!(last("/cost"), "/cost");
+        assert_eq!(last("hello /clear"), "hello /clear");
+        assert!(!args_of(&r, "/clear").contains(&"--disable-slash-commands".to_string()));
+        let line: serde_json::Value =
+            serde_json::from_str(&user_line("/model x", &r.passthrough_commands)).expect("json");
+        assert_eq!(line["message"]["content"], " /model x");
+        assert_eq!(line["type"], "user");
+    }
+}

@@ -1,0 +1,238 @@
+//! Claude's side: the runner spawns one `claude -p … --output-format stream-json --verbose` process
+//! and turns its output into a [`RunReport`].
+//!
+//! Each run is driven by one blocking thread from spawn to reaping, as `Command::output`
+//! would: a single `poll` waits for output, the child's exit (a pidfd), a cancel and the next
+//! timer, so the actors' thread is woken once per run, when it is over (and for progress).
+//!
+//! Rules from `../shared/claude-cli/BEHAVIOUR.md` it follows:
+//! - the prompt goes after `--`, so a message starting with `-` is never read as an option;
+//! - a message starting with `/` runs a built-in CLI command even with
+//!   `--disable-slash-commands`; unless its command name is in `claude.passthrough_commands` it
+//!   is sent with one leading space, the only escape observed to reach the model, as an argument
+//!   and on stdin alike (`tests/fixtures/claude-cli/observed-slash-escape.md`);
+//! - the CLI's environment is the service's without its secrets and settings (`DISCORD_TOKEN`,
+//!   `COORDINATOR_CONFIG`, `COORDINATOR__*`, `CREDENTIALS_DIRECTORY`) and without `CLAUDECODE`,
+//!   plus `claude.env` and `CLAUDE_CODE_OAUTH_TOKEN`: a prompt saying "run printenv" must not
+//!   post the bot token;
+//! - an output line longer than [`MAX_LINE_BYTES`] is not kept in memory: the run fails;
+//! - stdin is `/dev/null` (an open pipe makes the CLI wait and append stdin to the prompt);
+//! - the child leads its own process group, so cancel and timeout reach everything it started:
+//!   SIGINT first (the CLI's clean stop), SIGKILL to the group after `kill_grace_secs`;
+//! - success comes from `is_error`; `result` may be absent; usage errors print only stderr;
+//!   stderr noise on success is not failure; `total_cost_usd` is cumulative per session in
+//!   current versions.
+//!
+//! Files: [`config`] (the `[claude]` settings), [`args`] (command line and user text),
+//! [`environment`] (what the CLI may see), [`process`] (spawn, drive, signals), [`report`]
+//! (what a run's output means), [`stream_json`] (parsing its lines).
+
+pub mod args;
+pub mod config;
+pub mod environment;
+mod process;
+mod report;
+pub mod stream_json;
+
+use std::ffi::OsString;
+use std::path::PathBuf;
+use std::sync::Arc;
+
+use rustix::pipe::{pipe_with, PipeFlags};
+use tokio_util::sync::CancellationToken;
+use tracing::instrument;
+
+pub use args::{cli_prompt, user_line};
+pub use config::{ClaudeConfig, CostReporting, PermissionMode};
+pub use environment::cli_environment;
+pub use process::MAX_LINE_BYTES;
+
+use crate::cost::ReportedCost;
+use stream_json::{ResultLine, StreamEvent};
+
+/// What one run needs to know.
+#[derive(Debug, Clone, Default)]
+pub struct RunRequest {
+    /// For logs: the conversation this run belongs to.
+    pub conversation_id: u64,
+    /// The user's message, verbatim.
+    pub prompt: String,
+    /// The project directory to run in.
+    pub cwd: PathBuf,
+    /// Session to `--resume`.
+    pub resume: Option<String>,
+    /// `--model`.
+    pub model: Option<String>,
+    /// `--system-prompt`.
+    pub system_prompt: Option<String>,
+    /// `--tools` (`Some(vec![])` = no tools).
+    pub tools: Option<Vec<String>>,
+    /// `--disallowedTools`.
+    pub disallowed_tools: Vec<String>,
+}
+
+/// Why a run was stopped before it finished.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum StopReason {
+    /// A user asked.
+    Cancelled,
+    /// `claude.timeout_secs` passed.
+    TimedOut,
+}
+
+/// What a finished (or stopped) run produced.
+#[derive(Debug, Clone)]
+pub struct RunReport {
+    /// Session id from the result line, else from the init line.
+    pub session_id: Option<String>,
+    /// Model from the init line.
+    pub model: Option<String>,
+    /// The final result line, if the CLI printed one.
+    pub result: Option<ResultLine>,
+    /// Set when the run was cancelled or timed out.
+    pub stopped: Option<StopReason>,
+    /// The reported cost, read per [`CostReporting`].
+    pub cost: Option<ReportedCost>,
+    /// How the process ended.
+    pub exit: String,
+    /// The end of stderr, for diagnostics.
+    pub stderr_tail: String,
+}
+
+impl RunReport {
+    /// Whether the user should see this as a failure.
+    pub fn is_error(&self) -> bool {
+        self.stopped.is_some() || self.result.as_ref().is_none_or(|r| r.is_error)
+    }
+}
+
+/// Errors at the runner's boundary: the run produced nothing usable.
+#[derive(Debug, thiserror::Error)]
+pub enum RunError {
+    /// The channel's project directory is missing or unreadable.
+    #[error("the project directory {path} is not usable: {cause}")]
+    ProjectDir {
+        /// The configured directory.
+        path: PathBuf,
+        /// Why (in the message, so not also a `source`).
+        cause: std::io::Error,
+    },
+    /// The CLI could not be started.
+    #[error("could not start `{binary}`: {cause} (check claude.binary)")]
+    Spawn {
+        /// The configured binary.
+        binary: PathBuf,
+        /// Why (in the message, so not also a `source`).
+        cause: std::io::Error,
+    },
+    /// `--resume` failed because the CLI does not know the session.
+    #[error("session {session_id} could not be resumed: {message}")]
+    UnknownSession {
+        /// The id that was passed to `--resume`.
+        session_id: String,
+        /// What the CLI said.
+        message: String,
+    },
+    /// The CLI exited non-zero without a result (usage error, crash, kill).
+    #[error("claude failed ({exit}): {message}")]
+    Failed {
+        /// How it ended.
+        exit: String,
+        /// The last lines of stderr.
+        message: String,
+    },
+    /// The CLI exited 0 without a result line.
+    #[error("claude ended without a result ({exit}); {unparsed} unreadable output line(s)")]
+    NoResult {
+        /// How it ended.
+        exit: String,
+        /// Lines that were not JSON.
+        unparsed: usize,
+    },
+    /// The CLI printed a line too long to keep.
+    #[error("claude printed an output line longer than {} MiB; the run was not used", MAX_LINE_BYTES / (1024 * 1024))]
+    LineTooLong,
+    /// Waiting for the process failed.
+    #[error("waiting for claude failed: {0}")]
+    Wait(std::io::Error),
+}
+
+/// Runs the `claude` CLI. Cheap to clone; shared by every channel.
+#[derive(Clone)]
+pub struct ClaudeRunner {
+    config: Arc<ClaudeConfig>,
+    /// The CLI's environment ([`cli_environment`]), computed once: it holds the OAuth token.
+    env: Arc<Vec<(OsString, OsString)>>,
+}
+
+impl std::fmt::Debug for ClaudeRunner {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        // Not the environment: it holds the OAuth token.
+        f.debug_struct("ClaudeRunner")
+            .field("config", &self.config)
+            .finish_non_exhaustive()
+    }
+}
+
+impl ClaudeRunner {
+    /// A runner with these settings; the CLI's environment is taken from this process's now.
+    pub fn new(config: ClaudeConfig) -> Self {
+        let env = cli_environment(&config, std::env::vars_os());
+        Self {
+            config: Arc::new(config),
+            env: Arc::new(env),
+        }
+    }
+
+    /// The stream-json user line that sends `prompt` as one turn ([`user_line`]).
+    pub fn user_line(&self, prompt: &str) -> String {
+        user_line(prompt, &self.config.passthrough_commands)
+    }
+
+    /// The settings.
+    pub fn config(&self) -> &ClaudeConfig {
+        &self.config
+    }
+
+    /// The command-line arguments for `req` (everything after the binary name).
+    pub fn args(&self, req: &RunRequest) -> Vec<OsString> {
+        args::args(&self.config, req)
+    }
+
+    /// Runs the CLI once. The process is driven from spawn to reaping by one blocking thread
+    /// (as `Command::output` would), which wakes the actors only when the run is over.
+    /// `on_event` sees every parsed line as it arrives, on that thread (progress display).
+    /// `cancel` stops the run: SIGINT, then SIGKILL of the process group after
+    /// `kill_grace_secs`. Dropping this future stops the run the same way.
+    #[instrument(skip_all, fields(channel_id = req.conversation_id, resume = req.resume.is_some()))]
+    pub async fn run(
+        &self,
+        req: &RunRequest,
+        on_event: impl FnMut(&StreamEvent) + Send + 'static,
+        cancel: &CancellationToken,
+    ) -> Result<RunReport, RunError> {
+        // The thread learns of a cancel from this pipe's write end closing: dropped on
+        // cancel, or with this future if it is dropped mid-run (actor stopped).
+        let (stop_rx, stop_tx) =
+            pipe_with(PipeFlags::CLOEXEC).map_err(|cause| RunError::Spawn {
+                binary: self.config.binary.clone(),
+                cause: cause.into(),
+            })?;
+        let runner = self.clone();
+        let req = req.clone();
+        let span = tracing::Span::current();
+        let mut thread = tokio::task::spawn_blocking(move || {
+            let _entered = span.enter();
+            process::run_to_end(&runner, &req, on_event, &stop_rx)
+        });
+        let mut stop_tx = Some(stop_tx);
+        loop {
+            tokio::select! {
+                joined = &mut thread => {
+                    return joined.unwrap_or_else(|e| Err(RunError::Wait(std::io::Error::other(e))));
+                }
+                () = cancel.cancelled(), if stop_tx.is_some() => stop_tx = None,
+            }
+        }
+    }
+}

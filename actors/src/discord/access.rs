@@ -1,0 +1,135 @@
+//! Who may talk to Claude from Discord: the global allowlists (`[access]`) and each channel's
+//! own, which replaces them (and `allow_everyone`) for that channel.
+
+use std::sync::Arc;
+
+use serde::Deserialize;
+
+use crate::conversation::ChannelProfile;
+
+/// The Discord-only part of a `[[channel]]`: who may talk in it, and whether they must
+/// mention the bot.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct ChannelAccess {
+    /// Only answer messages that mention the bot (the mention is removed from the prompt).
+    pub require_mention: bool,
+    /// Users allowed here, replacing `access.allowed_users` for this channel.
+    pub allowed_users: Option<Vec<u64>>,
+    /// Roles allowed here, replacing `access.allowed_roles` for this channel.
+    pub allowed_roles: Option<Vec<u64>>,
+}
+
+impl ChannelAccess {
+    /// Whether the channel has a list of its own.
+    fn has_own_list(&self) -> bool {
+        self.allowed_users.is_some() || self.allowed_roles.is_some()
+    }
+}
+
+/// A configured channel as the gateway sees it: the core's profile and who may talk there.
+#[derive(Debug, Clone)]
+pub struct DiscordChannel {
+    /// What the core needs.
+    pub profile: Arc<ChannelProfile>,
+    /// Who may talk.
+    pub access: ChannelAccess,
+}
+
+/// The `[access]` settings: who may talk to Claude.
+#[derive(Debug, Clone, Deserialize, Default)]
+#[serde(deny_unknown_fields)]
+pub struct AccessConfig {
+    /// Discord user ids allowed in every channel (unless the channel has its own list).
+    #[serde(default)]
+    pub allowed_users: Vec<u64>,
+    /// Discord role ids allowed in every channel (unless the channel has its own list).
+    #[serde(default)]
+    pub allowed_roles: Vec<u64>,
+    /// Let everyone in: must be set explicitly when there is no allowlist.
+    #[serde(default)]
+    pub allow_everyone: bool,
+    /// A refused user is told at most once per conversation in this many seconds.
+    pub refusal_cooldown_secs: u64,
+}
+
+impl AccessConfig {
+    /// Whether any allowlist exists, globally or on a channel.
+    pub fn has_allowlist<'a>(&self, channels: impl IntoIterator<Item = &'a ChannelAccess>) -> bool {
+        !self.allowed_users.is_empty()
+            || !self.allowed_roles.is_empty()
+            || channels.into_iter().any(ChannelAccess::has_own_list)
+    }
+
+    /// Whether `user` (with `roles`) may use `channel`. A channel's own list replaces the
+    /// global one and `allow_everyone` alike.
+    pub fn allows(&self, channel: &ChannelAccess, user: u64, roles: &[u64]) -> bool {
+        let (users, role_list) = if channel.has_own_list() {
+            (
+                channel.allowed_users.as_deref().unwrap_or_default(),
+                channel.allowed_roles.as_deref().unwrap_or_default(),
+            )
+        } else if self.allow_everyone {
+            return true;
+        } else {
+            (self.allowed_users.as_slice(), self.allowed_roles.as_slice())
+        };
+        users.contains(&user) || roles.iter().any(|r| role_list.contains(r))
+    }
+}
+
+impl AccessConfig {
+    /// How long a refused user is not told again.
+    pub fn refusal_cooldown(&self) -> std::time::Duration {
+        std::time::Duration::from_secs(self.refusal_cooldown_secs)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn profile(users: Option<Vec<u64>>, roles: Option<Vec<u64>>) -> ChannelAccess {
+        ChannelAccess {
+            require_mention: false,
+            allowed_users: users,
+            allowed_roles: roles,
+        }
+    }
+
+    #[test]
+    fn access_uses_global_lists_unless_the_channel_has_its_own() {
+        let access = AccessConfig {
+            allowed_users: vec![10],
+            allowed_roles: vec![20],
+            allow_everyone: false,
+            refusal_cooldown_secs: 60,
+        };
+        let open = profile(None, None);
+        assert!(access.allows(&open, 10, &[]));
+        assert!(access.allows(&open, 99, &[20]));
+        assert!(!access.allows(&open, 99, &[21]));
+        let own = profile(Some(vec![11]), None);
+        assert!(access.allows(&own, 11, &[]));
+        assert!(
+            !access.allows(&own, 10, &[20]),
+            "channel list replaces the global one"
+        );
+        let everyone = AccessConfig {
+            allow_everyone: true,
+            ..AccessConfig::default()
+        };
+        assert!(everyone.allows(&open, 12345, &[]));
+        assert!(
+            !everyone.allows(&own, 12345, &[]),
+            "a channel's own list wins over allow_everyone"
+        );
+        assert!(everyone.allows(&own, 11, &[]));
+    }
+
+    #[test]
+    fn an_allowlist_anywhere_counts() {
+        let none = AccessConfig::default();
+        assert!(!none.has_allowlist(&[profile(None, None)]));
+        assert!(none.has_allowlist(&[profile(None, Some(vec![]))]));
+    }
+}

@@ -1,0 +1,58 @@
+//! Serenity's side: its event handler, which only forwards each event to the gateway actor and
+//! returns at once, so the shard never waits on the actors.
+
+use serenity::all::{
+    ChannelId, ChannelType, Context as SerenityContext, EventHandler, GuildChannel,
+    Message as DiscordMessage, Ready, ResumedEvent,
+};
+
+use actix::Addr;
+
+use super::gateway::{DiscordGateway, LearnChannel, MarkReady, MarkResumed, ReceiveMessage};
+
+/// Serenity's event handler: forwards to the gateway actor and returns at once.
+pub(super) struct Forward {
+    pub(super) gateway: Addr<DiscordGateway>,
+}
+
+#[serenity::async_trait]
+impl EventHandler for Forward {
+    async fn message(&self, _: SerenityContext, msg: DiscordMessage) {
+        self.gateway.do_send(ReceiveMessage(Box::new(msg)));
+    }
+
+    async fn ready(&self, _: SerenityContext, ready: Ready) {
+        self.gateway.do_send(MarkReady {
+            bot_id: ready.user.id.get(),
+        });
+    }
+
+    async fn resume(&self, _: SerenityContext, _: ResumedEvent) {
+        self.gateway.do_send(MarkResumed);
+    }
+
+    async fn thread_create(&self, _: SerenityContext, thread: GuildChannel) {
+        self.gateway.do_send(learn(&thread));
+    }
+
+    async fn thread_update(
+        &self,
+        _: SerenityContext,
+        _: Option<GuildChannel>,
+        thread: GuildChannel,
+    ) {
+        self.gateway.do_send(learn(&thread));
+    }
+}
+
+pub(super) fn learn(c: &GuildChannel) -> LearnChannel {
+    LearnChannel {
+        id: c.id.get(),
+        parent_id: c.parent_id.map(ChannelId::get),
+        is_thread: matches!(
+            c.kind,
+            ChannelType::PublicThread | ChannelType::PrivateThread | ChannelType::NewsThread
+        ),
+        name: c.name.clone(),
+    }
+}

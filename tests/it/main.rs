@@ -1,0 +1,9 @@
+//! The integration tests, one binary: the real application in-process and the real binary,
+//! with real SQLite files, the stand-in `claude` (`tests/fake-claude`) as a real child process,
+//! and the real serenity client against a Discord-compatible server on 127.0.0.1.
+
+mod channels;
+mod console;
+mod discord;
+mod service;
+mod support;
