@@ -22,7 +22,7 @@ use std::time::{Duration, Instant};
 
 use actors::conversation::ConversationRef;
 use actors::cost::CostUpdate;
-use actors::frontend::{FrontendEvent, Origin, ReplySink, RouteMessage};
+use actors::frontend::{FrontEnd, FrontendEvent, Origin, ReplySink, RouteMessage};
 use actors::metrics::rss_kib;
 use actors::registry::CountChannels;
 use actors::store::{open_pool, GetStoreStats, RecordRun, SessionStoreActor};
@@ -128,6 +128,7 @@ fn coordinator(messages: usize, channels: usize, cap: usize) -> f64 {
                 let opts = ConsoleOptions {
                     channel: format!("c{c}"),
                     json: true,
+                    approve: claude_coordinator::cli::Approve::None,
                 };
                 let input = std::io::Cursor::new(lines.into_bytes());
                 console::run(
@@ -314,7 +315,7 @@ fn idle_actors(n: usize) -> (u64, u64) {
     actix::System::new().block_on(async move {
         let app = Application::build(settings).await.expect("build");
         let (sink, mut events) = ReplySink::start();
-        let registry = app.start_registry(sink.clone().recipient(), sink.recipient());
+        let registry = app.start_registry(FrontEnd::of(&sink));
         let profile = Arc::clone(&app.channels()[0]);
         // Warm up allocator and store with a first batch that is not counted.
         tokio::time::sleep(Duration::from_millis(200)).await;
@@ -334,7 +335,7 @@ fn idle_actors(n: usize) -> (u64, u64) {
         while replies < n {
             match events.recv().await {
                 Some(FrontendEvent::Reply(_)) => replies += 1,
-                Some(FrontendEvent::Progress(_)) => {}
+                Some(FrontendEvent::Progress(_) | FrontendEvent::Approval(_)) => {}
                 None => panic!("the sink stopped"),
             }
         }

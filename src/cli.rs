@@ -32,9 +32,14 @@ pub enum Command {
         #[arg(long, value_name = "NAME")]
         channel: String,
         /// Print one JSON object per reply: channel, message, reply, session_id, is_error,
-        /// cost_usd, kind.
+        /// cost_usd, kind; and one per permission request (kind "approval").
         #[arg(long)]
         json: bool,
+        /// How Claude's permission requests are answered: ask (print the request; the next
+        /// input line answers it: y = allow once, a = always, n [reason] = deny, or an option
+        /// for a question), all (allow every request), none (deny every request).
+        #[arg(long, value_enum, default_value_t = Approve::Ask)]
+        approve: Approve,
     },
     /// Check the settings, the claude binary (and its version), the database, the channels'
     /// project directories, the Discord token (never shown) and the allowlist. Exits 1 on any
@@ -51,6 +56,17 @@ pub enum Command {
         #[command(subcommand)]
         action: SessionsCommand,
     },
+}
+
+/// How the console answers permission requests.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum Approve {
+    /// The next input line answers.
+    Ask,
+    /// Allow every request.
+    All,
+    /// Deny every request.
+    None,
 }
 
 /// `sessions` subcommands.

@@ -22,9 +22,17 @@ pub async fn execute(command: Command, settings: Settings) -> anyhow::Result<Exi
             preflight(&settings).await?;
             build(settings).await?.run_until_stopped().await?;
         }
-        Command::Console { channel, json } => {
+        Command::Console {
+            channel,
+            json,
+            approve,
+        } => {
             let app = build(settings).await?;
-            let opts = ConsoleOptions { channel, json };
+            let opts = ConsoleOptions {
+                channel,
+                json,
+                approve,
+            };
             let input = tokio::io::BufReader::new(tokio::io::stdin());
             let mut terminate = signal(SignalKind::terminate()).context("SIGTERM handler")?;
             let mut interrupt = signal(SignalKind::interrupt()).context("SIGINT handler")?;

@@ -5,10 +5,16 @@
 //! written as it completes (with `--json`: one JSON object per line). At end of input the
 //! console waits for the outstanding replies, then returns.
 
-use actors::frontend::{DeliverReply, FrontendEvent, Origin, ReplySink, RouteMessage};
+use actix::Addr;
+use actors::frontend::{
+    AnswerApproval, ApprovalAnswer, ApprovalState, DeliverReply, FrontEnd, FrontendEvent, Origin,
+    ReplySink, RouteMessage, ShowApproval,
+};
+use actors::registry::ChannelRegistry;
 use serde_json::json;
 use tokio::io::{AsyncBufRead, AsyncBufReadExt, AsyncWrite, AsyncWriteExt};
 
+use crate::cli::Approve;
 use crate::startup::Application;
 
 /// What the console was asked to do.
@@ -18,6 +24,8 @@ pub struct ConsoleOptions {
     pub channel: String,
     /// One JSON object per reply instead of plain text.
     pub json: bool,
+    /// How permission requests are answered.
+    pub approve: Approve,
 }
 
 /// What happened, for the exit status and tests.
@@ -84,7 +92,9 @@ where
                     .join(", "),
             })?;
     let (sink, mut rx) = ReplySink::start();
-    let registry = app.start_registry(sink.clone().recipient(), sink.recipient());
+    let registry = app.start_registry(FrontEnd::of(&sink));
+    // The request the next input line answers.
+    let mut awaiting: Option<ShowApproval> = None;
 
     let mut summary = ConsoleSummary::default();
     let mut line_no = 0u64;
@@ -117,6 +127,11 @@ where
                 if text.trim().is_empty() {
                     continue;
                 }
+                if let Some(asked) = awaiting.take() {
+                    let note = answer(&registry, asked, parse_answer(text)).await;
+                    diag.write_all(format!("  … {note}\n").as_bytes()).await?;
+                    continue;
+                }
                 summary.sent += 1;
                 registry.do_send(RouteMessage {
                     conversation: conversation.clone(),
@@ -130,6 +145,29 @@ where
                     summary.errors += usize::from(reply.is_error);
                     output.write_all(format_reply(&reply, opts.json).as_bytes()).await?;
                     output.flush().await?;
+                }
+                Some(FrontendEvent::Approval(a)) => {
+                    match (&a.state, opts.approve) {
+                        (ApprovalState::Asked { .. }, Approve::All) => {
+                            let note = answer(&registry, a, ApprovalAnswer::AllowOnce).await;
+                            diag.write_all(format!("  … {note}\n").as_bytes()).await?;
+                        }
+                        (ApprovalState::Asked { .. }, Approve::None) => {
+                            let note = answer(&registry, a, ApprovalAnswer::Deny(None)).await;
+                            diag.write_all(format!("  … {note}\n").as_bytes()).await?;
+                        }
+                        (ApprovalState::Asked { .. }, Approve::Ask) => {
+                            output.write_all(format_approval(&a, opts.json).as_bytes()).await?;
+                            output.flush().await?;
+                            awaiting = Some(a);
+                        }
+                        (state, _) => {
+                            if awaiting.as_ref().is_some_and(|w| w.request_id == a.request_id) {
+                                awaiting = None;
+                            }
+                            diag.write_all(format!("  … permission request {}\n", outcome(state)).as_bytes()).await?;
+                        }
+                    }
                 }
                 Some(FrontendEvent::Progress(p)) => {
                     if let (false, Some(note)) = (opts.json, p.step.describe()) {
@@ -157,5 +195,90 @@ fn format_reply(reply: &DeliverReply, json: bool) -> String {
         format!("{v}\n")
     } else {
         format!("{}\n", reply.text)
+    }
+}
+
+/// Sends `answer` to the request `asked`; returns a note for the user.
+async fn answer(
+    registry: &Addr<ChannelRegistry>,
+    asked: ShowApproval,
+    answer: ApprovalAnswer,
+) -> String {
+    let sent = registry
+        .send(AnswerApproval {
+            conversation_id: asked.conversation_id,
+            request_id: asked.request_id,
+            token: asked.token,
+            answer,
+            by: "the console".into(),
+        })
+        .await;
+    match sent {
+        Ok(Ok(())) => "answered".into(),
+        Ok(Err(e)) => format!("not taken: {e}"),
+        Err(_) => "not taken: the service is stopping".into(),
+    }
+}
+
+/// `y` (allow once), `a` (always), `n [reason]` (deny); anything else answers a question
+/// with that text.
+fn parse_answer(line: &str) -> ApprovalAnswer {
+    let line = line.trim();
+    let (word, rest) = line.split_once(' ').unwrap_or((line, ""));
+    match word.to_ascii_lowercase().as_str() {
+        "y" | "yes" => ApprovalAnswer::AllowOnce,
+        "a" | "always" => ApprovalAnswer::AllowAlways,
+        "n" | "no" => ApprovalAnswer::Deny(Some(rest.to_string()).filter(|r| !r.is_empty())),
+        _ => ApprovalAnswer::Answers(vec![(String::new(), line.to_string())]),
+    }
+}
+
+fn outcome(state: &ApprovalState) -> String {
+    match state {
+        ApprovalState::Asked { .. } => "asked".into(),
+        ApprovalState::Allowed { by, always } => {
+            format!("allowed by {by}{}", if *always { " (always)" } else { "" })
+        }
+        ApprovalState::Denied { by } => format!("denied by {by}"),
+        ApprovalState::Answered { by } => format!("answered by {by}"),
+        ApprovalState::TimedOut => "timed out: denied".into(),
+        ApprovalState::Withdrawn => "withdrawn".into(),
+    }
+}
+
+fn format_approval(a: &ShowApproval, json: bool) -> String {
+    let ApprovalState::Asked {
+        tool,
+        summary,
+        questions,
+        always,
+        ..
+    } = &a.state
+    else {
+        return String::new();
+    };
+    if json {
+        let v = json!({
+            "kind": "approval",
+            "request_id": a.request_id,
+            "tool": tool,
+            "summary": summary,
+            "questions": questions.iter().map(|q| json!({"question": q.question, "options": q.options})).collect::<Vec<_>>(),
+            "always": always,
+        });
+        return format!("{v}\n");
+    }
+    if questions.is_empty() {
+        format!(
+            "Claude asks to use {tool}: {summary}\nAnswer: y (allow once), a (always: {}), n [reason] (deny)\n",
+            always.join(", ")
+        )
+    } else {
+        let mut text = String::from("Claude asks:\n");
+        for q in questions {
+            text.push_str(&format!("  {} [{}]\n", q.question, q.options.join(" / ")));
+        }
+        text.push_str("Answer with an option, or n [reason] to decline\n");
+        text
     }
 }

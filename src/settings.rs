@@ -9,7 +9,7 @@ use std::collections::HashSet;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
-use actors::claude::ClaudeConfig;
+use actors::claude::{ClaudeConfig, PermissionMode};
 use actors::conversation::ChannelProfile;
 use actors::discord::{AccessConfig, ChannelAccess, DiscordConfig};
 use actors::store::StoreConfig;
@@ -117,6 +117,9 @@ pub struct ChannelSettings {
     /// `--disallowedTools`.
     #[serde(default)]
     pub disallowed_tools: Vec<String>,
+    /// `--permission-mode` here, else `claude.permission_mode`.
+    #[serde(default)]
+    pub permission_mode: Option<PermissionMode>,
     /// Only answer messages that mention the bot (the mention is removed from the prompt).
     #[serde(default)]
     pub require_mention: bool,
@@ -126,6 +129,9 @@ pub struct ChannelSettings {
     /// Roles allowed here, replacing `access.allowed_roles` for this channel.
     #[serde(default)]
     pub allowed_roles: Option<Vec<u64>>,
+    /// Who may answer Claude's permission requests here, replacing `access.approvers`.
+    #[serde(default)]
+    pub approvers: Option<Vec<u64>>,
 }
 
 impl ChannelSettings {
@@ -139,6 +145,7 @@ impl ChannelSettings {
             system_prompt: self.system_prompt.clone(),
             tools: self.tools.clone(),
             disallowed_tools: self.disallowed_tools.clone(),
+            permission_mode: self.permission_mode,
         }
     }
 
@@ -148,6 +155,7 @@ impl ChannelSettings {
             require_mention: self.require_mention,
             allowed_users: self.allowed_users.clone(),
             allowed_roles: self.allowed_roles.clone(),
+            approvers: self.approvers.clone(),
         }
     }
 }
@@ -298,7 +306,8 @@ impl Settings {
             .list_separator(",")
             .with_list_parse_key("claude.passthrough_commands")
             .with_list_parse_key("access.allowed_users")
-            .with_list_parse_key("access.allowed_roles");
+            .with_list_parse_key("access.allowed_roles")
+            .with_list_parse_key("access.approvers");
         let mut settings: Settings = files(Config::builder())
             .add_source(env)
             .build()?

@@ -5,14 +5,14 @@
 use std::sync::Arc;
 use std::time::Duration;
 
-use actix::{Actor, Addr, Recipient};
-use actors::channel::ChannelDeps;
+use actix::{Actor, Addr};
+use actors::channel::{ChannelDeps, WarmPool};
 use actors::claude::ClaudeRunner;
 use actors::conversation::{ChannelProfile, ConversationRef};
 use actors::discord::{
     DiscordChannel, DiscordConnection, DiscordGateway, FlushOutbound, GatewayError, GatewaySetup,
 };
-use actors::frontend::{DeliverReply, ShowProgress};
+use actors::frontend::FrontEnd;
 use actors::metrics::{AttachGateway, EmitMetrics, MetricsActor};
 use actors::registry::{ChannelRegistry, Shutdown};
 use actors::store::{open_pool, Checkpoint, SessionStoreActor};
@@ -68,36 +68,33 @@ impl Application {
         })
     }
 
-    /// Starts the channel registry, sending replies and progress to a front end.
-    pub fn start_registry(
-        &self,
-        replies: Recipient<DeliverReply>,
-        progress: Recipient<ShowProgress>,
-    ) -> Addr<ChannelRegistry> {
-        self.registry_starter()(replies, progress)
+    /// Starts the channel registry, sending replies, progress and permission requests to a
+    /// front end.
+    pub fn start_registry(&self, front: FrontEnd) -> Addr<ChannelRegistry> {
+        self.registry_starter()(front)
     }
 
     /// A function that starts the registry once the front end exists.
-    fn registry_starter(
-        &self,
-    ) -> impl FnOnce(Recipient<DeliverReply>, Recipient<ShowProgress>) -> Addr<ChannelRegistry> + 'static
-    {
+    fn registry_starter(&self) -> impl FnOnce(FrontEnd) -> Addr<ChannelRegistry> + 'static {
         let runner = self.runner.clone();
         let store = self.store.clone();
         let run_slots = Arc::clone(&self.run_slots);
         let limits = self.settings.channels.clone();
         let metrics = self.metrics.clone().recipient();
-        move |replies, progress| {
+        let warm = WarmPool::new(self.settings.claude.max_warm_sessions);
+        move |front| {
             let idle = limits.idle();
             let deps = ChannelDeps {
                 runner,
                 store,
                 run_slots,
-                replies,
-                progress,
+                replies: front.replies,
+                progress: front.progress,
+                approvals: front.approvals,
                 queue_limit: limits.queue_limit,
                 command_prefix: limits.command_prefix,
                 metrics,
+                warm,
             };
             ChannelRegistry::new(deps, idle).start()
         }
@@ -119,7 +116,7 @@ impl Application {
                 })
                 .collect(),
             start_registry: Box::new(move |gateway: Addr<DiscordGateway>| {
-                start(gateway.clone().recipient(), gateway.recipient())
+                start(FrontEnd::of(&gateway))
             }),
         }
         .connect()

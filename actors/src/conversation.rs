@@ -23,6 +23,8 @@ pub struct ChannelProfile {
     pub tools: Option<Vec<String>>,
     /// `--disallowedTools`.
     pub disallowed_tools: Vec<String>,
+    /// `--permission-mode` here, else `claude.permission_mode`.
+    pub permission_mode: Option<crate::claude::PermissionMode>,
 }
 
 /// Which conversation a message belongs to: a configured channel, or a thread under one

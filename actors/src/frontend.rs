@@ -140,6 +140,34 @@ pub struct ShowProgress {
     pub step: ProgressStep,
 }
 
+/// A front end's three inbound edges: replies, progress, permission requests.
+#[derive(Clone)]
+pub struct FrontEnd {
+    /// Where replies go.
+    pub replies: actix::Recipient<DeliverReply>,
+    /// Where progress goes.
+    pub progress: actix::Recipient<ShowProgress>,
+    /// Where permission requests and their outcomes go.
+    pub approvals: actix::Recipient<ShowApproval>,
+}
+
+impl FrontEnd {
+    /// The edges of an actor that handles all three.
+    pub fn of<A>(addr: &Addr<A>) -> Self
+    where
+        A: Actor<Context = Context<A>>
+            + Handler<DeliverReply>
+            + Handler<ShowProgress>
+            + Handler<ShowApproval>,
+    {
+        Self {
+            replies: addr.clone().recipient(),
+            progress: addr.clone().recipient(),
+            approvals: addr.clone().recipient(),
+        }
+    }
+}
+
 /// What a [`ReplySink`] passes on.
 #[derive(Debug)]
 pub enum FrontendEvent {
@@ -147,6 +175,8 @@ pub enum FrontendEvent {
     Reply(DeliverReply),
     /// A progress update.
     Progress(ShowProgress),
+    /// A permission request, or its outcome.
+    Approval(ShowApproval),
 }
 
 /// A front end that hands every reply and progress update to a channel, in order: the console
@@ -182,4 +212,108 @@ impl Handler<ShowProgress> for ReplySink {
     fn handle(&mut self, msg: ShowProgress, _: &mut Self::Context) {
         let _ = self.tx.send(FrontendEvent::Progress(msg));
     }
+}
+
+impl Handler<ShowApproval> for ReplySink {
+    type Result = ();
+
+    fn handle(&mut self, msg: ShowApproval, _: &mut Self::Context) {
+        let _ = self.tx.send(FrontendEvent::Approval(msg));
+    }
+}
+
+/// Claude asked for a permission (or a question's answer), or such a request was resolved:
+/// the front end shows it, and edits what it showed to the outcome.
+#[derive(Debug, Clone, Message)]
+#[rtype(result = "()")]
+pub struct ShowApproval {
+    /// The conversation.
+    pub conversation_id: u64,
+    /// The message whose run asked.
+    pub origin: Origin,
+    /// The CLI's request id.
+    pub request_id: String,
+    /// Unguessable; an answer must carry it (a button's `custom_id` holds it).
+    pub token: String,
+    /// Asked, or how it ended.
+    pub state: ApprovalState,
+}
+
+/// Where a permission request stands.
+#[derive(Debug, Clone, PartialEq)]
+pub enum ApprovalState {
+    /// Waiting for a person.
+    Asked {
+        /// `Bash`, `Edit`, `AskUserQuestion`, `ExitPlanMode`, …
+        tool: String,
+        /// A readable, bounded summary of the input.
+        summary: String,
+        /// For `AskUserQuestion`: the questions and their options.
+        questions: Vec<crate::claude::permission::Question>,
+        /// Who sent the message that led to it.
+        requested_by: u64,
+        /// The rules "Always allow" would store.
+        always: Vec<String>,
+    },
+    /// Allowed (once, or always) by someone.
+    Allowed {
+        /// Who.
+        by: String,
+        /// Whether a rule was stored.
+        always: bool,
+    },
+    /// Denied by someone.
+    Denied {
+        /// Who.
+        by: String,
+    },
+    /// Answered (AskUserQuestion) by someone.
+    Answered {
+        /// Who.
+        by: String,
+    },
+    /// No answer in time: denied.
+    TimedOut,
+    /// The CLI withdrew it (the turn was interrupted or ended).
+    Withdrawn,
+}
+
+/// A person's answer to a permission request.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum ApprovalAnswer {
+    /// Run it this once.
+    AllowOnce,
+    /// Run it, and store the suggested rule for this conversation.
+    AllowAlways,
+    /// Do not run it; Claude is told why.
+    Deny(Option<String>),
+    /// AskUserQuestion: question → chosen labels.
+    Answers(Vec<(String, String)>),
+}
+
+/// Answer a permission request (from a button, a select menu or the console).
+#[derive(Debug, Message)]
+#[rtype(result = "Result<(), ApprovalError>")]
+pub struct AnswerApproval {
+    /// The conversation.
+    pub conversation_id: u64,
+    /// The CLI's request id.
+    pub request_id: String,
+    /// The token the request was shown with.
+    pub token: String,
+    /// The answer.
+    pub answer: ApprovalAnswer,
+    /// Who answered, for the record and the edited message.
+    pub by: String,
+}
+
+/// Why an answer was not taken.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum ApprovalError {
+    /// Already answered, timed out, withdrawn — or never asked.
+    #[error("this request is no longer waiting for an answer")]
+    NotPending,
+    /// The token does not match.
+    #[error("this answer does not belong to that request")]
+    BadToken,
 }

@@ -47,4 +47,7 @@ pub mod text;
 
 pub use claude::{ClaudeConfig, ClaudeRunner};
 pub use conversation::{ChannelProfile, ConversationRef};
-pub use frontend::{DeliverReply, FrontendEvent, Origin, ReplySink, RouteMessage, ShowProgress};
+pub use frontend::{
+    DeliverReply, FrontEnd, FrontendEvent, Origin, ReplySink, RouteMessage, ShowApproval,
+    ShowProgress,
+};

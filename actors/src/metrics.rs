@@ -68,6 +68,15 @@ pub enum Metric {
         /// Messages waiting now.
         depth: usize,
     },
+    /// A live session started or ended.
+    Session(SessionMetric),
+    /// A permission request was asked, or resolved after `waited`.
+    Approval {
+        /// What happened.
+        outcome: ApprovalOutcome,
+        /// From asked to resolved (zero when asked).
+        waited: Duration,
+    },
     /// The registry's state.
     Registry {
         /// Channel actors alive.
@@ -77,6 +86,39 @@ pub enum Metric {
         /// Stopped for idleness since start.
         stopped_idle: u64,
     },
+}
+
+/// What happened to a live session.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum SessionMetric {
+    /// A warm process was started (`resumed`: with `--resume`).
+    Spawned {
+        /// Whether it resumed a stored session.
+        resumed: bool,
+    },
+    /// Ended after `claude.keep_warm_secs` idle.
+    EndedIdle,
+    /// Ended to make room (`claude.max_warm_sessions`).
+    EndedEvicted,
+    /// Died on its own (between turns or mid-turn).
+    EndedCrashed,
+    /// Ended for another reason (reset, another session, shutdown).
+    EndedReplaced,
+}
+
+/// What happened to a permission request.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ApprovalOutcome {
+    /// Shown to people.
+    Asked,
+    /// Allowed (once or always) or answered.
+    Allowed,
+    /// Denied by a person.
+    Denied,
+    /// No answer in time.
+    TimedOut,
+    /// Withdrawn by the CLI.
+    Withdrawn,
 }
 
 /// How a run ended.
@@ -150,6 +192,11 @@ pub struct MetricsActor {
     cost_usd: f64,
     run_ms: Histogram<u64>,
     registry: (usize, u64, u64),
+    /// Spawned, resumed, ended idle, evicted, crashed, replaced.
+    sessions: [u64; 6],
+    /// Asked, allowed, denied, timed out, withdrawn.
+    approvals: [u64; 5],
+    approval_wait_ms: Histogram<u64>,
 }
 
 impl MetricsActor {
@@ -172,6 +219,9 @@ impl MetricsActor {
             cost_usd: 0.0,
             run_ms: hist(24 * 3600 * 1000),
             registry: (0, 0, 0),
+            sessions: [0; 6],
+            approvals: [0; 5],
+            approval_wait_ms: hist(24 * 3600 * 1000),
         }
     }
 
@@ -244,6 +294,27 @@ impl MetricsActor {
             cost_usd = (self.cost_usd * 1e6).round() / 1e6,
             busiest = %self.busiest(),
         );
+        let [spawned, resumed, idle, evicted, crashed, replaced] = self.sessions;
+        let [asked, allowed, denied, timed_out, withdrawn] = self.approvals;
+        info!(
+            target: "metrics",
+            kind = "sessions",
+            warm_sessions = spawned.saturating_sub(idle + evicted + crashed + replaced),
+            spawns = spawned,
+            resumes = resumed,
+            ended_idle = idle,
+            ended_evicted = evicted,
+            ended_crashed = crashed,
+            ended_other = replaced,
+            approvals_asked = asked,
+            approvals_allowed = allowed,
+            approvals_denied = denied,
+            approvals_timed_out = timed_out,
+            approvals_withdrawn = withdrawn,
+            approval_wait_p50_ms = q(&self.approval_wait_ms, 0.5),
+            approval_wait_p95_ms = q(&self.approval_wait_ms, 0.95),
+        );
+        self.approval_wait_ms.reset();
         let uptime = self.started.elapsed().as_secs();
         let rss = rss_kib();
         // The store's figures come from a store thread; everything else is already known.
@@ -323,6 +394,34 @@ impl Handler<RecordMetric> for MetricsActor {
                 let c = self.channels.entry(id).or_default();
                 c.name = name;
                 c.queue = depth;
+            }
+            Metric::Session(m) => {
+                let i = match m {
+                    SessionMetric::Spawned { resumed } => {
+                        self.sessions[1] += u64::from(resumed);
+                        0
+                    }
+                    SessionMetric::EndedIdle => 2,
+                    SessionMetric::EndedEvicted => 3,
+                    SessionMetric::EndedCrashed => 4,
+                    SessionMetric::EndedReplaced => 5,
+                };
+                self.sessions[i] += 1;
+            }
+            Metric::Approval { outcome, waited } => {
+                let i = match outcome {
+                    ApprovalOutcome::Asked => 0,
+                    ApprovalOutcome::Allowed => 1,
+                    ApprovalOutcome::Denied => 2,
+                    ApprovalOutcome::TimedOut => 3,
+                    ApprovalOutcome::Withdrawn => 4,
+                };
+                self.approvals[i] += 1;
+                if outcome != ApprovalOutcome::Asked {
+                    let _ = self
+                        .approval_wait_ms
+                        .record((waited.as_millis() as u64).max(1));
+                }
             }
             Metric::Registry {
                 live,

@@ -15,7 +15,7 @@ use crate::channel::{
     CancelReason, CancelRun, ChannelActor, ChannelDeps, ChannelStatus, Drain, GetStatus,
     StopIfIdle, SubmitMessage, SHUTDOWN_NOT_RUN,
 };
-use crate::frontend::{DeliverReply, ReplyKind, RouteMessage};
+use crate::frontend::{AnswerApproval, ApprovalError, DeliverReply, ReplyKind, RouteMessage};
 use crate::metrics::{Metric, RecordMetric};
 
 // ---------------------------------------------------------------------------------------------
@@ -221,6 +221,20 @@ impl Handler<CancelConversation> for ChannelRegistry {
                     .await
                     .unwrap_or(false),
                 None => false,
+            }
+        })
+    }
+}
+
+impl Handler<AnswerApproval> for ChannelRegistry {
+    type Result = ResponseFuture<Result<(), ApprovalError>>;
+
+    fn handle(&mut self, msg: AnswerApproval, _: &mut Self::Context) -> Self::Result {
+        let addr = self.live(msg.conversation_id).cloned();
+        Box::pin(async move {
+            match addr {
+                Some(a) => a.send(msg).await.unwrap_or(Err(ApprovalError::NotPending)),
+                None => Err(ApprovalError::NotPending),
             }
         })
     }

@@ -13,7 +13,7 @@ use actors::store::LoadConversation;
 #[actix_rt::test]
 async fn two_messages_in_one_channel_run_in_order_and_never_overlap() {
     let env = TestEnv::new();
-    let mut h = Harness::start(env.settings()).await;
+    let mut h = Harness::start(env.one_shot()).await;
     let gate = env.gate("g");
     h.send("alpha", &format!("first GATE:{}", gate.display()));
     h.send("alpha", "second");
@@ -113,7 +113,7 @@ async fn a_full_queue_answers_busy_and_runs_nothing_more() {
     let rest = h.replies(2).await;
     assert!(rest[0].text.starts_with("echo: one"));
     assert_eq!(rest[1].text, "echo: two");
-    let prompts: Vec<String> = env.starts().iter().map(prompt_of).collect();
+    let prompts = env.prompts();
     assert!(!prompts.iter().any(|p| p == "three"), "{prompts:?}");
     // The queued message was announced with its position.
     assert!(h
@@ -125,7 +125,7 @@ async fn a_full_queue_answers_busy_and_runs_nothing_more() {
 #[actix_rt::test]
 async fn status_and_cancel_are_answered_while_a_run_is_in_flight() {
     let env = TestEnv::new();
-    let mut h = Harness::start(env.settings()).await;
+    let mut h = Harness::start(env.one_shot()).await;
     let slow = h.send("alpha", "be SLOW please");
     env.wait_for_starts(1).await;
     h.send("alpha", "after the cancel");
@@ -217,7 +217,7 @@ async fn a_run_past_its_timeout_is_killed_with_its_whole_process_group() {
 #[actix_rt::test]
 async fn a_stale_session_is_replaced_by_a_new_one_and_the_user_is_told() {
     let env = TestEnv::new();
-    let mut h = Harness::start(env.settings()).await;
+    let mut h = Harness::start(env.one_shot()).await;
     h.send("alpha", "remember me");
     let first = h.reply().await;
     let old = first.session_id.clone().expect("session");
@@ -248,7 +248,7 @@ async fn a_stale_session_is_replaced_by_a_new_one_and_the_user_is_told() {
 #[actix_rt::test]
 async fn messages_starting_with_dash_or_slash_reach_claude_verbatim() {
     let env = TestEnv::new();
-    let mut s = env.settings();
+    let mut s = env.one_shot();
     s.claude.passthrough_commands = vec!["cost".into()];
     let mut h = Harness::start(s).await;
     // The stand-in, like the real CLI, runs built-in commands whatever
@@ -330,7 +330,7 @@ fn a_slash_message_written_to_stdin_reaches_claude_as_text() {
 #[actix_rt::test]
 async fn error_results_are_reported_clearly() {
     let env = TestEnv::new();
-    let mut h = Harness::start(env.settings()).await;
+    let mut h = Harness::start(env.one_shot()).await;
     for text in ["FAIL500", "TOOL MAXTURNS", "CRASH", "GARBAGE", "NOISE"] {
         h.send("alpha", text);
     }

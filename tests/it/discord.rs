@@ -169,7 +169,7 @@ async fn an_unauthorized_user_spawns_nothing_and_is_told_once() {
         .filter(|r| content(r).contains("not on this bot's allowlist"))
         .collect();
     assert_eq!(refusals.len(), 1, "told once, not on every message");
-    let prompts: Vec<String> = env.starts().iter().map(support::prompt_of).collect();
+    let prompts = env.prompts();
     assert_eq!(prompts, ["hello"], "no process for the unauthorized user");
     assert_eq!(
         s.conn
@@ -194,7 +194,7 @@ async fn messages_from_bots_and_from_itself_are_ignored() {
     s.server
         .wait("reply", |srv| !srv.answers(ALPHA).is_empty())
         .await;
-    let prompts: Vec<String> = env.starts().iter().map(support::prompt_of).collect();
+    let prompts = env.prompts();
     assert_eq!(prompts, ["a person"]);
     assert_eq!(s.server.answers(ALPHA).len(), 1);
 }
@@ -374,7 +374,7 @@ async fn a_channel_that_requires_a_mention_answers_only_mentions() {
         .wait("reply", |srv| !srv.answers(1004).is_empty())
         .await;
     assert_eq!(content(&s.server.answers(1004)[0]), "echo: for the bot");
-    let prompts: Vec<String> = env.starts().iter().map(support::prompt_of).collect();
+    let prompts = env.prompts();
     assert_eq!(prompts, ["for the bot"]);
 }
 
@@ -639,7 +639,7 @@ async fn system_messages_are_not_prompts_but_replies_are() {
     s.server
         .wait("two answers", |srv| srv.answers(ALPHA).len() >= 2)
         .await;
-    let prompts: Vec<String> = env.starts().iter().map(support::prompt_of).collect();
+    let prompts = env.prompts();
     assert_eq!(prompts, ["a reply to someone", "an ordinary message"]);
 }
 

@@ -9,6 +9,8 @@ pub(super) enum Command {
     Status,
     Cancel,
     Reset,
+    Rules,
+    RulesClear,
     Help,
 }
 
@@ -26,10 +28,29 @@ impl Command {
             "status" => Some(Self::Status),
             "cancel" | "stop" => Some(Self::Cancel),
             "reset" | "new" => Some(Self::Reset),
+            "rules" => Some(Self::Rules),
+            "rules clear" => Some(Self::RulesClear),
             "help" => Some(Self::Help),
             _ => None,
         }
     }
+}
+
+/// The answer to `rules`.
+pub(super) fn rules_text(rules: &[String], prefix: &str) -> String {
+    if rules.is_empty() {
+        return "No \"always\" rules: Claude asks before each tool use that needs permission."
+            .to_string();
+    }
+    let mut text = format!(
+        "\"Always\" rules of this conversation (`{prefix}rules clear` forgets them):"
+    );
+    for r in rules {
+        text.push_str("\n• `");
+        text.push_str(&r.replace('`', "'"));
+        text.push('`');
+    }
+    text
 }
 
 /// The answer to `help`.
@@ -37,7 +58,8 @@ pub(super) fn help(prefix: &str, project_dir: &Path) -> String {
     format!(
         "Messages here go to Claude Code, one at a time (working in `{}`). \
          Commands: `{prefix}status` (what is happening), `{prefix}cancel` (stop the current run), \
-         `{prefix}reset` (start a new conversation).",
+         `{prefix}reset` (start a new conversation), `{prefix}rules` (the \"always\" permissions; \
+         `{prefix}rules clear` forgets them).",
         project_dir.display()
     )
 }
@@ -53,5 +75,7 @@ mod tests {
         assert_eq!(Command::parse("!important: fix the build", "!"), None);
         assert_eq!(Command::parse("status", "!"), None);
         assert_eq!(Command::parse("!status", ""), None);
+        assert_eq!(Command::parse("!rules", "!"), Some(Command::Rules));
+        assert_eq!(Command::parse("!rules clear", "!"), Some(Command::RulesClear));
     }
 }

@@ -11,13 +11,18 @@ use tokio::sync::OwnedSemaphorePermit;
 use tokio_util::sync::CancellationToken;
 use tracing::{instrument, warn};
 
+use crate::claude::permission::PermissionRequest;
 use crate::claude::stream_json::StreamEvent;
-use crate::claude::{ClaudeRunner, RunError, RunReport, RunRequest, StopReason};
+use crate::claude::{ClaudeRunner, LiveSession, RunError, RunReport, RunRequest, StopReason};
 use crate::conversation::ConversationRef;
 use crate::cost::CostUpdate;
 use crate::frontend::{DeliverReply, Origin, ProgressStep, ReplyKind, ShowProgress};
-use crate::metrics::RunOutcome;
-use crate::store::{Conversation, LoadConversation, RecordRun, SessionStoreActor, StoreError};
+use crate::metrics::{Metric, RecordMetric, RunOutcome, SessionMetric};
+use crate::store::{
+    Conversation, LoadConversation, LoadRules, RecordRun, SessionStoreActor, StoreError,
+};
+
+use super::{PermissionAsked, PermissionWithdrawn};
 
 /// What a run needs of the conversation's stored row: read from the store, or carried over
 /// from the run just before it while that run's record is still being written.
@@ -51,12 +56,21 @@ pub(super) struct Job {
     /// Carried over from the run before, if its record is not written yet; else the store
     /// is read.
     pub(super) prior: Option<Prior>,
+    /// The conversation's warm process, if it has one (`claude.live_sessions`).
+    pub(super) live: Option<LiveSession>,
+    /// Whether turns go to a live session (else one `claude -p` process per message).
+    pub(super) live_mode: bool,
+    /// Where Claude's permission requests, and their withdrawals, go: the channel actor.
+    pub(super) asks: Recipient<PermissionAsked>,
+    pub(super) withdrawn: Recipient<PermissionWithdrawn>,
+    pub(super) metrics: Recipient<RecordMetric>,
 }
 
 /// How a job ended.
 pub(super) enum JobEnd {
-    /// Answered without running Claude (cancelled while waiting, store unreadable).
-    NotRun(DeliverReply),
+    /// Answered without running Claude (cancelled while waiting, store unreadable); the warm
+    /// process, untouched.
+    NotRun(DeliverReply, Option<LiveSession>),
     /// Claude ran; the reply goes out once the record is written.
     Ran(Box<Ran>),
 }
@@ -71,6 +85,8 @@ pub(super) struct Ran {
     pub(super) outcome: RunOutcome,
     /// When it got its run slot.
     pub(super) started: Instant,
+    /// The warm process after the turn, if it is still up.
+    pub(super) live: Option<LiveSession>,
 }
 
 impl Job {
@@ -81,11 +97,8 @@ impl Job {
     #[instrument(skip_all, fields(channel_id = self.conversation.id, message_id = self.origin.message_id))]
     pub(super) async fn execute(self, permit: Option<OwnedSemaphorePermit>) -> JobEnd {
         let Some(permit) = permit else {
-            return JobEnd::NotRun(self.reply(
-                ReplyKind::Answer,
-                "Cancelled before it started.".into(),
-                true,
-            ));
+            let reply = self.reply(ReplyKind::Answer, "Cancelled before it started.".into(), true);
+            return JobEnd::NotRun(reply, self.live);
         };
         self.run_with_slot(permit, Instant::now()).await
     }
@@ -125,13 +138,15 @@ impl Job {
             system_prompt: profile.system_prompt.clone(),
             tools: profile.tools.clone(),
             disallowed_tools: profile.disallowed_tools.clone(),
+            permission_mode: profile.permission_mode,
+            allowed_tools: Vec::new(),
         };
         self.progress.do_send(ShowProgress {
             conversation_id: id,
             origin: self.origin,
             step: ProgressStep::Started,
         });
-        let mut result = self.runner.run(&req, self.forwarder(), &self.cancel).await;
+        let mut result = self.attempt(&req).await;
         if let Err(RunError::UnknownSession {
             session_id,
             message,
@@ -143,11 +158,98 @@ impl Job {
             ));
             req.resume = None;
             if !self.cancel.is_cancelled() {
-                result = self.runner.run(&req, self.forwarder(), &self.cancel).await;
+                result = self.attempt(&req).await;
             }
         }
         drop(permit);
         JobEnd::Ran(Box::new(self.finish(req, &prior, &notes, &result, started)))
+    }
+
+    /// One run of `req`: a turn of the warm process (started, resuming, if there is none or it
+    /// works on another session), or a one-shot `claude -p` process.
+    async fn attempt(&mut self, req: &RunRequest) -> Result<RunReport, RunError> {
+        if !self.live_mode {
+            return self.runner.run(req, self.forwarder(), &self.cancel).await;
+        }
+        let reusable = self
+            .live
+            .as_mut()
+            .is_some_and(|s| s.is_alive() && s.session_id() == req.resume.as_deref());
+        let mut live = match (reusable, self.live.take()) {
+            (true, Some(s)) => s,
+            (_, old) => {
+                if let Some(mut old) = old {
+                    let crashed = !old.is_alive();
+                    self.metrics.do_send(RecordMetric(Metric::Session(if crashed {
+                        SessionMetric::EndedCrashed
+                    } else {
+                        SessionMetric::EndedReplaced
+                    })));
+                    old.end();
+                }
+                let mut spawn = req.clone();
+                spawn.allowed_tools = self.stored_rules().await;
+                let live = LiveSession::spawn(&self.runner, &spawn)?;
+                self.metrics.do_send(RecordMetric(Metric::Session(SessionMetric::Spawned {
+                    resumed: req.resume.is_some(),
+                })));
+                live
+            }
+        };
+        let (asks, withdrawn, progress) = (
+            self.asks.clone(),
+            self.withdrawn.clone(),
+            self.progress.clone(),
+        );
+        let (conversation_id, origin, control) = (self.conversation.id, self.origin, live.control());
+        let on_event = |event: &StreamEvent| match event {
+            StreamEvent::ControlRequest {
+                request_id,
+                request,
+            } => match (PermissionRequest::parse(request_id, request), &control) {
+                (Some(request), Some(control)) => asks.do_send(PermissionAsked {
+                    request,
+                    control: control.clone(),
+                    origin,
+                }),
+                _ => warn!(%request_id, "a control request the coordinator does not answer"),
+            },
+            StreamEvent::ControlCancel { request_id } => withdrawn.do_send(PermissionWithdrawn {
+                request_id: request_id.clone(),
+            }),
+            other => {
+                if let Some(step) = progress_step(other) {
+                    progress.do_send(ShowProgress {
+                        conversation_id,
+                        origin,
+                        step,
+                    });
+                }
+            }
+        };
+        let line = self.runner.user_line(&self.prompt);
+        let timeout = self.runner.config().timeout();
+        let result = live.turn(line, on_event, &self.cancel, timeout, req).await;
+        if live.is_alive() {
+            self.live = Some(live);
+        } else {
+            self.metrics
+                .do_send(RecordMetric(Metric::Session(SessionMetric::EndedCrashed)));
+        }
+        result
+    }
+
+    /// The conversation's stored "always" rules, passed again at every spawn. A store that
+    /// cannot be read only means Claude asks again.
+    async fn stored_rules(&self) -> Vec<String> {
+        match self.store.send(LoadRules { id: self.conversation.id }).await {
+            Ok(Ok(rules)) => rules,
+            Ok(Err(e)) => {
+                warn!(error = %e, "could not read the conversation's permission rules");
+                Vec::new()
+            }
+            Err(_) => Vec::new(),
+        }
     }
 
     /// Passes tool use and retries on to the progress display (called on the runner's thread).
@@ -155,23 +257,13 @@ impl Job {
         let progress = self.progress.clone();
         let (conversation_id, origin) = (self.conversation.id, self.origin);
         move |event| {
-            let step = match event {
-                StreamEvent::ToolUse(t) => ProgressStep::Tool(t.summary()),
-                StreamEvent::Retry {
-                    attempt,
-                    error_status,
-                    ..
-                } => ProgressStep::Retrying {
-                    attempt: *attempt,
-                    status: *error_status,
-                },
-                _ => return,
-            };
-            progress.do_send(ShowProgress {
-                conversation_id,
-                origin,
-                step,
-            });
+            if let Some(step) = progress_step(event) {
+                progress.do_send(ShowProgress {
+                    conversation_id,
+                    origin,
+                    step,
+                });
+            }
         }
     }
 
@@ -245,16 +337,34 @@ impl Job {
             next,
             outcome,
             started,
+            live: self.live,
         }
     }
 
-    fn store_unavailable(&self, e: &StoreError) -> JobEnd {
+    fn store_unavailable(self, e: &StoreError) -> JobEnd {
         warn!(error = %e, "session store unavailable; message not run");
-        JobEnd::NotRun(self.reply(
+        let reply = self.reply(
             ReplyKind::Failure,
             format!("The session store is unavailable ({e}). Your message was not sent to Claude; please try again."),
             true,
-        ))
+        );
+        JobEnd::NotRun(reply, self.live)
+    }
+}
+
+/// What a progress display shows of `event`: tool use and API retries.
+fn progress_step(event: &StreamEvent) -> Option<ProgressStep> {
+    match event {
+        StreamEvent::ToolUse(t) => Some(ProgressStep::Tool(t.summary())),
+        StreamEvent::Retry {
+            attempt,
+            error_status,
+            ..
+        } => Some(ProgressStep::Retrying {
+            attempt: *attempt,
+            status: *error_status,
+        }),
+        _ => None,
     }
 }
 

@@ -10,11 +10,24 @@
 //! the saves are written one at a time, in order. A stale session is replaced by a fresh one,
 //! and the user is told.
 //!
+//! With live sessions (`claude.live_sessions`) the actor holds the conversation's warm CLI
+//! process between turns, ends it after `claude.keep_warm_secs` idle (or when the shared
+//! [`WarmPool`] needs room), and answers Claude's permission requests through the front end:
+//! each is shown with an unguessable token, answered once, denied after
+//! `claude.approval_timeout_secs`, or withdrawn; every decision is recorded, and "always" rules
+//! are stored and passed again to every new process.
+//!
 //! Files: this one (the actor and its queue-and-save state machine), [`job`] (one run, from
-//! its run slot to its reply), [`command`] (what the coordinator itself answers).
+//! its run slot to its reply), [`command`] (what the coordinator itself answers),
+//! [`approvals`] (pending permission requests), [`warm`] (the warm processes of all
+//! conversations).
 
+mod approvals;
 mod command;
 mod job;
+mod warm;
+
+pub use warm::WarmPool;
 
 use std::collections::VecDeque;
 use std::fmt::Write as _;
@@ -26,13 +39,19 @@ use tokio::sync::Semaphore;
 use tokio_util::sync::CancellationToken;
 use tracing::{info, instrument, warn};
 
-use crate::claude::ClaudeRunner;
+use crate::claude::permission::PermissionRequest;
+use crate::claude::{ClaudeRunner, LiveSession, SessionControl};
 use crate::conversation::ConversationRef;
-use crate::frontend::{DeliverReply, Origin, ProgressStep, ReplyKind, ShowProgress};
-use crate::metrics::{Metric, RecordMetric, RunOutcome};
-use crate::store::{
-    Conversation, LoadConversation, ResetConversation, SessionStoreActor, StoreError,
+use crate::frontend::{
+    AnswerApproval, ApprovalError, DeliverReply, Origin, ProgressStep, ReplyKind, ShowApproval,
+    ShowProgress,
 };
+use crate::metrics::{Metric, RecordMetric, RunOutcome, SessionMetric};
+use crate::store::{
+    ClearRules, Conversation, LoadConversation, LoadRules, RecordApproval, ResetConversation,
+    SessionStoreActor, StoreError,
+};
+use approvals::{Approvals, Resolution};
 use command::Command;
 use job::{Job, JobEnd, Prior, Ran};
 
@@ -84,6 +103,45 @@ pub enum CancelReason {
 pub const SHUTDOWN_NOT_RUN: &str =
     "The service is restarting, so this message was not sent to Claude. Please send it again in a minute.";
 
+/// Claude asked for a permission during a turn (sent by the turn itself).
+#[derive(Debug, Message)]
+#[rtype(result = "()")]
+pub struct PermissionAsked {
+    /// What it asked.
+    pub request: PermissionRequest,
+    /// Where the answer goes.
+    pub control: SessionControl,
+    /// The message whose turn asked.
+    pub origin: Origin,
+}
+
+/// The CLI withdrew a permission request.
+#[derive(Debug, Message)]
+#[rtype(result = "()")]
+pub struct PermissionWithdrawn {
+    /// Its id.
+    pub request_id: String,
+}
+
+/// End the warm process now, if it is idle.
+#[derive(Debug, Message)]
+#[rtype(result = "()")]
+pub struct EndWarmSession {
+    /// Why.
+    pub reason: EndReason,
+}
+
+/// Why a warm process is ended.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum EndReason {
+    /// `claude.keep_warm_secs` passed.
+    Idle,
+    /// Another conversation needed room (`claude.max_warm_sessions`).
+    Evicted,
+    /// `!reset`, `!rules clear`, or shutdown.
+    Other,
+}
+
 /// Stop this actor if it has nothing running or queued. Answers whether it stopped.
 #[derive(Debug, Message)]
 #[rtype(result = "bool")]
@@ -112,6 +170,10 @@ pub struct ChannelDeps {
     pub command_prefix: String,
     /// Where observations for the metrics log go.
     pub metrics: Recipient<RecordMetric>,
+    /// Where permission requests and their outcomes go (the front end).
+    pub approvals: Recipient<ShowApproval>,
+    /// The warm processes of all conversations.
+    pub warm: WarmPool,
 }
 
 /// What a channel is doing.
@@ -133,6 +195,10 @@ pub struct ChannelStatus {
     pub message_count: u64,
     /// Total cost in USD.
     pub total_cost_usd: f64,
+    /// Whether a warm process is up between turns.
+    pub warm: bool,
+    /// Permission requests waiting for an answer.
+    pub pending_approvals: usize,
 }
 
 impl ChannelStatus {
@@ -148,10 +214,21 @@ impl ChannelStatus {
             .session_id
             .as_deref()
             .map_or_else(|| "no session yet".to_string(), |s| format!("session {s}"));
-        format!(
+        let mut text = format!(
             "{activity}; {} waiting. Conversation `{}`: {session}, {} message(s), ${:.4} spent.",
             self.queued, self.name, self.message_count, self.total_cost_usd
-        )
+        );
+        if self.pending_approvals > 0 {
+            let _ = write!(
+                text,
+                " {} permission request(s) waiting for an answer.",
+                self.pending_approvals
+            );
+        }
+        if self.warm {
+            text.push_str(" Claude's process is warm.");
+        }
+        text
     }
 }
 
@@ -196,6 +273,12 @@ pub struct ChannelActor {
     draining: bool,
     /// Waiting for the run in flight to end and its record to be written.
     idle_waiters: Vec<tokio::sync::oneshot::Sender<()>>,
+    /// The warm process between turns (during a turn its job holds it).
+    warm: Option<LiveSession>,
+    /// Bumped whenever the warm process changes hands, so a stale idle timer does nothing.
+    warm_gen: u64,
+    /// Permission requests waiting for an answer.
+    approvals: Approvals,
 }
 
 impl ChannelActor {
@@ -212,7 +295,99 @@ impl ChannelActor {
             carry: None,
             draining: false,
             idle_waiters: Vec::new(),
+            warm: None,
+            warm_gen: 0,
+            approvals: Approvals::default(),
         }
+    }
+
+    /// Keeps `live` warm for `claude.keep_warm_secs` (or ends it at once when that is zero).
+    fn hold_warm(&mut self, live: LiveSession, ctx: &mut Context<Self>) {
+        let keep = self.deps.runner.config().keep_warm();
+        self.warm_gen += 1;
+        if keep.is_zero() || self.draining {
+            self.deps.warm.remove(self.conversation.id);
+            self.observe_session_end(EndReason::Idle);
+            live.end();
+            return;
+        }
+        self.warm = Some(live);
+        self.deps.warm.idle(self.conversation.id);
+        let generation = self.warm_gen;
+        ctx.run_later(keep, move |act, _| {
+            if act.warm_gen == generation && act.current.is_none() {
+                act.end_warm(EndReason::Idle);
+            }
+        });
+    }
+
+    /// Ends the warm process, if there is one between turns.
+    fn end_warm(&mut self, reason: EndReason) {
+        if let Some(live) = self.warm.take() {
+            self.warm_gen += 1;
+            self.deps.warm.remove(self.conversation.id);
+            self.observe_session_end(reason);
+            live.end();
+        }
+    }
+
+    fn observe_session_end(&self, reason: EndReason) {
+        self.deps
+            .metrics
+            .do_send(RecordMetric(Metric::Session(match reason {
+                EndReason::Idle => SessionMetric::EndedIdle,
+                EndReason::Evicted => SessionMetric::EndedEvicted,
+                EndReason::Other => SessionMetric::EndedReplaced,
+            })));
+    }
+
+    /// Shows how a permission request ended, records it, stores its rules.
+    fn publish(&mut self, r: Resolution, ctx: &mut Context<Self>) {
+        if let Some(timer) = r.timer {
+            ctx.cancel_future(timer);
+        }
+        info!(
+            channel_id = self.conversation.id,
+            tool = %r.request.tool_name,
+            decision = r.decision,
+            by = r.by.as_deref().unwrap_or("-"),
+            "permission request resolved"
+        );
+        self.deps.approvals.do_send(ShowApproval {
+            conversation_id: self.conversation.id,
+            origin: r.origin,
+            request_id: r.request.request_id.clone(),
+            token: r.token.clone(),
+            state: r.state.clone(),
+        });
+        self.deps.metrics.do_send(RecordMetric(Metric::Approval {
+            outcome: r.outcome,
+            waited: r.waited,
+        }));
+        let record = RecordApproval {
+            conversation_id: self.conversation.id,
+            conversation: self.conversation.name.clone(),
+            tool: r.request.tool_name.clone(),
+            summary: r.request.summary(),
+            decision: r.decision.to_string(),
+            decided_by: r.by.clone(),
+            rule: (!r.rules.is_empty()).then(|| r.rules.join(", ")),
+            at_ms: crate::store::unix_ms(),
+        };
+        let id = self.conversation.id;
+        let store = self.deps.store.clone();
+        let rules = r.rules;
+        let save = async move {
+            if !rules.is_empty() {
+                if let Ok(Err(e)) = store.send(crate::store::AddRules { id, rules }).await {
+                    warn!(channel_id = id, error = %e, "could not store the \"always\" rule");
+                }
+            }
+            if let Ok(Err(e)) = store.send(record).await {
+                warn!(channel_id = id, error = %e, "could not record the permission decision");
+            }
+        };
+        ctx.spawn(save.into_actor(self));
     }
 
     fn reply(&self, origin: Origin, kind: ReplyKind, text: String, is_error: bool) {
@@ -236,6 +411,8 @@ impl ChannelActor {
             session_id: record.and_then(|r| r.session_id.clone()),
             message_count: record.map_or(0, |r| r.message_count),
             total_cost_usd: record.map_or(0.0, |r| r.total_cost_usd),
+            warm: self.warm.is_some(),
+            pending_approvals: self.approvals.len(),
         }
     }
 
@@ -257,6 +434,9 @@ impl ChannelActor {
 
     fn notify_if_idle(&mut self) {
         if self.is_idle() {
+            if self.draining {
+                self.end_warm(EndReason::Other);
+            }
             for waiter in self.idle_waiters.drain(..) {
                 let _ = waiter.send(());
             }
@@ -293,11 +473,25 @@ impl ChannelActor {
                 let p = &self.deps.command_prefix;
                 format!("A run is in progress; `{p}cancel` it first, then `{p}reset`.")
             }
+            Command::Rules => {
+                self.list_rules(origin, ctx);
+                return;
+            }
+            Command::RulesClear => {
+                if self.is_idle() {
+                    self.clear_rules(origin, ctx);
+                    return;
+                }
+                let p = &self.deps.command_prefix;
+                format!("A run is in progress; `{p}cancel` it first, then `{p}rules clear`.")
+            }
         };
         self.reply(origin, ReplyKind::Command, text, false);
     }
 
     fn reset(&mut self, origin: Origin, ctx: &mut Context<Self>) {
+        // A new session: the warm process holds the old one (and its session rules).
+        self.end_warm(EndReason::Other);
         let reset = self.deps.store.send(ResetConversation {
             id: self.conversation.id,
         });
@@ -312,6 +506,34 @@ impl ChannelActor {
                     ("Started a new conversation: the next message begins a fresh Claude session.".to_string(), false)
                 }
                 Err(e) => (format!("Could not reset the conversation: {e}"), true),
+            };
+            act.reply(origin, ReplyKind::Command, text, is_error);
+        }));
+    }
+
+    fn list_rules(&mut self, origin: Origin, ctx: &mut Context<Self>) {
+        let load = self.deps.store.send(LoadRules {
+            id: self.conversation.id,
+        });
+        ctx.spawn(load.into_actor(self).map(move |res, act, _| {
+            let (text, is_error) = match res.map_err(StoreError::from).and_then(|r| r) {
+                Ok(rules) => (command::rules_text(&rules, &act.deps.command_prefix), false),
+                Err(e) => (format!("Could not read the rules: {e}"), true),
+            };
+            act.reply(origin, ReplyKind::Command, text, is_error);
+        }));
+    }
+
+    fn clear_rules(&mut self, origin: Origin, ctx: &mut Context<Self>) {
+        // The warm process keeps its session rules until it ends.
+        self.end_warm(EndReason::Other);
+        let clear = self.deps.store.send(ClearRules {
+            id: self.conversation.id,
+        });
+        ctx.wait(clear.into_actor(self).map(move |res, act, _| {
+            let (text, is_error) = match res.map_err(StoreError::from).and_then(|r| r) {
+                Ok(n) => (format!("Forgot {n} \"always\" rule(s): Claude will ask again."), false),
+                Err(e) => (format!("Could not clear the rules: {e}"), true),
             };
             act.reply(origin, ReplyKind::Command, text, is_error);
         }));
@@ -344,7 +566,18 @@ impl ChannelActor {
             prompt: next.prompt,
             cancel: cancel.clone(),
             prior: self.carry.clone(),
+            live: self.warm.take(),
+            live_mode: self.deps.runner.config().live_sessions,
+            asks: ctx.address().recipient(),
+            withdrawn: ctx.address().recipient(),
+            metrics: self.deps.metrics.clone(),
         };
+        if job.live_mode {
+            self.warm_gen += 1;
+            self.deps
+                .warm
+                .busy(self.conversation.id, ctx.address().recipient());
+        }
         let slots = Arc::clone(&self.deps.run_slots);
         let wait_for_slot = async move {
             tokio::select! {
@@ -368,8 +601,15 @@ impl ChannelActor {
             })
             .map(|end, act, ctx| {
                 let current = act.current.take();
-                match end {
-                    JobEnd::NotRun(reply) => act.deps.replies.do_send(reply),
+                // The turn is over: whatever it asked and nobody answered is moot.
+                for r in act.approvals.withdraw_all() {
+                    act.publish(r, ctx);
+                }
+                let live = match end {
+                    JobEnd::NotRun(reply, live) => {
+                        act.deps.replies.do_send(reply);
+                        live
+                    }
                     JobEnd::Ran(mut ran) => {
                         let shutdown =
                             current.is_some_and(|c| c.cancel_reason == CancelReason::Shutdown);
@@ -377,8 +617,14 @@ impl ChannelActor {
                             ran.reply.text = "Stopped: the service is restarting. The conversation is saved; please send this message again in a minute.".into();
                         }
                         act.carry = Some(ran.next.clone());
+                        let live = ran.live.take();
                         act.unsaved.push_back(*ran);
+                        live
                     }
+                };
+                match live {
+                    Some(live) => act.hold_warm(live, ctx),
+                    None => act.deps.warm.remove(act.conversation.id),
                 }
                 // The next run first: its spawn is on the critical path, the save is not.
                 act.start_next(ctx);
@@ -431,6 +677,11 @@ impl ChannelActor {
 
 impl Actor for ChannelActor {
     type Context = Context<Self>;
+
+    fn stopped(&mut self, _: &mut Self::Context) {
+        self.end_warm(EndReason::Other);
+        self.deps.warm.remove(self.conversation.id);
+    }
 
     fn started(&mut self, ctx: &mut Self::Context) {
         let load = self.deps.store.send(LoadConversation {
@@ -551,8 +802,71 @@ impl Handler<StopIfIdle> for ChannelActor {
     fn handle(&mut self, _: StopIfIdle, ctx: &mut Self::Context) -> bool {
         let idle = self.is_idle();
         if idle {
+            self.end_warm(EndReason::Idle);
             ctx.stop();
         }
         idle
+    }
+}
+
+impl Handler<PermissionAsked> for ChannelActor {
+    type Result = ();
+
+    #[instrument(skip_all, fields(channel_id = self.conversation.id, tool = %msg.request.tool_name))]
+    fn handle(&mut self, msg: PermissionAsked, ctx: &mut Self::Context) {
+        let timeout = self.deps.runner.config().approval_timeout();
+        let request_id = msg.request.request_id.clone();
+        let timer = ctx.run_later(timeout, move |act, ctx| {
+            if let Some(r) = act.approvals.time_out(&request_id, timeout) {
+                act.publish(r, ctx);
+            }
+        });
+        let request_id = msg.request.request_id.clone();
+        let (token, state) = self.approvals.ask(msg.request, msg.control, msg.origin, timer);
+        info!("Claude asks for a permission");
+        self.deps.metrics.do_send(RecordMetric(Metric::Approval {
+            outcome: crate::metrics::ApprovalOutcome::Asked,
+            waited: std::time::Duration::ZERO,
+        }));
+        self.deps.approvals.do_send(ShowApproval {
+            conversation_id: self.conversation.id,
+            origin: msg.origin,
+            request_id,
+            token,
+            state,
+        });
+    }
+}
+
+impl Handler<PermissionWithdrawn> for ChannelActor {
+    type Result = ();
+
+    fn handle(&mut self, msg: PermissionWithdrawn, ctx: &mut Self::Context) {
+        if let Some(r) = self.approvals.withdraw(&msg.request_id) {
+            self.publish(r, ctx);
+        }
+    }
+}
+
+impl Handler<AnswerApproval> for ChannelActor {
+    type Result = Result<(), ApprovalError>;
+
+    #[instrument(skip_all, fields(channel_id = self.conversation.id))]
+    fn handle(&mut self, msg: AnswerApproval, ctx: &mut Self::Context) -> Self::Result {
+        let r = self
+            .approvals
+            .answer(&msg.request_id, &msg.token, msg.answer, &msg.by)?;
+        self.publish(r, ctx);
+        Ok(())
+    }
+}
+
+impl Handler<EndWarmSession> for ChannelActor {
+    type Result = ();
+
+    fn handle(&mut self, msg: EndWarmSession, _: &mut Self::Context) {
+        if self.current.is_none() {
+            self.end_warm(msg.reason);
+        }
     }
 }

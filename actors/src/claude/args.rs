@@ -32,12 +32,43 @@ pub fn user_line(prompt: &str, passthrough: &[String]) -> String {
     line.to_string()
 }
 
-/// The command-line arguments for `req` (everything after the binary name).
+/// The command-line arguments for a one-shot run of `req` (everything after the binary name).
 pub fn args(config: &ClaudeConfig, req: &RunRequest) -> Vec<OsString> {
-    let mut args: Vec<OsString> = ["-p", "--output-format", "stream-json", "--verbose"]
-        .iter()
-        .map(OsString::from)
-        .collect();
+    let mut args = words(&["-p", "--output-format", "stream-json", "--verbose"]);
+    flags(config, req, &mut args);
+    args.push("--".into());
+    args.push(
+        cli_prompt(&req.prompt, &config.passthrough_commands)
+            .as_ref()
+            .into(),
+    );
+    args
+}
+
+/// The command-line arguments for a live session of `req`: stdin carries the turns and the
+/// answers to permission requests (`--permission-prompt-tool stdio`); no prompt in argv, so
+/// no other local user sees it in `/proc/*/cmdline`.
+pub fn live_args(config: &ClaudeConfig, req: &RunRequest) -> Vec<OsString> {
+    let mut args = words(&[
+        "-p",
+        "--input-format",
+        "stream-json",
+        "--output-format",
+        "stream-json",
+        "--verbose",
+        "--permission-prompt-tool",
+        "stdio",
+    ]);
+    flags(config, req, &mut args);
+    args
+}
+
+fn words(w: &[&str]) -> Vec<OsString> {
+    w.iter().map(OsString::from).collect()
+}
+
+/// The flags both kinds of run share.
+fn flags(config: &ClaudeConfig, req: &RunRequest, args: &mut Vec<OsString>) {
     let mut push = |flag: &str, value: &str| {
         args.push(flag.into());
         args.push(value.into());
@@ -56,7 +87,8 @@ pub fn args(config: &ClaudeConfig, req: &RunRequest) -> Vec<OsString> {
     if let Some(s) = &req.system_prompt {
         push("--system-prompt", s);
     }
-    push("--permission-mode", config.permission_mode.as_str());
+    let mode = req.permission_mode.unwrap_or(config.permission_mode);
+    push("--permission-mode", mode.as_str());
     // Under bypassPermissions `--allowedTools` restricts nothing: only `--tools` and
     // `--disallowedTools` do. One comma-joined value each, as both are variadic.
     if let Some(tools) = &req.tools {
@@ -65,13 +97,12 @@ pub fn args(config: &ClaudeConfig, req: &RunRequest) -> Vec<OsString> {
     if !req.disallowed_tools.is_empty() {
         push("--disallowedTools", &req.disallowed_tools.join(","));
     }
-    args.push("--".into());
-    args.push(
-        cli_prompt(&req.prompt, &config.passthrough_commands)
-            .as_ref()
-            .into(),
-    );
-    args
+    // Stored "always" rules as flag settings (`p_36`): a rule may hold a comma, which the
+    // variadic `--allowedTools` would split.
+    if !req.allowed_tools.is_empty() {
+        let settings = serde_json::json!({"permissions": {"allow": req.allowed_tools}});
+        push("--settings", &settings.to_string());
+    }
 }
 
 #[cfg(test)]
@@ -95,6 +126,10 @@ pub(crate) mod tests {
             env: BTreeMap::new(),
             passthrough_commands: passthrough.iter().map(|s| (*s).to_string()).collect(),
             cost_reporting: CostReporting::Auto,
+            live_sessions: true,
+            keep_warm_secs: 600,
+            max_warm_sessions: 4,
+            approval_timeout_secs: 600,
         }
     }
 

@@ -118,6 +118,37 @@ pub struct ClaudeConfig {
     /// How to read `total_cost_usd`.
     #[serde(default)]
     pub cost_reporting: CostReporting,
+    /// Keep one warm, two-way CLI process per active conversation (turns over stdin, Claude's
+    /// permission requests answered from chat). `false`: one `claude -p` process per message.
+    #[serde(default = "yes")]
+    pub live_sessions: bool,
+    /// Idle seconds before a warm process is ended (0: end it after every turn).
+    #[serde(default = "default_keep_warm")]
+    pub keep_warm_secs: u64,
+    /// Warm processes across all conversations; beyond it the least recently used idle one is
+    /// ended first.
+    #[serde(default = "default_max_warm")]
+    pub max_warm_sessions: usize,
+    /// Seconds a permission request waits for an answer before it is denied (the CLI itself
+    /// would wait for ever).
+    #[serde(default = "default_approval_timeout")]
+    pub approval_timeout_secs: u64,
+}
+
+fn yes() -> bool {
+    true
+}
+
+fn default_keep_warm() -> u64 {
+    600
+}
+
+fn default_max_warm() -> usize {
+    4
+}
+
+fn default_approval_timeout() -> u64 {
+    600
 }
 
 impl ClaudeConfig {
@@ -129,6 +160,16 @@ impl ClaudeConfig {
     /// After SIGINT, how long before SIGKILL of the process group.
     pub fn kill_grace(&self) -> Duration {
         Duration::from_secs(self.kill_grace_secs)
+    }
+
+    /// How long a warm process may idle.
+    pub fn keep_warm(&self) -> Duration {
+        Duration::from_secs(self.keep_warm_secs)
+    }
+
+    /// How long a permission request waits for an answer.
+    pub fn approval_timeout(&self) -> Duration {
+        Duration::from_secs(self.approval_timeout_secs)
     }
 }
 

@@ -30,8 +30,10 @@
 pub mod args;
 pub mod config;
 pub mod environment;
+pub mod permission;
 mod process;
 mod report;
+pub mod session;
 pub mod stream_json;
 
 use std::ffi::OsString;
@@ -46,6 +48,7 @@ pub use args::{cli_prompt, user_line};
 pub use config::{ClaudeConfig, CostReporting, PermissionMode};
 pub use environment::cli_environment;
 pub use process::MAX_LINE_BYTES;
+pub use session::{LiveSession, SessionControl};
 
 use crate::cost::ReportedCost;
 use stream_json::{ResultLine, StreamEvent};
@@ -69,6 +72,11 @@ pub struct RunRequest {
     pub tools: Option<Vec<String>>,
     /// `--disallowedTools`.
     pub disallowed_tools: Vec<String>,
+    /// `--permission-mode` for this conversation, else `claude.permission_mode`.
+    pub permission_mode: Option<PermissionMode>,
+    /// `--allowedTools`: the conversation's stored "always" rules (session rules are lost on
+    /// `--resume`, so they are passed again at every spawn).
+    pub allowed_tools: Vec<String>,
 }
 
 /// Why a run was stopped before it finished.
@@ -192,6 +200,11 @@ impl ClaudeRunner {
     /// The settings.
     pub fn config(&self) -> &ClaudeConfig {
         &self.config
+    }
+
+    /// The settings, shared.
+    pub(crate) fn shared_config(&self) -> Arc<ClaudeConfig> {
+        Arc::clone(&self.config)
     }
 
     /// The command-line arguments for `req` (everything after the binary name).

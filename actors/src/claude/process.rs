@@ -69,20 +69,30 @@ pub(super) fn run_to_end(
 
 /// Starts the CLI for `req`: in the project directory, stdin null, own process group.
 fn spawn(runner: &ClaudeRunner, req: &RunRequest) -> Result<Process, RunError> {
+    spawn_child(runner, req, &args(&runner.config, req), Stdio::null()).map(Process::new)
+}
+
+/// Starts the CLI with `args` in `req`'s project directory, in its own process group, with
+/// the CLI's environment, stdout and stderr piped.
+pub(super) fn spawn_child(
+    runner: &ClaudeRunner,
+    req: &RunRequest,
+    args: &[std::ffi::OsString],
+    stdin: Stdio,
+) -> Result<Child, RunError> {
     let mut cmd = Command::new(&runner.config.binary);
-    cmd.args(args(&runner.config, req))
+    cmd.args(args)
         .current_dir(&req.cwd)
-        .stdin(Stdio::null())
+        .stdin(stdin)
         .stdout(Stdio::piped())
         .stderr(Stdio::piped())
         .env_clear()
         .envs(runner.env.iter().map(|(k, v)| (k, v)))
         .process_group(0);
-    match cmd.spawn() {
-        Ok(child) => Ok(Process::new(child)),
-        // A missing working directory fails the spawn just like a missing binary; only
-        // on failure is it worth a look at the directory to tell which.
-        Err(cause) => Err(match std::fs::metadata(&req.cwd) {
+    cmd.spawn().map_err(|cause| {
+        // A missing working directory fails the spawn just like a missing binary; only on
+        // failure is it worth a look at the directory to tell which.
+        match std::fs::metadata(&req.cwd) {
             Ok(m) if m.is_dir() => RunError::Spawn {
                 binary: runner.config.binary.clone(),
                 cause,
@@ -95,8 +105,8 @@ fn spawn(runner: &ClaudeRunner, req: &RunRequest) -> Result<Process, RunError> {
                 path: req.cwd.clone(),
                 cause,
             },
-        }),
-    }
+        }
+    })
 }
 
 /// One run as its thread drives it: one `poll` waits for output, the child's exit (a pidfd),
@@ -367,16 +377,16 @@ impl Drop for Process {
 
 /// Splits a byte stream into lines (without their `\n`), keeping at most `max` bytes of a
 /// line: the rest of a longer one is skipped, and it is counted in `too_long` instead.
-struct LineSplitter {
+pub(super) struct LineSplitter {
     partial: Vec<u8>,
     max: usize,
     /// Inside a line that passed `max`: skip to its end.
     skipping: bool,
-    too_long: usize,
+    pub(super) too_long: usize,
 }
 
 impl LineSplitter {
-    fn new(max: usize) -> Self {
+    pub(super) fn new(max: usize) -> Self {
         Self {
             partial: Vec::new(),
             max,
@@ -386,7 +396,7 @@ impl LineSplitter {
     }
 
     /// Feeds `data`; calls `each` for every line it completes.
-    fn push(&mut self, mut data: &[u8], each: &mut impl FnMut(&[u8])) {
+    pub(super) fn push(&mut self, mut data: &[u8], each: &mut impl FnMut(&[u8])) {
         while let Some(i) = data.iter().position(|&b| b == b'\n') {
             if self.skipping {
                 self.skipping = false;
@@ -415,7 +425,7 @@ impl LineSplitter {
     }
 
     /// End of stream: a last line without `\n` still counts.
-    fn finish(&mut self, each: &mut impl FnMut(&[u8])) {
+    pub(super) fn finish(&mut self, each: &mut impl FnMut(&[u8])) {
         if !self.partial.is_empty() {
             each(&self.partial);
             self.partial.clear();
@@ -437,14 +447,14 @@ fn read_some(pipe: &mut impl Read, buf: &mut [u8]) -> Option<usize> {
     }
 }
 
-fn signal_group(pgid: Pid, signal: Signal) {
+pub(super) fn signal_group(pgid: Pid, signal: Signal) {
     // ESRCH (already gone) is the expected case after exit.
     if let Err(e) = killpg(pgid, signal) {
         debug!(%pgid, ?signal, error = %e, "signal not delivered");
     }
 }
 
-fn push_tail(tail: &mut String, line: &str) {
+pub(super) fn push_tail(tail: &mut String, line: &str) {
     tail.push_str(line);
     if tail.len() > STDERR_TAIL_BYTES {
         let mut cut = tail.len() - STDERR_TAIL_BYTES;
@@ -455,7 +465,7 @@ fn push_tail(tail: &mut String, line: &str) {
     }
 }
 
-fn describe_exit(status: ExitStatus) -> String {
+pub(super) fn describe_exit(status: ExitStatus) -> String {
     use std::os::unix::process::ExitStatusExt;
     match (status.code(), status.signal()) {
         (Some(code), _) => format!("exit code {code}"),

@@ -21,19 +21,17 @@ pub(super) struct StreamState {
 
 impl StreamState {
     /// Takes one output line; returns the event for the progress display.
-    pub(super) fn take_line(&mut self, line: &[u8]) -> Option<StreamEvent> {
-        if line.is_empty() {
-            return None;
-        }
-        let ev = match parse_line(line) {
-            Ok(ev) => ev,
-            Err(e) => {
-                self.unparsed += 1;
-                debug!(error = %e, "claude printed a line that is not JSON");
-                return None;
-            }
-        };
-        match &ev {
+    /// The session id the stream has named, if any.
+    pub(super) fn session_id(&self) -> Option<&str> {
+        self.result
+            .as_ref()
+            .and_then(|r| r.session_id.as_deref())
+            .or(self.init_session.as_deref())
+    }
+
+    /// Takes one parsed event (a live session's reader has parsed it already).
+    pub(super) fn take_event(&mut self, ev: &StreamEvent) {
+        match ev {
             StreamEvent::Init {
                 session_id,
                 model,
@@ -46,6 +44,21 @@ impl StreamState {
             StreamEvent::Result(r) => self.result = Some(r.clone()),
             _ => {}
         }
+    }
+
+    pub(super) fn take_line(&mut self, line: &[u8]) -> Option<StreamEvent> {
+        if line.is_empty() {
+            return None;
+        }
+        let ev = match parse_line(line) {
+            Ok(ev) => ev,
+            Err(e) => {
+                self.unparsed += 1;
+                debug!(error = %e, "claude printed a line that is not JSON");
+                return None;
+            }
+        };
+        self.take_event(&ev);
         Some(ev)
     }
 }

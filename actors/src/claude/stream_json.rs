@@ -39,6 +39,25 @@ pub enum StreamEvent {
     Text(String),
     /// The final `result` line.
     Result(ResultLine),
+    /// A `control_request` from the CLI (`can_use_tool`): its id and its `request` object.
+    ControlRequest {
+        /// The id to answer with.
+        request_id: String,
+        /// The request (`subtype`, `tool_name`, `input`, `permission_suggestions`, …).
+        request: Value,
+    },
+    /// The CLI withdrew a control request (an interrupt came while it was pending).
+    ControlCancel {
+        /// The withdrawn request's id.
+        request_id: String,
+    },
+    /// The CLI's answer to a control request the wrapper sent (`interrupt`, `end_session`, …).
+    ControlResponse {
+        /// The id the wrapper sent.
+        request_id: String,
+        /// Whether it succeeded.
+        success: bool,
+    },
     /// Anything else (tool results, partial messages, hooks).
     Other,
 }
@@ -121,6 +140,10 @@ struct Line<'a> {
     num_turns: Option<u64>,
     api_error_status: Option<u64>,
     permission_denials: Option<Vec<Denial>>,
+    #[serde(borrow)]
+    request_id: Option<Cow<'a, str>>,
+    request: Option<Value>,
+    response: Option<Value>,
 }
 
 #[derive(Deserialize)]
@@ -164,6 +187,20 @@ pub fn parse_line(line: impl AsRef<[u8]>) -> Result<StreamEvent, serde_json::Err
             error_status: l.error_status,
         },
         (Some("assistant"), _) => assistant_event(l.message),
+        (Some("control_request"), _) => StreamEvent::ControlRequest {
+            request_id: owned(l.request_id).unwrap_or_default(),
+            request: l.request.unwrap_or(Value::Null),
+        },
+        (Some("control_cancel_request"), _) => StreamEvent::ControlCancel {
+            request_id: owned(l.request_id).unwrap_or_default(),
+        },
+        (Some("control_response"), _) => {
+            let r = l.response.unwrap_or(Value::Null);
+            StreamEvent::ControlResponse {
+                request_id: r["request_id"].as_str().unwrap_or_default().to_string(),
+                success: r["subtype"] == "success",
+            }
+        }
         (Some("result"), _) => StreamEvent::Result(ResultLine {
             subtype: owned(l.subtype).unwrap_or_default(),
             // A result without `is_error` is not trusted as success.

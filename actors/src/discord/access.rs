@@ -17,6 +17,8 @@ pub struct ChannelAccess {
     pub allowed_users: Option<Vec<u64>>,
     /// Roles allowed here, replacing `access.allowed_roles` for this channel.
     pub allowed_roles: Option<Vec<u64>>,
+    /// Users who may answer Claude's permission requests here, replacing `access.approvers`.
+    pub approvers: Option<Vec<u64>>,
 }
 
 impl ChannelAccess {
@@ -50,6 +52,10 @@ pub struct AccessConfig {
     pub allow_everyone: bool,
     /// A refused user is told at most once per conversation in this many seconds.
     pub refusal_cooldown_secs: u64,
+    /// Users who may answer Claude's permission requests (unless a channel has its own list);
+    /// unset: whoever may talk in the conversation.
+    #[serde(default)]
+    pub approvers: Option<Vec<u64>>,
 }
 
 impl AccessConfig {
@@ -78,6 +84,15 @@ impl AccessConfig {
 }
 
 impl AccessConfig {
+    /// Whether `user` (with `roles`) may answer permission requests in `channel`: its own
+    /// approvers, else the global ones, else whoever may talk there.
+    pub fn approves(&self, channel: &ChannelAccess, user: u64, roles: &[u64]) -> bool {
+        match channel.approvers.as_ref().or(self.approvers.as_ref()) {
+            Some(list) => list.contains(&user),
+            None => self.allows(channel, user, roles),
+        }
+    }
+
     /// How long a refused user is not told again.
     pub fn refusal_cooldown(&self) -> std::time::Duration {
         std::time::Duration::from_secs(self.refusal_cooldown_secs)
@@ -93,6 +108,7 @@ mod tests {
             require_mention: false,
             allowed_users: users,
             allowed_roles: roles,
+            approvers: None,
         }
     }
 
@@ -103,6 +119,7 @@ mod tests {
             allowed_roles: vec![20],
             allow_everyone: false,
             refusal_cooldown_secs: 60,
+            approvers: None,
         };
         let open = profile(None, None);
         assert!(access.allows(&open, 10, &[]));

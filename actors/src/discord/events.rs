@@ -2,13 +2,15 @@
 //! returns at once, so the shard never waits on the actors.
 
 use serenity::all::{
-    ChannelId, ChannelType, Context as SerenityContext, EventHandler, GuildChannel,
+    ChannelId, ChannelType, Context as SerenityContext, EventHandler, GuildChannel, Interaction,
     Message as DiscordMessage, Ready, ResumedEvent,
 };
 
 use actix::Addr;
 
-use super::gateway::{DiscordGateway, LearnChannel, MarkReady, MarkResumed, ReceiveMessage};
+use super::gateway::{
+    DiscordGateway, LearnChannel, MarkReady, MarkResumed, ReceiveClick, ReceiveMessage,
+};
 
 /// Serenity's event handler: forwards to the gateway actor and returns at once.
 pub(super) struct Forward {
@@ -25,6 +27,12 @@ impl EventHandler for Forward {
         self.gateway.do_send(MarkReady {
             bot_id: ready.user.id.get(),
         });
+    }
+
+    async fn interaction_create(&self, _: SerenityContext, interaction: Interaction) {
+        if let Interaction::Component(click) = interaction {
+            self.gateway.do_send(ReceiveClick(Box::new(click)));
+        }
     }
 
     async fn resume(&self, _: SerenityContext, _: ResumedEvent) {

@@ -13,15 +13,22 @@ use std::sync::Arc;
 use std::time::Instant;
 
 use actix::prelude::*;
-use serenity::all::{ChannelId, Message as DiscordMessage, MessageType};
+use serenity::all::{
+    ChannelId, ComponentInteraction, CreateInteractionResponse,
+    CreateInteractionResponseMessage, Message as DiscordMessage, MessageId, MessageType,
+};
 use tokio::sync::mpsc::{unbounded_channel, UnboundedSender};
 use tracing::{debug, error, info, instrument, warn};
 
 use super::access::{AccessConfig, DiscordChannel};
+use super::approvals::{answer_of, outcome, parse_custom_id, prompt};
 use super::events::learn;
 use super::outbound::{status_of, Outbound};
 use crate::conversation::ConversationRef;
-use crate::frontend::{DeliverReply, Origin, ProgressStep, RouteMessage, ShowProgress};
+use crate::frontend::{
+    AnswerApproval, ApprovalState, DeliverReply, Origin, ProgressStep, RouteMessage, ShowApproval,
+    ShowProgress,
+};
 use crate::metrics::GatewayStats;
 use crate::registry::ChannelRegistry;
 
@@ -59,6 +66,19 @@ pub struct LearnChannel {
     pub is_thread: bool,
     /// Its name.
     pub name: String,
+}
+
+/// Handle a click on one of the bot's buttons (`INTERACTION_CREATE`, a component).
+#[derive(Debug, Message)]
+#[rtype(result = "()")]
+pub struct ReceiveClick(pub Box<ComponentInteraction>);
+
+/// Remember where a permission prompt was posted.
+#[derive(Debug, Message)]
+#[rtype(result = "()")]
+struct PromptPosted {
+    token: String,
+    message: Option<MessageId>,
 }
 
 /// Answer once every reply and progress update under way has been sent (for shutdown).
@@ -119,6 +139,22 @@ impl<V> Recent<V> {
     }
 }
 
+/// A permission prompt on Discord.
+struct Prompt {
+    conversation_id: u64,
+    request_id: String,
+    /// Where it was posted.
+    channel_id: u64,
+    /// Its message, once posted.
+    message: Option<MessageId>,
+    /// Its text, to which the outcome is added.
+    text: String,
+    /// The first question and its options, for AskUserQuestion.
+    question: Option<(String, Vec<String>)>,
+    /// The outcome, if it came before the post completed.
+    closed: Option<String>,
+}
+
 /// Owns the Discord side of the service.
 pub struct DiscordGateway {
     outbound: Outbound,
@@ -138,6 +174,8 @@ pub struct DiscordGateway {
     refused: HashMap<(u64, u64), Instant>,
     /// Message being worked on → its progress task's input.
     working: HashMap<u64, UnboundedSender<Option<String>>>,
+    /// Permission prompts shown, by token.
+    prompts: HashMap<String, Prompt>,
     stats: Arc<GatewayStats>,
 }
 
@@ -162,6 +200,7 @@ impl DiscordGateway {
             resolving: HashMap::new(),
             refused: HashMap::new(),
             working: HashMap::new(),
+            prompts: HashMap::new(),
             stats,
         }
     }
@@ -473,6 +512,157 @@ impl Handler<DeliverReply> for DiscordGateway {
         let (channel, reply_to) = (msg.origin.channel_id, msg.origin.message_id);
         self.send_later(
             async move { out.send_reply(channel, reply_to, &text).await },
+            ctx,
+        );
+    }
+}
+
+impl DiscordGateway {
+    /// The configured channel whose settings apply to conversation `id` (itself, or a
+    /// thread's parent).
+    fn channel_of(&self, id: u64) -> Option<&DiscordChannel> {
+        self.channels.get(&id).or_else(|| match self.known.get(id) {
+            Some(Known::Thread { parent, .. }) => self.channels.get(parent),
+            _ => None,
+        })
+    }
+
+    fn close_prompt(&mut self, token: &str, state: &ApprovalState, ctx: &mut Context<Self>) {
+        let Some(p) = self.prompts.get_mut(token) else {
+            return;
+        };
+        let text = format!("{}\n{}", p.text, outcome(state));
+        match p.message {
+            Some(message) => {
+                let (out, channel) = (self.outbound.clone(), p.channel_id);
+                self.prompts.remove(token);
+                self.send_later(async move { out.close_prompt(channel, message, &text).await }, ctx);
+            }
+            // Still being posted: closed as soon as it is.
+            None => p.closed = Some(text),
+        }
+    }
+}
+
+impl Handler<ShowApproval> for DiscordGateway {
+    type Result = ();
+
+    #[instrument(skip_all, fields(channel_id = msg.origin.channel_id, message_id = msg.origin.message_id))]
+    fn handle(&mut self, msg: ShowApproval, ctx: &mut Self::Context) {
+        if !matches!(msg.state, ApprovalState::Asked { .. }) {
+            self.close_prompt(&msg.token, &msg.state, ctx);
+            return;
+        }
+        let (text, components) = prompt(&msg.state, &msg.token);
+        let question = match &msg.state {
+            ApprovalState::Asked { questions, .. } => questions
+                .first()
+                .map(|q| (q.question.clone(), q.options.clone())),
+            _ => None,
+        };
+        self.prompts.insert(
+            msg.token.clone(),
+            Prompt {
+                conversation_id: msg.conversation_id,
+                request_id: msg.request_id,
+                channel_id: msg.origin.channel_id,
+                message: None,
+                text: text.clone(),
+                question,
+                closed: None,
+            },
+        );
+        let out = self.outbound.clone();
+        let me = ctx.address();
+        let (channel, reply_to, token) = (msg.origin.channel_id, msg.origin.message_id, msg.token);
+        self.send_later(
+            async move {
+                let message = out.post_prompt(channel, reply_to, &text, components).await;
+                me.do_send(PromptPosted { token, message });
+            },
+            ctx,
+        );
+    }
+}
+
+impl Handler<PromptPosted> for DiscordGateway {
+    type Result = ();
+
+    fn handle(&mut self, msg: PromptPosted, ctx: &mut Self::Context) {
+        let Some(p) = self.prompts.get_mut(&msg.token) else {
+            return;
+        };
+        p.message = msg.message;
+        if let (Some(text), Some(message)) = (p.closed.take(), p.message) {
+            let (out, channel) = (self.outbound.clone(), p.channel_id);
+            self.prompts.remove(&msg.token);
+            self.send_later(async move { out.close_prompt(channel, message, &text).await }, ctx);
+        }
+    }
+}
+
+impl Handler<ReceiveClick> for DiscordGateway {
+    type Result = ();
+
+    #[instrument(skip_all, fields(channel_id = msg.0.channel_id.get(), user_id = msg.0.user.id.get()))]
+    fn handle(&mut self, msg: ReceiveClick, ctx: &mut Self::Context) {
+        self.stats.events.fetch_add(1, Ordering::Relaxed);
+        let click = msg.0;
+        let out = self.outbound.clone();
+        let whisper = |text: &str| {
+            CreateInteractionResponse::Message(
+                CreateInteractionResponseMessage::new()
+                    .content(text)
+                    .ephemeral(true),
+            )
+        };
+        let found = parse_custom_id(&click.data.custom_id)
+            .and_then(|(action, token)| self.prompts.get(token).map(|p| (action, token.to_string(), p)));
+        let Some((action, token, p)) = found else {
+            let response = whisper("This request is no longer waiting for an answer.");
+            self.send_later(async move { out.respond(&click, response).await }, ctx);
+            return;
+        };
+        let user = click.user.id.get();
+        let roles: Vec<u64> = click
+            .member
+            .as_ref()
+            .map(|m| m.roles.iter().map(|r| r.get()).collect())
+            .unwrap_or_default();
+        let allowed = self
+            .channel_of(p.conversation_id)
+            .is_some_and(|c| self.access.approves(&c.access, user, &roles));
+        if !allowed {
+            info!(user_id = user, "a click from someone who may not answer; nothing changes");
+            let response = whisper("You are not allowed to answer Claude's requests here.");
+            self.send_later(async move { out.respond(&click, response).await }, ctx);
+            return;
+        }
+        let question = p.question.as_ref().map(|(q, o)| (q.as_str(), o.as_slice()));
+        let Some(answer) = answer_of(&action, question) else {
+            let response = whisper("That option does not exist.");
+            self.send_later(async move { out.respond(&click, response).await }, ctx);
+            return;
+        };
+        let answer = AnswerApproval {
+            conversation_id: p.conversation_id,
+            request_id: p.request_id.clone(),
+            token,
+            answer,
+            by: format!("<@{user}>"),
+        };
+        let registry = self.registry.clone();
+        // Acknowledged at once (Discord wants an answer within 3 s); the prompt is edited to
+        // the outcome when the channel reports it.
+        self.send_later(
+            async move {
+                out.respond(&click, CreateInteractionResponse::Acknowledge).await;
+                match registry.send(answer).await {
+                    Ok(Ok(())) => {}
+                    Ok(Err(e)) => out.whisper(&click, &format!("Not taken: {e}.")).await,
+                    Err(_) => out.whisper(&click, "Not taken: the service is stopping.").await,
+                }
+            },
             ctx,
         );
     }

@@ -6,10 +6,11 @@
 //! future, so neither side ever blocks the other.
 //!
 //! Files: this one (settings, connecting), [`gateway`] (the actor), [`events`] (serenity's
-//! handler), [`access`] (who may talk), [`outbound`] (sends, retries, typing, progress),
-//! [`chunking`] (splitting replies).
+//! handler), [`access`] (who may talk and approve), [`approvals`] (permission prompts and their
+//! buttons), [`outbound`] (sends, retries, typing, progress), [`chunking`] (splitting replies).
 
 pub mod access;
+pub mod approvals;
 pub mod chunking;
 mod events;
 pub mod gateway;

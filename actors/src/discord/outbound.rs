@@ -13,8 +13,9 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use serenity::all::{
-    ChannelId, CreateAllowedMentions, CreateAttachment, CreateMessage, EditMessage, Http,
-    HttpError, MessageId,
+    ChannelId, ComponentInteraction, CreateActionRow, CreateAllowedMentions, CreateAttachment,
+    CreateInteractionResponse, CreateInteractionResponseFollowup, CreateMessage, EditMessage,
+    Http, HttpError, MessageId,
 };
 use tokio::sync::mpsc::UnboundedReceiver;
 use tokio::time::{interval, sleep, sleep_until, Instant, MissedTickBehavior};
@@ -219,6 +220,68 @@ impl Outbound {
                 .map(|m| m.id)
             }
             other => other.map(|m| m.id),
+        }
+    }
+
+    /// Posts a permission prompt with its buttons, replying to `reply_to`; its id, if posted.
+    pub async fn post_prompt(
+        &self,
+        channel: u64,
+        reply_to: u64,
+        text: &str,
+        components: Vec<CreateActionRow>,
+    ) -> Option<MessageId> {
+        let channel_id = ChannelId::new(channel.max(1));
+        let build = || {
+            CreateMessage::new()
+                .content(text)
+                .allowed_mentions(CreateAllowedMentions::new())
+                .reference_message((channel_id, MessageId::new(reply_to.max(1))))
+                .components(components.clone())
+        };
+        match self
+            .with_retry("post prompt", || channel_id.send_message(&*self.http, build()))
+            .await
+        {
+            Ok(m) => Some(m.id),
+            Err(e) => {
+                error!(channel_id = channel, message_id = reply_to, error = %e, "permission prompt could not be posted");
+                None
+            }
+        }
+    }
+
+    /// Edits a prompt to `text` and takes its buttons away.
+    pub async fn close_prompt(&self, channel: u64, message: MessageId, text: &str) {
+        let channel_id = ChannelId::new(channel.max(1));
+        let edited = self
+            .with_retry("edit prompt", || {
+                channel_id.edit_message(
+                    &*self.http,
+                    message,
+                    EditMessage::new().content(text).components(Vec::new()),
+                )
+            })
+            .await;
+        if let Err(e) = edited {
+            warn!(channel_id = channel, error = %e, "permission prompt could not be edited");
+        }
+    }
+
+    /// Answers an interaction (within Discord's 3 s: one attempt, no retries).
+    pub async fn respond(&self, interaction: &ComponentInteraction, response: CreateInteractionResponse) {
+        if let Err(e) = interaction.create_response(&*self.http, response).await {
+            warn!(channel_id = interaction.channel_id.get(), error = %e, "interaction could not be answered");
+        }
+    }
+
+    /// A private note to whoever clicked, after the interaction was acknowledged.
+    pub async fn whisper(&self, interaction: &ComponentInteraction, text: &str) {
+        let note = CreateInteractionResponseFollowup::new()
+            .content(text)
+            .ephemeral(true);
+        if let Err(e) = interaction.create_followup(&*self.http, note).await {
+            warn!(channel_id = interaction.channel_id.get(), error = %e, "follow-up could not be sent");
         }
     }
 

@@ -72,13 +72,69 @@ pub struct RecordRun {
     pub error: Option<String>,
 }
 
-/// Forget a conversation's session id, so its next message starts a new Claude session.
-/// Counters and cost totals are kept.
+/// Forget a conversation's session id (and its "always" rules), so its next message starts a
+/// new Claude session. Counters and cost totals are kept.
 #[derive(Debug, Message)]
 #[rtype(result = "Result<bool, StoreError>")]
 pub struct ResetConversation {
     /// Discord channel or thread id.
     pub id: u64,
+}
+
+/// The conversation's stored "always" rules (`Bash(touch x)`), oldest first.
+#[derive(Debug, Message)]
+#[rtype(result = "Result<Vec<String>, StoreError>")]
+pub struct LoadRules {
+    /// Discord channel or thread id.
+    pub id: u64,
+}
+
+/// Store "always" rules for a conversation (already stored ones are kept once).
+#[derive(Debug, Message)]
+#[rtype(result = "Result<(), StoreError>")]
+pub struct AddRules {
+    /// Discord channel or thread id.
+    pub id: u64,
+    /// The rules, as the CLI spells them.
+    pub rules: Vec<String>,
+}
+
+/// Forget a conversation's "always" rules; answers how many there were.
+#[derive(Debug, Message)]
+#[rtype(result = "Result<usize, StoreError>")]
+pub struct ClearRules {
+    /// Discord channel or thread id.
+    pub id: u64,
+}
+
+/// Record one permission decision in the audit.
+#[derive(Debug, Clone, Message, PartialEq, Serialize)]
+#[rtype(result = "Result<(), StoreError>")]
+pub struct RecordApproval {
+    /// Discord channel or thread id.
+    pub conversation_id: u64,
+    /// Its name.
+    pub conversation: String,
+    /// The tool asked for.
+    pub tool: String,
+    /// What was asked (bounded).
+    pub summary: String,
+    /// `allowed`, `allowed always`, `answered`, `denied`, `timed out`, `withdrawn`.
+    pub decision: String,
+    /// Who decided (none for a timeout or withdrawal).
+    pub decided_by: Option<String>,
+    /// The rule stored, for "always".
+    pub rule: Option<String>,
+    /// Unix milliseconds.
+    pub at_ms: i64,
+}
+
+/// The audit, newest first: every decision, or one conversation's.
+#[derive(Debug, Message)]
+#[rtype(result = "Result<Vec<RecordApproval>, StoreError>")]
+pub struct ListApprovals {
+    /// Only this conversation.
+    pub conversation_id: Option<u64>,
 }
 
 /// Write everything in the WAL back into the database file (at shutdown).
@@ -407,17 +463,142 @@ impl Handler<ResetConversation> for SessionStoreActor {
 
     fn handle(&mut self, msg: ResetConversation, _: &mut Self::Context) -> Self::Result {
         self.write(|s| {
-            let changed = s
-                .conn()?
+            let mut conn = s.conn()?;
+            let tx = conn.transaction().map_err(StoreError::database)?;
+            let changed = tx
                 .execute(
                     "UPDATE conversations SET session_id = NULL, session_cost_usd = 0, last_error = NULL,
                          updated_at_ms = ?2 WHERE id = ?1",
                     params![to_sql_id(msg.id), now_ms()],
                 )
                 .map_err(StoreError::database)?;
+            // A new session starts without the old one's "always" rules.
+            tx.execute(
+                "DELETE FROM permission_rules WHERE conversation_id = ?1",
+                [to_sql_id(msg.id)],
+            )
+            .map_err(StoreError::database)?;
+            tx.commit().map_err(StoreError::database)?;
             Ok(changed > 0)
         })
     }
+}
+
+impl Handler<LoadRules> for SessionStoreActor {
+    type Result = Result<Vec<String>, StoreError>;
+
+    fn handle(&mut self, msg: LoadRules, _: &mut Self::Context) -> Self::Result {
+        self.timed(|s| {
+            let conn = s.conn()?;
+            let mut stmt = conn
+                .prepare_cached(
+                    "SELECT rule FROM permission_rules WHERE conversation_id = ?1 ORDER BY created_at_ms, rule",
+                )
+                .map_err(StoreError::database)?;
+            let rows = stmt
+                .query_map([to_sql_id(msg.id)], |r| r.get(0))
+                .map_err(StoreError::database)?;
+            rows.collect::<rusqlite::Result<Vec<String>>>()
+                .map_err(StoreError::database)
+        })
+    }
+}
+
+impl Handler<AddRules> for SessionStoreActor {
+    type Result = Result<(), StoreError>;
+
+    fn handle(&mut self, msg: AddRules, _: &mut Self::Context) -> Self::Result {
+        self.write(|s| {
+            let mut conn = s.conn()?;
+            let tx = conn.transaction().map_err(StoreError::database)?;
+            for rule in &msg.rules {
+                tx.execute(
+                    "INSERT OR IGNORE INTO permission_rules (conversation_id, rule, created_at_ms) VALUES (?1, ?2, ?3)",
+                    params![to_sql_id(msg.id), rule, now_ms()],
+                )
+                .map_err(StoreError::database)?;
+            }
+            tx.commit().map_err(StoreError::database)
+        })
+    }
+}
+
+impl Handler<ClearRules> for SessionStoreActor {
+    type Result = Result<usize, StoreError>;
+
+    fn handle(&mut self, msg: ClearRules, _: &mut Self::Context) -> Self::Result {
+        self.write(|s| {
+            s.conn()?
+                .execute(
+                    "DELETE FROM permission_rules WHERE conversation_id = ?1",
+                    [to_sql_id(msg.id)],
+                )
+                .map_err(StoreError::database)
+        })
+    }
+}
+
+impl Handler<RecordApproval> for SessionStoreActor {
+    type Result = Result<(), StoreError>;
+
+    fn handle(&mut self, msg: RecordApproval, _: &mut Self::Context) -> Self::Result {
+        self.write(|s| {
+            s.conn()?
+                .execute(
+                    "INSERT INTO approvals (conversation_id, conversation, tool, summary, decision, decided_by, rule, at_ms) \
+                     VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8)",
+                    params![
+                        to_sql_id(msg.conversation_id),
+                        msg.conversation,
+                        msg.tool,
+                        msg.summary,
+                        msg.decision,
+                        msg.decided_by,
+                        msg.rule,
+                        msg.at_ms
+                    ],
+                )
+                .map(|_| ())
+                .map_err(StoreError::database)
+        })
+    }
+}
+
+impl Handler<ListApprovals> for SessionStoreActor {
+    type Result = Result<Vec<RecordApproval>, StoreError>;
+
+    fn handle(&mut self, msg: ListApprovals, _: &mut Self::Context) -> Self::Result {
+        self.timed(|s| {
+            let conn = s.conn()?;
+            let mut stmt = conn
+                .prepare_cached(
+                    "SELECT conversation_id, conversation, tool, summary, decision, decided_by, rule, at_ms \
+                     FROM approvals WHERE ?1 IS NULL OR conversation_id = ?1 ORDER BY at_ms DESC, id DESC",
+                )
+                .map_err(StoreError::database)?;
+            let rows = stmt
+                .query_map([msg.conversation_id.map(to_sql_id)], |r| {
+                    Ok(RecordApproval {
+                        conversation_id: from_sql_id(r.get(0)?),
+                        conversation: r.get(1)?,
+                        tool: r.get(2)?,
+                        summary: r.get(3)?,
+                        decision: r.get(4)?,
+                        decided_by: r.get(5)?,
+                        rule: r.get(6)?,
+                        at_ms: r.get(7)?,
+                    })
+                })
+                .map_err(StoreError::database)?;
+            rows.collect::<rusqlite::Result<Vec<_>>>()
+                .map_err(StoreError::database)
+        })
+    }
+}
+
+/// Unix milliseconds now, for records made outside the store.
+pub fn unix_ms() -> i64 {
+    now_ms()
 }
 
 impl Handler<Checkpoint> for SessionStoreActor {

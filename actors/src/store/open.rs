@@ -27,7 +27,26 @@ const MIGRATIONS: &[&str] = &["CREATE TABLE conversations (
         session_cost_usd REAL    NOT NULL DEFAULT 0,
         last_error       TEXT
     );
-    CREATE INDEX conversations_name ON conversations(name);"];
+    CREATE INDEX conversations_name ON conversations(name);",
+    // 2: "always" rules per conversation, and every permission decision (the audit).
+    "CREATE TABLE permission_rules (
+        conversation_id INTEGER NOT NULL,
+        rule            TEXT    NOT NULL,
+        created_at_ms   INTEGER NOT NULL,
+        PRIMARY KEY (conversation_id, rule)
+    );
+    CREATE TABLE approvals (
+        id              INTEGER PRIMARY KEY AUTOINCREMENT,
+        conversation_id INTEGER NOT NULL,
+        conversation    TEXT    NOT NULL,
+        tool            TEXT    NOT NULL,
+        summary         TEXT    NOT NULL,
+        decision        TEXT    NOT NULL,
+        decided_by      TEXT,
+        rule            TEXT,
+        at_ms           INTEGER NOT NULL
+    );
+    CREATE INDEX approvals_conversation ON approvals(conversation_id, at_ms);"];
 
 /// How to open the store.
 #[derive(Debug, Clone)]

@@ -31,8 +31,8 @@
 //! SIGINT during `SLOW` / `GATE` prints an `error_during_execution` result and exits 0, like the
 //! real CLI; SIGTERM keeps its default action (exit by signal 15).
 //!
-//! Environment: `FAKE_CLAUDE_LOG` (append one JSON line per start and end: argv, cwd, the whole
-//! environment, stdin, pid, pgid), `FAKE_CLAUDE_VERSION` (`2.1.330` default: cumulative
+//! Environment: `FAKE_CLAUDE_LOG` (append one JSON line per start and end — argv, cwd, the whole
+//! environment, stdin, pid, pgid — and, with stream-json input, per turn and turn end), `FAKE_CLAUDE_VERSION` (`2.1.330` default: cumulative
 //! `total_cost_usd`; `2.1.197`: this call only), `FAKE_CLAUDE_COST` (per call, default 0.05).
 
 use std::fmt::Write as _;
@@ -44,6 +44,10 @@ use std::sync::Arc;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use serde_json::{json, Value};
+
+mod control;
+
+use control::{Answer, Input, Rule, SessionState, Wake};
 
 const PERMISSION_MODES: [&str; 7] = [
     "acceptEdits",
@@ -77,6 +81,9 @@ struct Args {
     tools: Option<Vec<String>>,
     disallowed_tools: Vec<String>,
     disable_slash_commands: bool,
+    permission_prompt_tool: Option<String>,
+    allowed_tools: Vec<String>,
+    settings: Option<String>,
     prompt: Option<String>,
 }
 
@@ -158,8 +165,13 @@ fn parse_args(argv: &[String]) -> Result<Args, Usage> {
             }
             "--tools" => parsed.tools = Some(variadic(&mut i)),
             "--allowedTools" | "--allowed-tools" => {
-                variadic(&mut i);
+                parsed.allowed_tools.extend(variadic(&mut i));
             }
+            "--permission-prompt-tool" => {
+                parsed.permission_prompt_tool =
+                    Some(value(&mut i, "--permission-prompt-tool <tool>")?);
+            }
+            "--settings" => parsed.settings = Some(value(&mut i, "--settings <file-or-json>")?),
             "--disallowedTools" | "--disallowed-tools" => {
                 parsed.disallowed_tools.extend(variadic(&mut i));
             }
@@ -454,17 +466,214 @@ fn huge_reply(bytes: usize) -> String {
     out
 }
 
-/// Waits for `until` to say the wait is over, or for SIGINT; returns true if interrupted.
-fn interruptible_wait(interrupted: &AtomicBool, until: impl Fn() -> bool) -> bool {
+/// Waits for `until` to say the wait is over, or for SIGINT, or (on stdin) for an interrupt or
+/// `end_session`; returns whether the wait was cut short, and by what on stdin.
+fn wait(
+    interrupted: &AtomicBool,
+    mut input: Option<&mut Input>,
+    state: &mut SessionState,
+    until: impl Fn() -> bool,
+) -> (bool, Option<Wake>) {
     loop {
         if interrupted.load(Ordering::SeqCst) {
-            return true;
+            return (true, None);
         }
         if until() {
-            return false;
+            return (false, None);
         }
-        std::thread::sleep(Duration::from_millis(10));
+        match input.as_deref_mut() {
+            Some(i) => {
+                if let Some(w) = i.poll(state, Duration::from_millis(10)) {
+                    return (true, Some(w));
+                }
+            }
+            None => std::thread::sleep(Duration::from_millis(10)),
+        }
     }
+}
+
+/// The tool_result line the model is given for `tool_use_id`.
+fn tool_result_line(s: &Session, tool_use_id: &str, said: &str, is_error: bool, meta: &Value) -> Value {
+    json!({"type": "user", "message": {"role": "user", "content": [{"tool_use_id": tool_use_id,
+        "type": "tool_result", "content": said, "is_error": is_error}]}, "parent_tool_use_id": null,
+        "session_id": s.id, "uuid": new_uuid(), "timestamp": "2026-11-23T19:45:16.143Z",
+        "tool_use_result": {"stdout": if is_error { "" } else { said }, "stderr": "", "interrupted": false,
+            "isImage": false, "noOutputExpected": false},
+        "tool_result_meta": meta})
+}
+
+/// The turn ends as an interrupted tool call does (`p_07`, `p_21`): rejected, then
+/// `error_during_execution` with `terminal_reason` `aborted_tools` and no `result`.
+fn aborted_tools(s: &mut Session, out: &mut Out, tool_use_id: &str, started: Instant) -> TurnEnd {
+    control::emit(&tool_result_line(s, tool_use_id, control::REJECTED, true, &json!([])));
+    control::emit(&json!({"type": "user", "message": {"role": "user", "content": [{"type": "text",
+        "text": "[Request interrupted by user for tool use]"}]}, "parent_tool_use_id": null, "session_id": s.id}));
+    let total = s.record("(interrupted)", s.per_call_cost);
+    s.result(
+        out,
+        "error_during_execution",
+        true,
+        None,
+        Some(vec!["[ede_diagnostic] result_type=user last_content_type=text stop_reason=tool_use".into()]),
+        total,
+        1,
+        "aborted_tools",
+        None,
+        started,
+    );
+    TurnEnd::Done {
+        code: 1,
+        is_error: true,
+    }
+}
+
+/// Asks the wrapper about a tool call (can_use_tool) and waits for the answer. `Ok` carries the
+/// (possibly updated) input and whether it was allowed with an "always" rule; `Err(text)` a
+/// denial whose text the model is given; the outer `Err` ends the turn.
+fn ask(
+    s: &mut Session,
+    out: &mut Out,
+    input: &mut Input,
+    request: &Value,
+    tool_use_id: &str,
+    started: Instant,
+) -> Result<Result<Value, String>, TurnEnd> {
+    let request_id = request["request_id"].as_str().unwrap_or_default().to_string();
+    control::emit(request);
+    log_event("asked", &json!({"request_id": request_id}));
+    match input.answer(&mut s.state, &request_id) {
+        Answer::Got(resp) => {
+            if resp["subtype"] == "error" {
+                return Ok(Err(format!(
+                    "Tool permission request failed: Error: {}",
+                    resp["error"].as_str().unwrap_or_default()
+                )));
+            }
+            let r = &resp["response"];
+            match r["behavior"].as_str() {
+                Some("allow") => {
+                    for u in r["updatedPermissions"].as_array().into_iter().flatten() {
+                        if u["type"] == "addRules" && u["behavior"] != "deny" {
+                            s.state.rules.extend(
+                                u["rules"].as_array().into_iter().flatten().filter_map(Rule::from_update),
+                            );
+                        }
+                    }
+                    Ok(Ok(r["updatedInput"].clone()))
+                }
+                Some("deny") if r["interrupt"] == true => Err(aborted_tools(s, out, tool_use_id, started)),
+                Some("deny") => Ok(Err(r["message"].as_str().unwrap_or_default().to_string())),
+                _ => Ok(Err("The canUseTool callback returned an invalid permission result. Expected {behavior: 'allow', updatedInput?: object} or {behavior: 'deny', message: string}".to_string())),
+            }
+        }
+        Answer::Interrupted => {
+            control::emit(&json!({"type": "control_cancel_request", "request_id": request_id}));
+            Input::ack_interrupt(&mut s.state);
+            Err(aborted_tools(s, out, tool_use_id, started))
+        }
+        Answer::Closed => Ok(Err("Tool permission request failed: AbortError: Tool permission stream closed before response received".to_string())),
+        Answer::End => Err(TurnEnd::Exit(0)),
+    }
+}
+
+/// One Bash call: run it if it is read-only or allowed by a rule or the mode; else ask the
+/// wrapper (with the prompt tool) or refuse. Returns what the model is told.
+fn tool_call(
+    s: &mut Session,
+    out: &mut Out,
+    input: Option<&mut Input>,
+    command: &str,
+    tool_use_id: &str,
+    started: Instant,
+) -> Result<String, TurnEnd> {
+    if !s.tools.iter().any(|t| t == "Bash") {
+        return Ok("<tool_use_error>Error: No such tool available: Bash. Bash is disabled for this session, in subagents as well as here.</tool_use_error>".to_string());
+    }
+    let allowed = control::is_read_only(command)
+        || s.state.rules.iter().any(|r| r.allows("Bash", command))
+        || s.state.mode == "bypassPermissions";
+    let mut command = command.to_string();
+    let mut meta = json!([]);
+    if !allowed {
+        let decided = match input {
+            Some(input) if s.state.prompt_tool && s.state.mode != "dontAsk" => {
+                let request_id = new_uuid();
+                let request =
+                    control::bash_request(&request_id, tool_use_id, &command, &s.cwd.display().to_string());
+                ask(s, out, input, &request, tool_use_id, started)?
+            }
+            _ => Err(format!("Permission to use Bash with command {command} has been denied.")),
+        };
+        match decided {
+            Ok(updated) => {
+                if let Some(c) = updated["command"].as_str() {
+                    command = c.to_string();
+                }
+                meta = json!([{"permission_decision": {"decision": "accept", "source": "user_temporary"}}]);
+            }
+            Err(text) => {
+                s.denials.push(json!({"tool_name": "Bash", "tool_use_id": tool_use_id,
+                    "tool_input": {"command": command, "description": "mock tool call"}}));
+                out.line(&tool_result_line(s, tool_use_id, &text, true, &json!([])));
+                return Ok(text);
+            }
+        }
+    }
+    let said = std::process::Command::new("sh")
+        .arg("-c")
+        .arg(&command)
+        .output()
+        .map_or_else(
+            |e| format!("<tool_use_error>{e}</tool_use_error>"),
+            |o| {
+                let t = String::from_utf8_lossy(&o.stdout).trim().to_string();
+                if t.is_empty() {
+                    "(Bash completed with no output)".to_string()
+                } else {
+                    t
+                }
+            },
+        );
+    out.line(&tool_result_line(s, tool_use_id, &said, false, &meta));
+    Ok(said)
+}
+
+/// `ASKQ`: the AskUserQuestion call of `p_41`–`p_43`; returns what the model is told.
+fn ask_question(
+    s: &mut Session,
+    out: &mut Out,
+    input: Option<&mut Input>,
+    started: Instant,
+) -> Result<String, TurnEnd> {
+    let tool_use_id = format!("toolu_mock_{}", &new_uuid().replace('-', "")[..20]);
+    let Some(input) = input.filter(|_| s.state.prompt_tool) else {
+        return Ok("The user did not answer the questions.".to_string());
+    };
+    let request = control::question_request(&new_uuid(), &tool_use_id);
+    out.line(&assistant_value(
+        &s.id,
+        &s.model,
+        "msg_mock_askq",
+        &json!({"type": "tool_use", "id": tool_use_id, "name": "AskUserQuestion", "input": request["request"]["input"]}),
+    ));
+    let said = match ask(s, out, input, &request, &tool_use_id, started)? {
+        Ok(updated) => match updated["answers"].as_object() {
+            Some(answers) if !answers.is_empty() => {
+                let parts: Vec<String> = answers
+                    .iter()
+                    .map(|(q, a)| format!("\"{q}\"=\"{}\"", a.as_str().unwrap_or_default()))
+                    .collect();
+                format!(
+                    "Your questions have been answered: {}. You can now continue with the user's answers in mind.",
+                    parts.join(", ")
+                )
+            }
+            _ => "The user did not answer the questions.".to_string(),
+        },
+        Err(text) => text,
+    };
+    control::emit(&tool_result_line(s, &tool_use_id, &said, false, &json!([])));
+    Ok(said)
 }
 
 fn main() -> ExitCode {
@@ -511,6 +720,10 @@ struct Session {
     cumulative: bool,
     per_call_cost: f64,
     disable_slash_commands: bool,
+    /// Mode, rules and the prompt tool, as controls and permissions change them.
+    state: SessionState,
+    /// Tool calls denied in this turn, for the result's `permission_denials`.
+    denials: Vec<Value>,
 }
 
 /// How a turn ended.
@@ -573,7 +786,7 @@ impl Session {
         api_error_status: Option<u16>,
         started: Instant,
     ) {
-        out.result(&result_value(&ResultParts {
+        let mut v = result_value(&ResultParts {
             session_id: &self.id,
             model: &self.model,
             subtype,
@@ -585,7 +798,9 @@ impl Session {
             terminal_reason,
             api_error_status,
             duration_ms: started.elapsed().as_millis(),
-        }));
+        });
+        v["permission_denials"] = json!(self.denials);
+        out.result(&v);
     }
 
     /// A built-in command, run locally. `None` when `prompt` is not one.
@@ -683,21 +898,27 @@ fn run(args: &Args, version: &str, interrupted: &AtomicBool) -> u8 {
         return 1;
     };
     if let Some(p) = prompt {
-        return match turn(&mut session, &mut out, &p, interrupted) {
+        return match turn(&mut session, &mut out, &p, interrupted, None) {
             TurnEnd::Done { code, .. } | TurnEnd::Exit(code) => code,
         };
     }
     // One turn per user line; the exit code follows the last result.
+    let mut input = Input::start();
     let mut last_error = false;
-    for line in std::io::stdin().lock().lines().map_while(Result::ok) {
-        let Some(p) = user_text(&line) else { continue };
+    loop {
+        let p = match input.next_turn(&mut session.state) {
+            Ok(p) => p,
+            Err(Wake::End) if input.closed() => return u8::from(last_error),
+            Err(_) => return 0,
+        };
         log_event("turn", &json!({"prompt": p}));
-        match turn(&mut session, &mut out, &p, interrupted) {
+        let end = turn(&mut session, &mut out, &p, interrupted, Some(&mut input));
+        log_event("turn_end", &json!({"prompt": p}));
+        match end {
             TurnEnd::Done { is_error, .. } => last_error = is_error,
             TurnEnd::Exit(code) => return code,
         }
     }
-    u8::from(last_error)
 }
 
 /// The text of a stream-json user line: a string `content`, or its last text block (the CLI
@@ -802,13 +1023,27 @@ fn open_session(
             .and_then(|v| v.parse().ok())
             .unwrap_or(0.05),
         disable_slash_commands: args.disable_slash_commands,
+        state: SessionState::new(
+            mode,
+            version,
+            args.permission_prompt_tool.as_deref() == Some("stdio"),
+            control::rules_from_args(&args.allowed_tools, args.settings.as_deref()),
+        ),
+        denials: Vec::new(),
     })
 }
 
 /// One turn: the answer to `prompt`.
 #[allow(clippy::too_many_lines)]
-fn turn(s: &mut Session, out: &mut Out, prompt: &str, interrupted: &AtomicBool) -> TurnEnd {
+fn turn(
+    s: &mut Session,
+    out: &mut Out,
+    prompt: &str,
+    interrupted: &AtomicBool,
+    mut input: Option<&mut Input>,
+) -> TurnEnd {
     let started = Instant::now();
+    s.denials.clear();
     if let Some(end) = s.local_command(out, prompt, started) {
         return end;
     }
@@ -847,20 +1082,36 @@ fn turn(s: &mut Session, out: &mut Out, prompt: &str, interrupted: &AtomicBool) 
     }
 
     let mut waited = false;
+    let mut woke = None;
     if prompt.contains("SLOW") {
         let ms: u64 = std::env::var("FAKE_CLAUDE_SLOW_MS")
             .ok()
             .and_then(|v| v.parse().ok())
             .unwrap_or(3000);
         let until = Instant::now() + Duration::from_millis(ms);
-        waited = interruptible_wait(interrupted, || Instant::now() >= until);
+        (waited, woke) = wait(interrupted, input.as_deref_mut(), &mut s.state, || {
+            Instant::now() >= until
+        });
     }
     if let Some(gate) = prompt
         .split_whitespace()
         .find_map(|w| w.strip_prefix("GATE:"))
     {
         let gate = PathBuf::from(gate);
-        waited = waited || interruptible_wait(interrupted, || gate.exists());
+        if !waited {
+            (waited, woke) = wait(interrupted, input.as_deref_mut(), &mut s.state, || {
+                gate.exists()
+            });
+        }
+    }
+    match woke {
+        Some(Wake::End) => return TurnEnd::Exit(0),
+        Some(Wake::Interrupt) => {
+            Input::ack_interrupt(&mut s.state);
+            control::emit(&json!({"type": "user", "message": {"role": "user", "content": [{"type": "text", "text": "[Request interrupted by user]"}]},
+                "parent_tool_use_id": null, "session_id": s.id}));
+        }
+        None => {}
     }
     if waited {
         // SIGINT: the clean cancel. The turn is recorded, the result says error_during_execution.
@@ -952,23 +1203,17 @@ fn turn(s: &mut Session, out: &mut Out, prompt: &str, interrupted: &AtomicBool) 
                 is_error: true,
             };
         }
-        let said = if s.tools.iter().any(|t| t == "Bash") {
-            let output = std::process::Command::new("sh")
-                .arg("-c")
-                .arg(&cmd)
-                .output();
-            output.map_or_else(
-                |e| format!("<tool_use_error>{e}</tool_use_error>"),
-                |o| String::from_utf8_lossy(&o.stdout).trim().to_string(),
-            )
-        } else {
-            "<tool_use_error>Error: No such tool available: Bash. Bash is disabled for this session, in subagents as well as here.</tool_use_error>".to_string()
+        let said = match tool_call(s, out, input.as_deref_mut(), &cmd, &tool_id, started) {
+            Ok(said) => said,
+            Err(end) => return end,
         };
-        out.line(&json!({"type": "user", "message": {"role": "user", "content": [{"tool_use_id": tool_id,
-            "type": "tool_result", "content": said, "is_error": false}]}, "parent_tool_use_id": null,
-            "session_id": s.id, "uuid": new_uuid(), "timestamp": "2026-11-23T19:45:16.143Z",
-            "tool_use_result": {"stdout": said, "stderr": "", "interrupted": false, "isImage": false, "noOutputExpected": false}}));
         answer = format!("tool said: {said}");
+        num_turns = 2;
+    } else if prompt.contains("ASKQ") {
+        match ask_question(s, out, input.as_deref_mut(), started) {
+            Ok(said) => answer = format!("tool said: {said}"),
+            Err(end) => return end,
+        }
         num_turns = 2;
     } else if let Some(path) = prompt
         .split_whitespace()

@@ -10,7 +10,8 @@ use std::time::{Duration, Instant};
 
 use actix::Addr;
 use actors::frontend::{
-    DeliverReply, FrontendEvent, Origin, ReplySink, RouteMessage, ShowProgress,
+    ApprovalAnswer, ApprovalState, DeliverReply, FrontEnd, FrontendEvent, Origin, ReplySink,
+    RouteMessage, ShowApproval, ShowProgress,
 };
 use actors::registry::ChannelRegistry;
 use claude_coordinator::settings::Settings;
@@ -136,6 +137,14 @@ project_dir = "{proj3}"
         Settings::load(Some(&self.overlay("", ""))).expect("settings load")
     }
 
+    /// The deployment's settings with one `claude -p` process per message (live sessions
+    /// off), for tests of that mode.
+    pub fn one_shot(&self) -> Settings {
+        let mut s = self.settings();
+        s.claude.live_sessions = false;
+        s
+    }
+
     /// Every record the stand-in wrote.
     pub fn records(&self) -> Vec<Value> {
         let Ok(text) = std::fs::read_to_string(self.log()) else {
@@ -154,16 +163,21 @@ project_dir = "{proj3}"
             .collect()
     }
 
-    /// Completed runs as (prompt, cwd, start ms, end ms), ordered by start.
+    /// Completed runs as (prompt, cwd, start ms, end ms), ordered by start: a one-shot
+    /// process from start to end, or a live session's turn.
     pub fn runs(&self) -> Vec<Run> {
         let records = self.records();
         let mut runs: Vec<Run> = records
             .iter()
-            .filter(|r| r["event"] == "start")
-            .filter_map(|s| {
-                let end = records
+            .enumerate()
+            .filter(|(_, r)| {
+                (r["event"] == "start" && !is_live(r)) || r["event"] == "turn"
+            })
+            .filter_map(|(i, s)| {
+                let end_kind = if s["event"] == "turn" { "turn_end" } else { "end" };
+                let end = records[i..]
                     .iter()
-                    .find(|e| e["event"] == "end" && e["pid"] == s["pid"])?;
+                    .find(|e| e["event"] == end_kind && e["pid"] == s["pid"])?;
                 Some(Run {
                     prompt: prompt_of(s),
                     cwd: s["cwd"].as_str().unwrap_or_default().to_string(),
@@ -174,6 +188,15 @@ project_dir = "{proj3}"
             .collect();
         runs.sort_by_key(|r| r.start);
         runs
+    }
+
+    /// Every prompt the stand-in received, in order: one-shot prompts and live turns.
+    pub fn prompts(&self) -> Vec<String> {
+        self.records()
+            .iter()
+            .filter(|r| (r["event"] == "start" && !is_live(r)) || r["event"] == "turn")
+            .map(prompt_of)
+            .collect()
     }
 
     /// Waits until the stand-in has started `n` processes.
@@ -191,8 +214,16 @@ pub struct Run {
     pub end: u64,
 }
 
-/// The prompt a stand-in start record received (the argument after `--`).
+/// Whether a start record is a live session's (`--input-format stream-json`).
+pub fn is_live(record: &Value) -> bool {
+    argv_of(record).iter().any(|a| a == "--input-format")
+}
+
+/// The prompt of a stand-in record: a live turn's, or a one-shot start's argument after `--`.
 pub fn prompt_of(record: &Value) -> String {
+    if let Some(p) = record["prompt"].as_str() {
+        return p.to_string();
+    }
     let argv: Vec<&str> = record["argv"]
         .as_array()
         .map(|a| a.iter().filter_map(Value::as_str).collect())
@@ -260,6 +291,8 @@ pub struct Harness {
     pub registry: Addr<ChannelRegistry>,
     rx: UnboundedReceiver<FrontendEvent>,
     pub progress: Vec<ShowProgress>,
+    /// Permission requests and outcomes seen on the way.
+    pub approvals: Vec<ShowApproval>,
     next_message: u64,
 }
 
@@ -269,12 +302,13 @@ impl Harness {
             .await
             .expect("application builds");
         let (sink, rx) = ReplySink::start();
-        let registry = app.start_registry(sink.clone().recipient(), sink.recipient());
+        let registry = app.start_registry(FrontEnd::of(&sink));
         Self {
             app,
             registry,
             rx,
             progress: Vec::new(),
+            approvals: Vec::new(),
             next_message: 0,
         }
     }
@@ -305,9 +339,52 @@ impl Harness {
             match next {
                 Some(FrontendEvent::Reply(r)) => return r,
                 Some(FrontendEvent::Progress(p)) => self.progress.push(p),
+                Some(FrontendEvent::Approval(a)) => self.approvals.push(a),
                 None => panic!("collector closed"),
             }
         }
+    }
+
+    /// The next permission request asked (replies must not come first).
+    pub async fn asked(&mut self) -> ShowApproval {
+        let deadline = tokio::time::Instant::now() + PATIENCE;
+        loop {
+            if let Some(i) = self
+                .approvals
+                .iter()
+                .position(|a| matches!(a.state, ApprovalState::Asked { .. }))
+            {
+                return self.approvals.remove(i);
+            }
+            let next = tokio::time::timeout_at(deadline, self.rx.recv())
+                .await
+                .unwrap_or_else(|_| panic!("no permission request within {PATIENCE:?}"));
+            match next {
+                Some(FrontendEvent::Approval(a)) => self.approvals.push(a),
+                Some(FrontendEvent::Progress(p)) => self.progress.push(p),
+                Some(FrontendEvent::Reply(r)) => panic!("a reply before the request: {r:?}"),
+                None => panic!("collector closed"),
+            }
+        }
+    }
+
+    /// Answers `asked` as `by`.
+    pub async fn answer(
+        &self,
+        asked: &ShowApproval,
+        answer: ApprovalAnswer,
+        by: &str,
+    ) -> Result<(), actors::frontend::ApprovalError> {
+        self.registry
+            .send(actors::frontend::AnswerApproval {
+                conversation_id: asked.conversation_id,
+                request_id: asked.request_id.clone(),
+                token: asked.token.clone(),
+                answer,
+                by: by.to_string(),
+            })
+            .await
+            .expect("registry")
     }
 
     /// The reply to message `id`, collecting others on the way into the returned vector.

@@ -25,5 +25,9 @@ pub fn script_runner(dir: &Path, body: &str, env: BTreeMap<String, String>) -> C
         env,
         passthrough_commands: Vec::new(),
         cost_reporting: CostReporting::Auto,
+        live_sessions: false,
+        keep_warm_secs: 0,
+        max_warm_sessions: 1,
+        approval_timeout_secs: 60,
     })
 }

@@ -1,0 +1,165 @@
+//! Permission requests on Discord: the prompt message with its buttons (**Allow once**,
+//! **Always allow (this conversation)**, **Deny**; for `AskUserQuestion` one button per option;
+//! for `ExitPlanMode` **Approve** / **Keep planning**), what a click means, and the text the
+//! prompt is edited to once the request is resolved.
+//!
+//! A button's `custom_id` is `cc:<action>:<token>`: the request's unguessable token (32 hex
+//! characters, well inside Discord's 100) is both how the gateway finds the request and the
+//! proof the channel actor checks.
+
+use serenity::all::{ButtonStyle, CreateActionRow, CreateButton};
+
+use crate::frontend::{ApprovalAnswer, ApprovalState};
+
+/// What a button does.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Action {
+    /// Allow once.
+    Once,
+    /// Always allow in this conversation.
+    Always,
+    /// Deny.
+    Deny,
+    /// Choose option `n` of the (first) question.
+    Option(usize),
+}
+
+/// The `custom_id` of `action` for the request with `token`.
+pub fn custom_id(action: &Action, token: &str) -> String {
+    let a = match action {
+        Action::Once => "once".to_string(),
+        Action::Always => "always".to_string(),
+        Action::Deny => "deny".to_string(),
+        Action::Option(n) => format!("opt{n}"),
+    };
+    format!("cc:{a}:{token}")
+}
+
+/// Reads a `custom_id` this module made: the action and the token.
+pub fn parse_custom_id(id: &str) -> Option<(Action, &str)> {
+    let rest = id.strip_prefix("cc:")?;
+    let (action, token) = rest.split_once(':')?;
+    let action = match action {
+        "once" => Action::Once,
+        "always" => Action::Always,
+        "deny" => Action::Deny,
+        other => Action::Option(other.strip_prefix("opt")?.parse().ok()?),
+    };
+    (!token.is_empty() && token.len() <= 64).then_some((action, token))
+}
+
+/// The answer a click gives, for a request with these question options.
+pub fn answer_of(action: &Action, question: Option<(&str, &[String])>) -> Option<ApprovalAnswer> {
+    Some(match action {
+        Action::Once => ApprovalAnswer::AllowOnce,
+        Action::Always => ApprovalAnswer::AllowAlways,
+        Action::Deny => ApprovalAnswer::Deny(None),
+        Action::Option(n) => {
+            let (q, options) = question?;
+            ApprovalAnswer::Answers(vec![(q.to_string(), options.get(*n)?.clone())])
+        }
+    })
+}
+
+/// The prompt's text and buttons for an `Asked` request.
+pub fn prompt(state: &ApprovalState, token: &str) -> (String, Vec<CreateActionRow>) {
+    let ApprovalState::Asked {
+        tool,
+        summary,
+        questions,
+        requested_by,
+        always,
+    } = state
+    else {
+        return (String::new(), Vec::new());
+    };
+    // The summary is Claude's text: in a code block, with its backticks defused.
+    let summary = summary.replace("```", "'''");
+    if let Some(q) = questions.first() {
+        let text = format!(
+            "❓ Claude asks (for <@{requested_by}>'s message):\n**{}**",
+            q.question.replace('*', "\\*")
+        );
+        let buttons = q
+            .options
+            .iter()
+            .take(5)
+            .enumerate()
+            .map(|(i, label)| {
+                CreateButton::new(custom_id(&Action::Option(i), token))
+                    .label(label.clone())
+                    .style(ButtonStyle::Primary)
+            })
+            .chain(std::iter::once(
+                CreateButton::new(custom_id(&Action::Deny, token))
+                    .label("Decline")
+                    .style(ButtonStyle::Secondary),
+            ))
+            .collect();
+        return (text, vec![CreateActionRow::Buttons(buttons)]);
+    }
+    if tool == "ExitPlanMode" {
+        let text = format!("📋 Claude's plan (for <@{requested_by}>'s message):\n```\n{summary}\n```");
+        let buttons = vec![
+            CreateButton::new(custom_id(&Action::Once, token))
+                .label("Approve")
+                .style(ButtonStyle::Success),
+            CreateButton::new(custom_id(&Action::Deny, token))
+                .label("Keep planning")
+                .style(ButtonStyle::Secondary),
+        ];
+        return (text, vec![CreateActionRow::Buttons(buttons)]);
+    }
+    let text = format!(
+        "🔐 Claude wants to use **{tool}** (for <@{requested_by}>'s message):\n```\n{summary}\n```"
+    );
+    let mut buttons = vec![CreateButton::new(custom_id(&Action::Once, token))
+        .label("Allow once")
+        .style(ButtonStyle::Success)];
+    if !always.is_empty() {
+        buttons.push(
+            CreateButton::new(custom_id(&Action::Always, token))
+                .label("Always allow (this conversation)")
+                .style(ButtonStyle::Primary),
+        );
+    }
+    buttons.push(
+        CreateButton::new(custom_id(&Action::Deny, token))
+            .label("Deny")
+            .style(ButtonStyle::Danger),
+    );
+    (text, vec![CreateActionRow::Buttons(buttons)])
+}
+
+/// The line a resolved prompt ends with.
+pub fn outcome(state: &ApprovalState) -> String {
+    match state {
+        ApprovalState::Asked { .. } => String::new(),
+        ApprovalState::Allowed { by, always: false } => format!("✅ Allowed once by {by}."),
+        ApprovalState::Allowed { by, always: true } => {
+            format!("✅ Always allowed in this conversation, by {by}.")
+        }
+        ApprovalState::Denied { by } => format!("⛔ Denied by {by}."),
+        ApprovalState::Answered { by } => format!("✅ Answered by {by}."),
+        ApprovalState::TimedOut => "⌛ Timed out: no one answered, so it was denied.".into(),
+        ApprovalState::Withdrawn => "↩️ Withdrawn: Claude no longer needs the answer.".into(),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn custom_ids_fit_discord_and_read_back() {
+        let token = "0123456789abcdef0123456789abcdef";
+        for action in [Action::Once, Action::Always, Action::Deny, Action::Option(4)] {
+            let id = custom_id(&action, token);
+            assert!(id.len() <= 100);
+            assert_eq!(parse_custom_id(&id), Some((action, token)));
+        }
+        assert_eq!(parse_custom_id("cc:maybe:tok"), None);
+        assert_eq!(parse_custom_id("other:once:tok"), None);
+        assert_eq!(parse_custom_id("cc:once:"), None);
+    }
+}
