@@ -50,6 +50,16 @@ pub enum Command {
         /// The new file (must not exist).
         file: PathBuf,
     },
+    /// List the permission decisions (who allowed or denied which tool use, when, and the
+    /// rule stored for "always"), newest first.
+    Audit {
+        /// Only this conversation (channel name, `channel/thread`, or id).
+        #[arg(long, value_name = "NAME")]
+        conversation: Option<String>,
+        /// Print a JSON array.
+        #[arg(long)]
+        json: bool,
+    },
     /// Read and reset stored sessions.
     Sessions {
         /// What to do with them.

@@ -70,6 +70,14 @@ pub async fn execute(command: Command, settings: Settings) -> anyhow::Result<Exi
         Command::Sessions { action } => {
             sessions::execute(build(settings).await?.store(), action).await?;
         }
+        Command::Audit { conversation, json } => {
+            sessions::audit(
+                build(settings).await?.store(),
+                conversation.as_deref(),
+                json,
+            )
+            .await?;
+        }
     }
     Ok(ExitCode::SUCCESS)
 }

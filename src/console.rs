@@ -5,6 +5,8 @@
 //! written as it completes (with `--json`: one JSON object per line). At end of input the
 //! console waits for the outstanding replies, then returns.
 
+use std::fmt::Write as _;
+
 use actix::Addr;
 use actors::frontend::{
     AnswerApproval, ApprovalAnswer, ApprovalState, DeliverReply, FrontEnd, FrontendEvent, Origin,
@@ -64,7 +66,9 @@ pub enum ConsoleError {
 }
 
 /// Runs the console until the input ends and every message has its reply. Progress notes
-/// (text mode only) go to `diag`. When `stop` completes (a signal), input is no longer read and
+/// (text mode only) go to `diag`. With `--approve ask` (the default) a line is read only once
+/// the message before it is answered (or asks for a permission, which that line answers);
+/// with `all` or `none`, lines are sent as they are read and queue like any channel's. When `stop` completes (a signal), input is no longer read and
 /// the registry shuts down as the service does: runs in flight get the grace period, then are
 /// cancelled; every message still gets its reply.
 pub async fn run<R, W, E>(
@@ -112,9 +116,16 @@ where
                 diag.write_all(b"stopping: no more input is read; waiting for the replies\n").await?;
             }
             _ = &mut drain, if stopping && !drained => drained = true,
-            n = input.read_until(b'\n', &mut buf), if !eof => {
+            // Asking: one message at a time, so the line after a request answers it.
+            n = input.read_until(b'\n', &mut buf), if !eof
+                && (opts.approve != Approve::Ask || awaiting.is_some() || summary.sent == summary.replies) => {
                 if n? == 0 {
                     eof = true;
+                    if let Some(asked) = awaiting.take() {
+                        let reason = Some("the console's input ended".to_string());
+                        let note = answer(&registry, asked, ApprovalAnswer::Deny(reason)).await;
+                        diag.write_all(format!("  … {note}\n").as_bytes()).await?;
+                    }
                     continue;
                 }
                 line_no += 1;
@@ -128,7 +139,8 @@ where
                     continue;
                 }
                 if let Some(asked) = awaiting.take() {
-                    let note = answer(&registry, asked, parse_answer(text)).await;
+                    let reply = parse_answer(&asked, text);
+                    let note = answer(&registry, asked, reply).await;
                     diag.write_all(format!("  … {note}\n").as_bytes()).await?;
                     continue;
                 }
@@ -147,27 +159,7 @@ where
                     output.flush().await?;
                 }
                 Some(FrontendEvent::Approval(a)) => {
-                    match (&a.state, opts.approve) {
-                        (ApprovalState::Asked { .. }, Approve::All) => {
-                            let note = answer(&registry, a, ApprovalAnswer::AllowOnce).await;
-                            diag.write_all(format!("  … {note}\n").as_bytes()).await?;
-                        }
-                        (ApprovalState::Asked { .. }, Approve::None) => {
-                            let note = answer(&registry, a, ApprovalAnswer::Deny(None)).await;
-                            diag.write_all(format!("  … {note}\n").as_bytes()).await?;
-                        }
-                        (ApprovalState::Asked { .. }, Approve::Ask) => {
-                            output.write_all(format_approval(&a, opts.json).as_bytes()).await?;
-                            output.flush().await?;
-                            awaiting = Some(a);
-                        }
-                        (state, _) => {
-                            if awaiting.as_ref().is_some_and(|w| w.request_id == a.request_id) {
-                                awaiting = None;
-                            }
-                            diag.write_all(format!("  … permission request {}\n", outcome(state)).as_bytes()).await?;
-                        }
-                    }
+                    on_approval(&registry, opts, a, &mut awaiting, &mut output, &mut diag).await?;
                 }
                 Some(FrontendEvent::Progress(p)) => {
                     if let (false, Some(note)) = (opts.json, p.step.describe()) {
@@ -198,6 +190,48 @@ fn format_reply(reply: &DeliverReply, json: bool) -> String {
     }
 }
 
+/// A permission request or its outcome: answered by `--approve`, or printed and remembered for
+/// the next input line to answer.
+async fn on_approval<W, E>(
+    registry: &Addr<ChannelRegistry>,
+    opts: &ConsoleOptions,
+    a: ShowApproval,
+    awaiting: &mut Option<ShowApproval>,
+    output: &mut W,
+    diag: &mut E,
+) -> std::io::Result<()>
+where
+    W: AsyncWrite + Unpin,
+    E: AsyncWrite + Unpin,
+{
+    let note = match (&a.state, opts.approve) {
+        (ApprovalState::Asked { .. }, Approve::All) => {
+            answer(registry, a, ApprovalAnswer::AllowOnce).await
+        }
+        (ApprovalState::Asked { .. }, Approve::None) => {
+            answer(registry, a, ApprovalAnswer::Deny(None)).await
+        }
+        (ApprovalState::Asked { .. }, Approve::Ask) => {
+            output
+                .write_all(format_approval(&a, opts.json).as_bytes())
+                .await?;
+            output.flush().await?;
+            *awaiting = Some(a);
+            return Ok(());
+        }
+        (state, _) => {
+            if awaiting
+                .as_ref()
+                .is_some_and(|w| w.request_id == a.request_id)
+            {
+                *awaiting = None;
+            }
+            format!("permission request {}", outcome(state))
+        }
+    };
+    diag.write_all(format!("  … {note}\n").as_bytes()).await
+}
+
 /// Sends `answer` to the request `asked`; returns a note for the user.
 async fn answer(
     registry: &Addr<ChannelRegistry>,
@@ -220,16 +254,25 @@ async fn answer(
     }
 }
 
-/// `y` (allow once), `a` (always), `n [reason]` (deny); anything else answers a question
-/// with that text.
-fn parse_answer(line: &str) -> ApprovalAnswer {
+/// `y` (allow once), `a` (always), `n [reason]` (deny); anything else answers the request's
+/// (first) question with that text.
+fn parse_answer(asked: &ShowApproval, line: &str) -> ApprovalAnswer {
     let line = line.trim();
     let (word, rest) = line.split_once(' ').unwrap_or((line, ""));
     match word.to_ascii_lowercase().as_str() {
         "y" | "yes" => ApprovalAnswer::AllowOnce,
         "a" | "always" => ApprovalAnswer::AllowAlways,
         "n" | "no" => ApprovalAnswer::Deny(Some(rest.to_string()).filter(|r| !r.is_empty())),
-        _ => ApprovalAnswer::Answers(vec![(String::new(), line.to_string())]),
+        _ => {
+            let question = match &asked.state {
+                ApprovalState::Asked { questions, .. } => questions
+                    .first()
+                    .map(|q| q.question.clone())
+                    .unwrap_or_default(),
+                _ => String::new(),
+            };
+            ApprovalAnswer::Answers(vec![(question, line.to_string())])
+        }
     }
 }
 
@@ -276,7 +319,7 @@ fn format_approval(a: &ShowApproval, json: bool) -> String {
     } else {
         let mut text = String::from("Claude asks:\n");
         for q in questions {
-            text.push_str(&format!("  {} [{}]\n", q.question, q.options.join(" / ")));
+            let _ = writeln!(text, "  {} [{}]", q.question, q.options.join(" / "));
         }
         text.push_str("Answer with an option, or n [reason] to decline\n");
         text

@@ -1,13 +1,13 @@
-//! `claude-coordinator sessions list | show | reset`: read and reset the stored sessions,
-//! through the same store actor as the service.
+//! `claude-coordinator sessions list | show | reset` and `audit`: read and reset the stored
+//! sessions, and list the permission decisions, through the same store actor as the service.
 
 use std::fmt::Write as _;
 use std::time::{Duration, UNIX_EPOCH};
 
 use actix::Addr;
 use actors::store::{
-    Conversation, FindConversation, ListConversations, LoadConversation, ResetConversation,
-    SessionStoreActor, StoreError,
+    Conversation, FindConversation, ListApprovals, ListConversations, LoadConversation,
+    ResetConversation, SessionStoreActor, StoreError,
 };
 use anyhow::{bail, Context as _};
 
@@ -51,6 +51,51 @@ pub async fn execute(
             );
         }
     }
+    Ok(())
+}
+
+/// `audit [--conversation NAME] [--json]`: every permission decision, newest first.
+pub async fn audit(
+    store: &Addr<SessionStoreActor>,
+    conversation: Option<&str>,
+    json: bool,
+) -> anyhow::Result<()> {
+    let id = match conversation {
+        Some(name) => Some(find(store, name).await?.id),
+        None => None,
+    };
+    let all = store
+        .send(ListApprovals {
+            conversation_id: id,
+        })
+        .await
+        .map_err(StoreError::from)??;
+    if json {
+        println!("{}", serde_json::to_string_pretty(&all)?);
+        return Ok(());
+    }
+    let mut out = format!(
+        "{:<20}  {:<24} {:<10} {:<15} {:<20} {}\n",
+        "WHEN", "CONVERSATION", "TOOL", "DECISION", "BY", "WHAT (RULE)"
+    );
+    for a in &all {
+        let what = a.summary.lines().next().unwrap_or_default();
+        let _ = writeln!(
+            out,
+            "{:<20}  {:<24} {:<10} {:<15} {:<20} {}{}",
+            time(a.at_ms),
+            a.conversation,
+            a.tool,
+            a.decision,
+            a.decided_by.as_deref().unwrap_or("-"),
+            what,
+            a.rule
+                .as_deref()
+                .map(|r| format!(" ({r})"))
+                .unwrap_or_default(),
+        );
+    }
+    print!("{out}");
     Ok(())
 }
 

@@ -3,9 +3,7 @@
 
 use crate::support;
 
-use crate::support::{
-    argv_of, max_overlap, process_alive, prompt_of, wait_until, Harness, TestEnv,
-};
+use crate::support::{argv_of, max_overlap, process_alive, wait_until, Harness, TestEnv};
 use actors::frontend::{ProgressStep, ReplyKind};
 use actors::registry::{CancelConversation, CountChannels, QueryStatus};
 use actors::store::LoadConversation;

@@ -372,3 +372,62 @@ fn walk(dir: &std::path::Path) -> Vec<std::path::PathBuf> {
     }
     out
 }
+
+#[test]
+fn the_console_answers_permission_requests_from_its_next_line_or_by_flag() {
+    let env = TestEnv::new();
+    let overlay = env.overlay("", "");
+    let file = env.path("proj").join("made-here");
+    let input = format!("TOOL:touch {}\ny\n", file.display());
+    let (status, out, err) =
+        run_with_config(&overlay, &["console", "--channel", "alpha"], &input, &[]);
+    assert!(status.success(), "{err}");
+    assert!(out.starts_with("Claude asks to use Bash: touch "), "{out}");
+    assert!(
+        out.ends_with("tool said: (Bash completed with no output)\n"),
+        "{out}"
+    );
+    assert!(
+        err.contains("permission request allowed by the console"),
+        "{err}"
+    );
+    assert!(file.exists());
+    // --approve none: denied without asking; the audit has both.
+    let other = env.path("proj").join("not-made");
+    let input = format!("TOOL:touch {}\n", other.display());
+    let (status, out, err) = run_with_config(
+        &overlay,
+        &[
+            "console",
+            "--channel",
+            "alpha",
+            "--json",
+            "--approve",
+            "none",
+        ],
+        &input,
+        &[],
+    );
+    assert!(status.success(), "{err}");
+    let replies = json_lines(&out);
+    assert_eq!(replies.len(), 1, "{out}");
+    assert!(
+        replies[0]["reply"]
+            .as_str()
+            .is_some_and(|r| r.starts_with("tool said: Denied by the console")),
+        "{out}"
+    );
+    assert!(!other.exists());
+    let (status, out, err) = run_with_config(&overlay, &["audit", "--json"], "", &[]);
+    assert!(status.success(), "{err}");
+    let audit: serde_json::Value = serde_json::from_str(&out).expect("json");
+    let decisions: Vec<&str> = audit
+        .as_array()
+        .expect("array")
+        .iter()
+        .filter_map(|a| a["decision"].as_str())
+        .collect();
+    assert_eq!(decisions, ["denied", "allowed"]);
+    assert_eq!(audit[1]["decided_by"], "the console");
+    assert_eq!(audit[1]["tool"], "Bash");
+}

@@ -714,3 +714,152 @@ async fn the_token_can_come_from_a_file_and_never_reaches_the_cli() {
     );
     assert!(!String::from_utf8_lossy(&out.stderr).contains("file-token-SECRET-9"));
 }
+
+/// The `custom_id`s of a posted message's buttons.
+fn buttons(r: &support::discord::Recorded) -> Vec<(String, String)> {
+    r.body["components"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .flat_map(|row| row["components"].as_array().cloned().unwrap_or_default())
+        .map(|b| {
+            (
+                b["label"].as_str().unwrap_or_default().to_string(),
+                b["custom_id"].as_str().unwrap_or_default().to_string(),
+            )
+        })
+        .collect()
+}
+
+#[actix_rt::test]
+async fn claude_asks_with_buttons_and_only_an_allowed_user_can_answer() {
+    let env = TestEnv::new();
+    let s = start(&env).await;
+    let file = env.path("proj").join("from-discord");
+    s.server
+        .say(ALPHA, ALICE, &format!("TOOL:touch {}", file.display()));
+    s.server
+        .wait("the prompt", |srv| {
+            srv.posts(ALPHA).iter().any(|r| !buttons(r).is_empty())
+        })
+        .await;
+    let prompt = s
+        .server
+        .posts(ALPHA)
+        .into_iter()
+        .find(|r| !buttons(r).is_empty())
+        .expect("prompt");
+    assert!(
+        content(&prompt).contains("Claude wants to use **Bash**"),
+        "{}",
+        content(&prompt)
+    );
+    assert!(content(&prompt).contains(&format!("touch {}", file.display())));
+    let labels: Vec<String> = buttons(&prompt).into_iter().map(|(l, _)| l).collect();
+    assert_eq!(
+        labels,
+        ["Allow once", "Always allow (this conversation)", "Deny"]
+    );
+    // Claude's text cannot ping anyone from the prompt either.
+    assert_eq!(
+        prompt.body["allowed_mentions"]["parse"],
+        Value::Array(vec![])
+    );
+    let message = support::discord::DiscordServer::message_of(&prompt, ALPHA);
+    let allow = buttons(&prompt)[0].1.clone();
+    // A stranger's click: told privately, nothing changes.
+    let token = s.server.click(ALPHA, &message, &allow, MALLORY);
+    s.server
+        .wait("the stranger's answer", |srv| {
+            srv.requests().iter().any(|r| r.path.contains(&token))
+        })
+        .await;
+    let refusal = s
+        .server
+        .requests()
+        .into_iter()
+        .find(|r| r.path.contains(&token))
+        .expect("callback");
+    assert_eq!(refusal.body["type"], 4);
+    assert_eq!(refusal.body["data"]["flags"], 64, "ephemeral");
+    assert!(!file.exists());
+    // Alice may: the click is acknowledged, the tool runs, the prompt shows who allowed it.
+    let token = s.server.click(ALPHA, &message, &allow, ALICE);
+    s.server
+        .wait("the answer", |srv| {
+            srv.answers(ALPHA)
+                .iter()
+                .any(|r| content(r) == "tool said: (Bash completed with no output)")
+        })
+        .await;
+    assert!(file.exists());
+    let ack = s
+        .server
+        .requests()
+        .into_iter()
+        .find(|r| r.path.contains(&token))
+        .expect("callback");
+    assert_eq!(ack.body["type"], 6, "deferred update");
+    assert_eq!(ack.status, 204);
+    let mid = message["id"].as_str().expect("id").to_string();
+    s.server
+        .wait("the prompt edited", |srv| {
+            srv.requests().iter().any(|r| {
+                r.method == "PATCH"
+                    && r.path.ends_with(&mid)
+                    && content(r).contains("Allowed once by <@7>")
+            })
+        })
+        .await;
+    let edit = s
+        .server
+        .requests()
+        .into_iter()
+        .find(|r| r.method == "PATCH" && r.path.ends_with(&mid))
+        .expect("edit");
+    assert_eq!(
+        edit.body["components"],
+        Value::Array(vec![]),
+        "buttons removed"
+    );
+    // A late click on the answered prompt is told it is over.
+    let late = s.server.click(ALPHA, &message, &allow, ALICE);
+    s.server
+        .wait("the late answer", |srv| {
+            srv.requests().iter().any(|r| r.path.contains(&late))
+        })
+        .await;
+    let late = s
+        .server
+        .requests()
+        .into_iter()
+        .find(|r| r.path.contains(&late))
+        .expect("callback");
+    assert!(late.body["data"]["content"]
+        .as_str()
+        .is_some_and(|c| c.contains("no longer waiting")));
+}
+
+#[actix_rt::test]
+async fn a_discord_prompt_times_out_into_a_denial_and_says_so() {
+    let env = TestEnv::new();
+    let s = start_with(&env, |s| s.claude.approval_timeout_secs = 1).await;
+    let file = env.path("proj").join("never");
+    s.server
+        .say(ALPHA, ALICE, &format!("TOOL:touch {}", file.display()));
+    s.server
+        .wait("the timed-out prompt", |srv| {
+            srv.requests()
+                .iter()
+                .any(|r| r.method == "PATCH" && content(r).contains("Timed out"))
+        })
+        .await;
+    s.server
+        .wait("the answer", |srv| {
+            srv.answers(ALPHA)
+                .iter()
+                .any(|r| content(r).contains("No one answered within 1 s"))
+        })
+        .await;
+    assert!(!file.exists());
+}

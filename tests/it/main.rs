@@ -5,5 +5,6 @@
 mod channels;
 mod console;
 mod discord;
+mod live;
 mod service;
 mod support;

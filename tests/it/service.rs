@@ -40,7 +40,14 @@ fn the_metrics_log_counts_a_scripted_conversation() {
     );
     let (status, out, err) = run_with_config(
         &overlay,
-        &["console", "--channel", "alpha", "--json"],
+        &[
+            "console",
+            "--channel",
+            "alpha",
+            "--json",
+            "--approve",
+            "all",
+        ],
         "one\ntwo\nFAIL500\n!status\n",
         &[],
     );

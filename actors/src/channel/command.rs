@@ -42,9 +42,8 @@ pub(super) fn rules_text(rules: &[String], prefix: &str) -> String {
         return "No \"always\" rules: Claude asks before each tool use that needs permission."
             .to_string();
     }
-    let mut text = format!(
-        "\"Always\" rules of this conversation (`{prefix}rules clear` forgets them):"
-    );
+    let mut text =
+        format!("\"Always\" rules of this conversation (`{prefix}rules clear` forgets them):");
     for r in rules {
         text.push_str("\n• `");
         text.push_str(&r.replace('`', "'"));
@@ -76,6 +75,9 @@ mod tests {
         assert_eq!(Command::parse("status", "!"), None);
         assert_eq!(Command::parse("!status", ""), None);
         assert_eq!(Command::parse("!rules", "!"), Some(Command::Rules));
-        assert_eq!(Command::parse("!rules clear", "!"), Some(Command::RulesClear));
+        assert_eq!(
+            Command::parse("!rules clear", "!"),
+            Some(Command::RulesClear)
+        );
     }
 }

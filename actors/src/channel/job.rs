@@ -70,7 +70,7 @@ pub(super) struct Job {
 pub(super) enum JobEnd {
     /// Answered without running Claude (cancelled while waiting, store unreadable); the warm
     /// process, untouched.
-    NotRun(DeliverReply, Option<LiveSession>),
+    NotRun(Box<DeliverReply>, Option<LiveSession>),
     /// Claude ran; the reply goes out once the record is written.
     Ran(Box<Ran>),
 }
@@ -97,8 +97,12 @@ impl Job {
     #[instrument(skip_all, fields(channel_id = self.conversation.id, message_id = self.origin.message_id))]
     pub(super) async fn execute(self, permit: Option<OwnedSemaphorePermit>) -> JobEnd {
         let Some(permit) = permit else {
-            let reply = self.reply(ReplyKind::Answer, "Cancelled before it started.".into(), true);
-            return JobEnd::NotRun(reply, self.live);
+            let reply = self.reply(
+                ReplyKind::Answer,
+                "Cancelled before it started.".into(),
+                true,
+            );
+            return JobEnd::NotRun(Box::new(reply), self.live);
         };
         self.run_with_slot(permit, Instant::now()).await
     }
@@ -180,19 +184,21 @@ impl Job {
             (_, old) => {
                 if let Some(mut old) = old {
                     let crashed = !old.is_alive();
-                    self.metrics.do_send(RecordMetric(Metric::Session(if crashed {
-                        SessionMetric::EndedCrashed
-                    } else {
-                        SessionMetric::EndedReplaced
-                    })));
+                    self.metrics
+                        .do_send(RecordMetric(Metric::Session(if crashed {
+                            SessionMetric::EndedCrashed
+                        } else {
+                            SessionMetric::EndedReplaced
+                        })));
                     old.end();
                 }
                 let mut spawn = req.clone();
                 spawn.allowed_tools = self.stored_rules().await;
                 let live = LiveSession::spawn(&self.runner, &spawn)?;
-                self.metrics.do_send(RecordMetric(Metric::Session(SessionMetric::Spawned {
-                    resumed: req.resume.is_some(),
-                })));
+                self.metrics
+                    .do_send(RecordMetric(Metric::Session(SessionMetric::Spawned {
+                        resumed: req.resume.is_some(),
+                    })));
                 live
             }
         };
@@ -201,19 +207,25 @@ impl Job {
             self.withdrawn.clone(),
             self.progress.clone(),
         );
-        let (conversation_id, origin, control) = (self.conversation.id, self.origin, live.control());
+        let (conversation_id, origin, control) =
+            (self.conversation.id, self.origin, live.control());
         let on_event = |event: &StreamEvent| match event {
             StreamEvent::ControlRequest {
                 request_id,
                 request,
-            } => match (PermissionRequest::parse(request_id, request), &control) {
-                (Some(request), Some(control)) => asks.do_send(PermissionAsked {
-                    request,
-                    control: control.clone(),
-                    origin,
-                }),
-                _ => warn!(%request_id, "a control request the coordinator does not answer"),
-            },
+            } => {
+                if let (Some(request), Some(control)) =
+                    (PermissionRequest::parse(request_id, request), &control)
+                {
+                    asks.do_send(PermissionAsked {
+                        request,
+                        control: control.clone(),
+                        origin,
+                    });
+                } else {
+                    warn!(%request_id, "a control request the coordinator does not answer");
+                }
+            }
             StreamEvent::ControlCancel { request_id } => withdrawn.do_send(PermissionWithdrawn {
                 request_id: request_id.clone(),
             }),
@@ -227,9 +239,11 @@ impl Job {
                 }
             }
         };
-        let line = self.runner.user_line(&self.prompt);
+        let user_line = self.runner.user_line(&self.prompt);
         let timeout = self.runner.config().timeout();
-        let result = live.turn(line, on_event, &self.cancel, timeout, req).await;
+        let result = live
+            .turn(user_line, on_event, &self.cancel, timeout, req)
+            .await;
         if live.is_alive() {
             self.live = Some(live);
         } else {
@@ -242,7 +256,13 @@ impl Job {
     /// The conversation's stored "always" rules, passed again at every spawn. A store that
     /// cannot be read only means Claude asks again.
     async fn stored_rules(&self) -> Vec<String> {
-        match self.store.send(LoadRules { id: self.conversation.id }).await {
+        match self
+            .store
+            .send(LoadRules {
+                id: self.conversation.id,
+            })
+            .await
+        {
             Ok(Ok(rules)) => rules,
             Ok(Err(e)) => {
                 warn!(error = %e, "could not read the conversation's permission rules");
@@ -287,7 +307,7 @@ impl Job {
         let (kind, body, is_error) = match result {
             Ok(report) => (
                 ReplyKind::Answer,
-                answer_text(report, self.runner.config().timeout_secs),
+                answer_text(report, self.runner.config().timeout_secs, self.live_mode),
                 report.is_error(),
             ),
             Err(e) => (
@@ -348,7 +368,7 @@ impl Job {
             format!("The session store is unavailable ({e}). Your message was not sent to Claude; please try again."),
             true,
         );
-        JobEnd::NotRun(reply, self.live)
+        JobEnd::NotRun(Box::new(reply), self.live)
     }
 }
 
@@ -369,7 +389,7 @@ fn progress_step(event: &StreamEvent) -> Option<ProgressStep> {
 }
 
 /// The user-facing text of a run that produced a report.
-fn answer_text(report: &RunReport, timeout_secs: u64) -> String {
+fn answer_text(report: &RunReport, timeout_secs: u64, live: bool) -> String {
     match report.stopped {
         Some(StopReason::Cancelled) => return "Cancelled.".into(),
         Some(StopReason::TimedOut) => {
@@ -389,9 +409,15 @@ fn answer_text(report: &RunReport, timeout_secs: u64) -> String {
         };
     }
     if !result.permission_denials.is_empty() {
+        // Live: someone was asked (or a rule decided); one-shot: no one could be asked.
+        let why = if live {
+            "Denied"
+        } else {
+            "Refused by the permission mode"
+        };
         let _ = write!(
             text,
-            "\n\n(Refused by the permission mode: {}.)",
+            "\n\n({why}: {}.)",
             result.permission_denials.join(", ")
         );
     }

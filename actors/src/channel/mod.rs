@@ -532,7 +532,10 @@ impl ChannelActor {
         });
         ctx.wait(clear.into_actor(self).map(move |res, act, _| {
             let (text, is_error) = match res.map_err(StoreError::from).and_then(|r| r) {
-                Ok(n) => (format!("Forgot {n} \"always\" rule(s): Claude will ask again."), false),
+                Ok(n) => (
+                    format!("Forgot {n} \"always\" rule(s): Claude will ask again."),
+                    false,
+                ),
                 Err(e) => (format!("Could not clear the rules: {e}"), true),
             };
             act.reply(origin, ReplyKind::Command, text, is_error);
@@ -607,7 +610,7 @@ impl ChannelActor {
                 }
                 let live = match end {
                     JobEnd::NotRun(reply, live) => {
-                        act.deps.replies.do_send(reply);
+                        act.deps.replies.do_send(*reply);
                         live
                     }
                     JobEnd::Ran(mut ran) => {
@@ -822,7 +825,9 @@ impl Handler<PermissionAsked> for ChannelActor {
             }
         });
         let request_id = msg.request.request_id.clone();
-        let (token, state) = self.approvals.ask(msg.request, msg.control, msg.origin, timer);
+        let (token, state) = self
+            .approvals
+            .ask(msg.request, msg.control, msg.origin, timer);
         info!("Claude asks for a permission");
         self.deps.metrics.do_send(RecordMetric(Metric::Approval {
             outcome: crate::metrics::ApprovalOutcome::Asked,

@@ -84,7 +84,9 @@ impl SessionControl {
 
     /// Asks the CLI to stop the running turn (the process stays up).
     pub fn interrupt(&self) {
-        let _ = self.stdin.send(control_line("coordinator-interrupt", "interrupt"));
+        let _ = self
+            .stdin
+            .send(control_line("coordinator-interrupt", "interrupt"));
     }
 }
 
@@ -125,7 +127,8 @@ impl LiveSession {
             reaped: Mutex::new(false),
             stderr_tail: Mutex::new(String::new()),
         });
-        let (stdin, stdout, stderr) = (child.stdin.take(), child.stdout.take(), child.stderr.take());
+        let (stdin, stdout, stderr) =
+            (child.stdin.take(), child.stdout.take(), child.stderr.take());
         let (Some(stdin), Some(stdout), Some(stderr)) = (stdin, stdout, stderr) else {
             let _ = child.kill();
             let _ = child.wait();
@@ -206,7 +209,9 @@ impl LiveSession {
         req: &RunRequest,
     ) -> Result<RunReport, RunError> {
         let Some(control) = self.control.clone() else {
-            return Err(RunError::Wait(std::io::Error::other("the session is ending")));
+            return Err(RunError::Wait(std::io::Error::other(
+                "the session is ending",
+            )));
         };
         self.turns += 1;
         let _ = control.stdin.send(line);
@@ -261,7 +266,11 @@ impl LiveSession {
             self.session_id = Some(id.to_string());
         }
         let first = RunRequest {
-            resume: if self.turns == 1 { self.resumed.clone() } else { None },
+            resume: if self.turns == 1 {
+                self.resumed.clone()
+            } else {
+                None
+            },
             ..req.clone()
         };
         let stderr_tail = lock(&self.shared.stderr_tail).clone();
@@ -374,7 +383,10 @@ fn read_stdout(
     }
     lines.finish(&mut each);
     if lines.too_long > 0 {
-        warn!(lines = lines.too_long, "claude printed lines too long to keep");
+        warn!(
+            lines = lines.too_long,
+            "claude printed lines too long to keep"
+        );
     }
     // Wait without reaping, then reap under the lock, so no signal can reach a reused pid.
     let _ = waitid(

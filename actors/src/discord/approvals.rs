@@ -99,7 +99,8 @@ pub fn prompt(state: &ApprovalState, token: &str) -> (String, Vec<CreateActionRo
         return (text, vec![CreateActionRow::Buttons(buttons)]);
     }
     if tool == "ExitPlanMode" {
-        let text = format!("📋 Claude's plan (for <@{requested_by}>'s message):\n```\n{summary}\n```");
+        let text =
+            format!("📋 Claude's plan (for <@{requested_by}>'s message):\n```\n{summary}\n```");
         let buttons = vec![
             CreateButton::new(custom_id(&Action::Once, token))
                 .label("Approve")
@@ -153,7 +154,12 @@ mod tests {
     #[test]
     fn custom_ids_fit_discord_and_read_back() {
         let token = "0123456789abcdef0123456789abcdef";
-        for action in [Action::Once, Action::Always, Action::Deny, Action::Option(4)] {
+        for action in [
+            Action::Once,
+            Action::Always,
+            Action::Deny,
+            Action::Option(4),
+        ] {
             let id = custom_id(&action, token);
             assert!(id.len() <= 100);
             assert_eq!(parse_custom_id(&id), Some((action, token)));

@@ -14,8 +14,8 @@ use std::time::Instant;
 
 use actix::prelude::*;
 use serenity::all::{
-    ChannelId, ComponentInteraction, CreateInteractionResponse,
-    CreateInteractionResponseMessage, Message as DiscordMessage, MessageId, MessageType,
+    ChannelId, ComponentInteraction, CreateInteractionResponse, CreateInteractionResponseMessage,
+    Message as DiscordMessage, MessageId, MessageType,
 };
 use tokio::sync::mpsc::{unbounded_channel, UnboundedSender};
 use tracing::{debug, error, info, instrument, warn};
@@ -536,7 +536,10 @@ impl DiscordGateway {
             Some(message) => {
                 let (out, channel) = (self.outbound.clone(), p.channel_id);
                 self.prompts.remove(token);
-                self.send_later(async move { out.close_prompt(channel, message, &text).await }, ctx);
+                self.send_later(
+                    async move { out.close_prompt(channel, message, &text).await },
+                    ctx,
+                );
             }
             // Still being posted: closed as soon as it is.
             None => p.closed = Some(text),
@@ -596,7 +599,10 @@ impl Handler<PromptPosted> for DiscordGateway {
         if let (Some(text), Some(message)) = (p.closed.take(), p.message) {
             let (out, channel) = (self.outbound.clone(), p.channel_id);
             self.prompts.remove(&msg.token);
-            self.send_later(async move { out.close_prompt(channel, message, &text).await }, ctx);
+            self.send_later(
+                async move { out.close_prompt(channel, message, &text).await },
+                ctx,
+            );
         }
     }
 }
@@ -616,8 +622,11 @@ impl Handler<ReceiveClick> for DiscordGateway {
                     .ephemeral(true),
             )
         };
-        let found = parse_custom_id(&click.data.custom_id)
-            .and_then(|(action, token)| self.prompts.get(token).map(|p| (action, token.to_string(), p)));
+        let found = parse_custom_id(&click.data.custom_id).and_then(|(action, token)| {
+            self.prompts
+                .get(token)
+                .map(|p| (action, token.to_string(), p))
+        });
         let Some((action, token, p)) = found else {
             let response = whisper("This request is no longer waiting for an answer.");
             self.send_later(async move { out.respond(&click, response).await }, ctx);
@@ -633,7 +642,10 @@ impl Handler<ReceiveClick> for DiscordGateway {
             .channel_of(p.conversation_id)
             .is_some_and(|c| self.access.approves(&c.access, user, &roles));
         if !allowed {
-            info!(user_id = user, "a click from someone who may not answer; nothing changes");
+            info!(
+                user_id = user,
+                "a click from someone who may not answer; nothing changes"
+            );
             let response = whisper("You are not allowed to answer Claude's requests here.");
             self.send_later(async move { out.respond(&click, response).await }, ctx);
             return;
@@ -656,12 +668,14 @@ impl Handler<ReceiveClick> for DiscordGateway {
         // the outcome when the channel reports it.
         self.send_later(
             async move {
-                out.respond(&click, CreateInteractionResponse::Acknowledge).await;
-                match registry.send(answer).await {
-                    Ok(Ok(())) => {}
-                    Ok(Err(e)) => out.whisper(&click, &format!("Not taken: {e}.")).await,
-                    Err(_) => out.whisper(&click, "Not taken: the service is stopping.").await,
-                }
+                out.respond(&click, CreateInteractionResponse::Acknowledge)
+                    .await;
+                let note = match registry.send(answer).await {
+                    Ok(Ok(())) => return,
+                    Ok(Err(e)) => format!("Not taken: {e}."),
+                    Err(_) => "Not taken: the service is stopping.".to_string(),
+                };
+                out.whisper(&click, &note).await;
             },
             ctx,
         );

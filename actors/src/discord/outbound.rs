@@ -14,8 +14,8 @@ use std::time::Duration;
 
 use serenity::all::{
     ChannelId, ComponentInteraction, CreateActionRow, CreateAllowedMentions, CreateAttachment,
-    CreateInteractionResponse, CreateInteractionResponseFollowup, CreateMessage, EditMessage,
-    Http, HttpError, MessageId,
+    CreateInteractionResponse, CreateInteractionResponseFollowup, CreateMessage, EditMessage, Http,
+    HttpError, MessageId,
 };
 use tokio::sync::mpsc::UnboundedReceiver;
 use tokio::time::{interval, sleep, sleep_until, Instant, MissedTickBehavior};
@@ -240,7 +240,9 @@ impl Outbound {
                 .components(components.clone())
         };
         match self
-            .with_retry("post prompt", || channel_id.send_message(&*self.http, build()))
+            .with_retry("post prompt", || {
+                channel_id.send_message(&*self.http, build())
+            })
             .await
         {
             Ok(m) => Some(m.id),
@@ -269,7 +271,11 @@ impl Outbound {
     }
 
     /// Answers an interaction (within Discord's 3 s: one attempt, no retries).
-    pub async fn respond(&self, interaction: &ComponentInteraction, response: CreateInteractionResponse) {
+    pub async fn respond(
+        &self,
+        interaction: &ComponentInteraction,
+        response: CreateInteractionResponse,
+    ) {
         if let Err(e) = interaction.create_response(&*self.http, response).await {
             warn!(channel_id = interaction.channel_id.get(), error = %e, "interaction could not be answered");
         }

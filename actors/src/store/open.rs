@@ -14,7 +14,8 @@ use tracing::warn;
 use super::error::{classify, DbFailure, StoreError};
 
 /// Schema migrations; `user_version` is the number applied. Append, never edit.
-const MIGRATIONS: &[&str] = &["CREATE TABLE conversations (
+const MIGRATIONS: &[&str] = &[
+    "CREATE TABLE conversations (
         id               INTEGER PRIMARY KEY,  -- Discord channel/thread id, u64 bits as i64
         name             TEXT    NOT NULL,
         session_id       TEXT,
@@ -46,7 +47,8 @@ const MIGRATIONS: &[&str] = &["CREATE TABLE conversations (
         rule            TEXT,
         at_ms           INTEGER NOT NULL
     );
-    CREATE INDEX approvals_conversation ON approvals(conversation_id, at_ms);"];
+    CREATE INDEX approvals_conversation ON approvals(conversation_id, at_ms);",
+];
 
 /// How to open the store.
 #[derive(Debug, Clone)]

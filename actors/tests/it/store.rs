@@ -142,7 +142,10 @@ async fn data_survives_reopening_and_migrations_run_once() {
     let version: i64 = conn
         .pragma_query_value(None, "user_version", |r| r.get(0))
         .expect("pragma");
-    assert_eq!(version, 2, "conversations; then rules and the approvals audit");
+    assert_eq!(
+        version, 2,
+        "conversations; then rules and the approvals audit"
+    );
     let mode: String = conn
         .pragma_query_value(None, "journal_mode", |r| r.get(0))
         .expect("pragma");

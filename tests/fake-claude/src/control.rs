@@ -87,11 +87,10 @@ impl Input {
             let Some(line) = self.line(Duration::from_secs(3600)) else {
                 continue;
             };
-            match self.take(&line, session) {
+            match Self::take(&line, session) {
                 Taken::User(text) => return Ok(text),
-                Taken::Interrupt => {}
                 Taken::End => return Err(Wake::End),
-                Taken::Response(..) | Taken::Other => {}
+                Taken::Interrupt | Taken::Response(..) | Taken::Other => {}
             }
         }
     }
@@ -99,7 +98,7 @@ impl Input {
     /// During a turn: waits up to `step` for a line; user lines queue as next turns.
     pub fn poll(&mut self, session: &mut SessionState, step: Duration) -> Option<Wake> {
         let line = self.line(step)?;
-        match self.take(&line, session) {
+        match Self::take(&line, session) {
             Taken::User(text) => {
                 self.queued.push_back(text);
                 None
@@ -110,7 +109,7 @@ impl Input {
         }
     }
 
-    /// Waits for the answer to can_use_tool `request_id`.
+    /// Waits for the answer to `can_use_tool` request `request_id`.
     pub fn answer(&mut self, session: &mut SessionState, request_id: &str) -> Answer {
         loop {
             if self.closed {
@@ -119,7 +118,7 @@ impl Input {
             let Some(line) = self.line(Duration::from_secs(3600)) else {
                 continue;
             };
-            match self.take(&line, session) {
+            match Self::take(&line, session) {
                 Taken::Response(id, response) if id == request_id => return Answer::Got(response),
                 Taken::User(text) => self.queued.push_back(text),
                 Taken::Interrupt => return Answer::Interrupted,
@@ -129,7 +128,7 @@ impl Input {
         }
     }
 
-    fn take(&mut self, line: &str, session: &mut SessionState) -> Taken {
+    fn take(line: &str, session: &mut SessionState) -> Taken {
         let Ok(v) = serde_json::from_str::<Value>(line) else {
             return Taken::Other;
         };
@@ -166,8 +165,10 @@ impl Input {
                     "set_permission_mode" => {
                         let mode = req["mode"].as_str().unwrap_or_default();
                         if mode == "bypassPermissions" {
-                            emit(&json!({"type": "control_response", "response": {"subtype": "error", "request_id": id,
-                                "error": "Cannot set permission mode to bypassPermissions because the session was not launched with --dangerously-skip-permissions"}}));
+                            emit(
+                                &json!({"type": "control_response", "response": {"subtype": "error", "request_id": id,
+                                "error": "Cannot set permission mode to bypassPermissions because the session was not launched with --dangerously-skip-permissions"}}),
+                            );
                         } else {
                             session.mode = mode.to_string();
                             emit(&success(id, &json!({"mode": mode})));
@@ -179,8 +180,10 @@ impl Input {
                         Taken::Other
                     }
                     other => {
-                        emit(&json!({"type": "control_response", "response": {"subtype": "error", "request_id": id,
-                            "error": format!("Unsupported control request subtype: {other}")}}));
+                        emit(
+                            &json!({"type": "control_response", "response": {"subtype": "error", "request_id": id,
+                            "error": format!("Unsupported control request subtype: {other}")}}),
+                        );
                         Taken::Other
                     }
                 }
@@ -205,9 +208,9 @@ enum Taken {
     Other,
 }
 
-/// The answer to a can_use_tool request.
+/// The answer to a `can_use_tool` request.
 pub enum Answer {
-    /// The `response` object of the control_response.
+    /// The `response` object of the `control_response`.
     Got(Value),
     /// An interrupt came first.
     Interrupted,
@@ -293,7 +296,12 @@ pub fn rules_from_args(allowed: &[String], settings: Option<&str>) -> Vec<Rule> 
     let mut rules: Vec<Rule> = allowed.iter().filter_map(|r| Rule::parse(r)).collect();
     if let Some(v) = settings.and_then(|s| serde_json::from_str::<Value>(s).ok()) {
         if let Some(allow) = v["permissions"]["allow"].as_array() {
-            rules.extend(allow.iter().filter_map(Value::as_str).filter_map(Rule::parse));
+            rules.extend(
+                allow
+                    .iter()
+                    .filter_map(Value::as_str)
+                    .filter_map(Rule::parse),
+            );
         }
     }
     rules
@@ -305,7 +313,7 @@ pub fn is_read_only(command: &str) -> bool {
     ["echo", "ls", "cat", "pwd", "true", "printenv", "date"].contains(&first)
 }
 
-/// The can_use_tool request for Bash `command`, as `p_01` shows it.
+/// The `can_use_tool` request for Bash `command`, as `p_01` shows it.
 pub fn bash_request(request_id: &str, tool_use_id: &str, command: &str, cwd: &str) -> Value {
     json!({"type": "control_request", "request_id": request_id, "request": {
         "subtype": "can_use_tool", "tool_name": "Bash", "display_name": "Bash",
@@ -319,7 +327,7 @@ pub fn bash_request(request_id: &str, tool_use_id: &str, command: &str, cwd: &st
         "tool_use_id": tool_use_id}})
 }
 
-/// The AskUserQuestion request of `p_41`.
+/// The `AskUserQuestion` request of `p_41`.
 pub fn question_request(request_id: &str, tool_use_id: &str) -> Value {
     json!({"type": "control_request", "request_id": request_id, "request": {
         "subtype": "can_use_tool", "tool_name": "AskUserQuestion", "display_name": "AskUserQuestion",

@@ -492,8 +492,14 @@ fn wait(
     }
 }
 
-/// The tool_result line the model is given for `tool_use_id`.
-fn tool_result_line(s: &Session, tool_use_id: &str, said: &str, is_error: bool, meta: &Value) -> Value {
+/// The `tool_result` line the model is given for `tool_use_id`.
+fn tool_result_line(
+    s: &Session,
+    tool_use_id: &str,
+    said: &str,
+    is_error: bool,
+    meta: &Value,
+) -> Value {
     json!({"type": "user", "message": {"role": "user", "content": [{"tool_use_id": tool_use_id,
         "type": "tool_result", "content": said, "is_error": is_error}]}, "parent_tool_use_id": null,
         "session_id": s.id, "uuid": new_uuid(), "timestamp": "2026-11-23T19:45:16.143Z",
@@ -505,16 +511,26 @@ fn tool_result_line(s: &Session, tool_use_id: &str, said: &str, is_error: bool, 
 /// The turn ends as an interrupted tool call does (`p_07`, `p_21`): rejected, then
 /// `error_during_execution` with `terminal_reason` `aborted_tools` and no `result`.
 fn aborted_tools(s: &mut Session, out: &mut Out, tool_use_id: &str, started: Instant) -> TurnEnd {
-    control::emit(&tool_result_line(s, tool_use_id, control::REJECTED, true, &json!([])));
-    control::emit(&json!({"type": "user", "message": {"role": "user", "content": [{"type": "text",
-        "text": "[Request interrupted by user for tool use]"}]}, "parent_tool_use_id": null, "session_id": s.id}));
+    control::emit(&tool_result_line(
+        s,
+        tool_use_id,
+        control::REJECTED,
+        true,
+        &json!([]),
+    ));
+    control::emit(
+        &json!({"type": "user", "message": {"role": "user", "content": [{"type": "text",
+        "text": "[Request interrupted by user for tool use]"}]}, "parent_tool_use_id": null, "session_id": s.id}),
+    );
     let total = s.record("(interrupted)", s.per_call_cost);
     s.result(
         out,
         "error_during_execution",
         true,
         None,
-        Some(vec!["[ede_diagnostic] result_type=user last_content_type=text stop_reason=tool_use".into()]),
+        Some(vec![
+            "[ede_diagnostic] result_type=user last_content_type=text stop_reason=tool_use".into(),
+        ]),
         total,
         1,
         "aborted_tools",
@@ -527,7 +543,7 @@ fn aborted_tools(s: &mut Session, out: &mut Out, tool_use_id: &str, started: Ins
     }
 }
 
-/// Asks the wrapper about a tool call (can_use_tool) and waits for the answer. `Ok` carries the
+/// Asks the wrapper about a tool call (`can_use_tool`) and waits for the answer. `Ok` carries the
 /// (possibly updated) input and whether it was allowed with an "always" rule; `Err(text)` a
 /// denial whose text the model is given; the outer `Err` ends the turn.
 fn ask(
@@ -538,7 +554,10 @@ fn ask(
     tool_use_id: &str,
     started: Instant,
 ) -> Result<Result<Value, String>, TurnEnd> {
-    let request_id = request["request_id"].as_str().unwrap_or_default().to_string();
+    let request_id = request["request_id"]
+        .as_str()
+        .unwrap_or_default()
+        .to_string();
     control::emit(request);
     log_event("asked", &json!({"request_id": request_id}));
     match input.answer(&mut s.state, &request_id) {
@@ -598,11 +617,17 @@ fn tool_call(
         let decided = match input {
             Some(input) if s.state.prompt_tool && s.state.mode != "dontAsk" => {
                 let request_id = new_uuid();
-                let request =
-                    control::bash_request(&request_id, tool_use_id, &command, &s.cwd.display().to_string());
+                let request = control::bash_request(
+                    &request_id,
+                    tool_use_id,
+                    &command,
+                    &s.cwd.display().to_string(),
+                );
                 ask(s, out, input, &request, tool_use_id, started)?
             }
-            _ => Err(format!("Permission to use Bash with command {command} has been denied.")),
+            _ => Err(format!(
+                "Permission to use Bash with command {command} has been denied."
+            )),
         };
         match decided {
             Ok(updated) => {
@@ -612,7 +637,8 @@ fn tool_call(
                 meta = json!([{"permission_decision": {"decision": "accept", "source": "user_temporary"}}]);
             }
             Err(text) => {
-                s.denials.push(json!({"tool_name": "Bash", "tool_use_id": tool_use_id,
+                s.denials
+                    .push(json!({"tool_name": "Bash", "tool_use_id": tool_use_id,
                     "tool_input": {"command": command, "description": "mock tool call"}}));
                 out.line(&tool_result_line(s, tool_use_id, &text, true, &json!([])));
                 return Ok(text);
@@ -800,6 +826,8 @@ impl Session {
             duration_ms: started.elapsed().as_millis(),
         });
         v["permission_denials"] = json!(self.denials);
+        // Before the result: whoever reads the result may look at the log at once.
+        log_event("turn_end", &json!({}));
         out.result(&v);
     }
 
@@ -912,9 +940,7 @@ fn run(args: &Args, version: &str, interrupted: &AtomicBool) -> u8 {
             Err(_) => return 0,
         };
         log_event("turn", &json!({"prompt": p}));
-        let end = turn(&mut session, &mut out, &p, interrupted, Some(&mut input));
-        log_event("turn_end", &json!({"prompt": p}));
-        match end {
+        match turn(&mut session, &mut out, &p, interrupted, Some(&mut input)) {
             TurnEnd::Done { is_error, .. } => last_error = is_error,
             TurnEnd::Exit(code) => return code,
         }
@@ -1108,8 +1134,10 @@ fn turn(
         Some(Wake::End) => return TurnEnd::Exit(0),
         Some(Wake::Interrupt) => {
             Input::ack_interrupt(&mut s.state);
-            control::emit(&json!({"type": "user", "message": {"role": "user", "content": [{"type": "text", "text": "[Request interrupted by user]"}]},
-                "parent_tool_use_id": null, "session_id": s.id}));
+            control::emit(
+                &json!({"type": "user", "message": {"role": "user", "content": [{"type": "text", "text": "[Request interrupted by user]"}]},
+                "parent_tool_use_id": null, "session_id": s.id}),
+            );
         }
         None => {}
     }
@@ -1210,7 +1238,7 @@ fn turn(
         answer = format!("tool said: {said}");
         num_turns = 2;
     } else if prompt.contains("ASKQ") {
-        match ask_question(s, out, input.as_deref_mut(), started) {
+        match ask_question(s, out, input, started) {
             Ok(said) => answer = format!("tool said: {said}"),
             Err(end) => return end,
         }

@@ -51,6 +51,8 @@ struct Inner {
     channels: Mutex<HashMap<u64, Value>>,
     post_failures: Mutex<VecDeque<u16>>,
     lookup_failures: Mutex<VecDeque<u16>>,
+    /// Interactions dispatched, and whether each has had its callback.
+    interactions: Mutex<HashMap<String, (bool, u64)>>,
     connection: Mutex<Option<UnboundedSender<WsCommand>>>,
     frames: Mutex<Vec<Value>>,
     next_id: AtomicU64,
@@ -86,6 +88,11 @@ impl DiscordServer {
                 patch(edit_message).delete(delete_message),
             )
             .route("/api/v10/channels/{id}/typing", post(typing))
+            .route(
+                "/api/v10/interactions/{id}/{token}/callback",
+                post(interaction_callback),
+            )
+            .route("/api/v10/webhooks/{app}/{token}", post(followup))
             .route("/gateway", get(websocket))
             .fallback(any(unknown))
             .with_state(Arc::clone(&inner));
@@ -226,6 +233,42 @@ impl DiscordServer {
         id
     }
 
+    /// A click by `user` on the button `custom_id` of the bot's message `message` (a recorded
+    /// post) in `channel`: dispatches `INTERACTION_CREATE` as Discord does; returns the
+    /// interaction's token.
+    pub fn click(&self, channel: u64, message: &Value, custom_id: &str, user: u64) -> String {
+        let n = self.inner.next_id.fetch_add(1, Ordering::SeqCst);
+        let token = format!("itoken-{n}");
+        self.inner
+            .interactions
+            .lock()
+            .expect("lock")
+            .insert(token.clone(), (false, channel));
+        let data = json!({
+            "id": n.to_string(), "application_id": "555555555555555555", "type": 3,
+            "data": {"custom_id": custom_id, "component_type": 2},
+            "guild_id": GUILD_ID.to_string(), "channel_id": channel.to_string(),
+            "member": {"user": {"id": user.to_string(), "username": "clicker", "discriminator": "0000"},
+                       "roles": [], "joined_at": "2026-01-01T00:00:00+00:00", "deaf": false, "mute": false,
+                       "flags": 0},
+            "user": {"id": user.to_string(), "username": "clicker", "discriminator": "0000"},
+            "token": token, "version": 1, "message": message, "locale": "en-US",
+            "entitlements": [], "attachment_size_limit": 26_214_400
+        });
+        // A payload serenity cannot parse would silently become Event::Unknown.
+        if let Err(e) = serde_json::from_value::<serenity::all::Interaction>(data.clone()) {
+            panic!("serenity cannot parse this interaction ({e}): {data}");
+        }
+        self.dispatch("INTERACTION_CREATE", &data);
+        token
+    }
+
+    /// The message a recorded post created (as the server answered it).
+    pub fn message_of(r: &Recorded, channel: u64) -> Value {
+        let id = r.body["__id"].as_u64().unwrap_or_default();
+        message_json(id, channel, BOT_ID, true, &content(r))
+    }
+
     /// Closes the gateway connection with `code` (serenity reconnects and resumes).
     pub fn drop_connection(&self, code: u16) {
         if let Some(conn) = self.inner.connection.lock().expect("lock").take() {
@@ -345,6 +388,7 @@ async fn create_message(
         record(&inner, "POST", path, body, files, &headers, status);
         return error_response(status);
     }
+    let mut body = body;
     let content = body["content"].as_str().unwrap_or_default().to_string();
     // Discord's rules: at most 2,000 UTF-16 units, and not empty (unless files are attached).
     if content.encode_utf16().count() > 2000 || (content.trim().is_empty() && files.is_empty()) {
@@ -355,9 +399,83 @@ async fn create_message(
         )
             .into_response();
     }
-    record(&inner, "POST", path, body, files, &headers, 200);
     let mid = inner.next_id.fetch_add(1, Ordering::SeqCst);
+    // Kept with the recording, so a test can click the message's buttons.
+    body["__id"] = json!(mid);
+    record(&inner, "POST", path, body, files, &headers, 200);
     Json(message_json(mid, id, BOT_ID, true, &content)).into_response()
+}
+
+/// `POST /interactions/{id}/{token}/callback`: one callback per interaction (a second is a 400,
+/// code 40060, as on Discord); an unknown token is a 404, code 10062.
+async fn interaction_callback(
+    State(inner): State<Arc<Inner>>,
+    Path((id, token)): Path<(String, String)>,
+    headers: HeaderMap,
+    Json(body): Json<Value>,
+) -> Response {
+    let path = format!("/api/v10/interactions/{id}/{token}/callback");
+    let status = {
+        let mut all = inner.interactions.lock().expect("lock");
+        match all.get_mut(&token) {
+            None => 404,
+            Some((answered, _)) if *answered => 400,
+            Some((answered, _)) => {
+                *answered = true;
+                204
+            }
+        }
+    };
+    record(&inner, "POST", path, body, Vec::new(), &headers, status);
+    match status {
+        204 => StatusCode::NO_CONTENT.into_response(),
+        400 => (
+            StatusCode::BAD_REQUEST,
+            Json(json!({"message": "Interaction has already been acknowledged.", "code": 40060})),
+        )
+            .into_response(),
+        _ => (
+            StatusCode::NOT_FOUND,
+            Json(json!({"message": "Unknown interaction", "code": 10062})),
+        )
+            .into_response(),
+    }
+}
+
+/// `POST /webhooks/{app}/{token}`: a follow-up, only after the interaction's callback.
+async fn followup(
+    State(inner): State<Arc<Inner>>,
+    Path((app, token)): Path<(String, String)>,
+    headers: HeaderMap,
+    Json(body): Json<Value>,
+) -> Response {
+    let path = format!("/api/v10/webhooks/{app}/{token}");
+    let (answered, channel) = inner
+        .interactions
+        .lock()
+        .expect("lock")
+        .get(&token)
+        .copied()
+        .unwrap_or((false, 1));
+    let content = body["content"].as_str().unwrap_or_default().to_string();
+    record(
+        &inner,
+        "POST",
+        path,
+        body,
+        Vec::new(),
+        &headers,
+        if answered { 200 } else { 404 },
+    );
+    if !answered {
+        return (
+            StatusCode::NOT_FOUND,
+            Json(json!({"message": "Unknown Webhook", "code": 10015})),
+        )
+            .into_response();
+    }
+    let mid = inner.next_id.fetch_add(1, Ordering::SeqCst);
+    Json(message_json(mid, channel, BOT_ID, true, &content)).into_response()
 }
 
 /// What Discord answers with `status`.

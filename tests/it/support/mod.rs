@@ -170,11 +170,13 @@ project_dir = "{proj3}"
         let mut runs: Vec<Run> = records
             .iter()
             .enumerate()
-            .filter(|(_, r)| {
-                (r["event"] == "start" && !is_live(r)) || r["event"] == "turn"
-            })
+            .filter(|(_, r)| (r["event"] == "start" && !is_live(r)) || r["event"] == "turn")
             .filter_map(|(i, s)| {
-                let end_kind = if s["event"] == "turn" { "turn_end" } else { "end" };
+                let end_kind = if s["event"] == "turn" {
+                    "turn_end"
+                } else {
+                    "end"
+                };
                 let end = records[i..]
                     .iter()
                     .find(|e| e["event"] == end_kind && e["pid"] == s["pid"])?;
