@@ -13,8 +13,10 @@
 //!    `SessionStoreActor`; they show what persisting each message costs by itself.
 //! 2. Memory: RSS growth after 10,000 channel actors have been started and left idle.
 
+mod support;
+
 use std::fmt::Write as _;
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::rc::Rc;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
@@ -67,45 +69,12 @@ fn args() -> Args {
     a
 }
 
-fn stand_in() -> PathBuf {
-    let exe = std::env::current_exe().expect("current exe");
-    // target/release/deps/throughput-HASH -> target/release/claude
-    let path = exe
-        .parent()
-        .and_then(Path::parent)
-        .map(|d| d.join("claude"))
-        .expect("target dir");
-    assert!(
-        path.exists(),
-        "{} missing: run `cargo build --release -p fake-claude` first",
-        path.display()
-    );
-    path
-}
-
-/// A deployment with `channels` channels sharing one project directory.
+/// A deployment with `channels` channels, one `claude -p` process per message (the path this
+/// benchmark measures).
 fn settings(dir: &Path, channels: usize, cap: usize) -> Settings {
-    let mut text = format!(
-        "[claude]\nbinary = \"{}\"\nmax_concurrent_runs = {cap}\n[claude.env]\nHOME = \"{}\"\n\
-         [store]\npath = \"{}\"\n[channels]\nqueue_limit = 100000\nidle_secs = 0\ncommand_prefix = \"!\"\n\
-         [log]\nformat = \"text\"\nfilter = \"error\"\n",
-        stand_in().display(),
-        dir.join("home").display(),
-        dir.join("bench.db").display(),
-    );
-    for i in 0..channels {
-        let _ = write!(
-            text,
-            "[[channel]]\nid = {}\nname = \"c{i}\"\nproject_dir = \"{}\"\n",
-            10_000 + i,
-            dir.join("proj").display()
-        );
-    }
-    std::fs::create_dir_all(dir.join("proj")).expect("mkdir");
-    std::fs::create_dir_all(dir.join("home")).expect("mkdir");
-    let overlay = dir.join("bench.toml");
-    std::fs::write(&overlay, text).expect("write overlay");
-    Settings::load(Some(&overlay)).expect("settings")
+    let mut s = support::settings(dir, channels, cap);
+    s.claude.live_sessions = false;
+    s
 }
 
 /// Sends `messages` messages, spread evenly over the channels, each channel through its own
@@ -242,7 +211,7 @@ fn floor_with(
     let proj = dir.path().join("proj");
     std::fs::create_dir_all(&home).expect("mkdir");
     std::fs::create_dir_all(&proj).expect("mkdir");
-    let bin = stand_in();
+    let bin = support::stand_in();
     let run = |resume: Option<&str>, prompt: &str| -> String {
         let mut cmd = std::process::Command::new(&bin);
         cmd.args(["-p", "--output-format", "stream-json", "--verbose"]);
@@ -414,7 +383,7 @@ fn main() {
     println!(
         "machine: {} cores; stand-in: {}",
         std::thread::available_parallelism().map_or(0, std::num::NonZero::get),
-        stand_in().display()
+        support::stand_in().display()
     );
     println!(
         "messages per case: {}; rounds: {}; max_concurrent_runs: {cap}",

@@ -94,6 +94,39 @@ fn the_metrics_log_counts_a_scripted_conversation() {
     assert!(process["uptime_secs"].is_u64());
     // No gateway in console mode.
     assert!(m.iter().all(|e| e["kind"] != "gateway"));
+    // One warm process served the four messages.
+    let sessions = last(&m, "sessions");
+    assert_eq!(sessions["spawns"], 1, "{sessions}");
+    assert_eq!(sessions["resumes"], 0);
+    assert_eq!(sessions["ended_crashed"], 0);
+    assert_eq!(sessions["approvals_asked"], 0);
+}
+
+#[test]
+fn approvals_are_counted_in_the_metrics_log() {
+    let env = TestEnv::new();
+    let overlay = env.overlay(
+        "",
+        "[metrics]\ninterval_secs = 0\n[log]\nformat = \"json\"\nfilter = \"info\"\n",
+    );
+    let a = env.path("proj").join("a");
+    let b = env.path("proj").join("b");
+    let input = format!(
+        "TOOL:touch {}\ny\nTOOL:touch {}\nn\n",
+        a.display(),
+        b.display()
+    );
+    let (status, _, err) =
+        run_with_config(&overlay, &["console", "--channel", "alpha"], &input, &[]);
+    assert!(status.success(), "{err}");
+    let sessions = last(&metrics(&err), "sessions");
+    assert_eq!(sessions["approvals_asked"], 2, "{sessions}");
+    assert_eq!(sessions["approvals_allowed"], 1);
+    assert_eq!(sessions["approvals_denied"], 1);
+    assert_eq!(sessions["approvals_timed_out"], 0);
+    assert!(sessions["approval_wait_p95_ms"]
+        .as_u64()
+        .is_some_and(|ms| ms >= 1));
 }
 
 #[test]
