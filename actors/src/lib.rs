@@ -17,17 +17,23 @@
 //!    load the session id from the store, run the CLI, then save the new session id and
 //!    [`cost`] — while the next queued prompt already runs with the session id it has in hand
 //!    (saves stay in order, one at a time).
-//! 4. [`claude::ClaudeRunner`] spawns `claude -p --output-format stream-json --verbose
-//!    [--resume ID] … -- PROMPT` ([`claude::args`], with the environment of
-//!    [`claude::environment`]) in the channel's project directory, in its own process group, and
-//!    drives it from one blocking thread until it is reaped (`claude/process.rs`), parsing its
-//!    output with [`claude::stream_json`]. Tool use is passed on as progress.
+//! 4. With live sessions (the default) the run is a turn of the conversation's warm
+//!    [`claude::LiveSession`]: one `claude -p --input-format stream-json --permission-prompt-tool
+//!    stdio [--resume ID] …` process, the user line written to its stdin, its output read to the
+//!    turn's `result` (spawned, or replaced with `--resume` when it has died, as needed). Claude's
+//!    permission requests ([`claude::permission`]) go to the channel actor, which shows them to
+//!    the front end and writes the answer back. Otherwise [`claude::ClaudeRunner`] spawns one
+//!    `claude -p … -- PROMPT` and drives it from one blocking thread until it is reaped
+//!    (`claude/process.rs`). Either way the arguments come from [`claude::args`], the
+//!    environment from [`claude::environment`] (no service secrets), the lines are parsed by
+//!    [`claude::stream_json`], and tool use is passed on as progress.
 //! 5. [`store::SessionStoreActor`] (on a `SyncArbiter`, r2d2 pool of SQLite connections, WAL)
 //!    keeps conversation → session id, project directory, model, counts, cost, last error.
 //! 6. The channel actor sends exactly one [`frontend::DeliverReply`] per message back to the
 //!    front end once its run is saved, plus [`frontend::ShowProgress`] while the run is in
-//!    flight. Both edges are `Recipient`s, so tests plug in a collector
-//!    ([`frontend::ReplySink`]). The Discord gateway sends replies through
+//!    flight, and [`frontend::ShowApproval`] for each permission request and its outcome; the
+//!    front end answers with [`frontend::AnswerApproval`]. The edges are `Recipient`s
+//!    ([`frontend::FrontEnd`]), so tests plug in a collector ([`frontend::ReplySink`]). The Discord gateway sends replies through
 //!    [`discord::outbound`], split by [`discord::chunking`].
 //!
 //! [`metrics::MetricsActor`] writes one structured event per actor kind to the log, from what

@@ -769,17 +769,7 @@ async fn claude_asks_with_buttons_and_only_an_allowed_user_can_answer() {
     let allow = buttons(&prompt)[0].1.clone();
     // A stranger's click: told privately, nothing changes.
     let token = s.server.click(ALPHA, &message, &allow, MALLORY);
-    s.server
-        .wait("the stranger's answer", |srv| {
-            srv.requests().iter().any(|r| r.path.contains(&token))
-        })
-        .await;
-    let refusal = s
-        .server
-        .requests()
-        .into_iter()
-        .find(|r| r.path.contains(&token))
-        .expect("callback");
+    let refusal = s.server.callback(&token).await;
     assert_eq!(refusal.body["type"], 4);
     assert_eq!(refusal.body["data"]["flags"], 64, "ephemeral");
     assert!(!file.exists());
@@ -793,12 +783,7 @@ async fn claude_asks_with_buttons_and_only_an_allowed_user_can_answer() {
         })
         .await;
     assert!(file.exists());
-    let ack = s
-        .server
-        .requests()
-        .into_iter()
-        .find(|r| r.path.contains(&token))
-        .expect("callback");
+    let ack = s.server.callback(&token).await;
     assert_eq!(ack.body["type"], 6, "deferred update");
     assert_eq!(ack.status, 204);
     let mid = message["id"].as_str().expect("id").to_string();
@@ -824,17 +809,7 @@ async fn claude_asks_with_buttons_and_only_an_allowed_user_can_answer() {
     );
     // A late click on the answered prompt is told it is over.
     let late = s.server.click(ALPHA, &message, &allow, ALICE);
-    s.server
-        .wait("the late answer", |srv| {
-            srv.requests().iter().any(|r| r.path.contains(&late))
-        })
-        .await;
-    let late = s
-        .server
-        .requests()
-        .into_iter()
-        .find(|r| r.path.contains(&late))
-        .expect("callback");
+    let late = s.server.callback(&late).await;
     assert!(late.body["data"]["content"]
         .as_str()
         .is_some_and(|c| c.contains("no longer waiting")));

@@ -387,3 +387,27 @@ async fn a_crash_mid_turn_is_told_and_the_next_message_resumes() {
     assert_eq!(next.session_id, first.session_id);
     assert_eq!(starts_of(&env).len(), 2);
 }
+
+#[actix_rt::test]
+async fn a_channel_may_set_its_own_permission_mode() {
+    let env = TestEnv::new();
+    let mut s = env.settings();
+    s.channel[1].permission_mode = Some(actors::claude::PermissionMode::AcceptEdits);
+    let mut h = Harness::start(s).await;
+    h.send("alpha", "hello");
+    h.reply().await;
+    h.send("beta", "hello");
+    h.reply().await;
+    let mode = |start: &Value| {
+        let argv = argv_of(start);
+        argv[argv
+            .iter()
+            .position(|a| a == "--permission-mode")
+            .expect("mode")
+            + 1]
+        .clone()
+    };
+    let starts = starts_of(&env);
+    assert_eq!(mode(&starts[0]), "default");
+    assert_eq!(mode(&starts[1]), "acceptEdits");
+}

@@ -17,9 +17,9 @@
 //! `claude.approval_timeout_secs`, or withdrawn; every decision is recorded, and "always" rules
 //! are stored and passed again to every new process.
 //!
-//! Files: this one (the actor and its queue-and-save state machine), [`job`] (one run, from
-//! its run slot to its reply), [`command`] (what the coordinator itself answers),
-//! [`approvals`] (pending permission requests), [`warm`] (the warm processes of all
+//! Files: this one (the actor and its queue-and-save state machine), `job` (one run, from
+//! its run slot to its reply), `command` (what the coordinator itself answers),
+//! `approvals` (pending permission requests), `warm` (the warm processes of all
 //! conversations).
 
 mod approvals;

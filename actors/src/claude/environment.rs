@@ -25,7 +25,7 @@ fn is_withheld(name: &OsStr) -> bool {
 }
 
 /// The CLI's whole environment: `inherited` (the service's own) without what
-/// [`is_withheld`], then `claude.env`, then `CLAUDE_CODE_OAUTH_TOKEN` when a token is set.
+/// the secrets and settings it withholds, then `claude.env`, then `CLAUDE_CODE_OAUTH_TOKEN` when a token is set.
 pub fn cli_environment(
     config: &ClaudeConfig,
     inherited: impl IntoIterator<Item = (OsString, OsString)>,

@@ -24,7 +24,7 @@
 //!   current versions.
 //!
 //! Files: [`config`] (the `[claude]` settings), [`args`] (command line and user text),
-//! [`environment`] (what the CLI may see), [`process`] (spawn, drive, signals), [`report`]
+//! [`environment`] (what the CLI may see), `process` (spawn, drive, signals), `report`
 //! (what a run's output means), [`stream_json`] (parsing its lines).
 
 pub mod args;

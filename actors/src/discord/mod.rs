@@ -5,8 +5,8 @@
 //! forwards events to the gateway actor with `do_send`, and every REST call runs as a spawned
 //! future, so neither side ever blocks the other.
 //!
-//! Files: this one (settings, connecting), [`gateway`] (the actor), [`events`] (serenity's
-//! handler), [`access`] (who may talk and approve), [`approvals`] (permission prompts and their
+//! Files: this one (settings, connecting), [`gateway`] (the actor), `events` (serenity's
+//! handler), [`access`] (who may talk and approve), `approvals` (permission prompts and their
 //! buttons), [`outbound`] (sends, retries, typing, progress), [`chunking`] (splitting replies).
 
 pub mod access;

@@ -6,7 +6,7 @@
 //! Every failure is a [`StoreError`] that says what went wrong in words a user can act on; a
 //! locked, read-only or corrupt file never panics the service.
 //!
-//! Files: [`open`] (opening, migrations), [`error`] (what can go wrong).
+//! Files: `open` (opening, migrations), `error` (what can go wrong).
 
 mod error;
 mod open;

@@ -523,20 +523,7 @@ fn aborted_tools(s: &mut Session, out: &mut Out, tool_use_id: &str, started: Ins
         "text": "[Request interrupted by user for tool use]"}]}, "parent_tool_use_id": null, "session_id": s.id}),
     );
     let total = s.record("(interrupted)", s.per_call_cost);
-    s.result(
-        out,
-        "error_during_execution",
-        true,
-        None,
-        Some(vec![
-            "[ede_diagnostic] result_type=user last_content_type=text stop_reason=tool_use".into(),
-        ]),
-        total,
-        1,
-        "aborted_tools",
-        None,
-        started,
-    );
+    s.aborted(out, total, 1, "aborted_tools", started);
     TurnEnd::Done {
         code: 1,
         is_error: true,
@@ -829,6 +816,25 @@ impl Session {
         // Before the result: whoever reads the result may look at the log at once.
         log_event("turn_end", &json!({}));
         out.result(&v);
+    }
+
+    /// The result of a turn stopped before its end (`d_slow_sigint_json`, `p_07`, `p_21`):
+    /// `error_during_execution`, no `result`, the reason in `terminal_reason`.
+    fn aborted(&self, out: &mut Out, total: f64, num_turns: u32, reason: &str, started: Instant) {
+        self.result(
+            out,
+            "error_during_execution",
+            true,
+            None,
+            Some(vec![
+                "[ede_diagnostic] result_type=user last_content_type=n/a stop_reason=null".into(),
+            ]),
+            total,
+            num_turns,
+            reason,
+            None,
+            started,
+        );
     }
 
     /// A built-in command, run locally. `None` when `prompt` is not one.
@@ -1144,20 +1150,8 @@ fn turn(
     if waited {
         // SIGINT: the clean cancel. The turn is recorded, the result says error_during_execution.
         let total = s.record(prompt, 0.0);
-        s.result(
-            out,
-            "error_during_execution",
-            true,
-            None,
-            Some(vec![
-                "[ede_diagnostic] result_type=user last_content_type=n/a stop_reason=null".into(),
-            ]),
-            total,
-            s.turns.len() as u32,
-            "aborted_streaming",
-            None,
-            started,
-        );
+        let turns = s.turns.len() as u32;
+        s.aborted(out, total, turns, "aborted_streaming", started);
         return TurnEnd::Done {
             code: 0,
             is_error: true,

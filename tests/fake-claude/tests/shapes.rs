@@ -36,6 +36,24 @@ impl Stand {
         c
     }
 
+    /// A process reading turns from stdin (`--input-format stream-json`), pipes open.
+    fn stream_input(&self, extra: &[&str]) -> std::process::Child {
+        let mut args = vec![
+            "-p",
+            "--input-format",
+            "stream-json",
+            "--output-format",
+            "stream-json",
+            "--verbose",
+        ];
+        args.extend_from_slice(extra);
+        self.cmd(&args)
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .spawn()
+            .expect("spawn")
+    }
+
     fn run(&self, args: &[&str]) -> Output {
         self.cmd(args).output().expect("run stand-in")
     }
@@ -341,19 +359,7 @@ fn built_in_commands_run_without_a_model_call_even_with_disable_slash_commands()
 fn a_command_on_stdin_runs_like_the_real_cli_and_each_line_is_a_turn() {
     use std::io::Write;
     let stand = Stand::new();
-    let mut child = stand
-        .cmd(&[
-            "-p",
-            "--input-format",
-            "stream-json",
-            "--output-format",
-            "stream-json",
-            "--verbose",
-        ])
-        .stdin(Stdio::piped())
-        .stdout(Stdio::piped())
-        .spawn()
-        .expect("spawn");
+    let mut child = stand.stream_input(&[]);
     let mut stdin = child.stdin.take().expect("stdin");
     stdin
         .write_all(sample("i_stdin_stream_slash.stdin").as_bytes())
@@ -382,4 +388,120 @@ fn a_command_on_stdin_runs_like_the_real_cli_and_each_line_is_a_turn() {
         .as_str()
         .is_some_and(|r| r.starts_with("Estimated cost:")));
     assert_eq!(results[1]["result"], "history: ");
+}
+
+/// The line kinds of a stream (`type`, `type/subtype` for control lines and results).
+fn kinds(stdout: &str) -> Vec<String> {
+    stdout
+        .lines()
+        .filter_map(|l| serde_json::from_str::<Value>(l).ok())
+        .map(|v| {
+            let t = v["type"].as_str().unwrap_or_default().to_string();
+            match t.as_str() {
+                "control_request" => {
+                    format!("{t}/{}", v["request"]["subtype"].as_str().unwrap_or(""))
+                }
+                "result" | "system" => format!("{t}/{}", v["subtype"].as_str().unwrap_or("")),
+                _ => t,
+            }
+        })
+        .collect()
+}
+
+/// Runs a live session and plays `script`: a user line, then for each `can_use_tool` the
+/// answer `answer(request)` gives; returns stdout.
+fn live_session(stand: &Stand, prompt: &str, answer: impl Fn(&Value) -> Vec<Value>) -> String {
+    use std::io::{BufRead, Write};
+    let mut child = stand.stream_input(&["--permission-prompt-tool", "stdio"]);
+    let mut stdin = child.stdin.take().expect("stdin");
+    let user = serde_json::json!({"type": "user", "message": {"role": "user", "content": prompt},
+        "parent_tool_use_id": null, "session_id": ""});
+    writeln!(stdin, "{user}").expect("write");
+    let mut out = String::new();
+    let mut reader = std::io::BufReader::new(child.stdout.take().expect("stdout"));
+    let mut line = String::new();
+    while reader.read_line(&mut line).expect("read") > 0 {
+        out.push_str(&line);
+        let v: Value = serde_json::from_str(&line).expect("json line");
+        line.clear();
+        if v["type"] == "control_request" {
+            for a in answer(&v) {
+                writeln!(stdin, "{a}").expect("write");
+            }
+        }
+        if v["type"] == "result" {
+            break;
+        }
+    }
+    drop(stdin);
+    let _ = child.wait();
+    out
+}
+
+#[test]
+fn an_allowed_tool_call_prints_the_lines_of_the_real_cli_in_its_order() {
+    let stand = Stand::new();
+    let file = stand.dir.path().join("x");
+    let out = live_session(&stand, &format!("TOOL:touch {}", file.display()), |req| {
+        vec![
+            serde_json::json!({"type": "control_response", "response": {"subtype": "success",
+            "request_id": req["request_id"], "response": {"behavior": "allow"}}}),
+        ]
+    });
+    assert_eq!(kinds(&out), kinds(&sample("p_01_allow.stdout")));
+    assert!(file.exists());
+    let request: Value = out
+        .lines()
+        .filter_map(|l| serde_json::from_str::<Value>(l).ok())
+        .find(|v| v["type"] == "control_request")
+        .expect("request");
+    let real: Value = sample("p_01_allow.stdout")
+        .lines()
+        .filter_map(|l| serde_json::from_str::<Value>(l).ok())
+        .find(|v| v["type"] == "control_request")
+        .expect("request");
+    assert_eq!(
+        keys(&request["request"]),
+        keys(&real["request"])
+            .into_iter()
+            .filter(|k| k != "blocked_path")
+            .collect()
+    );
+    let suggestions = |v: &Value| -> Vec<Value> {
+        v["request"]["permission_suggestions"]
+            .as_array()
+            .into_iter()
+            .flatten()
+            .map(|s| s["type"].clone())
+            .collect()
+    };
+    assert_eq!(suggestions(&request), suggestions(&real));
+}
+
+#[test]
+fn an_interrupt_while_a_request_is_pending_withdraws_it_like_the_real_cli() {
+    let stand = Stand::new();
+    let file = stand.dir.path().join("never");
+    let out = live_session(&stand, &format!("TOOL:touch {}", file.display()), |_| {
+        vec![
+            serde_json::json!({"type": "control_request", "request_id": "int-1",
+            "request": {"subtype": "interrupt"}}),
+        ]
+    });
+    let real = sample("p_21_interrupt_pending_permission.stdout");
+    // The real transcript goes on with a second turn; compare up to the first result.
+    let first_turn: Vec<String> = kinds(&real)
+        .into_iter()
+        .take_while(|k| !k.starts_with("result"))
+        .chain(std::iter::once("result/error_during_execution".to_string()))
+        .collect();
+    assert_eq!(kinds(&out), first_turn);
+    let result: Value = out
+        .lines()
+        .filter_map(|l| serde_json::from_str::<Value>(l).ok())
+        .find(|v| v["type"] == "result")
+        .expect("result");
+    assert_eq!(result["terminal_reason"], "aborted_tools");
+    assert!(result.get("result").is_none());
+    assert!(!file.exists());
 }

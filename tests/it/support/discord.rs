@@ -263,6 +263,21 @@ impl DiscordServer {
         token
     }
 
+    /// The callback the bot made for the interaction with `token`, once it has.
+    pub async fn callback(&self, token: &str) -> Recorded {
+        let path = "/callback";
+        self.wait("the interaction's callback", |srv| {
+            srv.requests()
+                .iter()
+                .any(|r| r.path.contains(token) && r.path.ends_with(path))
+        })
+        .await;
+        self.requests()
+            .into_iter()
+            .find(|r| r.path.contains(token) && r.path.ends_with(path))
+            .expect("callback")
+    }
+
     /// The message a recorded post created (as the server answered it).
     pub fn message_of(r: &Recorded, channel: u64) -> Value {
         let id = r.body["__id"].as_u64().unwrap_or_default();
