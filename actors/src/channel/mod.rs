@@ -312,7 +312,9 @@ impl ChannelActor {
             return;
         }
         self.warm = Some(live);
-        self.deps.warm.idle(self.conversation.id);
+        self.deps
+            .warm
+            .idle(self.conversation.id, ctx.address().recipient());
         let generation = self.warm_gen;
         ctx.run_later(keep, move |act, _| {
             if act.warm_gen == generation && act.current.is_none() {
@@ -789,6 +791,7 @@ impl Handler<Drain> for ChannelActor {
         }
         self.observe_queue();
         if self.is_idle() {
+            self.end_warm(EndReason::Other);
             return Box::pin(async {});
         }
         let (tx, rx) = tokio::sync::oneshot::channel();

@@ -50,14 +50,19 @@ impl WarmPool {
         });
     }
 
-    /// Conversation `id`'s process has finished a turn and idles; over the cap, the least
-    /// recently used idle processes (never this one) are told to end.
-    pub fn idle(&self, id: u64) {
+    /// Conversation `id`'s process has finished a turn and idles (tracked again if an
+    /// eviction came while it was busy); over the cap, the least recently used idle processes
+    /// (never this one) are told to end.
+    pub fn idle(&self, id: u64, end: Recipient<EndWarmSession>) {
         let evict = self.with(|m| {
-            if let Some(e) = m.get_mut(&id) {
-                e.busy = false;
-                e.last_used = Instant::now();
-            }
+            m.insert(
+                id,
+                Entry {
+                    busy: false,
+                    last_used: Instant::now(),
+                    end,
+                },
+            );
             let mut idle: Vec<(Instant, u64)> = m
                 .iter()
                 .filter(|(k, e)| !e.busy && **k != id)
