@@ -838,3 +838,67 @@ async fn a_discord_prompt_times_out_into_a_denial_and_says_so() {
         .await;
     assert!(!file.exists());
 }
+
+#[actix_rt::test]
+async fn a_send_retried_after_its_response_was_lost_is_posted_once() {
+    let env = TestEnv::new();
+    let s = start(&env).await;
+    // Discord creates the message, but the answer is lost (a 500 after the fact).
+    s.server.lose_next_responses(&[500]);
+    let id = s.server.say(ALPHA, ALICE, "exactly once please");
+    s.server
+        .wait("the retry", |srv| {
+            srv.requests()
+                .iter()
+                .filter(|r| r.path == format!("/api/v10/channels/{ALPHA}/messages"))
+                .count()
+                >= 2
+        })
+        .await;
+    let sends: Vec<_> = s
+        .server
+        .requests()
+        .into_iter()
+        .filter(|r| r.path == format!("/api/v10/channels/{ALPHA}/messages"))
+        .collect();
+    assert_eq!(sends[0].body["nonce"], format!("{id}-0"));
+    assert_eq!(sends[0].body["enforce_nonce"], true);
+    assert_eq!(
+        sends[1].body["nonce"], sends[0].body["nonce"],
+        "the retry carries the same nonce"
+    );
+    assert_eq!(
+        s.server.answer_texts(ALPHA),
+        ["echo: exactly once please"],
+        "one message, not two"
+    );
+}
+
+#[actix_rt::test]
+async fn replies_in_one_channel_go_out_in_order_and_never_interleave() {
+    let env = TestEnv::new();
+    let s = start(&env).await;
+    // The first reply's first chunk is retried twice: slow to go out.
+    s.server.fail_next_posts(&[500, 500]);
+    s.server.say(ALPHA, ALICE, "HUGE:5000");
+    s.server.say(ALPHA, ALICE, "short one");
+    s.server
+        .wait("both replies", |srv| {
+            srv.answer_texts(ALPHA)
+                .iter()
+                .any(|t| t == "echo: short one")
+        })
+        .await;
+    let texts = s.server.answer_texts(ALPHA);
+    let short = texts
+        .iter()
+        .position(|t| t == "echo: short one")
+        .expect("short reply");
+    assert_eq!(
+        short,
+        texts.len() - 1,
+        "the short reply came last: {texts:?}"
+    );
+    assert!(short >= 2, "the long reply came in chunks first: {texts:?}");
+    assert!(texts[0].starts_with("Here is a long answer."), "{texts:?}");
+}

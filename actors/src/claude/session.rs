@@ -137,10 +137,14 @@ impl LiveSession {
         let (in_tx, in_rx) = channel::<String>();
         std::thread::spawn(move || write_stdin(stdin, &in_rx));
         let tail = Arc::clone(&shared);
-        std::thread::spawn(move || read_stderr(stderr, &tail));
+        let (stderr_done, stderr_closed) = channel::<()>();
+        std::thread::spawn(move || {
+            read_stderr(stderr, &tail);
+            let _ = stderr_done.send(());
+        });
         let (ev_tx, events) = unbounded_channel();
         let reaper = Arc::clone(&shared);
-        std::thread::spawn(move || read_stdout(stdout, child, &reaper, &ev_tx));
+        std::thread::spawn(move || read_stdout(stdout, child, &reaper, &ev_tx, &stderr_closed));
         info!(pid = %pgid, resume = req.resume.is_some(), "live claude session started");
         Ok(Self {
             control: Some(SessionControl {
@@ -360,6 +364,7 @@ fn read_stdout(
     mut child: std::process::Child,
     shared: &Shared,
     events: &UnboundedSender<SessionEvent>,
+    stderr_closed: &std::sync::mpsc::Receiver<()>,
 ) {
     let mut lines = LineSplitter::new(MAX_LINE_BYTES);
     let mut buf = vec![0_u8; 16 * 1024];
@@ -402,5 +407,8 @@ fn read_stdout(
         status
     };
     let exit = status.map_or_else(|e| format!("unknown exit ({e})"), describe_exit);
+    // Its last words on stderr say why it died: read them first (a leftover process holding
+    // stderr open is not waited for long).
+    let _ = stderr_closed.recv_timeout(Duration::from_secs(2));
     let _ = events.send(SessionEvent::Exited(exit));
 }

@@ -139,6 +139,13 @@ impl<V> Recent<V> {
     }
 }
 
+/// One channel's sends, in order.
+#[derive(Default)]
+struct Lane {
+    queue: VecDeque<std::pin::Pin<Box<dyn std::future::Future<Output = ()>>>>,
+    running: bool,
+}
+
 /// A permission prompt on Discord.
 struct Prompt {
     conversation_id: u64,
@@ -176,6 +183,8 @@ pub struct DiscordGateway {
     working: HashMap<u64, UnboundedSender<Option<String>>>,
     /// Permission prompts shown, by token.
     prompts: HashMap<String, Prompt>,
+    /// Sends waiting their turn, per Discord channel.
+    lanes: HashMap<u64, Lane>,
     stats: Arc<GatewayStats>,
 }
 
@@ -201,6 +210,7 @@ impl DiscordGateway {
             refused: HashMap::new(),
             working: HashMap::new(),
             prompts: HashMap::new(),
+            lanes: HashMap::new(),
             stats,
         }
     }
@@ -226,13 +236,48 @@ impl DiscordGateway {
         ctx: &mut Context<Self>,
     ) {
         self.pending += 1;
-        ctx.spawn(work.into_actor(self).map(|(), act, _| {
-            act.pending -= 1;
-            if act.pending == 0 {
-                for w in act.flush_waiters.drain(..) {
-                    let _ = w.send(());
-                }
+        ctx.spawn(work.into_actor(self).map(|(), act, _| act.done_one()));
+    }
+
+    fn done_one(&mut self) {
+        self.pending -= 1;
+        if self.pending == 0 {
+            for w in self.flush_waiters.drain(..) {
+                let _ = w.send(());
             }
+        }
+    }
+
+    /// Runs outbound work for `channel` after the work queued for it before: one sender per
+    /// channel, so replies go out in the order of the messages they answer and the chunks of
+    /// consecutive replies never interleave (counted for [`FlushOutbound`] while queued).
+    fn send_in_order(
+        &mut self,
+        channel: u64,
+        work: impl std::future::Future<Output = ()> + 'static,
+        ctx: &mut Context<Self>,
+    ) {
+        self.pending += 1;
+        let lane = self.lanes.entry(channel).or_default();
+        lane.queue.push_back(Box::pin(work));
+        if !lane.running {
+            lane.running = true;
+            self.run_lane(channel, ctx);
+        }
+    }
+
+    fn run_lane(&mut self, channel: u64, ctx: &mut Context<Self>) {
+        let Some(work) = self
+            .lanes
+            .get_mut(&channel)
+            .and_then(|l| l.queue.pop_front())
+        else {
+            self.lanes.remove(&channel);
+            return;
+        };
+        ctx.spawn(work.into_actor(self).map(move |(), act, ctx| {
+            act.done_one();
+            act.run_lane(channel, ctx);
         }));
     }
 
@@ -402,7 +447,8 @@ impl DiscordGateway {
         self.refused.insert((user, conversation), now);
         let out = self.outbound.clone();
         let (channel, reply_to) = (msg.channel_id.get(), msg.id.get());
-        self.send_later(
+        self.send_in_order(
+            channel,
             async move {
                 out.send_reply(channel, reply_to, "Sorry — you are not on this bot's allowlist here, so your messages are not sent to Claude.")
                     .await;
@@ -510,7 +556,8 @@ impl Handler<DeliverReply> for DiscordGateway {
             msg.text
         };
         let (channel, reply_to) = (msg.origin.channel_id, msg.origin.message_id);
-        self.send_later(
+        self.send_in_order(
+            channel,
             async move { out.send_reply(channel, reply_to, &text).await },
             ctx,
         );
@@ -578,9 +625,12 @@ impl Handler<ShowApproval> for DiscordGateway {
         let out = self.outbound.clone();
         let me = ctx.address();
         let (channel, reply_to, token) = (msg.origin.channel_id, msg.origin.message_id, msg.token);
-        self.send_later(
+        self.send_in_order(
+            channel,
             async move {
-                let message = out.post_prompt(channel, reply_to, &text, components).await;
+                let message = out
+                    .post_prompt(channel, reply_to, &text, components, &token)
+                    .await;
                 me.do_send(PromptPosted { token, message });
             },
             ctx,

@@ -1,6 +1,10 @@
 //! Outbound Discord REST work for the gateway: replies (chunked, or as a file), the typing
 //! indicator and the progress message, each send retried with backoff.
 //!
+//! Every message carries a nonce with `enforce_nonce`, derived from the message it answers and
+//! its part (`<message id>-<part>`), so a retry after a timeout or a 5xx — when Discord may have
+//! created the message after all — returns the message already posted instead of a second copy.
+//!
 //! A send that fails with 429, a 5xx or a connection error is retried up to `send_retries`
 //! times (with the ratelimiter on, serenity already waits out 429s itself; in proxy mode it
 //! hands them to us). A reply that still cannot be sent is logged with its channel and message
@@ -15,7 +19,7 @@ use std::time::Duration;
 use serenity::all::{
     ChannelId, ComponentInteraction, CreateActionRow, CreateAllowedMentions, CreateAttachment,
     CreateInteractionResponse, CreateInteractionResponseFollowup, CreateMessage, EditMessage, Http,
-    HttpError, MessageId,
+    HttpError, MessageId, Nonce,
 };
 use tokio::sync::mpsc::UnboundedReceiver;
 use tokio::time::{interval, sleep, sleep_until, Instant, MissedTickBehavior};
@@ -51,6 +55,32 @@ fn retry_delay(e: &serenity::Error, attempt: u32, base: Duration) -> Option<Dura
         }
         serenity::Error::Http(HttpError::Request(_)) | serenity::Error::Io(_) => Some(backoff),
         _ => None,
+    }
+}
+
+/// Which message of the answer to one user message a send is: the key of its nonce.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Part {
+    /// Chunk `n` of the reply to message `id`.
+    Chunk(u64, usize),
+    /// The reply to `id` as a file.
+    File(u64),
+    /// The notice that the reply to `id` could not be delivered.
+    Notice(u64),
+    /// The progress message of the run answering `id`.
+    Progress(u64),
+}
+
+impl Part {
+    /// The nonce: at most 25 characters, as Discord allows (a snowflake has at most 20 digits).
+    pub fn nonce(&self) -> String {
+        let nonce = match self {
+            Self::Chunk(id, n) => format!("{id}-{n}"),
+            Self::File(id) => format!("{id}-f"),
+            Self::Notice(id) => format!("{id}-n"),
+            Self::Progress(id) => format!("{id}-p"),
+        };
+        crate::text::truncate_chars(&nonce, 25)
     }
 }
 
@@ -119,7 +149,13 @@ impl Outbound {
                 text.chars().count()
             );
             let sent = self
-                .send_one(channel_id, Some(reply_to), &note, Some(text.as_bytes()))
+                .send_one(
+                    channel_id,
+                    Some(reply_to),
+                    &note,
+                    Some(text.as_bytes()),
+                    &Part::File(reply_to),
+                )
                 .await;
             if let Err(e) = sent {
                 error!(channel_id = channel, message_id = reply_to, error = %e, "reply could not be delivered (file)");
@@ -130,7 +166,11 @@ impl Outbound {
         for (i, chunk) in chunks.iter().enumerate() {
             // Only the first chunk is a reply; the rest follow it in order.
             let reference = (i == 0).then_some(reply_to);
-            if let Err(e) = self.send_one(channel_id, reference, chunk, None).await {
+            let part = Part::Chunk(reply_to, i);
+            if let Err(e) = self
+                .send_one(channel_id, reference, chunk, None, &part)
+                .await
+            {
                 error!(channel_id = channel, message_id = reply_to, chunk = i + 1, total, error = %e, "reply could not be delivered");
                 self.deliver_as_file(channel_id, reply_to, text, i, &e)
                     .await;
@@ -158,7 +198,13 @@ impl Outbound {
             short_reason(cause)
         );
         match self
-            .send_one(channel, Some(reply_to), &note, Some(text.as_bytes()))
+            .send_one(
+                channel,
+                Some(reply_to),
+                &note,
+                Some(text.as_bytes()),
+                &Part::File(reply_to),
+            )
             .await
         {
             Ok(_) => warn!(
@@ -179,7 +225,11 @@ impl Outbound {
             "⚠️ The reply to this message could not be delivered ({}); please send your message again.",
             short_reason(cause)
         );
-        if let Err(e) = self.send_one(channel, Some(reply_to), &notice, None).await {
+        let part = Part::Notice(reply_to);
+        if let Err(e) = self
+            .send_one(channel, Some(reply_to), &notice, None, &part)
+            .await
+        {
             error!(channel_id = channel.get(), message_id = reply_to, error = %e, "notice of an undelivered reply could not be delivered");
         }
     }
@@ -191,12 +241,15 @@ impl Outbound {
         reply_to: Option<u64>,
         content: &str,
         file: Option<&[u8]>,
+        part: &Part,
     ) -> Result<MessageId, serenity::Error> {
         let build = |reference: Option<u64>| {
             // Claude's text must never ping @everyone, roles or users.
             let mut m = CreateMessage::new()
                 .content(content)
-                .allowed_mentions(CreateAllowedMentions::new().replied_user(true));
+                .allowed_mentions(CreateAllowedMentions::new().replied_user(true))
+                .nonce(Nonce::String(part.nonce()))
+                .enforce_nonce(true);
             if let Some(id) = reference {
                 m = m.reference_message((channel, MessageId::new(id.max(1))));
             }
@@ -224,13 +277,16 @@ impl Outbound {
     }
 
     /// Posts a permission prompt with its buttons, replying to `reply_to`; its id, if posted.
+    /// Its nonce comes from the request's token, so a retried post is posted once.
     pub async fn post_prompt(
         &self,
         channel: u64,
         reply_to: u64,
         text: &str,
         components: Vec<CreateActionRow>,
+        token: &str,
     ) -> Option<MessageId> {
+        let nonce = crate::text::truncate_chars(&format!("q{token}"), 25).replace('…', "");
         let channel_id = ChannelId::new(channel.max(1));
         let build = || {
             CreateMessage::new()
@@ -238,6 +294,8 @@ impl Outbound {
                 .allowed_mentions(CreateAllowedMentions::new())
                 .reference_message((channel_id, MessageId::new(reply_to.max(1))))
                 .components(components.clone())
+                .nonce(Nonce::String(nonce.clone()))
+                .enforce_nonce(true)
         };
         match self
             .with_retry("post prompt", || {
@@ -357,7 +415,16 @@ impl Outbound {
                 }
                 Some(id)
             }
-            None => match self.send_one(channel, Some(reply_to), text, None).await {
+            None => match self
+                .send_one(
+                    channel,
+                    Some(reply_to),
+                    text,
+                    None,
+                    &Part::Progress(reply_to),
+                )
+                .await
+            {
                 Ok(id) => Some(id),
                 Err(e) => {
                     warn!(channel_id = channel.get(), error = %e, "progress message could not be posted");

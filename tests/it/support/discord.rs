@@ -38,6 +38,8 @@ pub struct Recorded {
     pub auth: String,
     /// The status the server answered.
     pub status: u16,
+    /// Whether this request created a message (a repeated nonce creates none).
+    pub created: bool,
 }
 
 enum WsCommand {
@@ -50,6 +52,10 @@ struct Inner {
     requests: Mutex<Vec<Recorded>>,
     channels: Mutex<HashMap<u64, Value>>,
     post_failures: Mutex<VecDeque<u16>>,
+    /// Posts to create and then answer with these statuses (a response lost after the fact).
+    lost_responses: Mutex<VecDeque<u16>>,
+    /// (channel, nonce) → the message created with it.
+    nonces: Mutex<HashMap<(u64, String), Value>>,
     lookup_failures: Mutex<VecDeque<u16>>,
     /// Interactions dispatched, and whether each has had its callback.
     interactions: Mutex<HashMap<String, (bool, u64)>>,
@@ -127,6 +133,16 @@ impl DiscordServer {
             .extend(statuses);
     }
 
+    /// The next posts are created, but answered with `statuses` (as when a response is lost
+    /// after Discord created the message).
+    pub fn lose_next_responses(&self, statuses: &[u16]) {
+        self.inner
+            .lost_responses
+            .lock()
+            .expect("lock")
+            .extend(statuses);
+    }
+
     /// The next `GET /channels/{id}` lookups fail with `statuses`.
     pub fn fail_next_lookups(&self, statuses: &[u16]) {
         self.inner
@@ -146,7 +162,7 @@ impl DiscordServer {
         let path = format!("/api/v10/channels/{channel}/messages");
         self.requests()
             .into_iter()
-            .filter(|r| r.method == "POST" && r.path == path && r.status == 200)
+            .filter(|r| r.method == "POST" && r.path == path && r.created)
             .collect()
     }
 
@@ -303,6 +319,22 @@ fn message_json(id: u64, channel: u64, author: u64, bot: bool, content: &str) ->
     })
 }
 
+/// Records a request that created a message.
+fn record_created(
+    inner: &Inner,
+    method: &str,
+    path: String,
+    body: Value,
+    files: Vec<(String, String, Vec<u8>)>,
+    headers: &HeaderMap,
+    status: u16,
+) {
+    record(inner, method, path, body, files, headers, status);
+    if let Some(last) = inner.requests.lock().expect("lock").last_mut() {
+        last.created = true;
+    }
+}
+
 fn record(
     inner: &Inner,
     method: &str,
@@ -324,6 +356,7 @@ fn record(
         files,
         auth,
         status,
+        created: false,
     });
 }
 
@@ -414,11 +447,45 @@ async fn create_message(
         )
             .into_response();
     }
+    // A nonce seen before with enforce_nonce: the message created then, not a second one.
+    let nonce = body["nonce"].as_str().map(str::to_string);
+    if let (Some(n), true) = (&nonce, body["enforce_nonce"] == true) {
+        let earlier = inner
+            .nonces
+            .lock()
+            .expect("lock")
+            .get(&(id, n.clone()))
+            .cloned();
+        if let Some(message) = earlier {
+            record(&inner, "POST", path, body, files, &headers, 200);
+            return Json(message).into_response();
+        }
+    }
     let mid = inner.next_id.fetch_add(1, Ordering::SeqCst);
     // Kept with the recording, so a test can click the message's buttons.
     body["__id"] = json!(mid);
-    record(&inner, "POST", path, body, files, &headers, 200);
-    Json(message_json(mid, id, BOT_ID, true, &content)).into_response()
+    let message = message_json(mid, id, BOT_ID, true, &content);
+    if let Some(n) = nonce {
+        inner
+            .nonces
+            .lock()
+            .expect("lock")
+            .insert((id, n), message.clone());
+    }
+    let lost = inner.lost_responses.lock().expect("lock").pop_front();
+    record_created(
+        &inner,
+        "POST",
+        path,
+        body,
+        files,
+        &headers,
+        lost.unwrap_or(200),
+    );
+    match lost {
+        Some(status) => error_response(status),
+        None => Json(message).into_response(),
+    }
 }
 
 /// `POST /interactions/{id}/{token}/callback`: one callback per interaction (a second is a 400,
