@@ -31,11 +31,13 @@ pub struct QueryStatus {
 }
 
 /// Cancel the run in flight in a conversation; answers whether one was cancelled.
-#[derive(Debug, Message)]
+#[derive(Debug, Default, Message)]
 #[rtype(result = "bool")]
 pub struct CancelConversation {
     /// Channel or thread id.
     pub id: u64,
+    /// Only if the run in flight answers this message (the Stop button of its progress).
+    pub message_id: Option<u64>,
 }
 
 /// Count live channel actors.
@@ -217,6 +219,7 @@ impl Handler<CancelConversation> for ChannelRegistry {
                 Some(a) => a
                     .send(CancelRun {
                         reason: CancelReason::User,
+                        message_id: msg.message_id,
                     })
                     .await
                     .unwrap_or(false),
@@ -275,6 +278,7 @@ impl Handler<Shutdown> for ChannelRegistry {
             for addr in &live {
                 let stop = addr.send(CancelRun {
                     reason: CancelReason::Shutdown,
+                    message_id: None,
                 });
                 cancelled += usize::from(stop.await.unwrap_or(false));
             }

@@ -147,7 +147,10 @@ async fn status_and_cancel_are_answered_while_a_run_is_in_flight() {
 
     let cancelled = h
         .registry
-        .send(CancelConversation { id: 1001 })
+        .send(CancelConversation {
+            id: 1001,
+            ..CancelConversation::default()
+        })
         .await
         .expect("registry");
     assert!(cancelled);

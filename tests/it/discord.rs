@@ -738,16 +738,15 @@ async fn claude_asks_with_buttons_and_only_an_allowed_user_can_answer() {
     let file = env.path("proj").join("from-discord");
     s.server
         .say(ALPHA, ALICE, &format!("TOOL:touch {}", file.display()));
+    let is_prompt = |r: &support::discord::Recorded| content(r).starts_with("🔐");
     s.server
-        .wait("the prompt", |srv| {
-            srv.posts(ALPHA).iter().any(|r| !buttons(r).is_empty())
-        })
+        .wait("the prompt", |srv| srv.posts(ALPHA).iter().any(is_prompt))
         .await;
     let prompt = s
         .server
         .posts(ALPHA)
         .into_iter()
-        .find(|r| !buttons(r).is_empty())
+        .find(is_prompt)
         .expect("prompt");
     assert!(
         content(&prompt).contains("Claude wants to use **Bash**"),
@@ -901,4 +900,51 @@ async fn replies_in_one_channel_go_out_in_order_and_never_interleave() {
     );
     assert!(short >= 2, "the long reply came in chunks first: {texts:?}");
     assert!(texts[0].starts_with("Here is a long answer."), "{texts:?}");
+}
+
+#[actix_rt::test]
+async fn the_stop_button_on_the_progress_message_interrupts_the_run() {
+    let env = TestEnv::new();
+    let s = start(&env).await;
+    // A tool step shows the progress message; the tool then runs for a long time.
+    let id = s.server.say(ALPHA, ALICE, "TOOL:echo working && sleep 30");
+    s.server
+        .wait("the progress message", |srv| {
+            srv.posts(ALPHA)
+                .iter()
+                .any(|r| content(r).starts_with("Working…") && !buttons(r).is_empty())
+        })
+        .await;
+    let progress = s
+        .server
+        .posts(ALPHA)
+        .into_iter()
+        .find(|r| content(r).starts_with("Working…"))
+        .expect("progress");
+    let (label, stop) = buttons(&progress)[0].clone();
+    assert_eq!(label, "Stop");
+    assert_eq!(stop, format!("cc:stop:{ALPHA}:{id}"));
+    let message = support::discord::DiscordServer::message_of(&progress, ALPHA);
+    // Someone not allowed here cannot stop it.
+    let token = s.server.click(ALPHA, &message, &stop, MALLORY);
+    assert_eq!(s.server.callback(&token).await.body["data"]["flags"], 64);
+    // Alice can.
+    let token = s.server.click(ALPHA, &message, &stop, ALICE);
+    assert_eq!(s.server.callback(&token).await.body["type"], 6);
+    s.server
+        .wait("the cancelled reply", |srv| {
+            srv.answer_texts(ALPHA).iter().any(|t| t == "⚠️ Cancelled.")
+        })
+        .await;
+    let mid = message["id"].as_str().expect("id").to_string();
+    s.server
+        .wait("the button removed", |srv| {
+            srv.requests().iter().any(|r| {
+                r.method == "PATCH"
+                    && r.path.ends_with(&mid)
+                    && content(r).starts_with("Done —")
+                    && r.body["components"] == Value::Array(vec![])
+            })
+        })
+        .await;
 }

@@ -241,7 +241,10 @@ async fn cancel_while_a_request_is_pending_withdraws_it_and_keeps_the_process_wa
     let asked = h.asked().await;
     assert!(h
         .registry
-        .send(CancelConversation { id: 1001 })
+        .send(CancelConversation {
+            id: 1001,
+            ..CancelConversation::default()
+        })
         .await
         .expect("registry"));
     let reply = h.reply().await;
@@ -268,7 +271,10 @@ async fn cancel_during_a_slow_turn_interrupts_it_and_the_process_stays_warm() {
     wait_until(|| !env.prompts().is_empty(), "the turn to start").await;
     assert!(h
         .registry
-        .send(CancelConversation { id: 1001 })
+        .send(CancelConversation {
+            id: 1001,
+            ..CancelConversation::default()
+        })
         .await
         .expect("registry"));
     assert_eq!(h.reply().await.text, "Cancelled.");

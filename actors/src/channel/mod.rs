@@ -82,6 +82,9 @@ pub struct GetStatus;
 pub struct CancelRun {
     /// Why; the user is told.
     pub reason: CancelReason,
+    /// Only if the run in flight answers this message (a Stop button on an older run's
+    /// progress message must not stop a later one).
+    pub message_id: Option<u64>,
 }
 
 /// Stop accepting messages (new ones, and those queued, are answered "not run") and answer
@@ -764,6 +767,14 @@ impl Handler<CancelRun> for ChannelActor {
     type Result = bool;
 
     fn handle(&mut self, msg: CancelRun, _: &mut Self::Context) -> bool {
+        let other_run = msg.message_id.is_some_and(|id| {
+            self.current
+                .as_ref()
+                .is_none_or(|c| c.origin.message_id != id)
+        });
+        if other_run {
+            return false;
+        }
         let cancelled = self.cancel_current(msg.reason);
         if let (true, Some(c)) = (cancelled, &self.current) {
             info!(

@@ -5,7 +5,8 @@
 //!
 //! A button's `custom_id` is `cc:<action>:<token>`: the request's unguessable token (32 hex
 //! characters, well inside Discord's 100) is both how the gateway finds the request and the
-//! proof the channel actor checks.
+//! proof the channel actor checks. The **Stop** button of a progress message is
+//! `cc:stop:<conversation>:<message>`: who may press it is checked by who clicks.
 
 use serenity::all::{ButtonStyle, CreateActionRow, CreateButton};
 
@@ -46,6 +47,22 @@ pub fn parse_custom_id(id: &str) -> Option<(Action, &str)> {
         other => Action::Option(other.strip_prefix("opt")?.parse().ok()?),
     };
     (!token.is_empty() && token.len() <= 64).then_some((action, token))
+}
+
+/// The **Stop** button of the progress message of the run answering `message` in
+/// `conversation`.
+pub fn stop_button(conversation: u64, message: u64) -> Vec<CreateActionRow> {
+    vec![CreateActionRow::Buttons(vec![CreateButton::new(format!(
+        "cc:stop:{conversation}:{message}"
+    ))
+    .label("Stop")
+    .style(ButtonStyle::Danger)])]
+}
+
+/// Reads a Stop button's `custom_id`: the conversation and the message its run answers.
+pub fn parse_stop(id: &str) -> Option<(u64, u64)> {
+    let (conversation, message) = id.strip_prefix("cc:stop:")?.split_once(':')?;
+    Some((conversation.parse().ok()?, message.parse().ok()?))
 }
 
 /// The answer a click gives, for a request with these question options.
@@ -167,5 +184,7 @@ mod tests {
         assert_eq!(parse_custom_id("cc:maybe:tok"), None);
         assert_eq!(parse_custom_id("other:once:tok"), None);
         assert_eq!(parse_custom_id("cc:once:"), None);
+        assert_eq!(parse_stop("cc:stop:1001:42"), Some((1001, 42)));
+        assert_eq!(parse_stop("cc:stop:1001"), None);
     }
 }

@@ -21,7 +21,7 @@ use tokio::sync::mpsc::{unbounded_channel, UnboundedSender};
 use tracing::{debug, error, info, instrument, warn};
 
 use super::access::{AccessConfig, DiscordChannel};
-use super::approvals::{answer_of, outcome, parse_custom_id, prompt};
+use super::approvals::{answer_of, outcome, parse_custom_id, parse_stop, prompt};
 use super::events::learn;
 use super::outbound::{status_of, Outbound};
 use crate::conversation::ConversationRef;
@@ -628,8 +628,10 @@ impl Handler<ShowApproval> for DiscordGateway {
         self.send_in_order(
             channel,
             async move {
+                // The nonce comes from the request's token: a retried post is posted once.
+                let nonce = token.chars().take(24).collect::<String>();
                 let message = out
-                    .post_prompt(channel, reply_to, &text, components, &token)
+                    .post_with_buttons(channel, reply_to, &text, components, format!("q{nonce}"))
                     .await;
                 me.do_send(PromptPosted { token, message });
             },
@@ -672,6 +674,44 @@ impl Handler<ReceiveClick> for DiscordGateway {
                     .ephemeral(true),
             )
         };
+        let user = click.user.id.get();
+        let roles: Vec<u64> = click
+            .member
+            .as_ref()
+            .map(|m| m.roles.iter().map(|r| r.get()).collect())
+            .unwrap_or_default();
+        if let Some((conversation, message)) = parse_stop(&click.data.custom_id) {
+            let allowed = self
+                .channel_of(conversation)
+                .is_some_and(|c| self.access.allows(&c.access, user, &roles));
+            if !allowed {
+                let response = whisper("You are not allowed to stop Claude here.");
+                self.send_later(async move { out.respond(&click, response).await }, ctx);
+                return;
+            }
+            info!(
+                channel_id = conversation,
+                message_id = message,
+                user_id = user,
+                "Stop pressed"
+            );
+            let registry = self.registry.clone();
+            self.send_later(
+                async move {
+                    out.respond(&click, CreateInteractionResponse::Acknowledge)
+                        .await;
+                    let stop = crate::registry::CancelConversation {
+                        id: conversation,
+                        message_id: Some(message),
+                    };
+                    if !registry.send(stop).await.unwrap_or(false) {
+                        out.whisper(&click, "That run has already ended.").await;
+                    }
+                },
+                ctx,
+            );
+            return;
+        }
         let found = parse_custom_id(&click.data.custom_id).and_then(|(action, token)| {
             self.prompts
                 .get(token)
@@ -682,12 +722,6 @@ impl Handler<ReceiveClick> for DiscordGateway {
             self.send_later(async move { out.respond(&click, response).await }, ctx);
             return;
         };
-        let user = click.user.id.get();
-        let roles: Vec<u64> = click
-            .member
-            .as_ref()
-            .map(|m| m.roles.iter().map(|r| r.get()).collect())
-            .unwrap_or_default();
         let allowed = self
             .channel_of(p.conversation_id)
             .is_some_and(|c| self.access.approves(&c.access, user, &roles));

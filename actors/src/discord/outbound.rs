@@ -276,17 +276,16 @@ impl Outbound {
         }
     }
 
-    /// Posts a permission prompt with its buttons, replying to `reply_to`; its id, if posted.
-    /// Its nonce comes from the request's token, so a retried post is posted once.
-    pub async fn post_prompt(
+    /// Posts a message with buttons (a permission prompt, a progress message), replying to
+    /// `reply_to`, with `nonce` (at most 25 characters); its id, if posted.
+    pub async fn post_with_buttons(
         &self,
         channel: u64,
         reply_to: u64,
         text: &str,
         components: Vec<CreateActionRow>,
-        token: &str,
+        nonce: String,
     ) -> Option<MessageId> {
-        let nonce = crate::text::truncate_chars(&format!("q{token}"), 25).replace('…', "");
         let channel_id = ChannelId::new(channel.max(1));
         let build = || {
             CreateMessage::new()
@@ -381,7 +380,7 @@ impl Outbound {
                 },
                 () = sleep_until(next_edit), if dirty => {
                     let text = progress_text(&seen, false);
-                    message = self.show(channel_id, reply_to, message, &text).await;
+                    message = self.show(channel_id, reply_to, message, &text, false).await;
                     dirty = false;
                     next_edit = Instant::now() + self.progress_every;
                 }
@@ -391,46 +390,40 @@ impl Outbound {
         if message.is_some() {
             sleep_until(next_edit).await;
             let text = progress_text(&seen, true);
-            self.show(channel_id, reply_to, message, &text).await;
+            self.show(channel_id, reply_to, message, &text, true).await;
         }
     }
 
     /// Posts the progress message, or edits it if it exists; returns its id.
+    /// Posts the progress message (with its **Stop** button), or edits it — taking the button
+    /// away when the run is `done`; returns its id.
     async fn show(
         &self,
         channel: ChannelId,
         reply_to: u64,
         message: Option<MessageId>,
         text: &str,
+        done: bool,
     ) -> Option<MessageId> {
-        match message {
-            Some(id) => {
-                let edited = self
-                    .with_retry("edit progress", || {
-                        channel.edit_message(&*self.http, id, EditMessage::new().content(text))
-                    })
-                    .await;
-                if let Err(e) = edited {
-                    warn!(channel_id = channel.get(), error = %e, "progress message could not be edited");
-                }
-                Some(id)
+        if let Some(id) = message {
+            let edited = self
+                .with_retry("edit progress", || {
+                    let mut edit = EditMessage::new().content(text);
+                    if done {
+                        edit = edit.components(Vec::new());
+                    }
+                    channel.edit_message(&*self.http, id, edit)
+                })
+                .await;
+            if let Err(e) = edited {
+                warn!(channel_id = channel.get(), error = %e, "progress message could not be edited");
             }
-            None => match self
-                .send_one(
-                    channel,
-                    Some(reply_to),
-                    text,
-                    None,
-                    &Part::Progress(reply_to),
-                )
+            Some(id)
+        } else {
+            let stop = super::approvals::stop_button(channel.get(), reply_to);
+            let nonce = Part::Progress(reply_to).nonce();
+            self.post_with_buttons(channel.get(), reply_to, text, stop, nonce)
                 .await
-            {
-                Ok(id) => Some(id),
-                Err(e) => {
-                    warn!(channel_id = channel.get(), error = %e, "progress message could not be posted");
-                    None
-                }
-            },
         }
     }
 }
