@@ -8,8 +8,9 @@ use tokio::signal::unix::{signal, SignalKind};
 use tracing::{error, info, warn};
 
 use crate::check::{check, Level};
-use crate::cli::Command;
+use crate::cli::{Command, SessionsCommand};
 use crate::console::{self, ConsoleOptions};
+use crate::lock::lock;
 use crate::sessions;
 use crate::settings::Settings;
 use crate::startup::Application;
@@ -19,15 +20,20 @@ pub async fn execute(command: Command, settings: Settings) -> anyhow::Result<Exi
     match command {
         Command::Check => return Ok(run_check(settings).await),
         Command::Run => {
+            let _lock = lock(&settings.store.path, "run")?;
             preflight(&settings).await?;
-            build(settings).await?.run_until_stopped().await?;
+            let app = build(settings).await?;
+            app.kill_left_processes().await;
+            app.run_until_stopped().await?;
         }
         Command::Console {
             channel,
             json,
             approve,
         } => {
+            let _lock = lock(&settings.store.path, "console")?;
             let app = build(settings).await?;
+            app.kill_left_processes().await;
             let opts = ConsoleOptions {
                 channel,
                 json,
@@ -68,6 +74,13 @@ pub async fn execute(command: Command, settings: Settings) -> anyhow::Result<Exi
             println!("backed up to {}", file.display());
         }
         Command::Sessions { action } => {
+            // A reset must not race a service whose run would save the old session back.
+            let _lock = match &action {
+                SessionsCommand::Reset { .. } => {
+                    Some(lock(&settings.store.path, "sessions reset")?)
+                }
+                _ => None,
+            };
             sessions::execute(build(settings).await?.store(), action).await?;
         }
         Command::Audit { conversation, json } => {

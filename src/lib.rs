@@ -6,6 +6,7 @@ pub mod check;
 pub mod cli;
 pub mod commands;
 pub mod console;
+pub mod lock;
 pub mod sessions;
 pub mod settings;
 pub mod startup;

@@ -7,7 +7,7 @@ use std::time::Duration;
 
 use actix::{Actor, Addr};
 use actors::channel::{ChannelDeps, WarmPool};
-use actors::claude::ClaudeRunner;
+use actors::claude::{process_start_time, ClaudeRunner, ProcessLog};
 use actors::conversation::{ChannelProfile, ConversationRef};
 use actors::discord::{
     DiscordChannel, DiscordConnection, DiscordGateway, FlushOutbound, GatewayError, GatewaySetup,
@@ -15,7 +15,9 @@ use actors::discord::{
 use actors::frontend::FrontEnd;
 use actors::metrics::{AttachGateway, EmitMetrics, MetricsActor};
 use actors::registry::{ChannelRegistry, Shutdown};
-use actors::store::{open_pool, Checkpoint, SessionStoreActor};
+use actors::store::{
+    open_pool, Checkpoint, ForgetProcess, RecordProcess, SessionStoreActor, TakeLeftProcesses,
+};
 use anyhow::Context as _;
 use tokio::signal::unix::{signal, SignalKind};
 use tokio::sync::Semaphore;
@@ -58,8 +60,11 @@ impl Application {
         .context("the store's start-up thread failed")??;
         let store = SessionStoreActor::start(pool, settings.store.pool_size as usize);
         let metrics = MetricsActor::new(settings.metrics.interval(), store.clone()).start();
+        let processes = Arc::new(StoreProcessLog {
+            store: store.clone(),
+        });
         Ok(Self {
-            runner: ClaudeRunner::new(settings.claude.clone()),
+            runner: ClaudeRunner::new(settings.claude.clone()).with_process_log(processes),
             run_slots: Arc::new(Semaphore::new(settings.claude.max_concurrent_runs)),
             channels: profiles.into_iter().map(Arc::new).collect(),
             store,
@@ -206,6 +211,14 @@ impl Application {
         &self.channels
     }
 
+    /// Kills the process groups of CLI processes a previous instance left running (killed
+    /// itself, it could not end them): those recorded whose pid still names the same process.
+    /// Only for a process that holds the database lock (`run`, `console`): another instance's
+    /// processes are not leftovers while it runs.
+    pub async fn kill_left_processes(&self) {
+        kill_left_processes(&self.store).await;
+    }
+
     /// The session store.
     pub fn store(&self) -> &Addr<SessionStoreActor> {
         &self.store
@@ -214,5 +227,47 @@ impl Application {
     /// The settings it was built with.
     pub fn settings(&self) -> &Settings {
         &self.settings
+    }
+}
+
+/// Records the CLI processes the runner starts and reaps in the store.
+struct StoreProcessLog {
+    store: Addr<SessionStoreActor>,
+}
+
+impl ProcessLog for StoreProcessLog {
+    fn started(&self, pid: i32, start_time: u64) {
+        self.store.do_send(RecordProcess { pid, start_time });
+    }
+
+    fn ended(&self, pid: i32) {
+        self.store.do_send(ForgetProcess { pid });
+    }
+}
+
+/// See [`Application::kill_left_processes`].
+async fn kill_left_processes(store: &Addr<SessionStoreActor>) {
+    let left = match store.send(TakeLeftProcesses).await {
+        Ok(Ok(left)) => left,
+        Ok(Err(e)) => {
+            warn!(error = %e, "could not read the CLI processes a previous instance left");
+            return;
+        }
+        Err(_) => return,
+    };
+    for (pid, start_time) in left {
+        // A pid reused by another process has another start time: not ours to kill.
+        if process_start_time(pid) == Some(start_time) {
+            let group = nix::unistd::Pid::from_raw(pid);
+            match nix::sys::signal::killpg(group, nix::sys::signal::Signal::SIGKILL) {
+                Ok(()) => warn!(
+                    pid,
+                    "killed the claude process group a previous instance left running"
+                ),
+                Err(e) => {
+                    warn!(pid, error = %e, "could not kill a claude process group a previous instance left");
+                }
+            }
+        }
     }
 }

@@ -356,3 +356,81 @@ fn backup_writes_a_consistent_copy() {
     assert!(!status.success());
     assert!(err.contains("already exists"), "{err}");
 }
+
+#[actix_rt::test]
+async fn a_database_held_by_a_running_service_refuses_a_second_user() {
+    let env = TestEnv::new();
+    let server = DiscordServer::start().await;
+    let extra = format!("[access]\nallowed_users = [{ALICE}]\n");
+    let child = spawn_run_with(&env, &server, &extra, Some("tok"), &JSON_LOGS);
+    server.wait_ready(1).await;
+    let overlay = env.overlay("", "");
+    for args in [
+        &["console", "--channel", "alpha"][..],
+        &["sessions", "reset", "alpha"][..],
+        &["run"][..],
+    ] {
+        let (status, _, err) =
+            run_with_config(&overlay, args, "hello\n", &[("DISCORD_TOKEN", "tok")]);
+        assert!(!status.success(), "{args:?}: {err}");
+        assert!(
+            err.contains("is in use by another claude-coordinator (pid ") && err.contains("(run))"),
+            "{args:?}: {err}"
+        );
+    }
+    assert!(env.starts().is_empty(), "nothing ran Claude");
+    // Reading is fine.
+    let (status, _, err) = run_with_config(&overlay, &["sessions", "list"], "", &[]);
+    assert!(status.success(), "{err}");
+    assert!(stop_with(child, Signal::SIGTERM).await.status.success());
+    // Once it has stopped, the console may use the database.
+    let (status, out, err) =
+        run_with_config(&overlay, &["console", "--channel", "alpha"], "hello\n", &[]);
+    assert!(status.success(), "{err}");
+    assert_eq!(out, "echo: hello\n");
+}
+
+#[actix_rt::test]
+async fn cli_processes_left_by_a_killed_service_are_killed_at_the_next_start() {
+    let env = TestEnv::new();
+    let server = DiscordServer::start().await;
+    let extra = format!("[access]\nallowed_users = [{ALICE}]\n");
+    let child = spawn_run_with(&env, &server, &extra, Some("tok"), &JSON_LOGS);
+    server.wait_ready(1).await;
+    // A turn that never ends and ignores its stdin closing: it would outlive the service.
+    server.say(ALPHA, ALICE, "HANG");
+    wait_until(
+        || env.records().iter().any(|r| r["event"] == "hang"),
+        "the stand-in to hang",
+    )
+    .await;
+    let hang = env
+        .records()
+        .into_iter()
+        .find(|r| r["event"] == "hang")
+        .expect("hang record");
+    let pid = hang["pid"].as_i64().expect("pid") as i32;
+    let grandchild = hang["grandchild"].as_i64().expect("grandchild") as i32;
+    let out = stop_with(child, Signal::SIGKILL).await;
+    assert!(!out.status.success());
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    assert!(
+        process_alive(pid) && process_alive(grandchild),
+        "left behind"
+    );
+    // The next start kills what was left, and says so.
+    let child = spawn_run_with(&env, &server, &extra, Some("tok"), &JSON_LOGS);
+    server.wait_ready(2).await;
+    wait_until(
+        || !process_alive(pid) && !process_alive(grandchild),
+        "the leftover process group to be killed",
+    )
+    .await;
+    let out = stop_with(child, Signal::SIGTERM).await;
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        stderr.contains("killed the claude process group a previous instance left running"),
+        "{stderr}"
+    );
+    assert!(stderr.contains(&format!("\"pid\":{pid}")), "{stderr}");
+}

@@ -165,12 +165,37 @@ pub enum RunError {
     Wait(std::io::Error),
 }
 
+/// Where the runner reports the CLI processes it starts and reaps, so a later instance can
+/// kill what a killed one left behind.
+pub trait ProcessLog: Send + Sync {
+    /// Process `pid` (a process group leader) started; `start_time` is its kernel start time
+    /// (`/proc/<pid>/stat`, field 22), which tells it from a later process with the same pid.
+    fn started(&self, pid: i32, start_time: u64);
+    /// Process `pid` has been reaped.
+    fn ended(&self, pid: i32);
+}
+
+/// The kernel start time of process `pid` (clock ticks since boot), if it exists.
+pub fn process_start_time(pid: i32) -> Option<u64> {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
+    // Fields after the parenthesised command name (which may hold spaces): state is field 3,
+    // so start time (22) is the 20th after it.
+    stat.rsplit(')')
+        .next()?
+        .split_whitespace()
+        .nth(19)?
+        .parse()
+        .ok()
+}
+
 /// Runs the `claude` CLI. Cheap to clone; shared by every channel.
 #[derive(Clone)]
 pub struct ClaudeRunner {
     config: Arc<ClaudeConfig>,
     /// The CLI's environment ([`cli_environment`]), computed once: it holds the OAuth token.
     env: Arc<Vec<(OsString, OsString)>>,
+    /// Told of every process started and reaped.
+    processes: Option<Arc<dyn ProcessLog>>,
 }
 
 impl std::fmt::Debug for ClaudeRunner {
@@ -189,7 +214,25 @@ impl ClaudeRunner {
         Self {
             config: Arc::new(config),
             env: Arc::new(env),
+            processes: None,
         }
+    }
+
+    /// The same runner, reporting its processes to `log`.
+    #[must_use]
+    pub fn with_process_log(mut self, log: Arc<dyn ProcessLog>) -> Self {
+        self.processes = Some(log);
+        self
+    }
+
+    pub(crate) fn process_started(&self, pid: i32) {
+        if let (Some(log), Some(start)) = (&self.processes, process_start_time(pid)) {
+            log.started(pid, start);
+        }
+    }
+
+    pub(crate) fn process_log(&self) -> Option<Arc<dyn ProcessLog>> {
+        self.processes.clone()
     }
 
     /// The stream-json user line that sends `prompt` as one turn ([`user_line`]).

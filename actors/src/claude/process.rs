@@ -7,6 +7,7 @@ use std::io::Read;
 use std::os::fd::OwnedFd;
 use std::os::unix::process::CommandExt;
 use std::process::{Child, ChildStderr, ChildStdout, Command, ExitStatus, Stdio};
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use nix::sys::signal::{killpg, Signal};
@@ -69,7 +70,8 @@ pub(super) fn run_to_end(
 
 /// Starts the CLI for `req`: in the project directory, stdin null, own process group.
 fn spawn(runner: &ClaudeRunner, req: &RunRequest) -> Result<Process, RunError> {
-    spawn_child(runner, req, &args(&runner.config, req), Stdio::null()).map(Process::new)
+    spawn_child(runner, req, &args(&runner.config, req), Stdio::null())
+        .map(|child| Process::new(child, runner.process_log()))
 }
 
 /// Starts the CLI with `args` in `req`'s project directory, in its own process group, with
@@ -89,7 +91,11 @@ pub(super) fn spawn_child(
         .env_clear()
         .envs(runner.env.iter().map(|(k, v)| (k, v)))
         .process_group(0);
-    cmd.spawn().map_err(|cause| {
+    let spawned = cmd.spawn();
+    if let Ok(child) = &spawned {
+        runner.process_started(i32::try_from(child.id()).unwrap_or(i32::MAX));
+    }
+    spawned.map_err(|cause| {
         // A missing working directory fails the spawn just like a missing binary; only on
         // failure is it worth a look at the directory to tell which.
         match std::fs::metadata(&req.cwd) {
@@ -335,16 +341,18 @@ struct Process {
     child: Child,
     pgid: Pid,
     reaped: bool,
+    log: Option<Arc<dyn super::ProcessLog>>,
 }
 
 impl Process {
-    fn new(child: Child) -> Self {
+    fn new(child: Child, log: Option<Arc<dyn super::ProcessLog>>) -> Self {
         // Linux pids fit in an i32 (pid_max is at most 2^22).
         let pgid = Pid::from_raw(i32::try_from(child.id()).unwrap_or(i32::MAX));
         Self {
             child,
             pgid,
             reaped: false,
+            log,
         }
     }
 
@@ -358,6 +366,9 @@ impl Process {
         let status = self.child.try_wait().map_err(RunError::Wait)?;
         if status.is_some() {
             self.reaped = true;
+            if let Some(log) = &self.log {
+                log.ended(self.pgid.as_raw());
+            }
             if stopped {
                 self.signal(Signal::SIGKILL);
             }
@@ -371,6 +382,9 @@ impl Drop for Process {
         if !self.reaped {
             self.signal(Signal::SIGKILL);
             let _ = self.child.wait();
+            if let Some(log) = &self.log {
+                log.ended(self.pgid.as_raw());
+            }
         }
     }
 }

@@ -144,7 +144,13 @@ impl LiveSession {
         });
         let (ev_tx, events) = unbounded_channel();
         let reaper = Arc::clone(&shared);
-        std::thread::spawn(move || read_stdout(stdout, child, &reaper, &ev_tx, &stderr_closed));
+        let log = runner.process_log();
+        std::thread::spawn(move || {
+            read_stdout(stdout, child, &reaper, &ev_tx, &stderr_closed);
+            if let Some(log) = log {
+                log.ended(reaper.pgid.as_raw());
+            }
+        });
         info!(pid = %pgid, resume = req.resume.is_some(), "live claude session started");
         Ok(Self {
             control: Some(SessionControl {

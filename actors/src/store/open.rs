@@ -48,6 +48,11 @@ const MIGRATIONS: &[&str] = &[
         at_ms           INTEGER NOT NULL
     );
     CREATE INDEX approvals_conversation ON approvals(conversation_id, at_ms);",
+    // 3: the CLI processes running, so a later instance can kill what a killed one left.
+    "CREATE TABLE cli_processes (
+        pid        INTEGER PRIMARY KEY,
+        start_time INTEGER NOT NULL
+    );",
 ];
 
 /// How to open the store.

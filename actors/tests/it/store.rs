@@ -143,8 +143,8 @@ async fn data_survives_reopening_and_migrations_run_once() {
         .pragma_query_value(None, "user_version", |r| r.get(0))
         .expect("pragma");
     assert_eq!(
-        version, 2,
-        "conversations; then rules and the approvals audit"
+        version, 3,
+        "conversations; rules and the approvals audit; the CLI processes running"
     );
     let mode: String = conn
         .pragma_query_value(None, "journal_mode", |r| r.get(0))
