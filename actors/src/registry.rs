@@ -263,9 +263,14 @@ impl Handler<Shutdown> for ChannelRegistry {
             .filter(Addr::connected)
             .collect();
         Box::pin(async move {
-            let drained = |live: Vec<Addr<ChannelActor>>| async move {
-                for addr in live {
-                    let _ = addr.send(Drain).await;
+            // Every channel is told at once (`send` queues the message when called), so none
+            // starts a queued run while another is still being waited for.
+            let drained = |live: Vec<Addr<ChannelActor>>| {
+                let told: Vec<_> = live.iter().map(|addr| addr.send(Drain)).collect();
+                async move {
+                    for answer in told {
+                        let _ = answer.await;
+                    }
                 }
             };
             if tokio::time::timeout(msg.grace, drained(live.clone()))

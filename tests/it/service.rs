@@ -434,3 +434,41 @@ async fn cli_processes_left_by_a_killed_service_are_killed_at_the_next_start() {
     );
     assert!(stderr.contains(&format!("\"pid\":{pid}")), "{stderr}");
 }
+
+#[actix_rt::test]
+async fn at_shutdown_no_channel_starts_a_queued_run_while_another_is_drained() {
+    let env = TestEnv::new();
+    let server = DiscordServer::start().await;
+    let extra = format!("[access]\nallowed_users = [{ALICE}]\n[shutdown]\ngrace_secs = 3\n");
+    let child = spawn_run_with(&env, &server, &extra, Some("tok"), &JSON_LOGS);
+    server.wait_ready(1).await;
+    let gate = env.gate("g");
+    // Every channel runs something that outlasts the signal; beta has a message queued.
+    for channel in [ALPHA, 1003] {
+        server.say(channel, ALICE, "be SLOW");
+    }
+    server.say(1002, ALICE, &format!("first GATE:{}", gate.display()));
+    wait_until(|| env.prompts().len() >= 3, "three runs").await;
+    server.say(1002, ALICE, "queued for beta");
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let pid = nix::unistd::Pid::from_raw(i32::try_from(child.id()).expect("pid"));
+    nix::sys::signal::kill(pid, Signal::SIGTERM).expect("SIGTERM");
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    // Beta's run ends within the grace period: its queued message must not start.
+    env.open_gate("g");
+    let out = wait_output(child).await;
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(
+        !env.prompts().iter().any(|p| p == "queued for beta"),
+        "{:?}",
+        env.prompts()
+    );
+    assert!(server
+        .answer_texts(1002)
+        .iter()
+        .any(|t| t.contains("was not sent to Claude")));
+}
