@@ -948,3 +948,25 @@ async fn the_stop_button_on_the_progress_message_interrupts_the_run() {
         })
         .await;
 }
+
+#[actix_rt::test]
+async fn a_message_delivered_twice_is_answered_once() {
+    let env = TestEnv::new();
+    let s = start(&env).await;
+    let id = s.server.say(ALPHA, ALICE, "only once");
+    // The same MESSAGE_CREATE again, as a resumed gateway session may replay it.
+    s.server.say_with(ALPHA, ALICE, "only once", |m| {
+        m["id"] = Value::String(id.to_string());
+    });
+    s.server.say(ALPHA, ALICE, "after");
+    s.server
+        .wait("the later reply", |srv| {
+            srv.answer_texts(ALPHA).iter().any(|t| t == "echo: after")
+        })
+        .await;
+    assert_eq!(
+        s.server.answer_texts(ALPHA),
+        ["echo: only once", "echo: after"]
+    );
+    assert_eq!(env.prompts(), ["only once", "after"]);
+}

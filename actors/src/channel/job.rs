@@ -194,7 +194,11 @@ impl Job {
                 }
                 let mut spawn = req.clone();
                 spawn.allowed_tools = self.stored_rules().await;
-                let live = LiveSession::spawn(&self.runner, &spawn)?;
+                // fork and exec block: not on the actors' thread.
+                let runner = self.runner.clone();
+                let live = tokio::task::spawn_blocking(move || LiveSession::spawn(&runner, &spawn))
+                    .await
+                    .map_err(|e| RunError::Wait(std::io::Error::other(e)))??;
                 self.metrics
                     .do_send(RecordMetric(Metric::Session(SessionMetric::Spawned {
                         resumed: req.resume.is_some(),

@@ -175,6 +175,9 @@ pub struct DiscordGateway {
     bot_id: Option<u64>,
     /// Channels and threads seen, other than the configured ones.
     known: Recent<Known>,
+    /// Message ids already taken, so a replayed `MESSAGE_CREATE` (a resumed gateway session
+    /// may send one again) is not answered twice.
+    seen: Recent<()>,
     /// Messages waiting while a channel's parent is looked up, in arrival order.
     resolving: HashMap<u64, Vec<DiscordMessage>>,
     /// (user, conversation) → when the user was last told they are not allowed.
@@ -206,6 +209,7 @@ impl DiscordGateway {
             access,
             bot_id: None,
             known: Recent::new(MAX_KNOWN),
+            seen: Recent::new(MAX_KNOWN),
             resolving: HashMap::new(),
             refused: HashMap::new(),
             working: HashMap::new(),
@@ -464,6 +468,12 @@ impl Handler<ReceiveMessage> for DiscordGateway {
     #[instrument(skip_all, fields(channel_id = msg.0.channel_id.get(), message_id = msg.0.id.get()))]
     fn handle(&mut self, msg: ReceiveMessage, ctx: &mut Self::Context) {
         self.stats.events.fetch_add(1, Ordering::Relaxed);
+        let id = msg.0.id.get();
+        if self.seen.get(id).is_some() {
+            debug!(message_id = id, "a message delivered again; already taken");
+            return;
+        }
+        self.seen.insert(id, ());
         self.handle_message(msg.0, ctx);
     }
 }
