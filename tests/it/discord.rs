@@ -970,3 +970,67 @@ async fn a_message_delivered_twice_is_answered_once() {
     );
     assert_eq!(env.prompts(), ["only once", "after"]);
 }
+
+#[actix_rt::test]
+async fn questions_are_select_menus_answered_once_all_are_chosen() {
+    let env = TestEnv::new();
+    let s = start(&env).await;
+    s.server.say(ALPHA, ALICE, "ASKQ2");
+    let is_prompt = |r: &support::discord::Recorded| content(r).starts_with("❓");
+    s.server
+        .wait("the questions", |srv| {
+            srv.posts(ALPHA).iter().any(is_prompt)
+        })
+        .await;
+    let prompt = s
+        .server
+        .posts(ALPHA)
+        .into_iter()
+        .find(is_prompt)
+        .expect("prompt");
+    let rows = prompt.body["components"].as_array().expect("rows").clone();
+    assert_eq!(rows.len(), 3, "two questions and Decline");
+    let menu = |i: usize| rows[i]["components"][0].clone();
+    assert_eq!(menu(0)["type"], 3, "a select menu");
+    assert_eq!(menu(0)["max_values"], 1);
+    assert_eq!(menu(1)["max_values"], 3, "several sizes may be chosen");
+    let message = support::discord::DiscordServer::message_of(&prompt, ALPHA);
+    let first = menu(0)["custom_id"].as_str().expect("id").to_string();
+    let second = menu(1)["custom_id"].as_str().expect("id").to_string();
+    // An option that is not offered is refused.
+    let token = s.server.select(ALPHA, &message, &first, &["Green"], ALICE);
+    assert_eq!(s.server.callback(&token).await.body["data"]["flags"], 64);
+    // The first answer alone is only acknowledged.
+    let token = s.server.select(ALPHA, &message, &first, &["Blue"], ALICE);
+    assert_eq!(s.server.callback(&token).await.body["type"], 6);
+    assert!(s
+        .server
+        .answers(ALPHA)
+        .iter()
+        .all(|r| !content(r).starts_with("tool said")));
+    let token = s
+        .server
+        .select(ALPHA, &message, &second, &["S", "L"], ALICE);
+    assert_eq!(s.server.callback(&token).await.body["type"], 6);
+    s.server
+        .wait("the answer", |srv| {
+            srv.answer_texts(ALPHA)
+                .iter()
+                .any(|t| t.starts_with("tool said"))
+        })
+        .await;
+    let reply = s
+        .server
+        .answer_texts(ALPHA)
+        .into_iter()
+        .find(|t| t.starts_with("tool said"))
+        .expect("reply");
+    assert!(
+        reply.contains(r#""Which color should the button be?"="Blue""#),
+        "{reply}"
+    );
+    assert!(
+        reply.contains(r#""Which sizes should it come in?"="S, L""#),
+        "{reply}"
+    );
+}

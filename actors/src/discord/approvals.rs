@@ -1,14 +1,20 @@
 //! Permission requests on Discord: the prompt message with its buttons (**Allow once**,
-//! **Always allow (this conversation)**, **Deny**; for `AskUserQuestion` one button per option;
-//! for `ExitPlanMode` **Approve** / **Keep planning**), what a click means, and the text the
-//! prompt is edited to once the request is resolved.
+//! **Always allow (this conversation)**, **Deny**; for `AskUserQuestion` a select menu per
+//! question — several choices where the question allows them — and **Decline**; for
+//! `ExitPlanMode` **Approve** / **Keep planning**), what a click means, and the text the prompt
+//! is edited to once the request is resolved.
 //!
 //! A button's `custom_id` is `cc:<action>:<token>`: the request's unguessable token (32 hex
 //! characters, well inside Discord's 100) is both how the gateway finds the request and the
 //! proof the channel actor checks. The **Stop** button of a progress message is
 //! `cc:stop:<conversation>:<message>`: who may press it is checked by who clicks.
 
-use serenity::all::{ButtonStyle, CreateActionRow, CreateButton};
+use std::fmt::Write as _;
+
+use serenity::all::{
+    ButtonStyle, CreateActionRow, CreateButton, CreateSelectMenu, CreateSelectMenuKind,
+    CreateSelectMenuOption,
+};
 
 use crate::frontend::{ApprovalAnswer, ApprovalState};
 
@@ -21,9 +27,12 @@ pub enum Action {
     Always,
     /// Deny.
     Deny,
-    /// Choose option `n` of the (first) question.
-    Option(usize),
+    /// An answer to question `n` (a select menu).
+    Question(usize),
 }
+
+/// The questions a prompt can offer: Discord allows five rows, one is for **Decline**.
+pub const MAX_QUESTIONS: usize = 4;
 
 /// The `custom_id` of `action` for the request with `token`.
 pub fn custom_id(action: &Action, token: &str) -> String {
@@ -31,7 +40,7 @@ pub fn custom_id(action: &Action, token: &str) -> String {
         Action::Once => "once".to_string(),
         Action::Always => "always".to_string(),
         Action::Deny => "deny".to_string(),
-        Action::Option(n) => format!("opt{n}"),
+        Action::Question(n) => format!("q{n}"),
     };
     format!("cc:{a}:{token}")
 }
@@ -44,7 +53,7 @@ pub fn parse_custom_id(id: &str) -> Option<(Action, &str)> {
         "once" => Action::Once,
         "always" => Action::Always,
         "deny" => Action::Deny,
-        other => Action::Option(other.strip_prefix("opt")?.parse().ok()?),
+        other => Action::Question(other.strip_prefix('q')?.parse().ok()?),
     };
     (!token.is_empty() && token.len() <= 64).then_some((action, token))
 }
@@ -65,16 +74,13 @@ pub fn parse_stop(id: &str) -> Option<(u64, u64)> {
     Some((conversation.parse().ok()?, message.parse().ok()?))
 }
 
-/// The answer a click gives, for a request with these question options.
-pub fn answer_of(action: &Action, question: Option<(&str, &[String])>) -> Option<ApprovalAnswer> {
+/// The answer a click gives (question answers are gathered by the gateway).
+pub fn answer_of(action: &Action) -> Option<ApprovalAnswer> {
     Some(match action {
         Action::Once => ApprovalAnswer::AllowOnce,
         Action::Always => ApprovalAnswer::AllowAlways,
         Action::Deny => ApprovalAnswer::Deny(None),
-        Action::Option(n) => {
-            let (q, options) = question?;
-            ApprovalAnswer::Answers(vec![(q.to_string(), options.get(*n)?.clone())])
-        }
+        Action::Question(_) => return None,
     })
 }
 
@@ -92,28 +98,37 @@ pub fn prompt(state: &ApprovalState, token: &str) -> (String, Vec<CreateActionRo
     };
     // The summary is Claude's text: in a code block, with its backticks defused.
     let summary = summary.replace("```", "'''");
-    if let Some(q) = questions.first() {
-        let text = format!(
-            "❓ Claude asks (for <@{requested_by}>'s message):\n**{}**",
-            q.question.replace('*', "\\*")
-        );
-        let buttons = q
-            .options
-            .iter()
-            .take(5)
-            .enumerate()
-            .map(|(i, label)| {
-                CreateButton::new(custom_id(&Action::Option(i), token))
-                    .label(label.clone())
-                    .style(ButtonStyle::Primary)
-            })
-            .chain(std::iter::once(
-                CreateButton::new(custom_id(&Action::Deny, token))
-                    .label("Decline")
-                    .style(ButtonStyle::Secondary),
-            ))
-            .collect();
-        return (text, vec![CreateActionRow::Buttons(buttons)]);
+    if !questions.is_empty() {
+        let mut text = format!("❓ Claude asks (for <@{requested_by}>'s message):");
+        let mut rows = Vec::new();
+        for (i, q) in questions.iter().take(MAX_QUESTIONS).enumerate() {
+            let _ = write!(text, "\n**{}.** {}", i + 1, q.question.replace('*', "\\*"));
+            let options: Vec<CreateSelectMenuOption> = q
+                .options
+                .iter()
+                .take(25)
+                .map(|label| CreateSelectMenuOption::new(label.clone(), label.clone()))
+                .collect();
+            let most = if q.multi_select { options.len() } else { 1 };
+            rows.push(CreateActionRow::SelectMenu(
+                CreateSelectMenu::new(
+                    custom_id(&Action::Question(i), token),
+                    CreateSelectMenuKind::String { options },
+                )
+                .placeholder(crate::text::truncate_chars(
+                    &format!("{}. {}", i + 1, q.question),
+                    140,
+                ))
+                .min_values(1)
+                .max_values(u8::try_from(most.max(1)).unwrap_or(25)),
+            ));
+        }
+        rows.push(CreateActionRow::Buttons(vec![CreateButton::new(
+            custom_id(&Action::Deny, token),
+        )
+        .label("Decline")
+        .style(ButtonStyle::Secondary)]));
+        return (text, rows);
     }
     if tool == "ExitPlanMode" {
         let text =
@@ -175,7 +190,7 @@ mod tests {
             Action::Once,
             Action::Always,
             Action::Deny,
-            Action::Option(4),
+            Action::Question(3),
         ] {
             let id = custom_id(&action, token);
             assert!(id.len() <= 100);

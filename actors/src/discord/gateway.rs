@@ -14,20 +14,20 @@ use std::time::Instant;
 
 use actix::prelude::*;
 use serenity::all::{
-    ChannelId, ComponentInteraction, CreateInteractionResponse, CreateInteractionResponseMessage,
-    Message as DiscordMessage, MessageId, MessageType,
+    ChannelId, ComponentInteraction, ComponentInteractionDataKind, CreateInteractionResponse,
+    CreateInteractionResponseMessage, Message as DiscordMessage, MessageId, MessageType,
 };
 use tokio::sync::mpsc::{unbounded_channel, UnboundedSender};
 use tracing::{debug, error, info, instrument, warn};
 
 use super::access::{AccessConfig, DiscordChannel};
-use super::approvals::{answer_of, outcome, parse_custom_id, parse_stop, prompt};
+use super::approvals::{answer_of, outcome, parse_custom_id, parse_stop, prompt, Action};
 use super::events::learn;
 use super::outbound::{status_of, Outbound};
 use crate::conversation::ConversationRef;
 use crate::frontend::{
-    AnswerApproval, ApprovalState, DeliverReply, Origin, ProgressStep, RouteMessage, ShowApproval,
-    ShowProgress,
+    AnswerApproval, ApprovalAnswer, ApprovalState, DeliverReply, Origin, ProgressStep,
+    RouteMessage, ShowApproval, ShowProgress,
 };
 use crate::metrics::GatewayStats;
 use crate::registry::ChannelRegistry;
@@ -156,8 +156,10 @@ struct Prompt {
     message: Option<MessageId>,
     /// Its text, to which the outcome is added.
     text: String,
-    /// The first question and its options, for AskUserQuestion.
-    question: Option<(String, Vec<String>)>,
+    /// For `AskUserQuestion`: the questions offered and their options, and what was chosen so
+    /// far (the answer goes once every question has one).
+    questions: Vec<(String, Vec<String>)>,
+    chosen: Vec<Option<String>>,
     /// The outcome, if it came before the post completed.
     closed: Option<String>,
 }
@@ -614,11 +616,13 @@ impl Handler<ShowApproval> for DiscordGateway {
             return;
         }
         let (text, components) = prompt(&msg.state, &msg.token);
-        let question = match &msg.state {
+        let questions: Vec<(String, Vec<String>)> = match &msg.state {
             ApprovalState::Asked { questions, .. } => questions
-                .first()
-                .map(|q| (q.question.clone(), q.options.clone())),
-            _ => None,
+                .iter()
+                .take(super::approvals::MAX_QUESTIONS)
+                .map(|q| (q.question.clone(), q.options.clone()))
+                .collect(),
+            _ => Vec::new(),
         };
         self.prompts.insert(
             msg.token.clone(),
@@ -628,7 +632,8 @@ impl Handler<ShowApproval> for DiscordGateway {
                 channel_id: msg.origin.channel_id,
                 message: None,
                 text: text.clone(),
-                question,
+                chosen: vec![None; questions.len()],
+                questions,
                 closed: None,
             },
         );
@@ -676,65 +681,95 @@ impl Handler<ReceiveClick> for DiscordGateway {
     fn handle(&mut self, msg: ReceiveClick, ctx: &mut Self::Context) {
         self.stats.events.fetch_add(1, Ordering::Relaxed);
         let click = msg.0;
-        let out = self.outbound.clone();
-        let whisper = |text: &str| {
-            CreateInteractionResponse::Message(
-                CreateInteractionResponseMessage::new()
-                    .content(text)
-                    .ephemeral(true),
-            )
-        };
         let user = click.user.id.get();
         let roles: Vec<u64> = click
             .member
             .as_ref()
             .map(|m| m.roles.iter().map(|r| r.get()).collect())
             .unwrap_or_default();
-        if let Some((conversation, message)) = parse_stop(&click.data.custom_id) {
-            let allowed = self
-                .channel_of(conversation)
-                .is_some_and(|c| self.access.allows(&c.access, user, &roles));
-            if !allowed {
-                let response = whisper("You are not allowed to stop Claude here.");
-                self.send_later(async move { out.respond(&click, response).await }, ctx);
-                return;
+        match parse_stop(&click.data.custom_id) {
+            Some((conversation, message)) => {
+                self.stop_clicked(click, conversation, message, (user, &roles), ctx);
             }
-            info!(
-                channel_id = conversation,
-                message_id = message,
-                user_id = user,
-                "Stop pressed"
-            );
-            let registry = self.registry.clone();
-            self.send_later(
-                async move {
-                    out.respond(&click, CreateInteractionResponse::Acknowledge)
-                        .await;
-                    let stop = crate::registry::CancelConversation {
-                        id: conversation,
-                        message_id: Some(message),
-                    };
-                    if !registry.send(stop).await.unwrap_or(false) {
-                        out.whisper(&click, "That run has already ended.").await;
-                    }
-                },
-                ctx,
-            );
+            None => self.prompt_clicked(click, (user, &roles), ctx),
+        }
+    }
+}
+
+/// A private answer to a click.
+fn whisper(text: &str) -> CreateInteractionResponse {
+    CreateInteractionResponse::Message(
+        CreateInteractionResponseMessage::new()
+            .content(text)
+            .ephemeral(true),
+    )
+}
+
+impl DiscordGateway {
+    /// **Stop** on a progress message: interrupts that message's run, for anyone allowed to
+    /// talk in the conversation.
+    fn stop_clicked(
+        &mut self,
+        click: Box<ComponentInteraction>,
+        conversation: u64,
+        message: u64,
+        (user, roles): (u64, &[u64]),
+        ctx: &mut Context<Self>,
+    ) {
+        let out = self.outbound.clone();
+        let allowed = self
+            .channel_of(conversation)
+            .is_some_and(|c| self.access.allows(&c.access, user, roles));
+        if !allowed {
+            let response = whisper("You are not allowed to stop Claude here.");
+            self.send_later(async move { out.respond(&click, response).await }, ctx);
             return;
         }
+        info!(
+            channel_id = conversation,
+            message_id = message,
+            user_id = user,
+            "Stop pressed"
+        );
+        let registry = self.registry.clone();
+        self.send_later(
+            async move {
+                out.respond(&click, CreateInteractionResponse::Acknowledge)
+                    .await;
+                let stop = crate::registry::CancelConversation {
+                    id: conversation,
+                    message_id: Some(message),
+                };
+                if !registry.send(stop).await.unwrap_or(false) {
+                    out.whisper(&click, "That run has already ended.").await;
+                }
+            },
+            ctx,
+        );
+    }
+
+    /// A button or select menu of a permission prompt, for an approver.
+    fn prompt_clicked(
+        &mut self,
+        click: Box<ComponentInteraction>,
+        (user, roles): (u64, &[u64]),
+        ctx: &mut Context<Self>,
+    ) {
+        let out = self.outbound.clone();
         let found = parse_custom_id(&click.data.custom_id).and_then(|(action, token)| {
             self.prompts
-                .get(token)
-                .map(|p| (action, token.to_string(), p))
+                .contains_key(token)
+                .then(|| (action, token.to_string()))
         });
-        let Some((action, token, p)) = found else {
+        let Some((action, token)) = found else {
             let response = whisper("This request is no longer waiting for an answer.");
             self.send_later(async move { out.respond(&click, response).await }, ctx);
             return;
         };
+        let conversation = self.prompts.get(&token).map_or(0, |p| p.conversation_id);
         let allowed = self
-            .channel_of(p.conversation_id)
-            .is_some_and(|c| self.access.approves(&c.access, user, &roles));
+            .channel_of(conversation)
+            .is_some_and(|c| self.access.approves(&c.access, user, roles));
         if !allowed {
             info!(
                 user_id = user,
@@ -744,15 +779,46 @@ impl Handler<ReceiveClick> for DiscordGateway {
             self.send_later(async move { out.respond(&click, response).await }, ctx);
             return;
         }
-        let question = p.question.as_ref().map(|(q, o)| (q.as_str(), o.as_slice()));
-        let Some(answer) = answer_of(&action, question) else {
-            let response = whisper("That option does not exist.");
-            self.send_later(async move { out.respond(&click, response).await }, ctx);
+        let Some(p) = self.prompts.get_mut(&token) else {
             return;
         };
+        let answer = if let Action::Question(n) = action {
+            let values = match &click.data.kind {
+                ComponentInteractionDataKind::StringSelect { values } => values.clone(),
+                _ => Vec::new(),
+            };
+            let valid = p.questions.get(n).is_some_and(|(_, options)| {
+                !values.is_empty() && values.iter().all(|v| options.contains(v))
+            });
+            if !valid {
+                let response = whisper("That option does not exist.");
+                self.send_later(async move { out.respond(&click, response).await }, ctx);
+                return;
+            }
+            p.chosen[n] = Some(values.join(", "));
+            if p.chosen.iter().any(Option::is_none) {
+                // More questions to answer: acknowledged, nothing sent yet.
+                let ack = CreateInteractionResponse::Acknowledge;
+                self.send_later(async move { out.respond(&click, ack).await }, ctx);
+                return;
+            }
+            ApprovalAnswer::Answers(
+                p.questions
+                    .iter()
+                    .zip(&p.chosen)
+                    .map(|((q, _), a)| (q.clone(), a.clone().unwrap_or_default()))
+                    .collect(),
+            )
+        } else {
+            match answer_of(&action) {
+                Some(answer) => answer,
+                None => return,
+            }
+        };
+        let request_id = p.request_id.clone();
         let answer = AnswerApproval {
-            conversation_id: p.conversation_id,
-            request_id: p.request_id.clone(),
+            conversation_id: conversation,
+            request_id,
             token,
             answer,
             by: format!("<@{user}>"),

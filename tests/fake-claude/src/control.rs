@@ -327,14 +327,24 @@ pub fn bash_request(request_id: &str, tool_use_id: &str, command: &str, cwd: &st
         "tool_use_id": tool_use_id}})
 }
 
-/// The `AskUserQuestion` request of `p_41`.
-pub fn question_request(request_id: &str, tool_use_id: &str) -> Value {
+/// The `AskUserQuestion` request of `p_41`; with `two`, a second question allowing several
+/// answers (`multiSelect`, as the input schema has it).
+pub fn question_request(request_id: &str, tool_use_id: &str, two: bool) -> Value {
+    let mut questions = vec![
+        json!({"question": "Which color should the button be?", "header": "Color",
+        "options": [{"label": "Blue", "description": "A calm blue"},
+                    {"label": "Red", "description": "A bold red"}],
+        "multiSelect": false}),
+    ];
+    if two {
+        questions.push(json!({"question": "Which sizes should it come in?", "header": "Sizes",
+            "options": [{"label": "S", "description": "small"}, {"label": "M", "description": "medium"},
+                        {"label": "L", "description": "large"}],
+            "multiSelect": true}));
+    }
     json!({"type": "control_request", "request_id": request_id, "request": {
         "subtype": "can_use_tool", "tool_name": "AskUserQuestion", "display_name": "AskUserQuestion",
-        "input": {"questions": [{"question": "Which color should the button be?", "header": "Color",
-            "options": [{"label": "Blue", "description": "A calm blue"},
-                        {"label": "Red", "description": "A bold red"}],
-            "multiSelect": false}]},
+        "input": {"questions": questions},
         "requires_user_interaction": true,
         "tool_use_id": tool_use_id}})
 }

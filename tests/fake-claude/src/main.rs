@@ -22,6 +22,7 @@
 //! | `TOOL` / `TOOL:<cmd>` | call Bash (`echo hi` or `<cmd>`, really run in the cwd) and report it |
 //! | `HISTORY`       | answer with the earlier prompts of this session                           |
 //! | `REPLYFILE:<path>` | answer with the contents of `<path>` (hostile replies in tests)        |
+//! | `ASKQ` / `ASKQ2` | ask `AskUserQuestion` (`p_41`); `ASKQ2` adds a multi-select question    |
 //!
 //! A prompt starting with `/<name>` where `<name>` is a built-in command runs it locally with no
 //! model call, like the real CLI, whatever `--disable-slash-commands` says (with it, the answer
@@ -656,13 +657,14 @@ fn ask_question(
     s: &mut Session,
     out: &mut Out,
     input: Option<&mut Input>,
+    two: bool,
     started: Instant,
 ) -> Result<String, TurnEnd> {
     let tool_use_id = format!("toolu_mock_{}", &new_uuid().replace('-', "")[..20]);
     let Some(input) = input.filter(|_| s.state.prompt_tool) else {
         return Ok("The user did not answer the questions.".to_string());
     };
-    let request = control::question_request(&new_uuid(), &tool_use_id);
+    let request = control::question_request(&new_uuid(), &tool_use_id, two);
     out.line(&assistant_value(
         &s.id,
         &s.model,
@@ -1232,7 +1234,7 @@ fn turn(
         answer = format!("tool said: {said}");
         num_turns = 2;
     } else if prompt.contains("ASKQ") {
-        match ask_question(s, out, input, started) {
+        match ask_question(s, out, input, prompt.contains("ASKQ2"), started) {
             Ok(said) => answer = format!("tool said: {said}"),
             Err(end) => return end,
         }

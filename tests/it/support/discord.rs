@@ -253,6 +253,29 @@ impl DiscordServer {
     /// post) in `channel`: dispatches `INTERACTION_CREATE` as Discord does; returns the
     /// interaction's token.
     pub fn click(&self, channel: u64, message: &Value, custom_id: &str, user: u64) -> String {
+        self.interact(
+            channel,
+            message,
+            &json!({"custom_id": custom_id, "component_type": 2}),
+            user,
+        )
+    }
+
+    /// A choice of `values` by `user` in the select menu `custom_id` of message `message`.
+    pub fn select(
+        &self,
+        channel: u64,
+        message: &Value,
+        custom_id: &str,
+        values: &[&str],
+        user: u64,
+    ) -> String {
+        let data = json!({"custom_id": custom_id, "component_type": 3, "values": values});
+        self.interact(channel, message, &data, user)
+    }
+
+    /// Dispatches a component interaction with `data`; returns its token.
+    fn interact(&self, channel: u64, message: &Value, data: &Value, user: u64) -> String {
         let n = self.inner.next_id.fetch_add(1, Ordering::SeqCst);
         let token = format!("itoken-{n}");
         self.inner
@@ -262,7 +285,7 @@ impl DiscordServer {
             .insert(token.clone(), (false, channel));
         let data = json!({
             "id": n.to_string(), "application_id": "555555555555555555", "type": 3,
-            "data": {"custom_id": custom_id, "component_type": 2},
+            "data": data,
             "guild_id": GUILD_ID.to_string(), "channel_id": channel.to_string(),
             "member": {"user": {"id": user.to_string(), "username": "clicker", "discriminator": "0000"},
                        "roles": [], "joined_at": "2026-01-01T00:00:00+00:00", "deaf": false, "mute": false,
