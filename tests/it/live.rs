@@ -368,6 +368,8 @@ async fn a_process_that_dies_between_turns_is_replaced_with_resume() {
     let second = h.reply().await;
     assert_eq!(second.text, "history: remember me");
     assert_eq!(second.session_id, first.session_id);
+    // The session's running total survives the respawn: this turn's cost is its own.
+    assert!((second.cost_usd - 0.05).abs() < 1e-9, "{second:?}");
     let argv = argv_of(&starts_of(&env)[1]);
     let resumed = &argv[argv.iter().position(|a| a == "--resume").expect("--resume") + 1];
     assert_eq!(Some(resumed.as_str()), first.session_id.as_deref());
@@ -416,4 +418,35 @@ async fn a_channel_may_set_its_own_permission_mode() {
     let starts = starts_of(&env);
     assert_eq!(mode(&starts[0]), "default");
     assert_eq!(mode(&starts[1]), "acceptEdits");
+}
+
+#[actix_rt::test]
+async fn a_stored_session_the_cli_no_longer_knows_starts_a_new_one_and_says_so() {
+    let env = TestEnv::new();
+    let mut s = env.settings();
+    s.claude.keep_warm_secs = 1;
+    let mut h = Harness::start(s).await;
+    h.send("alpha", "remember me");
+    let first = h.reply().await;
+    let old = first.session_id.clone().expect("session");
+    let pid = starts_of(&env)[0]["pid"].as_i64().expect("pid") as i32;
+    wait_until(|| !process_alive(pid), "the idle process to end").await;
+    // The CLI's transcripts are gone (another HOME, a cleaned machine).
+    std::fs::remove_dir_all(env.path("home/.claude")).expect("remove transcripts");
+    h.send("alpha", "HISTORY");
+    let second = h.reply().await;
+    assert!(!second.is_error, "{}", second.text);
+    assert!(
+        second.text.contains(&format!(
+            "The earlier conversation (session {old}) could not be resumed"
+        )),
+        "{}",
+        second.text
+    );
+    assert!(second.text.ends_with("history: "), "{}", second.text);
+    assert_ne!(second.session_id.as_deref(), Some(old.as_str()));
+    let starts = starts_of(&env);
+    assert_eq!(starts.len(), 3, "the failed resume, then a fresh process");
+    assert!(argv_of(&starts[1]).contains(&old));
+    assert!(!argv_of(&starts[2]).contains(&"--resume".to_string()));
 }
