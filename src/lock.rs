@@ -40,7 +40,7 @@ pub enum LockError {
 }
 
 /// The lock file of database `db`.
-pub fn lock_path(db: &Path) -> PathBuf {
+fn lock_path(db: &Path) -> PathBuf {
     let mut name = db.as_os_str().to_owned();
     name.push(".lock");
     PathBuf::from(name)

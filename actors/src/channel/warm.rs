@@ -86,14 +86,4 @@ impl WarmPool {
     pub fn remove(&self, id: u64) {
         self.with(|m| m.remove(&id));
     }
-
-    /// Warm processes now.
-    pub fn len(&self) -> usize {
-        self.with(|m| m.len())
-    }
-
-    /// Whether there are none.
-    pub fn is_empty(&self) -> bool {
-        self.len() == 0
-    }
 }

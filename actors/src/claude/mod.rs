@@ -250,11 +250,6 @@ impl ClaudeRunner {
         Arc::clone(&self.config)
     }
 
-    /// The command-line arguments for `req` (everything after the binary name).
-    pub fn args(&self, req: &RunRequest) -> Vec<OsString> {
-        args::args(&self.config, req)
-    }
-
     /// Runs the CLI once. The process is driven from spawn to reaping by one blocking thread
     /// (as `Command::output` would), which wakes the actors only when the run is over.
     /// `on_event` sees every parsed line as it arrives, on that thread (progress display).

@@ -178,16 +178,6 @@ impl LiveSession {
         self.session_id.as_deref()
     }
 
-    /// Turns run so far.
-    pub fn turns(&self) -> u64 {
-        self.turns
-    }
-
-    /// The process id (its group's id).
-    pub fn pid(&self) -> i32 {
-        self.shared.pgid.as_raw()
-    }
-
     /// Whether the process is still up (it may have died between turns).
     pub fn is_alive(&mut self) -> bool {
         while let Ok(ev) = self.events.try_recv() {

@@ -461,14 +461,17 @@ async fn create_message(
     }
     let mut body = body;
     let content = body["content"].as_str().unwrap_or_default().to_string();
-    // Discord's rules: at most 2,000 UTF-16 units, and not empty (unless files are attached).
-    if content.encode_utf16().count() > 2000 || (content.trim().is_empty() && files.is_empty()) {
+    // Discord's rules: at most 2,000 UTF-16 units (50035), and not empty unless files are
+    // attached (50006).
+    let empty = content.trim().is_empty() && files.is_empty();
+    if content.encode_utf16().count() > 2000 || empty {
         record(&inner, "POST", path, body, files, &headers, 400);
-        return (
-            StatusCode::BAD_REQUEST,
-            Json(json!({"message": "Invalid Form Body", "code": 50035})),
-        )
-            .into_response();
+        let error = if empty {
+            json!({"message": "Cannot send an empty message", "code": 50006})
+        } else {
+            json!({"message": "Invalid Form Body", "code": 50035})
+        };
+        return (StatusCode::BAD_REQUEST, Json(error)).into_response();
     }
     // A nonce seen before with enforce_nonce: the message created then, not a second one.
     let nonce = body["nonce"].as_str().map(str::to_string);
