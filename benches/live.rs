@@ -74,6 +74,9 @@ fn through_coordinator(
                         author_id: 1,
                     },
                     text: format!("message {round}"),
+                    attachments: Vec::new(),
+                    late: false,
+                    durable: true,
                 });
             }
             while !sent.is_empty() {

@@ -159,6 +159,7 @@ fn floor_with_store(messages: usize, channels: usize, cap: usize) -> f64 {
                         session_usd: 0.01,
                     },
                     error: None,
+                    reply: None,
                 });
             });
             (started, messages / channels * channels)
@@ -298,6 +299,9 @@ fn idle_actors(n: usize) -> (u64, u64) {
                 },
                 origin: Origin::default(),
                 text: "!status".into(),
+                attachments: Vec::new(),
+                late: false,
+                durable: true,
             });
         }
         let mut replies = 0;

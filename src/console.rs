@@ -10,7 +10,7 @@ use std::fmt::Write as _;
 use actix::Addr;
 use actors::frontend::{
     AnswerApproval, ApprovalAnswer, ApprovalState, DeliverReply, FrontEnd, FrontendEvent, Origin,
-    ReplySink, RouteMessage, ShowApproval,
+    ReplyKind, ReplySink, RouteMessage, ShowApproval,
 };
 use actors::registry::ChannelRegistry;
 use serde_json::json;
@@ -149,11 +149,16 @@ where
                     conversation: conversation.clone(),
                     origin: Origin { channel_id: conversation.id, message_id: line_no, author_id: 0 },
                     text: text.to_string(),
+                    attachments: Vec::new(),
+                    late: false,
+                    // Nobody reads the console's answers after a restart.
+                    durable: false,
                 });
             }
             event = rx.recv() => match event {
                 Some(FrontendEvent::Reply(reply)) => {
-                    summary.replies += 1;
+                    // A notice is not the answer: that comes later.
+                    summary.replies += usize::from(reply.kind != ReplyKind::Notice);
                     summary.errors += usize::from(reply.is_error);
                     output.write_all(format_reply(&reply, opts.json).as_bytes()).await?;
                     output.flush().await?;

@@ -12,6 +12,7 @@ use std::time::Duration;
 use actors::claude::{ClaudeConfig, PermissionMode};
 use actors::conversation::ChannelProfile;
 use actors::discord::{AccessConfig, ChannelAccess, DiscordConfig};
+use actors::recovery::RecoveryConfig;
 use actors::store::StoreConfig;
 use config::{Config, Environment, File, FileFormat};
 use secrecy::SecretString;
@@ -92,6 +93,8 @@ pub struct Settings {
     pub metrics: MetricsSettings,
     /// Stopping.
     pub shutdown: ShutdownSettings,
+    /// Starting again after a stop.
+    pub recovery: RecoveryConfig,
 }
 
 /// A `[[channel]]`: a Discord channel bound to a project directory. The core gets
@@ -410,7 +413,22 @@ impl Settings {
     fn validate_ranges(&self) -> Result<(), SettingsError> {
         const DAY: u64 = 86_400;
         let (c, d) = (&self.claude, &self.discord);
-        let checks: [(&str, u64, u64, u64); 14] = [
+        let r = &self.recovery;
+        let checks: [(&str, u64, u64, u64); 18] = [
+            ("recovery.retention_days", r.retention_days, 1, 3650),
+            ("recovery.catch_up_max", r.catch_up_max as u64, 0, 1000),
+            (
+                "recovery.catch_up_max_age_secs",
+                r.catch_up_max_age_secs,
+                0,
+                30 * DAY,
+            ),
+            (
+                "recovery.catch_up_interval_ms",
+                r.catch_up_interval_ms,
+                0,
+                60_000,
+            ),
             ("claude.timeout_secs", c.timeout_secs, 1, 7 * DAY),
             ("claude.kill_grace_secs", c.kill_grace_secs, 0, 3600),
             (

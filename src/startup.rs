@@ -12,11 +12,12 @@ use actors::conversation::{ChannelProfile, ConversationRef};
 use actors::discord::{
     DiscordChannel, DiscordConnection, DiscordGateway, FlushOutbound, GatewayError, GatewaySetup,
 };
-use actors::frontend::FrontEnd;
+use actors::frontend::{DeliverReply, FrontEnd};
 use actors::metrics::{AttachGateway, EmitMetrics, MetricsActor};
-use actors::registry::{ChannelRegistry, Shutdown};
+use actors::registry::{ChannelRegistry, RestoreInbox, Shutdown};
 use actors::store::{
-    open_pool, Checkpoint, ForgetProcess, RecordProcess, SessionStoreActor, TakeLeftProcesses,
+    open_pool, unix_ms, Checkpoint, ForgetProcess, ListUndelivered, PruneDelivered, RecordProcess,
+    SessionStoreActor, TakeLeftProcesses,
 };
 use anyhow::Context as _;
 use tokio::signal::unix::{signal, SignalKind};
@@ -76,11 +77,23 @@ impl Application {
     /// Starts the channel registry, sending replies, progress and permission requests to a
     /// front end.
     pub fn start_registry(&self, front: FrontEnd) -> Addr<ChannelRegistry> {
-        self.registry_starter()(front)
+        self.registry_starter(false)(front)
     }
 
-    /// A function that starts the registry once the front end exists.
-    fn registry_starter(&self) -> impl FnOnce(FrontEnd) -> Addr<ChannelRegistry> + 'static {
+    /// A function that starts the registry once the front end exists; with `restore`, the
+    /// registry first queues again what the inbox holds unanswered (before any new message).
+    fn registry_starter(
+        &self,
+        restore: bool,
+    ) -> impl FnOnce(FrontEnd) -> Addr<ChannelRegistry> + 'static {
+        let restore = restore.then(|| RestoreInbox {
+            profiles: self
+                .channels
+                .iter()
+                .map(|p| (p.id, Arc::clone(p)))
+                .collect(),
+            rerun_interrupted: self.settings.recovery.rerun_interrupted,
+        });
         let runner = self.runner.clone();
         let store = self.store.clone();
         let run_slots = Arc::clone(&self.run_slots);
@@ -101,13 +114,43 @@ impl Application {
                 metrics,
                 warm,
             };
-            ChannelRegistry::new(deps, idle).start()
+            let registry = ChannelRegistry::new(deps, idle).start();
+            if let Some(restore) = restore {
+                // Handled before anything the front end routes: it is first in the mailbox,
+                // and the registry handles nothing else until it is done.
+                let r = registry.clone();
+                actix::spawn(async move {
+                    match r.send(restore).await {
+                        Ok(Ok(_)) => {}
+                        Ok(Err(e)) => {
+                            warn!(error = %e, "could not read the inbox; its unanswered messages wait for the next start")
+                        }
+                        Err(_) => {}
+                    }
+                });
+            }
+            registry
         }
     }
 
     /// Connects to Discord and starts the gateway with its own registry.
     pub async fn start_discord(&self) -> Result<DiscordConnection, GatewayError> {
-        let start = self.registry_starter();
+        // Read before any run can add to it: these are the replies a previous instance left.
+        let undelivered = match self
+            .store
+            .send(ListUndelivered {
+                conversation_id: None,
+            })
+            .await
+        {
+            Ok(Ok(rows)) => rows,
+            Ok(Err(e)) => {
+                warn!(error = %e, "could not read the outbox; undelivered replies wait for the next start");
+                Vec::new()
+            }
+            Err(_) => Vec::new(),
+        };
+        let start = self.registry_starter(true);
         let connection = GatewaySetup {
             discord: self.settings.discord.clone(),
             access: self.settings.access.clone(),
@@ -123,12 +166,44 @@ impl Application {
             start_registry: Box::new(move |gateway: Addr<DiscordGateway>| {
                 start(FrontEnd::of(&gateway))
             }),
+            store: self.store.clone(),
+            recovery: self.settings.recovery.clone(),
         }
         .connect()
         .await?;
+        if !undelivered.is_empty() {
+            info!(
+                replies = undelivered.len(),
+                "sending again the replies a previous instance did not deliver"
+            );
+        }
+        for row in undelivered {
+            connection.gateway.do_send(DeliverReply::from_outgoing(row));
+        }
+        self.prune_periodically();
         self.metrics
             .do_send(AttachGateway(Arc::clone(&connection.stats)));
         Ok(connection)
+    }
+
+    /// Forgets finished inbox rows and delivered replies older than `recovery.retention_days`,
+    /// now and every six hours.
+    fn prune_periodically(&self) {
+        let store = self.store.clone();
+        let retention = self.settings.recovery.retention();
+        actix::spawn(async move {
+            let mut every = tokio::time::interval(Duration::from_secs(6 * 3600));
+            loop {
+                every.tick().await;
+                let before_ms = unix_ms().saturating_sub(retention.as_millis() as i64);
+                match store.send(PruneDelivered { before_ms }).await {
+                    Ok(Ok(0)) => {}
+                    Ok(Ok(rows)) => info!(rows, "pruned the inbox and outbox"),
+                    Ok(Err(e)) => warn!(error = %e, "could not prune the inbox and outbox"),
+                    Err(_) => return,
+                }
+            }
+        });
     }
 
     /// Shuts a registry down: nothing new is accepted, runs in flight get `shutdown.grace_secs`

@@ -4,13 +4,15 @@
 //!
 //! Channel actors hold the outbound edges as `Recipient`s, so any front end can receive them;
 //! [`ReplySink`] is the one for the console, the tests and the benchmark. Every routed message
-//! produces exactly one [`DeliverReply`]; [`ShowProgress`] is optional decoration while a run is
+//! produces exactly one [`DeliverReply`] that answers it (and at most a few of kind
+//! [`ReplyKind::Notice`], which do not); [`ShowProgress`] is optional decoration while a run is
 //! in flight.
 
 use actix::{Actor, Addr, Context, Handler, Message};
 use tokio::sync::mpsc::{unbounded_channel, UnboundedReceiver, UnboundedSender};
 
 use crate::conversation::ConversationRef;
+use crate::store::{AttachmentMeta, Outgoing};
 
 /// Deliver a user's message to its conversation's channel actor, starting one if needed.
 #[derive(Debug, Message)]
@@ -22,6 +24,13 @@ pub struct RouteMessage {
     pub origin: Origin,
     /// What the user wrote.
     pub text: String,
+    /// Its files (metadata).
+    pub attachments: Vec<AttachmentMeta>,
+    /// Posted while the service was down (found by catch-up): the reply says it is late.
+    pub late: bool,
+    /// Kept in the inbox until answered, its reply in the outbox until delivered (false for
+    /// the console, which has no one to answer after a restart).
+    pub durable: bool,
 }
 
 /// Where a message came from, so the answer can go back to it.
@@ -46,6 +55,32 @@ pub enum ReplyKind {
     Command,
     /// The message could not be run (store unavailable, CLI missing, …).
     Failure,
+    /// Word about a message that is not its answer (a usage-limit pause, an interrupted run);
+    /// the answer, if any, comes later.
+    Notice,
+}
+
+impl ReplyKind {
+    /// The outbox's name for it.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Answer => "answer",
+            Self::Busy => "busy",
+            Self::Command => "command",
+            Self::Failure => "failure",
+            Self::Notice => "notice",
+        }
+    }
+
+    fn parse(s: &str) -> Self {
+        match s {
+            "busy" => Self::Busy,
+            "command" => Self::Command,
+            "failure" => Self::Failure,
+            "notice" => Self::Notice,
+            _ => Self::Answer,
+        }
+    }
 }
 
 /// Send a reply to the user.
@@ -68,6 +103,10 @@ pub struct DeliverReply {
     pub session_id: Option<String>,
     /// What this message cost in USD.
     pub cost_usd: f64,
+    /// Stored in the outbox: the front end records its delivery ([`crate::store::RecordDelivery`]).
+    pub durable: bool,
+    /// Parts already posted (a reply resent after a restart continues after them).
+    pub parts_sent: usize,
 }
 
 impl DeliverReply {
@@ -88,6 +127,47 @@ impl DeliverReply {
             is_error,
             session_id: None,
             cost_usd: 0.0,
+            durable: false,
+            parts_sent: 0,
+        }
+    }
+
+    /// The outbox row for this reply.
+    pub fn to_outgoing(&self) -> Outgoing {
+        Outgoing {
+            message_id: self.origin.message_id,
+            conversation_id: self.conversation_id,
+            conversation: self.conversation.clone(),
+            channel_id: self.origin.channel_id,
+            author_id: self.origin.author_id,
+            kind: self.kind.as_str().to_string(),
+            is_error: self.is_error,
+            text: self.text.clone(),
+            session_id: self.session_id.clone(),
+            cost_usd: self.cost_usd,
+            parts_sent: 0,
+            state: "pending".into(),
+            error: None,
+        }
+    }
+
+    /// A reply from the outbox, to be sent again from its first unsent part.
+    pub fn from_outgoing(o: Outgoing) -> Self {
+        Self {
+            conversation_id: o.conversation_id,
+            conversation: o.conversation,
+            origin: Origin {
+                channel_id: o.channel_id,
+                message_id: o.message_id,
+                author_id: o.author_id,
+            },
+            kind: ReplyKind::parse(&o.kind),
+            text: o.text,
+            is_error: o.is_error,
+            session_id: o.session_id,
+            cost_usd: o.cost_usd,
+            durable: true,
+            parts_sent: o.parts_sent,
         }
     }
 }

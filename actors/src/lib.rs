@@ -28,7 +28,12 @@
 //!    environment from [`claude::environment`] (no service secrets), the lines are parsed by
 //!    [`claude::stream_json`], and tool use is passed on as progress.
 //! 5. [`store::SessionStoreActor`] (on a `SyncArbiter`, r2d2 pool of SQLite connections, WAL)
-//!    keeps conversation → session id, project directory, model, counts, cost, last error.
+//!    keeps conversation → session id, project directory, model, counts, cost, last error; and
+//!    the inbox (every accepted prompt, written before it is queued, until answered) and the
+//!    outbox (each run's reply, written with its record, until delivered). At start-up the
+//!    registry queues the inbox's unanswered messages again ([`registry::RestoreInbox`],
+//!    [`recovery`]), the gateway catches up on what was posted while the service was down, and
+//!    undelivered replies are sent again.
 //! 6. The channel actor sends exactly one [`frontend::DeliverReply`] per message back to the
 //!    front end once its run is saved, plus [`frontend::ShowProgress`] while the run is in
 //!    flight, and [`frontend::ShowApproval`] for each permission request and its outcome; the
@@ -47,6 +52,7 @@ pub mod cost;
 pub mod discord;
 pub mod frontend;
 pub mod metrics;
+pub mod recovery;
 pub mod registry;
 pub mod store;
 pub mod text;

@@ -149,6 +149,8 @@ pub struct GatewayStats {
     pub refused: AtomicU64,
     /// Gateway sessions started or resumed after the first.
     pub reconnects: AtomicU64,
+    /// Messages found by catch-up (posted while the service was down).
+    pub caught_up: AtomicU64,
     /// REST work.
     pub rest: Arc<RestStats>,
 }
@@ -266,6 +268,7 @@ impl MetricsActor {
                 rest_retries = n(&g.rest.retries),
                 rest_failures = n(&g.rest.failures),
                 reconnects = n(&g.reconnects),
+                caught_up = n(&g.caught_up),
             );
         }
         let (live, spawned, stopped_idle) = self.registry;

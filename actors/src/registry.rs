@@ -6,17 +6,22 @@
 //! other than `RouteMessage` (which belongs to the front-end edge) are at the top.
 
 use std::collections::HashMap;
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use actix::prelude::*;
 use tracing::{debug, info, warn};
 
 use crate::channel::{
-    CancelReason, CancelRun, ChannelActor, ChannelDeps, ChannelStatus, Drain, GetStatus,
-    StopIfIdle, SubmitMessage, SHUTDOWN_NOT_RUN,
+    CancelReason, CancelRun, ChannelActor, ChannelDeps, ChannelStatus, Drain, Durability,
+    GetStatus, StopIfIdle, SubmitMessage,
 };
-use crate::frontend::{AnswerApproval, ApprovalError, DeliverReply, ReplyKind, RouteMessage};
+use crate::conversation::{ChannelProfile, ConversationRef};
+use crate::frontend::{
+    AnswerApproval, ApprovalError, DeliverReply, Origin, ReplyKind, RouteMessage,
+};
 use crate::metrics::{Metric, RecordMetric};
+use crate::store::{InboxState, MarkMessage, StoreError, TakeUnfinished};
 
 // ---------------------------------------------------------------------------------------------
 // Messages
@@ -38,6 +43,41 @@ pub struct CancelConversation {
     pub id: u64,
     /// Only if the run in flight answers this message (the Stop button of its progress).
     pub message_id: Option<u64>,
+}
+
+/// At start-up, before any new message: queue again, in their original order, the messages
+/// the inbox holds unanswered. One that was running when the service stopped is not run
+/// again unless `rerun_interrupted` (its tools may already have acted): its user is told, and
+/// `!retry` runs it.
+#[derive(Debug, Message)]
+#[rtype(result = "Result<Restored, StoreError>")]
+pub struct RestoreInbox {
+    /// The configured channels, by id (a message of a channel no longer configured is left).
+    pub profiles: HashMap<u64, Arc<ChannelProfile>>,
+    /// `recovery.rerun_interrupted`.
+    pub rerun_interrupted: bool,
+}
+
+/// What [`RestoreInbox`] found.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Restored {
+    /// Queued again.
+    pub queued: usize,
+    /// Interrupted runs whose users were told.
+    pub interrupted: usize,
+    /// Interrupted runs queued again (`rerun_interrupted`).
+    pub rerun: usize,
+    /// Messages of channels no longer configured.
+    pub orphaned: usize,
+}
+
+/// What a message interrupted by a stop is answered with (the answer, if any, comes after
+/// `!retry`).
+pub fn interrupted_notice(prefix: &str) -> String {
+    format!(
+        "⚠️ The service stopped while Claude was working on this message, so it may be half done \
+         (its tools may already have run). Say `{prefix}retry` to run it again."
+    )
 }
 
 /// Count live channel actors.
@@ -157,23 +197,34 @@ impl Handler<RouteMessage> for ChannelRegistry {
     type Result = ();
 
     fn handle(&mut self, msg: RouteMessage, _: &mut Self::Context) {
-        let id = msg.conversation.id;
-        if self.draining {
-            self.deps.replies.do_send(DeliverReply::new(
-                &msg.conversation,
-                msg.origin,
-                ReplyKind::Failure,
-                SHUTDOWN_NOT_RUN.into(),
-                true,
-            ));
-            return;
-        }
+        let submit = SubmitMessage {
+            origin: msg.origin,
+            text: msg.text,
+            attachments: msg.attachments,
+            late: msg.late,
+            inbox: if msg.durable {
+                Durability::New
+            } else {
+                Durability::Transient
+            },
+        };
+        self.submit(msg.conversation, submit);
+    }
+}
+
+impl ChannelRegistry {
+    /// Hands `msg` to the conversation's actor, starting one if needed (while draining, one
+    /// that stores what it gets and runs nothing).
+    fn submit(&mut self, conversation: ConversationRef, msg: SubmitMessage) {
+        let id = conversation.id;
         let spawned_now = !self.channels.get(&id).is_some_and(|e| e.addr.connected());
         let entry = match self.channels.get_mut(&id) {
             Some(e) if e.addr.connected() => e,
             _ => {
-                debug!(channel_id = id, name = %msg.conversation.name, "starting channel actor");
-                let addr = ChannelActor::new(msg.conversation, self.deps.clone()).start();
+                debug!(channel_id = id, name = %conversation.name, "starting channel actor");
+                let addr = ChannelActor::new(conversation, self.deps.clone())
+                    .draining(self.draining)
+                    .start();
                 self.spawned += 1;
                 self.channels
                     .entry(id)
@@ -185,13 +236,91 @@ impl Handler<RouteMessage> for ChannelRegistry {
             }
         };
         entry.last_routed = Instant::now();
-        entry.addr.do_send(SubmitMessage {
-            origin: msg.origin,
-            text: msg.text,
-        });
+        entry.addr.do_send(msg);
         if spawned_now {
             self.observe();
         }
+    }
+}
+
+impl Handler<RestoreInbox> for ChannelRegistry {
+    type Result = AtomicResponse<Self, Result<Restored, StoreError>>;
+
+    fn handle(&mut self, msg: RestoreInbox, _: &mut Self::Context) -> Self::Result {
+        // Atomic: no message is routed until the restored ones are, so they keep their place.
+        let store = self.deps.store.clone();
+        let rerun = msg.rerun_interrupted;
+        let take = async move {
+            let rows = store.send(TakeUnfinished).await??;
+            let mut ready = Vec::with_capacity(rows.len());
+            for row in rows {
+                // Queued again before any run can mark it running.
+                if row.interrupted && rerun {
+                    store
+                        .send(MarkMessage {
+                            message_id: row.inbound.message_id,
+                            state: InboxState::Queued,
+                        })
+                        .await??;
+                }
+                ready.push(row);
+            }
+            Ok::<_, StoreError>(ready)
+        };
+        AtomicResponse::new(Box::pin(take.into_actor(self).map(move |rows, act, _| {
+            let mut restored = Restored::default();
+            for row in rows? {
+                let m = row.inbound;
+                let Some(profile) = msg.profiles.get(&m.profile_id) else {
+                    warn!(channel_id = m.conversation_id, message_id = m.message_id, "an unanswered message of a channel no longer configured; left in the inbox");
+                    restored.orphaned += 1;
+                    continue;
+                };
+                let conversation = ConversationRef {
+                    id: m.conversation_id,
+                    name: m.conversation,
+                    profile: Arc::clone(profile),
+                };
+                let origin = Origin {
+                    channel_id: m.channel_id,
+                    message_id: m.message_id,
+                    author_id: m.author_id,
+                };
+                if row.interrupted && !rerun {
+                    restored.interrupted += 1;
+                    let text = interrupted_notice(&act.deps.command_prefix);
+                    act.deps.replies.do_send(DeliverReply::new(
+                        &conversation,
+                        origin,
+                        ReplyKind::Notice,
+                        text,
+                        true,
+                    ));
+                    continue;
+                }
+                if row.interrupted {
+                    restored.rerun += 1;
+                } else {
+                    restored.queued += 1;
+                }
+                let submit = SubmitMessage {
+                    origin,
+                    text: m.text,
+                    attachments: m.attachments,
+                    late: true,
+                    inbox: Durability::Stored,
+                };
+                act.submit(conversation, submit);
+            }
+            info!(
+                queued = restored.queued,
+                interrupted = restored.interrupted,
+                rerun = restored.rerun,
+                orphaned = restored.orphaned,
+                "inbox restored"
+            );
+            Ok(restored)
+        })))
     }
 }
 
@@ -255,6 +384,7 @@ impl Handler<Shutdown> for ChannelRegistry {
     type Result = ResponseFuture<usize>;
 
     fn handle(&mut self, msg: Shutdown, _: &mut Self::Context) -> Self::Result {
+        // From now on channel actors take messages into the inbox and run none.
         self.draining = true;
         let live: Vec<Addr<ChannelActor>> = self
             .channels

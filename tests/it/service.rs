@@ -436,7 +436,7 @@ async fn cli_processes_left_by_a_killed_service_are_killed_at_the_next_start() {
 }
 
 #[actix_rt::test]
-async fn at_shutdown_no_channel_starts_a_queued_run_while_another_is_drained() {
+async fn at_shutdown_no_channel_starts_a_queued_run_and_the_queued_one_runs_at_the_next_start() {
     let env = TestEnv::new();
     let server = DiscordServer::start().await;
     let extra = format!("[access]\nallowed_users = [{ALICE}]\n[shutdown]\ngrace_secs = 3\n");
@@ -467,8 +467,28 @@ async fn at_shutdown_no_channel_starts_a_queued_run_while_another_is_drained() {
         "{:?}",
         env.prompts()
     );
-    assert!(server
+    // It stays in the inbox, unanswered, and runs at the next start, answered late.
+    assert!(
+        !server
+            .answer_texts(1002)
+            .iter()
+            .any(|t| t.contains("queued for beta") || t.contains("not sent")),
+        "{:?}",
+        server.answer_texts(1002)
+    );
+    let child = spawn_run_with(&env, &server, &extra, Some("tok"), &JSON_LOGS);
+    server
+        .wait("the queued message answered after the restart", |s| {
+            s.answer_texts(1002)
+                .iter()
+                .any(|t| t.contains("echo: queued for beta"))
+        })
+        .await;
+    let answer = server
         .answer_texts(1002)
-        .iter()
-        .any(|t| t.contains("was not sent to Claude")));
+        .into_iter()
+        .find(|t| t.contains("echo: queued for beta"))
+        .expect("answer");
+    assert!(answer.contains("Answered late"), "{answer}");
+    stop_with(child, Signal::SIGTERM).await;
 }

@@ -1,5 +1,5 @@
 //! What the coordinator itself answers, rather than Claude: `!status`, `!cancel`, `!reset`,
-//! `!help` (with the configured prefix).
+//! `!rules`, `!retry`, `!help` (with the configured prefix).
 
 use std::path::Path;
 
@@ -11,6 +11,7 @@ pub(super) enum Command {
     Reset,
     Rules,
     RulesClear,
+    Retry,
     Help,
 }
 
@@ -30,6 +31,7 @@ impl Command {
             "reset" | "new" => Some(Self::Reset),
             "rules" => Some(Self::Rules),
             "rules clear" => Some(Self::RulesClear),
+            "retry" => Some(Self::Retry),
             "help" => Some(Self::Help),
             _ => None,
         }
@@ -58,7 +60,8 @@ pub(super) fn help(prefix: &str, project_dir: &Path) -> String {
         "Messages here go to Claude Code, one at a time (working in `{}`). \
          Commands: `{prefix}status` (what is happening), `{prefix}cancel` (stop the current run), \
          `{prefix}reset` (start a new conversation), `{prefix}rules` (the \"always\" permissions; \
-         `{prefix}rules clear` forgets them).",
+         `{prefix}rules clear` forgets them), `{prefix}retry` (run again the message a restart \
+         interrupted).",
         project_dir.display()
     )
 }
@@ -75,6 +78,7 @@ mod tests {
         assert_eq!(Command::parse("status", "!"), None);
         assert_eq!(Command::parse("!status", ""), None);
         assert_eq!(Command::parse("!rules", "!"), Some(Command::Rules));
+        assert_eq!(Command::parse("!retry", "!"), Some(Command::Retry));
         assert_eq!(
             Command::parse("!rules clear", "!"),
             Some(Command::RulesClear)

@@ -44,6 +44,10 @@ impl From<&Conversation> for Prior {
     }
 }
 
+/// What a late reply starts with.
+pub const LATE_NOTE: &str =
+    "(Answered late: this message arrived while the service was unavailable.)";
+
 /// Everything one run needs, owned, so it can run as a future beside the actor.
 pub(super) struct Job {
     pub(super) conversation: ConversationRef,
@@ -52,6 +56,10 @@ pub(super) struct Job {
     pub(super) progress: Recipient<ShowProgress>,
     pub(super) origin: Origin,
     pub(super) prompt: String,
+    /// Posted while the service was down: the reply says it is late.
+    pub(super) late: bool,
+    /// In the inbox: its reply goes to the outbox.
+    pub(super) stored: bool,
     pub(super) cancel: CancellationToken,
     /// Carried over from the run before, if its record is not written yet; else the store
     /// is read.
@@ -87,6 +95,8 @@ pub(super) struct Ran {
     pub(super) started: Instant,
     /// The warm process after the turn, if it is still up.
     pub(super) live: Option<LiveSession>,
+    /// Its message is in the inbox.
+    pub(super) stored: bool,
 }
 
 impl Job {
@@ -121,6 +131,9 @@ impl Job {
         };
         let profile = Arc::clone(&self.conversation.profile);
         let mut notes = Vec::new();
+        if self.late {
+            notes.push(LATE_NOTE.to_string());
+        }
         let resume = match (&prior.session_id, &prior.project_dir) {
             (Some(s), Some(dir)) if *dir == profile.project_dir => Some(s.clone()),
             (Some(_), Some(dir)) => {
@@ -346,6 +359,7 @@ impl Job {
             session_id: session_id.clone(),
             cost,
             error: is_error.then(|| first_line(&body)),
+            reply: None,
         };
         let mut text = notes.join("\n");
         if !text.is_empty() {
@@ -362,6 +376,7 @@ impl Job {
             outcome,
             started,
             live: self.live,
+            stored: self.stored,
         }
     }
 

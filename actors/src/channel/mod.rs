@@ -48,8 +48,9 @@ use crate::frontend::{
 };
 use crate::metrics::{Metric, RecordMetric, RunOutcome, SessionMetric};
 use crate::store::{
-    ClearRules, Conversation, LoadConversation, LoadRules, RecordApproval, ResetConversation,
-    SessionStoreActor, StoreError,
+    AcceptMessage, AttachmentMeta, ClearRules, Conversation, Inbound, InboxState, LoadConversation,
+    LoadRules, MarkMessage, RecordApproval, ResetConversation, RetryInterrupted, SessionStoreActor,
+    StoreError,
 };
 use approvals::{Approvals, Resolution};
 use command::Command;
@@ -60,7 +61,8 @@ use job::{Job, JobEnd, Prior, Ran};
 // ---------------------------------------------------------------------------------------------
 
 /// Handle one message from a user: a prompt for Claude, or a coordinator command.
-/// Exactly one [`DeliverReply`] answers it.
+/// Exactly one [`DeliverReply`] answers it. A prompt is written to the inbox before it is
+/// queued (a copy of one already there is dropped).
 #[derive(Debug, Message)]
 #[rtype(result = "()")]
 pub struct SubmitMessage {
@@ -68,6 +70,23 @@ pub struct SubmitMessage {
     pub origin: Origin,
     /// What the user wrote, verbatim.
     pub text: String,
+    /// Its files.
+    pub attachments: Vec<AttachmentMeta>,
+    /// Posted while the service was down, or queued over a restart: the reply says so.
+    pub late: bool,
+    /// Whether it goes to the inbox.
+    pub inbox: Durability,
+}
+
+/// Whether a message is kept in the inbox (and its reply in the outbox).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Durability {
+    /// Write it to the inbox before queueing it.
+    New,
+    /// It is in the inbox already (queued again at start-up, or by `!retry`).
+    Stored,
+    /// Not kept: the console's, which has no one to answer after a restart.
+    Transient,
 }
 
 /// Report what the channel is doing.
@@ -87,8 +106,9 @@ pub struct CancelRun {
     pub message_id: Option<u64>,
 }
 
-/// Stop accepting messages (new ones, and those queued, are answered "not run") and answer
-/// when the run in flight, if any, has finished and been recorded. For shutdown.
+/// Start no new run (what is queued, and what arrives now, stays in the inbox for the next
+/// start) and answer when the run in flight, if any, has finished and been recorded. For
+/// shutdown.
 #[derive(Debug, Message)]
 #[rtype(result = "()")]
 pub struct Drain;
@@ -240,6 +260,9 @@ impl ChannelStatus {
 struct Pending {
     origin: Origin,
     prompt: String,
+    late: bool,
+    /// In the inbox (false only if the store could not take it).
+    stored: bool,
 }
 
 /// The message being worked on.
@@ -302,6 +325,14 @@ impl ChannelActor {
             warm_gen: 0,
             approvals: Approvals::default(),
         }
+    }
+
+    /// An actor that starts no run (the service is shutting down): what it is given stays
+    /// queued in the inbox.
+    #[must_use]
+    pub fn draining(mut self, draining: bool) -> Self {
+        self.draining = draining;
+        self
     }
 
     /// Keeps `live` warm for `claude.keep_warm_secs` (or ends it at once when that is zero).
@@ -482,6 +513,10 @@ impl ChannelActor {
                 self.list_rules(origin, ctx);
                 return;
             }
+            Command::Retry => {
+                self.retry(origin, ctx);
+                return;
+            }
             Command::RulesClear => {
                 if self.is_idle() {
                     self.clear_rules(origin, ctx);
@@ -529,6 +564,97 @@ impl ChannelActor {
         }));
     }
 
+    /// `!retry`: queues again the newest message of this conversation that a restart
+    /// interrupted; its answer replies to it.
+    fn retry(&mut self, origin: Origin, ctx: &mut Context<Self>) {
+        let find = self.deps.store.send(RetryInterrupted {
+            conversation_id: self.conversation.id,
+        });
+        // Wait: a message sent right after `!retry` runs after the retried one.
+        ctx.wait(find.into_actor(self).map(move |res, act, ctx| {
+            let (text, is_error) = match res.map_err(StoreError::from).and_then(|r| r) {
+                Ok(Some(m)) => {
+                    let preview =
+                        crate::text::truncate_chars(m.text.lines().next().unwrap_or_default(), 80);
+                    act.enqueue(
+                        Pending {
+                            origin: Origin {
+                                channel_id: m.channel_id,
+                                message_id: m.message_id,
+                                author_id: m.author_id,
+                            },
+                            prompt: m.text,
+                            late: false,
+                            stored: true,
+                        },
+                        ctx,
+                    );
+                    (format!("Running it again: “{preview}”."), false)
+                }
+                Ok(None) => ("No interrupted message to run again.".to_string(), false),
+                Err(e) => (format!("Could not read the inbox: {e}"), true),
+            };
+            act.reply(origin, ReplyKind::Command, text, is_error);
+        }));
+    }
+
+    /// Queues a message that is in the inbox (or could not be written to it), or refuses it
+    /// when the queue is full.
+    fn enqueue(&mut self, pending: Pending, ctx: &mut Context<Self>) {
+        if self.draining {
+            // It stays queued in the inbox and runs after the restart.
+            if !pending.stored {
+                self.reply(
+                    pending.origin,
+                    ReplyKind::Failure,
+                    SHUTDOWN_NOT_RUN.into(),
+                    true,
+                );
+            }
+            return;
+        }
+        if self.current.is_some() && self.queue.len() >= self.deps.queue_limit {
+            let waiting = self.queue.len();
+            info!(waiting, "queue full; message refused");
+            self.mark(pending.origin.message_id, InboxState::Skipped);
+            self.reply(
+                pending.origin,
+                ReplyKind::Busy,
+                format!(
+                    "Busy: Claude is working on an earlier message and {waiting} more are waiting \
+                     (the limit is {}). This message was not sent; please send it again later.",
+                    self.deps.queue_limit
+                ),
+                true,
+            );
+            return;
+        }
+        let origin = pending.origin;
+        self.queue.push_back(pending);
+        self.observe_queue();
+        if self.current.is_some() {
+            self.deps.progress.do_send(ShowProgress {
+                conversation_id: self.conversation.id,
+                origin,
+                step: ProgressStep::Queued {
+                    position: self.queue.len(),
+                },
+            });
+        }
+        self.start_next(ctx);
+    }
+
+    /// Moves an inbox row on; states only move forward, so the order these land in is moot.
+    fn mark(&self, message_id: u64, state: InboxState) {
+        let mark = self.deps.store.send(MarkMessage { message_id, state });
+        let id = self.conversation.id;
+        actix::spawn(async move {
+            if let Ok(Err(e)) = mark.await {
+                warn!(channel_id = id, message_id, error = %e, "could not update the inbox");
+            }
+        });
+    }
+
     fn clear_rules(&mut self, origin: Origin, ctx: &mut Context<Self>) {
         // The warm process keeps its session rules until it ends.
         self.end_warm(EndReason::Other);
@@ -557,6 +683,9 @@ impl ChannelActor {
             return;
         };
         self.observe_queue();
+        if next.stored {
+            self.mark(next.origin.message_id, InboxState::Running);
+        }
         let cancel = CancellationToken::new();
         self.current = Some(Current {
             origin: next.origin,
@@ -572,6 +701,8 @@ impl ChannelActor {
             progress: self.deps.progress.clone(),
             origin: next.origin,
             prompt: next.prompt,
+            late: next.late,
+            stored: next.stored,
             cancel: cancel.clone(),
             prior: self.carry.clone(),
             live: self.warm.take(),
@@ -615,6 +746,7 @@ impl ChannelActor {
                 }
                 let live = match end {
                     JobEnd::NotRun(reply, live) => {
+                        act.mark(reply.origin.message_id, InboxState::Failed);
                         act.deps.replies.do_send(*reply);
                         live
                     }
@@ -653,17 +785,24 @@ impl ChannelActor {
         };
         self.saving = true;
         let Ran {
-            record,
+            mut record,
             mut reply,
             outcome,
             started,
+            stored,
             ..
         } = ran;
+        // The reply is stored with the record, and its message marked answered, in one
+        // transaction: after a crash it is either still to run, or in the outbox.
+        record.reply = stored.then(|| reply.to_outgoing());
         let write = self.deps.store.send(record);
         ctx.spawn(write.into_actor(self).map(move |res, act, ctx| {
             act.saving = false;
             match res.map_err(StoreError::from).and_then(|r| r) {
-                Ok(saved) => act.record = Some(saved.conversation),
+                Ok(saved) => {
+                    act.record = Some(saved.conversation);
+                    reply.durable = stored;
+                }
                 Err(e) => {
                     warn!(channel_id = act.conversation.id, error = %e, "could not save the session");
                     let _ = write!(
@@ -710,48 +849,56 @@ impl Handler<SubmitMessage> for ChannelActor {
     #[instrument(skip_all, fields(channel_id = self.conversation.id, message_id = msg.origin.message_id))]
     fn handle(&mut self, msg: SubmitMessage, ctx: &mut Self::Context) {
         if let Some(cmd) = Command::parse(&msg.text, &self.deps.command_prefix) {
+            if msg.late {
+                // A command is about now: a `!reset` or `!cancel` posted while the service was
+                // down must not act on whatever runs when it is back.
+                info!("a command posted while the service was down; not run late");
+                return;
+            }
             self.command(&cmd, msg.origin, ctx);
             return;
         }
-        if self.draining {
-            self.reply(
-                msg.origin,
-                ReplyKind::Failure,
-                SHUTDOWN_NOT_RUN.into(),
-                true,
-            );
-            return;
-        }
-        if self.current.is_some() && self.queue.len() >= self.deps.queue_limit {
-            let waiting = self.queue.len();
-            info!(waiting, "queue full; message refused");
-            self.reply(
-                msg.origin,
-                ReplyKind::Busy,
-                format!(
-                    "Busy: Claude is working on an earlier message and {waiting} more are waiting \
-                     (the limit is {}). This message was not sent; please send it again later.",
-                    self.deps.queue_limit
-                ),
-                true,
-            );
-            return;
-        }
-        self.queue.push_back(Pending {
+        let pending = Pending {
             origin: msg.origin,
             prompt: msg.text,
-        });
-        self.observe_queue();
-        if self.current.is_some() {
-            self.deps.progress.do_send(ShowProgress {
-                conversation_id: self.conversation.id,
-                origin: msg.origin,
-                step: ProgressStep::Queued {
-                    position: self.queue.len(),
-                },
-            });
+            late: msg.late,
+            stored: msg.inbox != Durability::Transient,
+        };
+        if msg.inbox != Durability::New {
+            self.enqueue(pending, ctx);
+            return;
         }
-        self.start_next(ctx);
+        let accept = self.deps.store.send(AcceptMessage(Inbound {
+            message_id: msg.origin.message_id,
+            conversation_id: self.conversation.id,
+            profile_id: self.conversation.profile.id,
+            conversation: self.conversation.name.clone(),
+            channel_id: msg.origin.channel_id,
+            author_id: msg.origin.author_id,
+            text: pending.prompt.clone(),
+            attachments: msg.attachments,
+            late: msg.late,
+        }));
+        // Wait: messages are queued in the order they were written.
+        ctx.wait(accept.into_actor(self).map(move |res, act, ctx| {
+            match res.map_err(StoreError::from).and_then(|r| r) {
+                Ok(true) => act.enqueue(pending, ctx),
+                Ok(false) => {
+                    info!(message_id = pending.origin.message_id, "a message already in the inbox; dropped");
+                }
+                Err(e) => {
+                    // Better run it than refuse it: only a crash before it is answered loses it.
+                    warn!(error = %e, "could not write the message to the inbox; running it anyway");
+                    act.enqueue(
+                        Pending {
+                            stored: false,
+                            ..pending
+                        },
+                        ctx,
+                    );
+                }
+            }
+        }));
     }
 }
 
@@ -792,13 +939,17 @@ impl Handler<Drain> for ChannelActor {
 
     fn handle(&mut self, _: Drain, _: &mut Self::Context) -> Self::Result {
         self.draining = true;
+        // What is queued stays queued in the inbox, and runs after the restart; only a message
+        // the inbox could not take is lost now, and its user told.
         for pending in std::mem::take(&mut self.queue) {
-            self.reply(
-                pending.origin,
-                ReplyKind::Failure,
-                SHUTDOWN_NOT_RUN.into(),
-                true,
-            );
+            if !pending.stored {
+                self.reply(
+                    pending.origin,
+                    ReplyKind::Failure,
+                    SHUTDOWN_NOT_RUN.into(),
+                    true,
+                );
+            }
         }
         self.observe_queue();
         if self.is_idle() {

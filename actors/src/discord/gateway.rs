@@ -6,6 +6,16 @@
 //! included — and system messages are ignored. Access is secure by default: only allow-listed
 //! users or roles reach a channel actor; anyone else gets at most one short refusal per
 //! conversation and cooldown.
+//!
+//! Catch-up: on every new gateway session (`READY`: at start, and after a session that could
+//! not be resumed) it fetches, one channel at a time and `recovery.catch_up_interval_ms` apart,
+//! what was posted in each configured channel and each thread the inbox knows since the last
+//! message the inbox has seen (at most `recovery.catch_up_max`, none older than
+//! `recovery.catch_up_max_age_secs`), and routes it as if it had just arrived, marked late. The
+//! inbox drops what it already has.
+//!
+//! Delivery: a reply from the outbox is posted from its first unposted chunk, and each chunk
+//! posted is recorded, so a restart resumes it instead of posting it twice.
 
 use std::collections::{HashMap, VecDeque};
 use std::sync::atomic::Ordering;
@@ -13,6 +23,7 @@ use std::sync::Arc;
 use std::time::Instant;
 
 use actix::prelude::*;
+use serenity::all::GetMessages;
 use serenity::all::{
     ChannelId, ComponentInteraction, ComponentInteractionDataKind, CreateInteractionResponse,
     CreateInteractionResponseMessage, Message as DiscordMessage, MessageId, MessageType,
@@ -26,11 +37,13 @@ use super::events::learn;
 use super::outbound::{status_of, Outbound};
 use crate::conversation::ConversationRef;
 use crate::frontend::{
-    AnswerApproval, ApprovalAnswer, ApprovalState, DeliverReply, Origin, ProgressStep,
+    AnswerApproval, ApprovalAnswer, ApprovalState, DeliverReply, Origin, ProgressStep, ReplyKind,
     RouteMessage, ShowApproval, ShowProgress,
 };
 use crate::metrics::GatewayStats;
+use crate::recovery::RecoveryConfig;
 use crate::registry::ChannelRegistry;
+use crate::store::{AttachmentMeta, ListLastSeen, RecordDelivery, SessionStoreActor};
 
 // ---------------------------------------------------------------------------------------------
 // Messages
@@ -80,6 +93,11 @@ struct PromptPosted {
     token: String,
     message: Option<MessageId>,
 }
+
+/// Route messages that history shows were posted while the service was down, oldest first.
+#[derive(Debug, Message)]
+#[rtype(result = "()")]
+struct CatchUp(Vec<DiscordMessage>);
 
 /// Answer once every reply and progress update under way has been sent (for shutdown).
 #[derive(Debug, Message)]
@@ -180,8 +198,9 @@ pub struct DiscordGateway {
     /// Message ids already taken, so a replayed `MESSAGE_CREATE` (a resumed gateway session
     /// may send one again) is not answered twice.
     seen: Recent<()>,
-    /// Messages waiting while a channel's parent is looked up, in arrival order.
-    resolving: HashMap<u64, Vec<DiscordMessage>>,
+    /// Messages waiting while a channel's parent is looked up, in arrival order (and whether
+    /// each is late).
+    resolving: HashMap<u64, Vec<(DiscordMessage, bool)>>,
     /// (user, conversation) → when the user was last told they are not allowed.
     refused: HashMap<(u64, u64), Instant>,
     /// Message being worked on → its progress task's input.
@@ -191,20 +210,38 @@ pub struct DiscordGateway {
     /// Sends waiting their turn, per Discord channel.
     lanes: HashMap<u64, Lane>,
     stats: Arc<GatewayStats>,
+    /// The store: where deliveries are recorded, and what catch-up starts after.
+    store: Addr<SessionStoreActor>,
+    recovery: RecoveryConfig,
+    /// A catch-up is under way.
+    catching_up: bool,
+}
+
+/// What the gateway is connected to besides Discord.
+pub struct GatewayLinks {
+    /// Where messages go.
+    pub registry: Addr<ChannelRegistry>,
+    /// The session store.
+    pub store: Addr<SessionStoreActor>,
+    /// `[recovery]`.
+    pub recovery: RecoveryConfig,
 }
 
 impl DiscordGateway {
     /// A gateway for `channels` that sends through `outbound` and routes to `registry`.
     pub fn new(
         outbound: Outbound,
-        registry: Addr<ChannelRegistry>,
+        links: GatewayLinks,
         channels: Vec<DiscordChannel>,
         access: AccessConfig,
         stats: Arc<GatewayStats>,
     ) -> Self {
         Self {
             outbound,
-            registry,
+            registry: links.registry,
+            store: links.store,
+            recovery: links.recovery,
+            catching_up: false,
             pending: 0,
             flush_waiters: Vec::new(),
             channels: channels.into_iter().map(|c| (c.profile.id, c)).collect(),
@@ -353,10 +390,11 @@ impl DiscordGateway {
         Route::Deliver(conversation, text)
     }
 
-    fn handle_message(&mut self, msg: Box<DiscordMessage>, ctx: &mut Context<Self>) {
+    /// Routes a message; `late`: found by catch-up.
+    fn handle_message(&mut self, msg: Box<DiscordMessage>, late: bool, ctx: &mut Context<Self>) {
         let channel = msg.channel_id.get();
         if let Some(waiting) = self.resolving.get_mut(&channel) {
-            waiting.push(*msg);
+            waiting.push((*msg, late));
             return;
         }
         match self.route(&msg) {
@@ -367,9 +405,15 @@ impl DiscordGateway {
                 "message ignored"
             ),
             Route::Resolve => {
-                self.resolving.insert(channel, vec![*msg]);
+                self.resolving.insert(channel, vec![(*msg, late)]);
                 self.resolve(channel, ctx);
             }
+            // Not told late: the refusal would answer something long past.
+            Route::Refuse(_) if late => debug!(
+                channel_id = channel,
+                message_id = msg.id.get(),
+                "a late message from a user not on the allowlist"
+            ),
             Route::Refuse(conversation) => self.refuse(&msg, conversation, ctx),
             Route::Deliver(conversation, text) => {
                 self.stats.routed.fetch_add(1, Ordering::Relaxed);
@@ -381,6 +425,18 @@ impl DiscordGateway {
                         author_id: msg.author.id.get(),
                     },
                     text,
+                    attachments: msg
+                        .attachments
+                        .iter()
+                        .map(|a| AttachmentMeta {
+                            name: a.filename.clone(),
+                            size: u64::from(a.size),
+                            content_type: a.content_type.clone(),
+                            url: a.url.clone(),
+                        })
+                        .collect(),
+                    late,
+                    durable: true,
                 });
             }
         }
@@ -413,14 +469,14 @@ impl DiscordGateway {
                 },
                 Err(e) if matches!(status_of(&e), Some(403 | 404)) => Known::Foreign,
                 Err(e) => {
-                    let ids: Vec<u64> = waiting.iter().map(|m| m.id.get()).collect();
+                    let ids: Vec<u64> = waiting.iter().map(|(m, _)| m.id.get()).collect();
                     warn!(channel_id = channel, message_ids = ?ids, error = %e, "could not look up the channel; these messages are dropped, the next one looks it up again");
                     return;
                 }
             };
             act.known.insert(channel, known);
-            for msg in waiting {
-                act.handle_message(Box::new(msg), ctx);
+            for (msg, late) in waiting {
+                act.handle_message(Box::new(msg), late, ctx);
             }
         }));
     }
@@ -456,7 +512,7 @@ impl DiscordGateway {
         self.send_in_order(
             channel,
             async move {
-                out.send_reply(channel, reply_to, "Sorry — you are not on this bot's allowlist here, so your messages are not sent to Claude.")
+                out.send_reply(channel, reply_to, "Sorry — you are not on this bot's allowlist here, so your messages are not sent to Claude.", 0, &|_| {})
                     .await;
             },
             ctx,
@@ -476,20 +532,166 @@ impl Handler<ReceiveMessage> for DiscordGateway {
             return;
         }
         self.seen.insert(id, ());
-        self.handle_message(msg.0, ctx);
+        self.handle_message(msg.0, false, ctx);
     }
+}
+
+impl Handler<CatchUp> for DiscordGateway {
+    type Result = ();
+
+    fn handle(&mut self, msg: CatchUp, ctx: &mut Self::Context) {
+        for m in msg.0 {
+            let id = m.id.get();
+            if self.seen.get(id).is_some() {
+                continue;
+            }
+            self.seen.insert(id, ());
+            self.stats.caught_up.fetch_add(1, Ordering::Relaxed);
+            self.handle_message(Box::new(m), true, ctx);
+        }
+    }
+}
+
+/// Discord's epoch (2015-01-01) in unix milliseconds: snowflakes count from it.
+const DISCORD_EPOCH_MS: u64 = 1_420_070_400_000;
+
+/// The smallest snowflake of time `at`.
+fn snowflake_at(at: std::time::SystemTime) -> u64 {
+    let ms = at
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_millis() as u64);
+    ms.saturating_sub(DISCORD_EPOCH_MS) << 22
+}
+
+impl DiscordGateway {
+    /// Fetches what was posted while the service was down (see the module's docs) and routes
+    /// it, late. One at a time: a second `READY` during a catch-up starts none.
+    fn catch_up(&mut self, ctx: &mut Context<Self>) {
+        let max = self.recovery.catch_up_max;
+        if max == 0 || self.catching_up {
+            return;
+        }
+        self.catching_up = true;
+        let floor = snowflake_at(
+            std::time::SystemTime::now()
+                .checked_sub(self.recovery.catch_up_max_age())
+                .unwrap_or(std::time::UNIX_EPOCH),
+        );
+        let configured: Vec<u64> = self.channels.keys().copied().collect();
+        let (store, out, me) = (self.store.clone(), self.outbound.clone(), ctx.address());
+        let pause = self.recovery.catch_up_interval();
+        let work = async move {
+            let seen = match store.send(ListLastSeen).await {
+                Ok(Ok(seen)) => seen,
+                Ok(Err(e)) => {
+                    warn!(error = %e, "could not read the inbox; no catch-up");
+                    return;
+                }
+                Err(_) => return,
+            };
+            let last = |id: u64| {
+                seen.iter()
+                    .find(|l| l.conversation_id == id)
+                    .map(|l| l.message_id)
+            };
+            // Configured channels, then the threads the inbox knows that are recent enough.
+            let mut targets: Vec<(u64, u64)> = configured
+                .iter()
+                .map(|&id| (id, last(id).unwrap_or(0).max(floor)))
+                .collect();
+            targets.extend(
+                seen.iter()
+                    .filter(|l| l.conversation_id != l.profile_id && l.message_id >= floor)
+                    .filter(|l| configured.contains(&l.profile_id))
+                    .map(|l| (l.conversation_id, l.message_id)),
+            );
+            let mut total = 0;
+            for (i, (channel, after)) in targets.into_iter().enumerate() {
+                if i > 0 {
+                    tokio::time::sleep(pause).await;
+                }
+                let found = fetch_after(&out, channel, after, max, pause).await;
+                total += found.len();
+                if !found.is_empty() {
+                    info!(
+                        channel_id = channel,
+                        messages = found.len(),
+                        "caught up on messages posted while the service was down"
+                    );
+                    me.do_send(CatchUp(found));
+                }
+            }
+            debug!(total, "catch-up done");
+        };
+        ctx.spawn(
+            work.into_actor(self)
+                .map(|(), act, _| act.catching_up = false),
+        );
+    }
+}
+
+/// Up to `max` messages of `channel` after id `after`, oldest first (pages of at most 100,
+/// `pause` apart). A failed fetch ends this channel's catch-up with a warning.
+async fn fetch_after(
+    out: &Outbound,
+    channel: u64,
+    mut after: u64,
+    max: usize,
+    pause: std::time::Duration,
+) -> Vec<DiscordMessage> {
+    let channel_id = ChannelId::new(channel.max(1));
+    let mut found: Vec<DiscordMessage> = Vec::new();
+    while found.len() < max {
+        let limit = (max - found.len()).min(100) as u8;
+        let page = out
+            .with_retry("fetch history", || {
+                channel_id.messages(
+                    &*out.http,
+                    GetMessages::new()
+                        .after(MessageId::new(after.max(1)))
+                        .limit(limit),
+                )
+            })
+            .await;
+        let mut page = match page {
+            Ok(page) => page,
+            Err(e) => {
+                warn!(channel_id = channel, error = %e, "could not fetch the channel's history; its catch-up stops here");
+                break;
+            }
+        };
+        // Discord answers newest first.
+        page.sort_by_key(|m| m.id);
+        let full = page.len() >= usize::from(limit);
+        let Some(newest) = page.last().map(|m| m.id.get()) else {
+            break;
+        };
+        if newest <= after {
+            break;
+        }
+        after = newest;
+        found.extend(page.into_iter().filter(|m| m.id.get() > 0));
+        if !full {
+            break;
+        }
+        tokio::time::sleep(pause).await;
+    }
+    found.truncate(max);
+    found
 }
 
 impl Handler<MarkReady> for DiscordGateway {
     type Result = ();
 
-    fn handle(&mut self, msg: MarkReady, _: &mut Self::Context) {
+    fn handle(&mut self, msg: MarkReady, ctx: &mut Self::Context) {
         self.stats.events.fetch_add(1, Ordering::Relaxed);
         if self.bot_id.is_some() {
             self.stats.reconnects.fetch_add(1, Ordering::Relaxed);
         }
         info!(bot_id = msg.bot_id, "connected to Discord");
         self.bot_id = Some(msg.bot_id);
+        // A new session (not a resumed one): what was posted meanwhile was never delivered.
+        self.catch_up(ctx);
     }
 }
 
@@ -562,15 +764,35 @@ impl Handler<DeliverReply> for DiscordGateway {
             return;
         }
         let out = self.outbound.clone();
-        let text = if msg.is_error {
+        let text = if msg.is_error && msg.kind != ReplyKind::Notice {
             format!("⚠️ {}", msg.text)
         } else {
             msg.text
         };
         let (channel, reply_to) = (msg.origin.channel_id, msg.origin.message_id);
+        if msg.kind == ReplyKind::Notice {
+            self.send_in_order(
+                channel,
+                async move { out.send_note(channel, reply_to, &text).await },
+                ctx,
+            );
+            return;
+        }
+        let (from, store) = (msg.parts_sent, msg.durable.then(|| self.store.clone()));
         self.send_in_order(
             channel,
-            async move { out.send_reply(channel, reply_to, &text).await },
+            async move {
+                let report = |state| {
+                    if let Some(store) = &store {
+                        store.do_send(RecordDelivery {
+                            message_id: reply_to,
+                            state,
+                        });
+                    }
+                };
+                out.send_reply(channel, reply_to, &text, from, &report)
+                    .await;
+            },
             ctx,
         );
     }

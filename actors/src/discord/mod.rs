@@ -111,6 +111,10 @@ pub struct GatewaySetup {
     pub channels: Vec<DiscordChannel>,
     /// Starts the registry, given where replies and progress should go.
     pub start_registry: Box<dyn FnOnce(Addr<DiscordGateway>) -> Addr<ChannelRegistry>>,
+    /// The session store (deliveries, catch-up).
+    pub store: Addr<crate::store::SessionStoreActor>,
+    /// `[recovery]`.
+    pub recovery: crate::recovery::RecoveryConfig,
 }
 
 impl GatewaySetup {
@@ -154,7 +158,11 @@ impl GatewaySetup {
         let registry = (self.start_registry)(addr.clone());
         let gateway = DiscordGateway::new(
             outbound,
-            registry.clone(),
+            gateway::GatewayLinks {
+                registry: registry.clone(),
+                store: self.store,
+                recovery: self.recovery,
+            },
             self.channels,
             self.access,
             Arc::clone(&stats),

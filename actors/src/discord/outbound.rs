@@ -27,6 +27,7 @@ use tracing::{debug, error, warn};
 
 use super::chunking::{preview, split_message, DISCORD_LIMIT};
 use crate::metrics::RestStats;
+use crate::store::Delivery;
 
 /// How outbound sends behave.
 #[derive(Debug, Clone)]
@@ -69,6 +70,8 @@ pub enum Part {
     Notice(u64),
     /// The progress message of the run answering `id`.
     Progress(u64),
+    /// A notice about `id` that is not its answer (a usage-limit pause, an interrupted run).
+    Note(u64),
 }
 
 impl Part {
@@ -79,6 +82,7 @@ impl Part {
             Self::File(id) => format!("{id}-f"),
             Self::Notice(id) => format!("{id}-n"),
             Self::Progress(id) => format!("{id}-p"),
+            Self::Note(id) => format!("{id}-i"),
         };
         crate::text::truncate_chars(&nonce, 25)
     }
@@ -134,14 +138,27 @@ impl Outbound {
         }
     }
 
-    /// Sends `text` as a reply to message `reply_to` in `channel`: in order, in chunks, or as a
-    /// file with a preview when it would take more than `max_chunks` messages. A reply is never
-    /// dropped without a word: if a chunk cannot be sent, the whole reply goes as a file, and if
-    /// that fails too, a short notice; every failure is logged with the channel and message ids.
-    pub async fn send_reply(&self, channel: u64, reply_to: u64, text: &str) {
+    /// Sends `text` as a reply to message `reply_to` in `channel`: in order, in chunks (from
+    /// chunk `from` on: the ones before were posted already), or as a file with a preview when
+    /// it would take more than `max_chunks` messages. A reply is never dropped without a word:
+    /// if a chunk cannot be sent, the whole reply goes as a file, and if that fails too, a
+    /// short notice; every failure is logged with the channel and message ids. `report` hears
+    /// each chunk posted, and the end.
+    pub async fn send_reply(
+        &self,
+        channel: u64,
+        reply_to: u64,
+        text: &str,
+        from: usize,
+        report: &dyn Fn(Delivery),
+    ) {
         let channel_id = ChannelId::new(channel.max(1));
         let chunks = split_message(text, DISCORD_LIMIT);
         let total = chunks.len();
+        if from >= total && from > 0 {
+            report(Delivery::Sent);
+            return;
+        }
         if total > self.max_chunks {
             let head = preview(text, DISCORD_LIMIT - 200);
             let note = format!(
@@ -157,13 +174,17 @@ impl Outbound {
                     &Part::File(reply_to),
                 )
                 .await;
-            if let Err(e) = sent {
-                error!(channel_id = channel, message_id = reply_to, error = %e, "reply could not be delivered (file)");
-                self.notify_undelivered(channel_id, reply_to, &e).await;
+            match sent {
+                Ok(_) => report(Delivery::Sent),
+                Err(e) => {
+                    error!(channel_id = channel, message_id = reply_to, error = %e, "reply could not be delivered (file)");
+                    report(Delivery::Failed(short_reason(&e)));
+                    self.notify_undelivered(channel_id, reply_to, &e).await;
+                }
             }
             return;
         }
-        for (i, chunk) in chunks.iter().enumerate() {
+        for (i, chunk) in chunks.iter().enumerate().skip(from) {
             // Only the first chunk is a reply; the rest follow it in order.
             let reference = (i == 0).then_some(reply_to);
             let part = Part::Chunk(reply_to, i);
@@ -172,14 +193,35 @@ impl Outbound {
                 .await
             {
                 error!(channel_id = channel, message_id = reply_to, chunk = i + 1, total, error = %e, "reply could not be delivered");
-                self.deliver_as_file(channel_id, reply_to, text, i, &e)
+                let delivered = self
+                    .deliver_as_file(channel_id, reply_to, text, i, &e)
                     .await;
+                report(if delivered {
+                    Delivery::Sent
+                } else {
+                    Delivery::Failed(short_reason(&e))
+                });
                 return;
             }
+            report(Delivery::Posted(i + 1));
+        }
+        report(Delivery::Sent);
+    }
+
+    /// Posts a notice about message `about` (one message, cut to Discord's limit).
+    pub async fn send_note(&self, channel: u64, about: u64, text: &str) {
+        let channel_id = ChannelId::new(channel.max(1));
+        let text = preview(text, DISCORD_LIMIT);
+        if let Err(e) = self
+            .send_one(channel_id, Some(about), &text, None, &Part::Note(about))
+            .await
+        {
+            error!(channel_id = channel, message_id = about, error = %e, "notice could not be delivered");
         }
     }
 
     /// After chunk `failed` could not be sent: the whole reply as a file, else a notice.
+    /// Answers whether the file was posted.
     async fn deliver_as_file(
         &self,
         channel: ChannelId,
@@ -187,7 +229,7 @@ impl Outbound {
         text: &str,
         failed: usize,
         cause: &serenity::Error,
-    ) {
+    ) -> bool {
         let what = if failed == 0 {
             "This reply"
         } else {
@@ -207,14 +249,18 @@ impl Outbound {
             )
             .await
         {
-            Ok(_) => warn!(
-                channel_id = channel.get(),
-                message_id = reply_to,
-                "reply delivered as a file after a failed send"
-            ),
+            Ok(_) => {
+                warn!(
+                    channel_id = channel.get(),
+                    message_id = reply_to,
+                    "reply delivered as a file after a failed send"
+                );
+                true
+            }
             Err(e) => {
                 error!(channel_id = channel.get(), message_id = reply_to, error = %e, "reply could not be delivered as a file either");
                 self.notify_undelivered(channel, reply_to, &e).await;
+                false
             }
         }
     }

@@ -6,10 +6,13 @@
 //! Every failure is a [`StoreError`] that says what went wrong in words a user can act on; a
 //! locked, read-only or corrupt file never panics the service.
 //!
-//! Files: `open` (opening, migrations), `error` (what can go wrong).
+//! Files: `open` (opening, migrations), `error` (what can go wrong), `inbox` (accepted
+//! messages until they are answered), `outbox` (replies until they are delivered).
 
 mod error;
+mod inbox;
 mod open;
+mod outbox;
 
 use std::path::PathBuf;
 use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
@@ -23,7 +26,12 @@ use rusqlite::{params, Connection, OptionalExtension, Row};
 use serde::Serialize;
 
 pub use error::{DbFailure, StoreError};
+pub use inbox::{
+    AcceptMessage, AttachmentMeta, Inbound, InboxState, LastSeen, ListLastSeen, MarkMessage,
+    PruneDelivered, RetryInterrupted, TakeUnfinished, Unfinished,
+};
 pub use open::{check_writable, open_pool, StoreConfig};
+pub use outbox::{Delivery, ListUndelivered, Outgoing, RecordDelivery};
 
 use crate::cost::CostUpdate;
 
@@ -70,6 +78,8 @@ pub struct RecordRun {
     pub cost: CostUpdate,
     /// A short description of the failure, or `None` when the run succeeded.
     pub error: Option<String>,
+    /// The reply, stored in the outbox in the same transaction (its message marked answered).
+    pub reply: Option<Outgoing>,
 }
 
 /// Forget a conversation's session id (and its "always" rules), so its next message starts a
@@ -450,6 +460,10 @@ fn record_run(conn: &mut Connection, msg: RecordRun) -> rusqlite::Result<Recorde
         session_cost_usd: update.session_usd,
         last_error: msg.error,
     };
+    if let Some(reply) = &msg.reply {
+        inbox::mark(&tx, reply.message_id, InboxState::Answered)?;
+        outbox::insert(&tx, reply)?;
+    }
     let values = params![
         to_sql_id(row.id),
         row.name,

@@ -53,6 +53,44 @@ const MIGRATIONS: &[&str] = &[
         pid        INTEGER PRIMARY KEY,
         start_time INTEGER NOT NULL
     );",
+    // 4: every accepted message (the queue in memory is a cache of it), and every reply of a
+    // run until it has been delivered.
+    "CREATE TABLE inbox (
+        message_id      INTEGER PRIMARY KEY,  -- Discord message id: a second copy is dropped
+        conversation_id INTEGER NOT NULL,
+        profile_id      INTEGER NOT NULL,     -- the configured channel whose settings apply
+        conversation    TEXT    NOT NULL,
+        channel_id      INTEGER NOT NULL,
+        author_id       INTEGER NOT NULL,
+        text            TEXT    NOT NULL,
+        attachments     TEXT    NOT NULL,     -- JSON: name, size, content type, url
+        late            INTEGER NOT NULL,
+        state           TEXT    NOT NULL,     -- queued running answered failed skipped interrupted
+        received_at_ms  INTEGER NOT NULL,
+        updated_at_ms   INTEGER NOT NULL
+    );
+    CREATE INDEX inbox_state ON inbox(state, conversation_id, message_id);
+    CREATE INDEX inbox_conversation ON inbox(conversation_id, message_id);
+    CREATE INDEX inbox_updated ON inbox(updated_at_ms);
+    CREATE TABLE outbox (
+        message_id      INTEGER PRIMARY KEY,  -- the message answered
+        conversation_id INTEGER NOT NULL,
+        conversation    TEXT    NOT NULL,
+        channel_id      INTEGER NOT NULL,
+        author_id       INTEGER NOT NULL,
+        kind            TEXT    NOT NULL,
+        is_error        INTEGER NOT NULL,
+        text            TEXT    NOT NULL,
+        session_id      TEXT,
+        cost_usd        REAL    NOT NULL,
+        parts_sent      INTEGER NOT NULL DEFAULT 0,
+        state           TEXT    NOT NULL,     -- pending sent failed
+        attempts        INTEGER NOT NULL DEFAULT 0,
+        error           TEXT,
+        created_at_ms   INTEGER NOT NULL,
+        updated_at_ms   INTEGER NOT NULL
+    );
+    CREATE INDEX outbox_state ON outbox(state, message_id);",
 ];
 
 /// How to open the store.

@@ -30,6 +30,7 @@ fn run(id: u64, session: &str, cost: CostUpdate) -> RecordRun {
         session_id: Some(session.into()),
         cost,
         error: None,
+        reply: None,
     }
 }
 
@@ -143,8 +144,8 @@ async fn data_survives_reopening_and_migrations_run_once() {
         .pragma_query_value(None, "user_version", |r| r.get(0))
         .expect("pragma");
     assert_eq!(
-        version, 3,
-        "conversations; rules and the approvals audit; the CLI processes running"
+        version, 4,
+        "conversations; rules and the approvals audit; the CLI processes running; inbox and outbox"
     );
     let mode: String = conn
         .pragma_query_value(None, "journal_mode", |r| r.get(0))

@@ -327,6 +327,9 @@ impl Harness {
             },
             conversation,
             text: text.to_string(),
+            attachments: Vec::new(),
+            late: false,
+            durable: true,
         });
         self.next_message
     }

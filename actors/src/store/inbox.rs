@@ -1,0 +1,371 @@
+//! The inbox: every message accepted for Claude, from the moment it is accepted until it has
+//! been answered, so a crash, `kill -9` or deploy loses none of them.
+//!
+//! A row is written before its message is queued (the queue in memory is a cache of this
+//! table), keyed by the Discord message id so a second copy of a message is dropped. Its state
+//! only moves forward — queued → running → answered / failed, queued → skipped, running →
+//! interrupted (found running at start-up) → queued again (`!retry`), running → queued (a
+//! usage limit put it back) — and every update names the states it may move from, so two
+//! updates that the store's threads happen to run out of order cannot move a row backwards.
+
+use actix::{Handler, Message};
+use rusqlite::{params, Connection, OptionalExtension, Row};
+use serde::{Deserialize, Serialize};
+
+use super::{from_sql_id, now_ms, to_sql_id, SessionStoreActor, StoreError};
+
+// ---------------------------------------------------------------------------------------------
+// Messages
+// ---------------------------------------------------------------------------------------------
+
+/// Write an accepted message to the inbox as queued. Answers `false` if a message with that
+/// id is there already (a copy: drop it).
+#[derive(Debug, Message)]
+#[rtype(result = "Result<bool, StoreError>")]
+pub struct AcceptMessage(pub Inbound);
+
+/// Move a message to `state`, if it is in one of the states that may move there.
+#[derive(Debug, Message)]
+#[rtype(result = "Result<bool, StoreError>")]
+pub struct MarkMessage {
+    /// The Discord message id.
+    pub message_id: u64,
+    /// Where it goes.
+    pub state: InboxState,
+}
+
+/// At start-up: every message not yet answered, oldest first. Those that were running when the
+/// previous instance stopped are marked interrupted in the same transaction.
+#[derive(Debug, Message)]
+#[rtype(result = "Result<Vec<Unfinished>, StoreError>")]
+pub struct TakeUnfinished;
+
+/// `!retry`: the conversation's most recent interrupted message, queued again.
+#[derive(Debug, Message)]
+#[rtype(result = "Result<Option<Inbound>, StoreError>")]
+pub struct RetryInterrupted {
+    /// The conversation.
+    pub conversation_id: u64,
+}
+
+/// For catch-up: the newest message id the inbox has seen in each conversation.
+#[derive(Debug, Message)]
+#[rtype(result = "Result<Vec<LastSeen>, StoreError>")]
+pub struct ListLastSeen;
+
+/// Forget finished inbox rows and delivered replies not updated since `before_ms` (the newest
+/// row of each conversation stays: catch-up starts after it). Answers how many rows went.
+#[derive(Debug, Message)]
+#[rtype(result = "Result<usize, StoreError>")]
+pub struct PruneDelivered {
+    /// Unix milliseconds.
+    pub before_ms: i64,
+}
+
+// ---------------------------------------------------------------------------------------------
+// Types
+// ---------------------------------------------------------------------------------------------
+
+/// Where an inbox message stands.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum InboxState {
+    /// Waiting for its turn.
+    Queued,
+    /// Given to Claude.
+    Running,
+    /// Its reply is in the outbox.
+    Answered,
+    /// It could not be run; the user was told.
+    Failed,
+    /// Refused (the queue was full); the user was told.
+    Skipped,
+    /// It was running when the service stopped; only `!retry` runs it again.
+    Interrupted,
+}
+
+impl InboxState {
+    fn as_str(self) -> &'static str {
+        match self {
+            Self::Queued => "queued",
+            Self::Running => "running",
+            Self::Answered => "answered",
+            Self::Failed => "failed",
+            Self::Skipped => "skipped",
+            Self::Interrupted => "interrupted",
+        }
+    }
+
+    /// The states a row may move here from.
+    fn from_states(self) -> &'static [&'static str] {
+        match self {
+            // `!retry` of an interrupted one; a run put back by a usage limit.
+            Self::Queued => &["interrupted", "running"],
+            Self::Running => &["queued"],
+            Self::Answered | Self::Failed => &["queued", "running"],
+            Self::Skipped => &["queued"],
+            Self::Interrupted => &["running"],
+        }
+    }
+}
+
+/// One file attached to a message (its metadata; the file stays on Discord).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct AttachmentMeta {
+    /// The file name the user gave.
+    pub name: String,
+    /// Bytes.
+    pub size: u64,
+    /// MIME type, if Discord said.
+    pub content_type: Option<String>,
+    /// Where it can be downloaded.
+    pub url: String,
+}
+
+/// An accepted message, as the inbox keeps it.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Inbound {
+    /// The Discord message id.
+    pub message_id: u64,
+    /// The conversation (channel or thread).
+    pub conversation_id: u64,
+    /// The configured channel whose settings apply (the thread's parent).
+    pub profile_id: u64,
+    /// The conversation's name.
+    pub conversation: String,
+    /// The channel to answer in.
+    pub channel_id: u64,
+    /// Who wrote it.
+    pub author_id: u64,
+    /// What they wrote.
+    pub text: String,
+    /// Its files.
+    pub attachments: Vec<AttachmentMeta>,
+    /// Posted while the service was down (found by catch-up, or queued over a restart).
+    pub late: bool,
+}
+
+/// A message found unanswered at start-up.
+#[derive(Debug, Clone)]
+pub struct Unfinished {
+    /// The message.
+    pub inbound: Inbound,
+    /// It was running when the previous instance stopped (now marked interrupted).
+    pub interrupted: bool,
+}
+
+/// The newest message seen in a conversation.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct LastSeen {
+    /// The conversation.
+    pub conversation_id: u64,
+    /// Its configured channel.
+    pub profile_id: u64,
+    /// The newest message id.
+    pub message_id: u64,
+    /// When it was received (unix ms).
+    pub received_at_ms: i64,
+}
+
+// ---------------------------------------------------------------------------------------------
+// Handlers
+// ---------------------------------------------------------------------------------------------
+
+const COLUMNS: &str = "message_id, conversation_id, profile_id, conversation, channel_id, \
+     author_id, text, attachments, late";
+
+fn row_to_inbound(r: &Row<'_>) -> rusqlite::Result<Inbound> {
+    let attachments: String = r.get(7)?;
+    Ok(Inbound {
+        message_id: from_sql_id(r.get(0)?),
+        conversation_id: from_sql_id(r.get(1)?),
+        profile_id: from_sql_id(r.get(2)?),
+        conversation: r.get(3)?,
+        channel_id: from_sql_id(r.get(4)?),
+        author_id: from_sql_id(r.get(5)?),
+        text: r.get(6)?,
+        // Written by us as JSON; a row someone edited by hand loses only its file list.
+        attachments: serde_json::from_str(&attachments).unwrap_or_default(),
+        late: r.get(8)?,
+    })
+}
+
+/// Moves `message_id` to `state` inside a caller's transaction (the run's record uses it).
+pub(super) fn mark(
+    conn: &Connection,
+    message_id: u64,
+    state: InboxState,
+) -> rusqlite::Result<bool> {
+    let from = state.from_states();
+    let changed = conn.prepare_cached(
+        "UPDATE inbox SET state = ?2, updated_at_ms = ?3 WHERE message_id = ?1 AND state IN (?4, ?5)",
+    )?
+    .execute(params![
+        to_sql_id(message_id),
+        state.as_str(),
+        now_ms(),
+        from[0],
+        from.get(1).copied().unwrap_or(from[0]),
+    ])?;
+    Ok(changed > 0)
+}
+
+impl Handler<AcceptMessage> for SessionStoreActor {
+    type Result = Result<bool, StoreError>;
+
+    fn handle(&mut self, AcceptMessage(m): AcceptMessage, _: &mut Self::Context) -> Self::Result {
+        let attachments = serde_json::to_string(&m.attachments).unwrap_or_else(|_| "[]".into());
+        self.write(|s| {
+            let now = now_ms();
+            s.conn()?
+                .prepare_cached(
+                    "INSERT OR IGNORE INTO inbox (message_id, conversation_id, profile_id, conversation, \
+                     channel_id, author_id, text, attachments, late, state, received_at_ms, updated_at_ms) \
+                     VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, 'queued', ?10, ?10)",
+                )
+                .and_then(|mut st| {
+                    st.execute(params![
+                        to_sql_id(m.message_id),
+                        to_sql_id(m.conversation_id),
+                        to_sql_id(m.profile_id),
+                        m.conversation,
+                        to_sql_id(m.channel_id),
+                        to_sql_id(m.author_id),
+                        m.text,
+                        attachments,
+                        m.late,
+                        now,
+                    ])
+                })
+                .map(|n| n > 0)
+                .map_err(StoreError::database)
+        })
+    }
+}
+
+impl Handler<MarkMessage> for SessionStoreActor {
+    type Result = Result<bool, StoreError>;
+
+    fn handle(&mut self, msg: MarkMessage, _: &mut Self::Context) -> Self::Result {
+        self.write(|s| mark(&*s.conn()?, msg.message_id, msg.state).map_err(StoreError::database))
+    }
+}
+
+impl Handler<TakeUnfinished> for SessionStoreActor {
+    type Result = Result<Vec<Unfinished>, StoreError>;
+
+    fn handle(&mut self, _: TakeUnfinished, _: &mut Self::Context) -> Self::Result {
+        self.write(|s| {
+            let mut conn = s.conn()?;
+            let tx = conn.transaction().map_err(StoreError::database)?;
+            let rows = {
+                let mut stmt = tx
+                    .prepare(&format!(
+                        "SELECT {COLUMNS}, state FROM inbox WHERE state IN ('queued', 'running') \
+                         ORDER BY conversation_id, message_id"
+                    ))
+                    .map_err(StoreError::database)?;
+                let rows = stmt
+                    .query_map([], |r| {
+                        Ok(Unfinished {
+                            inbound: row_to_inbound(r)?,
+                            interrupted: r.get::<_, String>(9)? == "running",
+                        })
+                    })
+                    .map_err(StoreError::database)?;
+                rows.collect::<rusqlite::Result<Vec<_>>>()
+                    .map_err(StoreError::database)?
+            };
+            tx.execute(
+                "UPDATE inbox SET state = 'interrupted', updated_at_ms = ?1 WHERE state = 'running'",
+                [now_ms()],
+            )
+            .map_err(StoreError::database)?;
+            tx.commit().map_err(StoreError::database)?;
+            Ok(rows)
+        })
+    }
+}
+
+impl Handler<RetryInterrupted> for SessionStoreActor {
+    type Result = Result<Option<Inbound>, StoreError>;
+
+    fn handle(&mut self, msg: RetryInterrupted, _: &mut Self::Context) -> Self::Result {
+        self.write(|s| {
+            let conn = s.conn()?;
+            let found = conn
+                .prepare_cached(&format!(
+                    "SELECT {COLUMNS} FROM inbox WHERE conversation_id = ?1 AND state = 'interrupted' \
+                     ORDER BY message_id DESC LIMIT 1"
+                ))
+                .and_then(|mut st| {
+                    st.query_row([to_sql_id(msg.conversation_id)], row_to_inbound)
+                        .optional()
+                })
+                .map_err(StoreError::database)?;
+            match found {
+                Some(mut m) => {
+                    mark(&conn, m.message_id, InboxState::Queued).map_err(StoreError::database)?;
+                    m.late = false;
+                    Ok(Some(m))
+                }
+                None => Ok(None),
+            }
+        })
+    }
+}
+
+impl Handler<ListLastSeen> for SessionStoreActor {
+    type Result = Result<Vec<LastSeen>, StoreError>;
+
+    fn handle(&mut self, _: ListLastSeen, _: &mut Self::Context) -> Self::Result {
+        self.timed(|s| {
+            let conn = s.conn()?;
+            // SQLite takes the bare columns from the row holding the MAX.
+            let mut stmt = conn
+                .prepare_cached(
+                    "SELECT conversation_id, profile_id, MAX(message_id), received_at_ms FROM inbox \
+                     GROUP BY conversation_id",
+                )
+                .map_err(StoreError::database)?;
+            let rows = stmt
+                .query_map([], |r| {
+                    Ok(LastSeen {
+                        conversation_id: from_sql_id(r.get(0)?),
+                        profile_id: from_sql_id(r.get(1)?),
+                        message_id: from_sql_id(r.get(2)?),
+                        received_at_ms: r.get(3)?,
+                    })
+                })
+                .map_err(StoreError::database)?;
+            rows.collect::<rusqlite::Result<Vec<_>>>()
+                .map_err(StoreError::database)
+        })
+    }
+}
+
+impl Handler<PruneDelivered> for SessionStoreActor {
+    type Result = Result<usize, StoreError>;
+
+    fn handle(&mut self, msg: PruneDelivered, _: &mut Self::Context) -> Self::Result {
+        self.write(|s| {
+            let mut conn = s.conn()?;
+            let tx = conn.transaction().map_err(StoreError::database)?;
+            let inbox = tx
+                .execute(
+                    "DELETE FROM inbox WHERE updated_at_ms < ?1 \
+                     AND state IN ('answered', 'failed', 'skipped', 'interrupted') \
+                     AND message_id NOT IN (SELECT MAX(message_id) FROM inbox GROUP BY conversation_id)",
+                    [msg.before_ms],
+                )
+                .map_err(StoreError::database)?;
+            let outbox = tx
+                .execute(
+                    "DELETE FROM outbox WHERE updated_at_ms < ?1 AND state = 'sent'",
+                    [msg.before_ms],
+                )
+                .map_err(StoreError::database)?;
+            tx.commit().map_err(StoreError::database)?;
+            Ok(inbox + outbox)
+        })
+    }
+}
