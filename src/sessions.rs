@@ -6,8 +6,8 @@ use std::time::{Duration, UNIX_EPOCH};
 
 use actix::Addr;
 use actors::store::{
-    Conversation, FindConversation, ListApprovals, ListConversations, LoadConversation,
-    ResetConversation, SessionStoreActor, StoreError,
+    Conversation, FindConversation, ListApprovals, ListConversations, ListUndelivered,
+    LoadConversation, Outgoing, ResetConversation, SessionStoreActor, StoreError,
 };
 use anyhow::{bail, Context as _};
 
@@ -32,10 +32,19 @@ pub async fn execute(
         }
         SessionsCommand::Show { name, json } => {
             let c = find(store, &name).await?;
+            let undelivered = store
+                .send(ListUndelivered {
+                    conversation_id: Some(c.id),
+                })
+                .await
+                .map_err(StoreError::from)??;
             if json {
-                println!("{}", serde_json::to_string_pretty(&c)?);
+                let mut value = serde_json::to_value(&c)?;
+                value["undelivered"] = serde_json::to_value(&undelivered)?;
+                println!("{}", serde_json::to_string_pretty(&value)?);
             } else {
                 print!("{}", details(&c));
+                print!("{}", undelivered_text(&undelivered));
             }
         }
         SessionsCommand::Reset { name } => {
@@ -143,6 +152,27 @@ fn table(all: &[Conversation]) -> String {
             c.total_cost_usd,
             time(c.updated_at_ms),
             c.last_error.as_deref().unwrap_or("-"),
+        );
+    }
+    out
+}
+
+/// The replies still in the outbox: retried at the next start of the service.
+fn undelivered_text(rows: &[Outgoing]) -> String {
+    let mut out = format!("undelivered:   {}\n", rows.len());
+    for r in rows {
+        let first = r.text.lines().next().unwrap_or_default();
+        let _ = writeln!(
+            out,
+            "  reply to message {} ({}, {} part(s) posted{}): {}",
+            r.message_id,
+            r.state,
+            r.parts_sent,
+            r.error
+                .as_deref()
+                .map(|e| format!(", {e}"))
+                .unwrap_or_default(),
+            actors::text::truncate_chars(first, 80)
         );
     }
     out

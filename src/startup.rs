@@ -120,12 +120,8 @@ impl Application {
                 // and the registry handles nothing else until it is done.
                 let r = registry.clone();
                 actix::spawn(async move {
-                    match r.send(restore).await {
-                        Ok(Ok(_)) => {}
-                        Ok(Err(e)) => {
-                            warn!(error = %e, "could not read the inbox; its unanswered messages wait for the next start")
-                        }
-                        Err(_) => {}
+                    if let Ok(Err(e)) = r.send(restore).await {
+                        warn!(error = %e, "could not read the inbox; its unanswered messages wait for the next start");
                     }
                 });
             }

@@ -6,5 +6,6 @@ mod channels;
 mod console;
 mod discord;
 mod live;
+mod recovery;
 mod service;
 mod support;

@@ -670,7 +670,8 @@ async fn fetch_after(
             break;
         }
         after = newest;
-        found.extend(page.into_iter().filter(|m| m.id.get() > 0));
+        // The bot's own replies are history too, but never something to answer.
+        found.extend(page.into_iter().filter(|m| !m.author.bot));
         if !full {
             break;
         }

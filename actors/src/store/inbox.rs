@@ -96,13 +96,12 @@ impl InboxState {
     }
 
     /// The states a row may move here from.
-    fn from_states(self) -> &'static [&'static str] {
+    fn comes_from(self) -> &'static [&'static str] {
         match self {
             // `!retry` of an interrupted one; a run put back by a usage limit.
             Self::Queued => &["interrupted", "running"],
-            Self::Running => &["queued"],
+            Self::Running | Self::Skipped => &["queued"],
             Self::Answered | Self::Failed => &["queued", "running"],
-            Self::Skipped => &["queued"],
             Self::Interrupted => &["running"],
         }
     }
@@ -195,7 +194,7 @@ pub(super) fn mark(
     message_id: u64,
     state: InboxState,
 ) -> rusqlite::Result<bool> {
-    let from = state.from_states();
+    let from = state.comes_from();
     let changed = conn.prepare_cached(
         "UPDATE inbox SET state = ?2, updated_at_ms = ?3 WHERE message_id = ?1 AND state IN (?4, ?5)",
     )?

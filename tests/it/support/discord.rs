@@ -1,7 +1,10 @@
 //! A Discord-compatible server on 127.0.0.1 for end-to-end tests with the real serenity client
 //! (see ../shared/discord/SERENITY-LOCAL.md): the REST routes serenity uses and the gateway
 //! websocket. It records every request, lets a test inject gateway events and REST failures,
-//! and can drop the gateway connection to make serenity resume.
+//! and can drop the gateway connection to make serenity resume. It keeps every channel's
+//! history (`GET /channels/{id}/messages` with `after`, newest first, as Discord answers), so
+//! a message said while no bot is connected is there for catch-up. Ids are snowflakes of the
+//! current time, as Discord's are.
 
 use std::collections::{HashMap, VecDeque};
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -24,6 +27,8 @@ use super::{TestEnv, PATIENCE};
 pub const BOT_ID: u64 = 424_242_424_242_424_242;
 /// The guild every channel belongs to.
 pub const GUILD_ID: u64 = 777_000_000_000_000_001;
+/// Discord's epoch in unix milliseconds.
+const DISCORD_EPOCH_MS: u64 = 1_420_070_400_000;
 
 /// One REST request the server received.
 #[derive(Debug, Clone)]
@@ -57,6 +62,10 @@ struct Inner {
     /// (channel, nonce) → the message created with it.
     nonces: Mutex<HashMap<(u64, String), Value>>,
     lookup_failures: Mutex<VecDeque<u16>>,
+    /// Every message of each channel, oldest first.
+    history: Mutex<HashMap<u64, Vec<Value>>>,
+    /// Posts still let through before posts are held (unanswered until released).
+    hold_after: Mutex<Option<usize>>,
     /// Interactions dispatched, and whether each has had its callback.
     interactions: Mutex<HashMap<String, (bool, u64)>>,
     connection: Mutex<Option<UnboundedSender<WsCommand>>>,
@@ -79,8 +88,12 @@ pub struct DiscordServer {
 impl DiscordServer {
     /// Starts the server on an ephemeral port of 127.0.0.1 (on the current runtime).
     pub async fn start() -> Self {
+        let now_ms = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .expect("clock")
+            .as_millis() as u64;
         let inner = Arc::new(Inner {
-            next_id: AtomicU64::new(900_000_000_000_000_000),
+            next_id: AtomicU64::new((now_ms - DISCORD_EPOCH_MS) << 22),
             ..Inner::default()
         });
         let app = Router::new()
@@ -88,7 +101,10 @@ impl DiscordServer {
             .route("/api/v10/gateway/bot", get(gateway_bot))
             .route("/api/v10/users/@me", get(me))
             .route("/api/v10/channels/{id}", get(channel))
-            .route("/api/v10/channels/{id}/messages", post(create_message))
+            .route(
+                "/api/v10/channels/{id}/messages",
+                post(create_message).get(history),
+            )
             .route(
                 "/api/v10/channels/{id}/messages/{mid}",
                 patch(edit_message).delete(delete_message),
@@ -152,6 +168,17 @@ impl DiscordServer {
             .extend(statuses);
     }
 
+    /// After `n` more posts, posts are held: not answered (nor created) until
+    /// [`DiscordServer::release_posts`].
+    pub fn hold_posts_after(&self, n: usize) {
+        *self.inner.hold_after.lock().expect("lock") = Some(n);
+    }
+
+    /// Lets held posts through.
+    pub fn release_posts(&self) {
+        *self.inner.hold_after.lock().expect("lock") = None;
+    }
+
     /// Every REST request so far.
     pub fn requests(&self) -> Vec<Recorded> {
         self.inner.requests.lock().expect("lock").clone()
@@ -211,6 +238,11 @@ impl DiscordServer {
         self.inner.connection.lock().expect("lock").is_some()
     }
 
+    /// Whether a bot is connected to the gateway.
+    pub fn is_connected(&self) -> bool {
+        self.connected()
+    }
+
     /// Sends a dispatch event on the current gateway connection.
     pub fn dispatch(&self, event: &str, data: &Value) {
         let seq = self.inner.seq.fetch_add(1, Ordering::SeqCst) + 1;
@@ -245,8 +277,49 @@ impl DiscordServer {
         let mut data = message_json(id, channel, author, false, content);
         data["member"] = json!({"roles": [], "joined_at": "2026-01-01T00:00:00+00:00", "deaf": false, "mute": false});
         edit(&mut data);
-        self.dispatch("MESSAGE_CREATE", &data);
+        self.keep(channel, &data);
+        // No bot connected: it is only in the history, as on Discord while a bot is down.
+        if self.connected() {
+            self.dispatch("MESSAGE_CREATE", &data);
+        }
         id
+    }
+
+    /// Delivers message `id` of `channel` again (as a resumed gateway session may).
+    pub fn replay(&self, channel: u64, id: u64) {
+        let mut message = self
+            .history(channel)
+            .into_iter()
+            .find(|m| m["id"].as_str().and_then(|s| s.parse::<u64>().ok()) == Some(id))
+            .expect("a message of this channel");
+        message["member"] = json!({"roles": [], "joined_at": "2026-01-01T00:00:00+00:00", "deaf": false, "mute": false});
+        self.dispatch("MESSAGE_CREATE", &message);
+    }
+
+    /// Every message of `channel`, oldest first (the users' and the bot's).
+    pub fn history(&self, channel: u64) -> Vec<Value> {
+        self.inner
+            .history
+            .lock()
+            .expect("lock")
+            .get(&channel)
+            .cloned()
+            .unwrap_or_default()
+    }
+
+    fn keep(&self, channel: u64, message: &Value) {
+        let mut kept = message.clone();
+        // History has no member object.
+        if let Some(m) = kept.as_object_mut() {
+            m.remove("member");
+        }
+        self.inner
+            .history
+            .lock()
+            .expect("lock")
+            .entry(channel)
+            .or_default()
+            .push(kept);
     }
 
     /// A click by `user` on the button `custom_id` of the bot's message `message` (a recorded
@@ -423,11 +496,70 @@ async fn channel(
     }
 }
 
+/// `GET /channels/{id}/messages?after=ID&limit=N`: the N messages right after ID, newest first.
+async fn history(
+    State(inner): State<Arc<Inner>>,
+    Path(id): Path<u64>,
+    axum::extract::Query(query): axum::extract::Query<HashMap<String, String>>,
+    headers: HeaderMap,
+) -> Response {
+    let after: u64 = query.get("after").and_then(|v| v.parse().ok()).unwrap_or(0);
+    let limit: usize = query
+        .get("limit")
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(50)
+        .clamp(1, 100);
+    record(
+        &inner,
+        "GET",
+        format!("/api/v10/channels/{id}/messages"),
+        json!({"after": after, "limit": limit}),
+        Vec::new(),
+        &headers,
+        200,
+    );
+    let all = inner.history.lock().expect("lock");
+    let mut page: Vec<Value> = all
+        .get(&id)
+        .map(|h| {
+            h.iter()
+                .filter(|m| m["id"].as_str().and_then(|s| s.parse::<u64>().ok()) > Some(after))
+                .take(limit)
+                .cloned()
+                .collect()
+        })
+        .unwrap_or_default();
+    page.reverse();
+    Json(Value::Array(page)).into_response()
+}
+
+/// Waits while posts are held (see [`DiscordServer::hold_posts_after`]).
+async fn wait_if_held(inner: &Inner) {
+    loop {
+        let held = {
+            let mut hold = inner.hold_after.lock().expect("lock");
+            match hold.as_mut() {
+                Some(0) => true,
+                Some(n) => {
+                    *n -= 1;
+                    false
+                }
+                None => false,
+            }
+        };
+        if !held {
+            return;
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
+
 async fn create_message(
     State(inner): State<Arc<Inner>>,
     Path(id): Path<u64>,
     req: Request,
 ) -> Response {
+    wait_if_held(&inner).await;
     let headers = req.headers().clone();
     let path = format!("/api/v10/channels/{id}/messages");
     let multipart = headers
@@ -490,7 +622,15 @@ async fn create_message(
     let mid = inner.next_id.fetch_add(1, Ordering::SeqCst);
     // Kept with the recording, so a test can click the message's buttons.
     body["__id"] = json!(mid);
-    let message = message_json(mid, id, BOT_ID, true, &content);
+    let mut message = message_json(mid, id, BOT_ID, true, &content);
+    if let Some(reference) = body["message_reference"]["message_id"].as_str() {
+        message["message_reference"] =
+            json!({"message_id": reference, "channel_id": id.to_string()});
+    }
+    {
+        let mut all = inner.history.lock().expect("lock");
+        all.entry(id).or_default().push(message.clone());
+    }
     if let Some(n) = nonce {
         inner
             .nonces
@@ -756,6 +896,11 @@ async fn session(inner: Arc<Inner>, mut socket: WebSocket) {
                 None => break,
             }
         }
+    }
+    // Gone: messages said from now on are only kept in the history.
+    let mut conn = inner.connection.lock().expect("lock");
+    if conn.as_ref().is_some_and(|c| c.same_channel(&tx)) {
+        *conn = None;
     }
 }
 

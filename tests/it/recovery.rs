@@ -1,0 +1,337 @@
+//! Nothing accepted is lost: the inbox and outbox across `kill -9` and restarts, catch-up of
+//! what was posted while the service was down, replayed events — through the real binary, the
+//! real serenity client and the test server.
+
+use nix::sys::signal::Signal;
+use serde_json::Value;
+
+use crate::support::discord::{content, spawn_run_with, stop_with, DiscordServer};
+use crate::support::{wait_until, TestEnv};
+
+const ALICE: u64 = 7;
+const BOB: u64 = 8;
+const ALPHA: u64 = 1001;
+const BETA: u64 = 1002;
+const LOGS: [(&str, &str); 2] = [("COORDINATOR__LOG__FORMAT", "json"), ("RUST_LOG", "info")];
+
+fn allow_alice(more: &str) -> String {
+    format!("[access]\nallowed_users = [{ALICE}]\n{more}")
+}
+
+/// The bot's messages in `channel` that reply to message `id` (a reply's first chunk, a notice).
+fn answers_to(server: &DiscordServer, channel: u64, id: u64) -> Vec<String> {
+    server
+        .history(channel)
+        .into_iter()
+        .filter(|m| m["author"]["bot"] == true)
+        .filter(|m| {
+            m["message_reference"]["message_id"]
+                .as_str()
+                .and_then(|s| s.parse::<u64>().ok())
+                == Some(id)
+        })
+        .map(|m| m["content"].as_str().unwrap_or_default().to_string())
+        .collect()
+}
+
+/// The inbox rows: (message id, state), in id order.
+fn inbox(env: &TestEnv) -> Vec<(u64, String)> {
+    let conn = rusqlite::Connection::open(env.db()).expect("open db");
+    let mut stmt = conn
+        .prepare("SELECT message_id, state FROM inbox ORDER BY message_id")
+        .expect("prepare");
+    stmt.query_map([], |r| {
+        Ok((
+            u64::from_ne_bytes(r.get::<_, i64>(0)?.to_ne_bytes()),
+            r.get(1)?,
+        ))
+    })
+    .expect("query")
+    .collect::<Result<_, _>>()
+    .expect("rows")
+}
+
+async fn wait_answered(server: &DiscordServer, channel: u64, id: u64, what: &str) -> String {
+    server
+        .wait(what, |s| !answers_to(s, channel, id).is_empty())
+        .await;
+    answers_to(server, channel, id).remove(0)
+}
+
+#[actix_rt::test]
+async fn after_kill_9_the_queued_messages_run_in_order_and_the_interrupted_one_waits_for_retry() {
+    let env = TestEnv::new();
+    let server = DiscordServer::start().await;
+    let extra = allow_alice("");
+    let child = spawn_run_with(&env, &server, &extra, Some("tok"), &LOGS);
+    server.wait_ready(1).await;
+    let gate = env.gate("g");
+    let first = server.say(ALPHA, ALICE, &format!("first GATE:{}", gate.display()));
+    wait_until(|| env.prompts().len() == 1, "the first run").await;
+    let second = server.say(ALPHA, ALICE, "second");
+    let third = server.say(ALPHA, ALICE, "third");
+    wait_until(|| inbox(&env).len() == 3, "three messages in the inbox").await;
+    let states: Vec<String> = inbox(&env).into_iter().map(|(_, s)| s).collect();
+    assert_eq!(states, ["running", "queued", "queued"]);
+    stop_with(child, Signal::SIGKILL).await;
+
+    env.open_gate("g");
+    let child = spawn_run_with(&env, &server, &extra, Some("tok"), &LOGS);
+    let notice = wait_answered(&server, ALPHA, first, "the interrupted notice").await;
+    assert!(notice.contains("!retry"), "{notice}");
+    let a2 = wait_answered(&server, ALPHA, second, "the second answer").await;
+    let a3 = wait_answered(&server, ALPHA, third, "the third answer").await;
+    assert!(
+        a2.contains("Answered late") && a2.contains("echo: second"),
+        "{a2}"
+    );
+    assert!(a3.contains("echo: third"), "{a3}");
+    // In order, and the interrupted one was not run again on its own.
+    let prompts = env.prompts();
+    assert_eq!(prompts[1..], ["second", "third"], "{prompts:?}");
+
+    let retry = server.say(ALPHA, ALICE, "!retry");
+    let said = wait_answered(&server, ALPHA, retry, "the answer to !retry").await;
+    assert!(said.contains("Running it again"), "{said}");
+    server
+        .wait("the retried answer", |s| {
+            answers_to(s, ALPHA, first)
+                .iter()
+                .any(|t| t.contains("echo: first"))
+        })
+        .await;
+    assert_eq!(
+        answers_to(&server, ALPHA, first).len(),
+        2,
+        "notice + answer"
+    );
+    assert_eq!(answers_to(&server, ALPHA, second).len(), 1);
+    let nothing = server.say(ALPHA, ALICE, "!retry");
+    let said = wait_answered(&server, ALPHA, nothing, "the second !retry").await;
+    assert!(said.contains("No interrupted message"), "{said}");
+    stop_with(child, Signal::SIGTERM).await;
+}
+
+#[actix_rt::test]
+async fn with_rerun_interrupted_the_interrupted_message_runs_again_by_itself() {
+    let env = TestEnv::new();
+    let server = DiscordServer::start().await;
+    let extra = allow_alice("[recovery]\nrerun_interrupted = true\n");
+    let child = spawn_run_with(&env, &server, &extra, Some("tok"), &LOGS);
+    server.wait_ready(1).await;
+    let gate = env.gate("g");
+    let first = server.say(ALPHA, ALICE, &format!("first GATE:{}", gate.display()));
+    wait_until(|| env.prompts().len() == 1, "the first run").await;
+    stop_with(child, Signal::SIGKILL).await;
+    env.open_gate("g");
+    let child = spawn_run_with(&env, &server, &extra, Some("tok"), &LOGS);
+    let answer = wait_answered(&server, ALPHA, first, "the rerun's answer").await;
+    assert!(answer.contains("echo: first"), "{answer}");
+    assert_eq!(env.prompts().len(), 2, "run twice");
+    assert_eq!(answers_to(&server, ALPHA, first).len(), 1, "no notice");
+    stop_with(child, Signal::SIGTERM).await;
+}
+
+#[actix_rt::test]
+async fn messages_posted_while_the_service_was_down_are_answered_late_in_order() {
+    let env = TestEnv::new();
+    let server = DiscordServer::start().await;
+    let extra = allow_alice("[recovery]\ncatch_up_max = 4\n");
+    let child = spawn_run_with(&env, &server, &extra, Some("tok"), &LOGS);
+    server.wait_ready(1).await;
+    let before = server.say(ALPHA, ALICE, "before");
+    wait_answered(&server, ALPHA, before, "the first answer").await;
+    stop_with(child, Signal::SIGTERM).await;
+    wait_until(|| !server.is_connected(), "the bot to be gone").await;
+
+    // While it is down: in alpha two prompts, a command and a stranger's message (four, as
+    // many as `catch_up_max`); in beta five prompts, one more.
+    let one = server.say(ALPHA, ALICE, "down one");
+    let stranger = server.say(ALPHA, BOB, "let me in");
+    let reset = server.say(ALPHA, ALICE, "!reset");
+    let two = server.say(ALPHA, ALICE, "down two");
+    let b: Vec<u64> = (1..=5)
+        .map(|i| server.say(BETA, ALICE, &format!("beta {i}")))
+        .collect();
+
+    let child = spawn_run_with(&env, &server, &extra, Some("tok"), &LOGS);
+    let a1 = wait_answered(&server, ALPHA, one, "down one").await;
+    let a2 = wait_answered(&server, ALPHA, two, "down two").await;
+    assert!(
+        a1.contains("Answered late") && a1.contains("echo: down one"),
+        "{a1}"
+    );
+    assert!(a2.contains("echo: down two"), "{a2}");
+    wait_answered(&server, BETA, b[3], "beta 4").await;
+    // Let anything else that would be answered arrive.
+    let probe = server.say(ALPHA, ALICE, "probe");
+    wait_answered(&server, ALPHA, probe, "the probe").await;
+    assert!(
+        answers_to(&server, ALPHA, stranger).is_empty(),
+        "no late refusal"
+    );
+    assert!(
+        answers_to(&server, ALPHA, reset).is_empty(),
+        "no late command"
+    );
+    assert!(
+        answers_to(&server, BETA, b[4]).is_empty(),
+        "beyond catch_up_max"
+    );
+    assert_eq!(
+        answers_to(&server, ALPHA, before).len(),
+        1,
+        "not answered again"
+    );
+    let prompts = env.prompts();
+    let alpha: Vec<&String> = prompts.iter().filter(|p| !p.starts_with("beta")).collect();
+    assert_eq!(alpha, ["before", "down one", "down two", "probe"]);
+    // After the restart the history was read from the last message the inbox had on.
+    let fetches: Vec<Value> = server
+        .requests()
+        .into_iter()
+        .filter(|r| r.method == "GET" && r.path == format!("/api/v10/channels/{ALPHA}/messages"))
+        .map(|r| r.body)
+        .collect();
+    assert_eq!(fetches[1]["after"], before, "{fetches:?}");
+    stop_with(child, Signal::SIGTERM).await;
+}
+
+#[actix_rt::test]
+async fn a_message_delivered_again_after_a_restart_is_not_answered_twice() {
+    let env = TestEnv::new();
+    let server = DiscordServer::start().await;
+    let extra = allow_alice("");
+    let child = spawn_run_with(&env, &server, &extra, Some("tok"), &LOGS);
+    server.wait_ready(1).await;
+    let id = server.say(ALPHA, ALICE, "once only");
+    wait_answered(&server, ALPHA, id, "the answer").await;
+    stop_with(child, Signal::SIGKILL).await;
+    let child = spawn_run_with(&env, &server, &extra, Some("tok"), &LOGS);
+    server.wait_ready(2).await;
+    // A fresh process remembers nothing in memory; the inbox does.
+    server.replay(ALPHA, id);
+    let probe = server.say(ALPHA, ALICE, "probe");
+    wait_answered(&server, ALPHA, probe, "the probe").await;
+    assert_eq!(answers_to(&server, ALPHA, id).len(), 1);
+    assert_eq!(env.prompts(), ["once only", "probe"]);
+    stop_with(child, Signal::SIGTERM).await;
+}
+
+#[actix_rt::test]
+async fn a_reply_cut_off_by_kill_9_is_finished_after_the_restart_without_repeating_a_chunk() {
+    let env = TestEnv::new();
+    let server = DiscordServer::start().await;
+    let extra = allow_alice("");
+    let child = spawn_run_with(&env, &server, &extra, Some("tok"), &LOGS);
+    server.wait_ready(1).await;
+    // "echo: " + 4,500 characters: three chunks.
+    let long = format!("long {}", "word ".repeat(900));
+    server.hold_posts_after(1);
+    let id = server.say(ALPHA, ALICE, &long);
+    let nonce = |n: usize| format!("{id}-{n}");
+    let posts_with = |s: &DiscordServer, n: usize| {
+        s.requests()
+            .into_iter()
+            .filter(|r| r.method == "POST" && r.body["nonce"] == nonce(n).as_str())
+            .count()
+    };
+    server
+        .wait("the first chunk", |s| posts_with(s, 0) == 1)
+        .await;
+    let parts = || {
+        let conn = rusqlite::Connection::open(env.db()).expect("db");
+        conn.query_row("SELECT parts_sent FROM outbox", [], |r| r.get::<_, i64>(0))
+            .unwrap_or(-1)
+    };
+    wait_until(|| parts() == 1, "the first chunk recorded").await;
+    stop_with(child, Signal::SIGKILL).await;
+    server.release_posts();
+    let child = spawn_run_with(&env, &server, &extra, Some("tok"), &LOGS);
+    server
+        .wait("the last chunk", |s| {
+            s.posts(ALPHA)
+                .iter()
+                .any(|r| r.body["nonce"] == nonce(2).as_str())
+        })
+        .await;
+    assert_eq!(posts_with(&server, 0), 1, "chunk 1 was not sent again");
+    let created: Vec<String> = server
+        .posts(ALPHA)
+        .iter()
+        .filter(|r| {
+            r.body["nonce"]
+                .as_str()
+                .is_some_and(|n| n.starts_with(&id.to_string()))
+        })
+        .map(|r| r.body["nonce"].as_str().unwrap_or_default().to_string())
+        .collect();
+    assert_eq!(
+        created,
+        [nonce(0), nonce(1), nonce(2)],
+        "each chunk once, in order"
+    );
+    let text: String = server
+        .posts(ALPHA)
+        .iter()
+        .filter(|r| {
+            r.body["nonce"]
+                .as_str()
+                .is_some_and(|n| n.starts_with(&id.to_string()))
+        })
+        .map(content)
+        .collect();
+    assert_eq!(text.matches("word").count(), 900);
+    assert_eq!(env.prompts().len(), 1, "the run was not repeated");
+    wait_until(
+        || {
+            let conn = rusqlite::Connection::open(env.db()).expect("db");
+            conn.query_row("SELECT state FROM outbox", [], |r| r.get::<_, String>(0))
+                .is_ok_and(|s| s == "sent")
+        },
+        "the reply marked sent",
+    )
+    .await;
+    stop_with(child, Signal::SIGTERM).await;
+}
+
+#[actix_rt::test]
+async fn an_undelivered_reply_is_shown_as_failed_and_sent_at_the_next_start() {
+    let env = TestEnv::new();
+    let server = DiscordServer::start().await;
+    let extra = allow_alice("");
+    let vars = [
+        LOGS[0],
+        LOGS[1],
+        ("COORDINATOR__DISCORD__SEND_RETRIES", "0"),
+    ];
+    let child = spawn_run_with(&env, &server, &extra, Some("tok"), &vars);
+    server.wait_ready(1).await;
+    // The reply, its file fallback and the notice all refused.
+    server.fail_next_posts(&[403, 403, 403]);
+    let id = server.say(ALPHA, ALICE, "undeliverable for now");
+    wait_until(
+        || {
+            let conn = rusqlite::Connection::open(env.db()).expect("db");
+            conn.query_row("SELECT state FROM outbox", [], |r| r.get::<_, String>(0))
+                .is_ok_and(|s| s == "failed")
+        },
+        "the reply marked failed",
+    )
+    .await;
+    assert!(answers_to(&server, ALPHA, id).is_empty());
+    stop_with(child, Signal::SIGTERM).await;
+
+    let overlay = env.path("overlay.toml");
+    let (status, out, err) =
+        crate::support::run_with_config(&overlay, &["sessions", "show", "alpha"], "", &[]);
+    assert!(status.success(), "{err}");
+    assert!(out.contains("undelivered:   1"), "{out}");
+    assert!(out.contains("failed") && out.contains("HTTP 403"), "{out}");
+
+    let child = spawn_run_with(&env, &server, &extra, Some("tok"), &LOGS);
+    let answer = wait_answered(&server, ALPHA, id, "the reply, at last").await;
+    assert!(answer.contains("echo: undeliverable for now"), "{answer}");
+    assert_eq!(env.prompts().len(), 1, "not run again");
+    stop_with(child, Signal::SIGTERM).await;
+}
