@@ -231,9 +231,17 @@ pub struct ChannelLimits {
     pub idle_secs: u64,
     /// Prefix of coordinator commands (`!status`); empty disables them.
     pub command_prefix: String,
+    /// When the API refuses a run for a limit without saying when it resets, every
+    /// conversation waits this long, doubling while it goes on (up to 30 minutes).
+    pub usage_backoff_secs: u64,
 }
 
 impl ChannelLimits {
+    /// `usage_backoff_secs` as a duration.
+    pub fn usage_backoff(&self) -> Duration {
+        Duration::from_secs(self.usage_backoff_secs)
+    }
+
     /// After how long without messages a channel's actor stops (zero: never).
     pub fn idle(&self) -> Duration {
         Duration::from_secs(self.idle_secs)
@@ -414,8 +422,14 @@ impl Settings {
         const DAY: u64 = 86_400;
         let (c, d) = (&self.claude, &self.discord);
         let r = &self.recovery;
-        let checks: [(&str, u64, u64, u64); 18] = [
+        let checks: [(&str, u64, u64, u64); 19] = [
             ("recovery.retention_days", r.retention_days, 1, 3650),
+            (
+                "channels.usage_backoff_secs",
+                self.channels.usage_backoff_secs,
+                1,
+                1800,
+            ),
             ("recovery.catch_up_max", r.catch_up_max as u64, 0, 1000),
             (
                 "recovery.catch_up_max_age_secs",

@@ -6,7 +6,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use actix::{Actor, Addr};
-use actors::channel::{ChannelDeps, WarmPool};
+use actors::channel::{ChannelDeps, UsageGate, WarmPool};
 use actors::claude::{process_start_time, ClaudeRunner, ProcessLog};
 use actors::conversation::{ChannelProfile, ConversationRef};
 use actors::discord::{
@@ -100,6 +100,7 @@ impl Application {
         let limits = self.settings.channels.clone();
         let metrics = self.metrics.clone().recipient();
         let warm = WarmPool::new(self.settings.claude.max_warm_sessions);
+        let usage = UsageGate::new(self.settings.channels.usage_backoff());
         move |front| {
             let idle = limits.idle();
             let deps = ChannelDeps {
@@ -113,6 +114,7 @@ impl Application {
                 command_prefix: limits.command_prefix,
                 metrics,
                 warm,
+                usage,
             };
             let registry = ChannelRegistry::new(deps, idle).start();
             if let Some(restore) = restore {

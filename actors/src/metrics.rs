@@ -77,6 +77,13 @@ pub enum Metric {
         /// From asked to resolved (zero when asked).
         waited: Duration,
     },
+    /// Every conversation pauses for the account's usage limit.
+    UsagePause {
+        /// Until then.
+        until: std::time::SystemTime,
+        /// Whether the CLI announced that time (else a backoff).
+        announced: bool,
+    },
     /// The registry's state.
     Registry {
         /// Channel actors alive.
@@ -199,6 +206,9 @@ pub struct MetricsActor {
     /// Asked, allowed, denied, timed out, withdrawn.
     approvals: [u64; 5],
     approval_wait_ms: Histogram<u64>,
+    /// Usage-limit pauses so far, and the end of the latest.
+    usage_pauses: u64,
+    paused_until: Option<std::time::SystemTime>,
 }
 
 impl MetricsActor {
@@ -224,6 +234,8 @@ impl MetricsActor {
             sessions: [0; 6],
             approvals: [0; 5],
             approval_wait_ms: hist(24 * 3600 * 1000),
+            usage_pauses: 0,
+            paused_until: None,
         }
     }
 
@@ -273,6 +285,16 @@ impl MetricsActor {
         }
         let (live, spawned, stopped_idle) = self.registry;
         info!(target: "metrics", kind = "registry", live_channels = live, spawned, stopped_idle);
+        let paused = self
+            .paused_until
+            .filter(|t| *t > std::time::SystemTime::now());
+        info!(
+            target: "metrics",
+            kind = "usage",
+            paused = paused.is_some(),
+            paused_until = paused.map(|t| humantime::format_rfc3339_seconds(t).to_string()).unwrap_or_default(),
+            pauses = self.usage_pauses,
+        );
         let q = |h: &Histogram<u64>, p: f64| {
             if h.is_empty() {
                 0
@@ -432,6 +454,10 @@ impl Handler<RecordMetric> for MetricsActor {
                 stopped_idle,
             } => {
                 self.registry = (live, spawned, stopped_idle);
+            }
+            Metric::UsagePause { until, .. } => {
+                self.usage_pauses += 1;
+                self.paused_until = Some(until);
             }
         }
     }

@@ -526,3 +526,93 @@ async fn queued_messages_continue_the_conversation_while_the_store_cannot_be_wri
         assert!((r.cost_usd - 0.05).abs() < 1e-9, "{r:?}");
     }
 }
+
+fn unix_secs_from_now(secs: u64) -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .expect("clock")
+        .as_secs()
+        + secs
+}
+
+#[actix_rt::test]
+async fn a_usage_limit_pauses_every_conversation_until_it_resets_then_the_queues_run() {
+    let env = TestEnv::new();
+    let mut h = Harness::start(env.settings()).await;
+    let reset = unix_secs_from_now(3);
+    let limited = format!("first USAGELIMIT:{reset}");
+    h.send("alpha", &limited);
+    let notice = h.reply().await;
+    assert_eq!(notice.kind, ReplyKind::Notice, "{notice:?}");
+    assert!(
+        notice.text.contains("usage limit is reached"),
+        "{}",
+        notice.text
+    );
+    let reset_at = std::time::UNIX_EPOCH + std::time::Duration::from_secs(reset);
+    let shown = humantime::format_rfc3339_seconds(reset_at + std::time::Duration::from_secs(1));
+    assert!(notice.text.contains(&shown.to_string()), "{}", notice.text);
+    // Another conversation waits too (one account), and says so once.
+    h.send("beta", "beta waits");
+    let notice = h.reply().await;
+    assert_eq!(
+        (notice.kind, notice.conversation.as_str()),
+        (ReplyKind::Notice, "beta")
+    );
+    h.send("beta", "!status");
+    let status = h.reply().await;
+    assert!(
+        status.text.contains("Paused by Claude's usage limit"),
+        "{}",
+        status.text
+    );
+    assert!(status.text.contains("1 waiting"), "{}", status.text);
+    assert!(
+        !env.prompts().iter().any(|p| p == "beta waits"),
+        "ran during the pause"
+    );
+    // After the reset both run by themselves, and nothing else is said.
+    let answers = h.replies(2).await;
+    assert!(
+        std::time::SystemTime::now() >= reset_at,
+        "answered before the reset"
+    );
+    let mut texts: Vec<&str> = answers.iter().map(|r| r.text.as_str()).collect();
+    texts.sort_unstable();
+    assert_eq!(
+        texts,
+        ["echo: beta waits", format!("echo: {limited}").as_str()]
+    );
+    assert!(answers
+        .iter()
+        .all(|r| r.kind == ReplyKind::Answer && !r.is_error));
+    let prompts = env.prompts();
+    assert_eq!(
+        prompts.iter().filter(|p| **p == limited).count(),
+        2,
+        "refused once, then run"
+    );
+}
+
+#[actix_rt::test]
+async fn an_api_429_without_a_reset_time_is_waited_out_with_a_backoff() {
+    let env = TestEnv::new();
+    let mut settings = env.one_shot();
+    settings.channels.usage_backoff_secs = 1;
+    let mut h = Harness::start(settings).await;
+    let until = unix_secs_from_now(2);
+    let prompt = format!("x API429:{until}");
+    h.send("alpha", &prompt);
+    let notice = h.reply().await;
+    assert_eq!(notice.kind, ReplyKind::Notice);
+    assert!(
+        notice.text.contains("gave no reset time"),
+        "{}",
+        notice.text
+    );
+    // Refused again at least once (1 s, then 2 s), told once, then answered.
+    let answer = h.reply().await;
+    assert_eq!(answer.kind, ReplyKind::Answer, "{answer:?}");
+    assert_eq!(answer.text, format!("echo: {prompt}"));
+    assert!(env.prompts().len() >= 2, "{:?}", env.prompts());
+}

@@ -81,6 +81,12 @@ pub(super) enum JobEnd {
     NotRun(Box<DeliverReply>, Option<LiveSession>),
     /// Claude ran; the reply goes out once the record is written.
     Ran(Box<Ran>),
+    /// The account's usage limit refused the run (nothing recorded, nothing answered): the
+    /// message waits until `resets_at` (if the CLI said), with the warm process.
+    Limited {
+        resets_at: Option<std::time::SystemTime>,
+        live: Option<LiveSession>,
+    },
 }
 
 /// A run that has ended, with the record to write and the reply to send after it.
@@ -179,6 +185,13 @@ impl Job {
             }
         }
         drop(permit);
+        if let Some(resets_at) = result.as_ref().ok().and_then(RunReport::usage_limit) {
+            warn!(resets_at = ?resets_at, "the account's usage limit refused the run; the message waits");
+            return JobEnd::Limited {
+                resets_at,
+                live: self.live,
+            };
+        }
         JobEnd::Ran(Box::new(self.finish(req, &prior, &notes, &result, started)))
     }
 

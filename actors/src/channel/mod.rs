@@ -17,16 +17,22 @@
 //! `claude.approval_timeout_secs`, or withdrawn; every decision is recorded, and "always" rules
 //! are stored and passed again to every new process.
 //!
+//! A run refused by the account's usage limit is not answered: its message goes back to the
+//! head of the queue, every conversation pauses until the limit resets ([`UsageGate`]), each
+//! tells its users once, and the queued messages run by themselves afterwards.
+//!
 //! Files: this one (the actor and its queue-and-save state machine), `job` (one run, from
 //! its run slot to its reply), `command` (what the coordinator itself answers),
 //! `approvals` (pending permission requests), `warm` (the warm processes of all
-//! conversations).
+//! conversations), `usage` (the shared usage-limit pause).
 
 mod approvals;
 mod command;
 mod job;
+mod usage;
 mod warm;
 
+pub use usage::{Pause, UsageGate};
 pub use warm::WarmPool;
 
 use std::collections::VecDeque;
@@ -197,6 +203,8 @@ pub struct ChannelDeps {
     pub approvals: Recipient<ShowApproval>,
     /// The warm processes of all conversations.
     pub warm: WarmPool,
+    /// The account's usage-limit pause, shared by all conversations.
+    pub usage: UsageGate,
 }
 
 /// What a channel is doing.
@@ -222,6 +230,8 @@ pub struct ChannelStatus {
     pub warm: bool,
     /// Permission requests waiting for an answer.
     pub pending_approvals: usize,
+    /// Runs wait for the account's usage limit until then.
+    pub paused_until: Option<SystemTime>,
 }
 
 impl ChannelStatus {
@@ -251,6 +261,13 @@ impl ChannelStatus {
         if self.warm {
             text.push_str(" Claude's process is warm.");
         }
+        if let Some(until) = self.paused_until {
+            let _ = write!(
+                text,
+                " Paused by Claude's usage limit: queued messages run after {}.",
+                humantime::format_rfc3339_seconds(until)
+            );
+        }
         text
     }
 }
@@ -268,6 +285,10 @@ struct Pending {
 /// The message being worked on.
 struct Current {
     origin: Origin,
+    /// Its text and flags, to queue it again if the usage limit refuses it.
+    prompt: String,
+    late: bool,
+    stored: bool,
     accepted_at: SystemTime,
     started_at: Option<SystemTime>,
     cancel: CancellationToken,
@@ -305,6 +326,18 @@ pub struct ChannelActor {
     warm_gen: u64,
     /// Permission requests waiting for an answer.
     approvals: Approvals,
+    /// Where it stands with the usage-limit pause.
+    pause: PauseState,
+}
+
+/// A conversation's view of the usage-limit pause.
+#[derive(Debug, Default)]
+struct PauseState {
+    /// Its users were told (once, until a run goes through again: a backoff that is tried
+    /// and refused again is no news).
+    told: bool,
+    /// A start is scheduled for the end of the pause.
+    wake_scheduled: bool,
 }
 
 impl ChannelActor {
@@ -324,6 +357,7 @@ impl ChannelActor {
             warm: None,
             warm_gen: 0,
             approvals: Approvals::default(),
+            pause: PauseState::default(),
         }
     }
 
@@ -449,7 +483,64 @@ impl ChannelActor {
             total_cost_usd: record.map_or(0.0, |r| r.total_cost_usd),
             warm: self.warm.is_some(),
             pending_approvals: self.approvals.len(),
+            paused_until: self.deps.usage.paused().map(|p| p.until),
         }
+    }
+
+    /// The usage limit refused the run of `c`: it goes back to the head of the queue.
+    fn limited(&mut self, c: Current, resets_at: Option<SystemTime>) {
+        let (pause, new) = self.deps.usage.limited(resets_at);
+        if new {
+            self.deps.metrics.do_send(RecordMetric(Metric::UsagePause {
+                until: pause.until,
+                announced: pause.announced,
+            }));
+        }
+        if c.stored {
+            self.mark(c.origin.message_id, InboxState::Queued);
+        }
+        self.queue.push_front(Pending {
+            origin: c.origin,
+            prompt: c.prompt,
+            late: c.late,
+            stored: c.stored,
+        });
+        self.observe_queue();
+    }
+
+    /// While every conversation is paused for the usage limit: tells the users (once) and
+    /// schedules the next start for the end of the pause. Answers whether it is paused.
+    fn wait_for_pause(&mut self, ctx: &mut Context<Self>) -> bool {
+        let Some(pause) = self.deps.usage.paused() else {
+            return false;
+        };
+        self.tell_paused(&pause);
+        if !self.pause.wake_scheduled {
+            self.pause.wake_scheduled = true;
+            let wait = pause
+                .until
+                .duration_since(SystemTime::now())
+                .unwrap_or_default();
+            ctx.run_later(wait, |act, ctx| {
+                act.pause.wake_scheduled = false;
+                act.start_next(ctx);
+            });
+        }
+        true
+    }
+
+    /// Tells this conversation's users of `pause`, once.
+    fn tell_paused(&mut self, pause: &Pause) {
+        if self.pause.told {
+            return;
+        }
+        self.pause.told = true;
+        let Some(first) = self.queue.front().map(|p| p.origin) else {
+            return;
+        };
+        info!(channel_id = self.conversation.id, until = %humantime::format_rfc3339_seconds(pause.until), "paused by the usage limit");
+        let text = usage::pause_notice(pause, self.queue.len());
+        self.reply(first, ReplyKind::Notice, text, false);
     }
 
     fn cancel_current(&mut self, reason: CancelReason) -> bool {
@@ -678,8 +769,14 @@ impl ChannelActor {
         if self.current.is_some() {
             return;
         }
-        let Some(next) = self.queue.pop_front() else {
+        if self.queue.is_empty() {
             self.notify_if_idle();
+            return;
+        }
+        if self.wait_for_pause(ctx) {
+            return;
+        }
+        let Some(next) = self.queue.pop_front() else {
             return;
         };
         self.observe_queue();
@@ -689,6 +786,9 @@ impl ChannelActor {
         let cancel = CancellationToken::new();
         self.current = Some(Current {
             origin: next.origin,
+            prompt: next.prompt.clone(),
+            late: next.late,
+            stored: next.stored,
             accepted_at: SystemTime::now(),
             started_at: None,
             cancel: cancel.clone(),
@@ -738,39 +838,52 @@ impl ChannelActor {
                 }
                 job.execute(permit).into_actor(act)
             })
-            .map(|end, act, ctx| {
-                let current = act.current.take();
-                // The turn is over: whatever it asked and nobody answered is moot.
-                for r in act.approvals.withdraw_all() {
-                    act.publish(r, ctx);
-                }
-                let live = match end {
-                    JobEnd::NotRun(reply, live) => {
-                        act.mark(reply.origin.message_id, InboxState::Failed);
-                        act.deps.replies.do_send(*reply);
-                        live
-                    }
-                    JobEnd::Ran(mut ran) => {
-                        let shutdown =
-                            current.is_some_and(|c| c.cancel_reason == CancelReason::Shutdown);
-                        if shutdown && ran.outcome == RunOutcome::Cancelled {
-                            ran.reply.text = "Stopped: the service is restarting. The conversation is saved; please send this message again in a minute.".into();
-                        }
-                        act.carry = Some(ran.next.clone());
-                        let live = ran.live.take();
-                        act.unsaved.push_back(*ran);
-                        live
-                    }
-                };
-                match live {
-                    Some(live) => act.hold_warm(live, ctx),
-                    None => act.deps.warm.remove(act.conversation.id),
-                }
-                // The next run first: its spawn is on the critical path, the save is not.
-                act.start_next(ctx);
-                act.save_next(ctx);
-            });
+            .map(|end, act, ctx| act.job_ended(end, ctx));
         ctx.spawn(fut);
+    }
+
+    /// A job has ended: its reply goes out (after its record, if it ran), the warm process is
+    /// kept, and the next message starts.
+    fn job_ended(&mut self, end: JobEnd, ctx: &mut Context<Self>) {
+        let current = self.current.take();
+        // The turn is over: whatever it asked and nobody answered is moot.
+        for r in self.approvals.withdraw_all() {
+            self.publish(r, ctx);
+        }
+        let live = match end {
+            JobEnd::NotRun(reply, live) => {
+                self.mark(reply.origin.message_id, InboxState::Failed);
+                self.deps.replies.do_send(*reply);
+                live
+            }
+            JobEnd::Limited { resets_at, live } => {
+                if let Some(c) = current {
+                    self.limited(c, resets_at);
+                }
+                live
+            }
+            JobEnd::Ran(mut ran) => {
+                self.pause.told = false;
+                if ran.outcome == RunOutcome::Succeeded {
+                    self.deps.usage.passed();
+                }
+                let shutdown = current.is_some_and(|c| c.cancel_reason == CancelReason::Shutdown);
+                if shutdown && ran.outcome == RunOutcome::Cancelled {
+                    ran.reply.text = "Stopped: the service is restarting. The conversation is saved; please send this message again in a minute.".into();
+                }
+                self.carry = Some(ran.next.clone());
+                let live = ran.live.take();
+                self.unsaved.push_back(*ran);
+                live
+            }
+        };
+        match live {
+            Some(live) => self.hold_warm(live, ctx),
+            None => self.deps.warm.remove(self.conversation.id),
+        }
+        // The next run first: its spawn is on the critical path, the save is not.
+        self.start_next(ctx);
+        self.save_next(ctx);
     }
 
     /// Writes the oldest unwritten record, unless one is being written; then sends its reply.

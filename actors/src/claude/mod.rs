@@ -97,6 +97,8 @@ pub struct RunReport {
     pub model: Option<String>,
     /// The final result line, if the CLI printed one.
     pub result: Option<ResultLine>,
+    /// The last `rate_limit_event`, if any.
+    pub rate_limit: Option<stream_json::RateLimitInfo>,
     /// Set when the run was cancelled or timed out.
     pub stopped: Option<StopReason>,
     /// The reported cost, read per [`CostReporting`].
@@ -111,6 +113,27 @@ impl RunReport {
     /// Whether the user should see this as a failure.
     pub fn is_error(&self) -> bool {
         self.stopped.is_some() || self.result.as_ref().is_none_or(|r| r.is_error)
+    }
+
+    /// The run failed because the account may not make calls now: a usage limit (a rejected
+    /// `rate_limit_event`, or a result saying so) or an API 429 (the CLI does not retry one:
+    /// BEHAVIOUR.md). Answers when the limit resets, if the CLI said.
+    pub fn usage_limit(&self) -> Option<Option<std::time::SystemTime>> {
+        let result = self.result.as_ref().filter(|r| r.is_error)?;
+        let rejected = self.rate_limit.as_ref().filter(|r| r.is_rejected());
+        let text = result.text().to_ascii_lowercase();
+        let limited = rejected.is_some()
+            || result.api_error_status == Some(429)
+            || text.contains("usage limit")
+            || (text.contains("hit your") && text.contains("limit"));
+        if !limited || self.stopped.is_some() {
+            return None;
+        }
+        Some(
+            rejected
+                .and_then(|r| r.resets_at)
+                .map(|s| std::time::UNIX_EPOCH + std::time::Duration::from_secs(s)),
+        )
     }
 }
 

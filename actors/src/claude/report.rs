@@ -3,7 +3,7 @@
 
 use tracing::debug;
 
-use super::stream_json::{parse_line, ResultLine, StreamEvent};
+use super::stream_json::{parse_line, RateLimitInfo, ResultLine, StreamEvent};
 use super::{ClaudeConfig, RunError, RunReport, RunRequest, StopReason};
 use crate::cost::ReportedCost;
 
@@ -14,6 +14,8 @@ pub(super) struct StreamState {
     pub(super) model: Option<String>,
     pub(super) version: Option<String>,
     pub(super) result: Option<ResultLine>,
+    /// The last `rate_limit_event`.
+    pub(super) rate_limit: Option<RateLimitInfo>,
     pub(super) unparsed: usize,
     /// Lines longer than [`MAX_LINE_BYTES`], dropped.
     pub(super) too_long: usize,
@@ -42,6 +44,7 @@ impl StreamState {
                 self.version.clone_from(version);
             }
             StreamEvent::Result(r) => self.result = Some(r.clone()),
+            StreamEvent::RateLimit(r) => self.rate_limit = Some(r.clone()),
             _ => {}
         }
     }
@@ -132,6 +135,7 @@ pub(super) fn report(
             .or(state.init_session),
         model: state.model,
         result: state.result,
+        rate_limit: state.rate_limit,
         stopped,
         cost,
         exit,

@@ -58,8 +58,45 @@ pub enum StreamEvent {
         /// Whether it succeeded.
         success: bool,
     },
+    /// `rate_limit_event`: where the account stands against its usage limits (subscription
+    /// logins). Read from the 2.1.330 binary, not observed in a run (BEHAVIOUR.md): parsed
+    /// defensively.
+    RateLimit(RateLimitInfo),
     /// Anything else (tool results, partial messages, hooks).
     Other,
+}
+
+/// What a `rate_limit_event` says.
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub struct RateLimitInfo {
+    /// `allowed`, `allowed_warning` or `rejected`.
+    pub status: String,
+    /// When the limit resets, in unix seconds.
+    pub resets_at: Option<u64>,
+    /// `five_hour`, `seven_day`, …
+    pub limit_type: Option<String>,
+}
+
+impl RateLimitInfo {
+    /// Whether the account may not make calls now.
+    pub fn is_rejected(&self) -> bool {
+        self.status == "rejected"
+    }
+
+    fn parse(info: &Value) -> Self {
+        // Seconds as a number or a string; a value that big must be milliseconds.
+        let resets_at = match &info["resetsAt"] {
+            Value::Number(n) => n.as_u64().or_else(|| n.as_f64().map(|f| f.max(0.0) as u64)),
+            Value::String(s) => s.trim().parse::<f64>().ok().map(|f| f.max(0.0) as u64),
+            _ => None,
+        }
+        .map(|t| if t > 100_000_000_000 { t / 1000 } else { t });
+        Self {
+            status: info["status"].as_str().unwrap_or_default().to_string(),
+            resets_at,
+            limit_type: info["rateLimitType"].as_str().map(str::to_string),
+        }
+    }
 }
 
 /// A tool the model asked to run.
@@ -144,6 +181,7 @@ struct Line<'a> {
     request_id: Option<Cow<'a, str>>,
     request: Option<Value>,
     response: Option<Value>,
+    rate_limit_info: Option<Value>,
 }
 
 #[derive(Deserialize)]
@@ -201,6 +239,9 @@ pub fn parse_line(line: impl AsRef<[u8]>) -> Result<StreamEvent, serde_json::Err
                 success: r["subtype"] == "success",
             }
         }
+        (Some("rate_limit_event"), _) => StreamEvent::RateLimit(RateLimitInfo::parse(
+            l.rate_limit_info.as_ref().unwrap_or(&Value::Null),
+        )),
         (Some("result"), _) => StreamEvent::Result(ResultLine {
             subtype: owned(l.subtype).unwrap_or_default(),
             // A result without `is_error` is not trusted as success.
@@ -303,6 +344,37 @@ mod tests {
         };
         assert_eq!(r.session_id.as_deref(), Some("a\"b"));
         assert_eq!(r.errors, ["x", "{\"code\":1}"]);
+    }
+
+    #[test]
+    fn a_rate_limit_event_is_read_whatever_the_shape_of_its_reset_time() {
+        let read = |reset: &str| {
+            let line = format!(
+                r#"{{"type":"rate_limit_event","rate_limit_info":{{"status":"rejected","resetsAt":{reset},"rateLimitType":"five_hour"}},"session_id":"s"}}"#
+            );
+            match parse_line(line).expect("json") {
+                StreamEvent::RateLimit(r) => r,
+                other => panic!("not a rate limit: {other:?}"),
+            }
+        };
+        for reset in [
+            "1764650000",
+            "1764650000.5",
+            "\"1764650000\"",
+            "1764650000000",
+        ] {
+            let r = read(reset);
+            assert!(r.is_rejected());
+            assert_eq!(r.resets_at, Some(1_764_650_000), "{reset}");
+            assert_eq!(r.limit_type.as_deref(), Some("five_hour"));
+        }
+        assert_eq!(read("null").resets_at, None);
+        assert_eq!(read("\"soon\"").resets_at, None);
+        let StreamEvent::RateLimit(r) = parse_line(r#"{"type":"rate_limit_event"}"#).expect("json")
+        else {
+            panic!("not a rate limit");
+        };
+        assert!(!r.is_rejected());
     }
 
     #[test]

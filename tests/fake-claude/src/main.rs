@@ -23,6 +23,8 @@
 //! | `HISTORY`       | answer with the earlier prompts of this session                           |
 //! | `REPLYFILE:<path>` | answer with the contents of `<path>` (hostile replies in tests)        |
 //! | `ASKQ` / `ASKQ2` | ask `AskUserQuestion` (`p_41`); `ASKQ2` adds a multi-select question    |
+//! | `USAGELIMIT:<t>` | until unix second `t`: a subscription's usage limit — a `rate_limit_event` (`rejected`, `resetsAt` t; the shape read from the 2.1.330 binary) and the 429 result of `u_api429_stream`; after `t`, as usual |
+//! | `API429:<t>`    | until unix second `t`: the API key's 429 of `u_api429_*` (no reset time); after `t`, as usual |
 //!
 //! A prompt starting with `/<name>` where `<name>` is a built-in command runs it locally with no
 //! model call, like the real CLI, whatever `--disable-slash-commands` says (with it, the answer
@@ -318,6 +320,22 @@ fn log_event(event: &str, extra: &Value) {
         // One write per record, so records from concurrent processes do not interleave.
         let _ = f.write_all(format!("{record}\n").as_bytes());
     }
+}
+
+/// `USAGELIMIT:<t>` (announced, with a reset time) or `API429:<t>` in the prompt.
+fn limited_until(prompt: &str) -> Option<(u64, bool)> {
+    prompt.split_whitespace().find_map(|w| {
+        w.strip_prefix("USAGELIMIT:")
+            .map(|t| (t, true))
+            .or_else(|| w.strip_prefix("API429:").map(|t| (t, false)))
+            .and_then(|(t, announced)| t.parse().ok().map(|t| (t, announced)))
+    })
+}
+
+fn now_secs() -> u64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map_or(0, |d| d.as_secs())
 }
 
 /// Where the answer goes: one of the real CLI's output formats.
@@ -1158,6 +1176,47 @@ fn turn(
             code: 0,
             is_error: true,
         };
+    }
+
+    if let Some((until, announced)) = limited_until(prompt) {
+        if now_secs() < until {
+            if announced {
+                out.line(&json!({"type": "rate_limit_event", "rate_limit_info": {
+                    "status": "rejected", "resetsAt": until, "rateLimitType": "five_hour",
+                    "isUsingOverage": false}, "session_id": s.id}));
+            }
+            let text = "API Error: Request rejected (429) · Rate limited (mock)";
+            let mut line = assistant_value(
+                &s.id,
+                &s.model,
+                &msg_id,
+                &json!({"type": "text", "text": text}),
+            );
+            line["error"] = json!("rate_limit");
+            line["is_api_error_message"] = json!(true);
+            line["api_error_status"] = json!(429);
+            line["api_error_type"] = json!("rate_limit_error");
+            out.line(&line);
+            let total = s.record(prompt, 0.0);
+            s.result(
+                out,
+                "success",
+                true,
+                Some(text),
+                None,
+                total,
+                1,
+                "api_error",
+                Some(429),
+                started,
+            );
+            // u_api429_json exits 1, u_api429_stream 0.
+            let code = u8::from(out.format != "stream-json");
+            return TurnEnd::Done {
+                code,
+                is_error: true,
+            };
+        }
     }
 
     if prompt.contains("FAIL500") {
