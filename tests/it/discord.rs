@@ -849,7 +849,9 @@ async fn a_send_retried_after_its_response_was_lost_is_posted_once() {
         .wait("the retry", |srv| {
             srv.requests()
                 .iter()
-                .filter(|r| r.path == format!("/api/v10/channels/{ALPHA}/messages"))
+                .filter(|r| {
+                    r.method == "POST" && r.path == format!("/api/v10/channels/{ALPHA}/messages")
+                })
                 .count()
                 >= 2
         })
@@ -858,7 +860,7 @@ async fn a_send_retried_after_its_response_was_lost_is_posted_once() {
         .server
         .requests()
         .into_iter()
-        .filter(|r| r.path == format!("/api/v10/channels/{ALPHA}/messages"))
+        .filter(|r| r.method == "POST" && r.path == format!("/api/v10/channels/{ALPHA}/messages"))
         .collect();
     assert_eq!(sends[0].body["nonce"], format!("{id}-0"));
     assert_eq!(sends[0].body["enforce_nonce"], true);
