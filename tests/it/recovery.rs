@@ -198,6 +198,23 @@ async fn messages_posted_while_the_service_was_down_are_answered_late_in_order()
 }
 
 #[actix_rt::test]
+async fn a_live_message_during_catch_up_is_answered_after_the_older_ones() {
+    let env = TestEnv::new();
+    let server = DiscordServer::start().await;
+    let extra = allow_alice("");
+    let old = server.say(ALPHA, ALICE, "posted while down");
+    server.slow_history(std::time::Duration::from_millis(1500));
+    let child = spawn_run_with(&env, &server, &extra, Some("tok"), &LOGS);
+    server.wait_ready(1).await;
+    // Delivered live while the history is still being read.
+    let new = server.say(ALPHA, ALICE, "posted just now");
+    wait_answered(&server, ALPHA, new, "the live message").await;
+    assert_eq!(env.prompts(), ["posted while down", "posted just now"]);
+    assert_eq!(answers_to(&server, ALPHA, old).len(), 1);
+    stop_with(child, Signal::SIGTERM).await;
+}
+
+#[actix_rt::test]
 async fn a_message_delivered_again_after_a_restart_is_not_answered_twice() {
     let env = TestEnv::new();
     let server = DiscordServer::start().await;

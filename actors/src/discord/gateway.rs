@@ -94,10 +94,19 @@ struct PromptPosted {
     message: Option<MessageId>,
 }
 
-/// Route messages that history shows were posted while the service was down, oldest first.
+/// Route messages that history shows were posted in `channel` while the service was down,
+/// oldest first; then the live ones held back meanwhile.
 #[derive(Debug, Message)]
 #[rtype(result = "()")]
-struct CatchUp(Vec<DiscordMessage>);
+struct CatchUp {
+    channel: u64,
+    found: Vec<DiscordMessage>,
+}
+
+/// The catch-up has ended: route every live message still held back.
+#[derive(Debug, Message)]
+#[rtype(result = "()")]
+struct CatchUpDone;
 
 /// Answer once every reply and progress update under way has been sent (for shutdown).
 #[derive(Debug, Message)]
@@ -215,6 +224,9 @@ pub struct DiscordGateway {
     recovery: RecoveryConfig,
     /// A catch-up is under way.
     catching_up: bool,
+    /// Channels whose history is being read: their live messages wait here, so none is
+    /// answered before an older one the history holds.
+    held: HashMap<u64, Vec<DiscordMessage>>,
 }
 
 /// What the gateway is connected to besides Discord.
@@ -242,6 +254,7 @@ impl DiscordGateway {
             store: links.store,
             recovery: links.recovery,
             catching_up: false,
+            held: HashMap::new(),
             pending: 0,
             flush_waiters: Vec::new(),
             channels: channels.into_iter().map(|c| (c.profile.id, c)).collect(),
@@ -532,6 +545,10 @@ impl Handler<ReceiveMessage> for DiscordGateway {
             return;
         }
         self.seen.insert(id, ());
+        if let Some(held) = self.held.get_mut(&msg.0.channel_id.get()) {
+            held.push(*msg.0);
+            return;
+        }
         self.handle_message(msg.0, false, ctx);
     }
 }
@@ -540,7 +557,7 @@ impl Handler<CatchUp> for DiscordGateway {
     type Result = ();
 
     fn handle(&mut self, msg: CatchUp, ctx: &mut Self::Context) {
-        for m in msg.0 {
+        for m in msg.found {
             let id = m.id.get();
             if self.seen.get(id).is_some() {
                 continue;
@@ -548,6 +565,19 @@ impl Handler<CatchUp> for DiscordGateway {
             self.seen.insert(id, ());
             self.stats.caught_up.fetch_add(1, Ordering::Relaxed);
             self.handle_message(Box::new(m), true, ctx);
+        }
+        self.release_held(msg.channel, ctx);
+    }
+}
+
+impl Handler<CatchUpDone> for DiscordGateway {
+    type Result = ();
+
+    fn handle(&mut self, _: CatchUpDone, ctx: &mut Self::Context) {
+        self.catching_up = false;
+        let channels: Vec<u64> = self.held.keys().copied().collect();
+        for channel in channels {
+            self.release_held(channel, ctx);
         }
     }
 }
@@ -564,6 +594,13 @@ fn snowflake_at(at: std::time::SystemTime) -> u64 {
 }
 
 impl DiscordGateway {
+    /// Routes the live messages of `channel` held back during its catch-up.
+    fn release_held(&mut self, channel: u64, ctx: &mut Context<Self>) {
+        for m in self.held.remove(&channel).unwrap_or_default() {
+            self.handle_message(Box::new(m), false, ctx);
+        }
+    }
+
     /// Fetches what was posted while the service was down (see the module's docs) and routes
     /// it, late. One at a time: a second `READY` during a catch-up starts none.
     fn catch_up(&mut self, ctx: &mut Context<Self>) {
@@ -578,6 +615,11 @@ impl DiscordGateway {
                 .unwrap_or(std::time::UNIX_EPOCH),
         );
         let configured: Vec<u64> = self.channels.keys().copied().collect();
+        // Live messages of the configured channels wait until their history is read. (A
+        // thread's live messages do not: the inbox knows the thread only once it is read.)
+        for id in &configured {
+            self.held.entry(*id).or_default();
+        }
         let (store, out, me) = (self.store.clone(), self.outbound.clone(), ctx.address());
         let pause = self.recovery.catch_up_interval();
         let work = async move {
@@ -618,14 +660,15 @@ impl DiscordGateway {
                         messages = found.len(),
                         "caught up on messages posted while the service was down"
                     );
-                    me.do_send(CatchUp(found));
                 }
+                me.do_send(CatchUp { channel, found });
             }
             debug!(total, "catch-up done");
         };
+        // Done, or given up: whatever is still held goes on, after the catch-ups sent.
         ctx.spawn(
             work.into_actor(self)
-                .map(|(), act, _| act.catching_up = false),
+                .map(|(), _, ctx| ctx.address().do_send(CatchUpDone)),
         );
     }
 }

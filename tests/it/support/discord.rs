@@ -66,6 +66,8 @@ struct Inner {
     history: Mutex<HashMap<u64, Vec<Value>>>,
     /// Posts still let through before posts are held (unanswered until released).
     hold_after: Mutex<Option<usize>>,
+    /// How long a history read takes.
+    history_delay: Mutex<Duration>,
     /// Interactions dispatched, and whether each has had its callback.
     interactions: Mutex<HashMap<String, (bool, u64)>>,
     connection: Mutex<Option<UnboundedSender<WsCommand>>>,
@@ -172,6 +174,11 @@ impl DiscordServer {
     /// [`DiscordServer::release_posts`].
     pub fn hold_posts_after(&self, n: usize) {
         *self.inner.hold_after.lock().expect("lock") = Some(n);
+    }
+
+    /// History reads take `delay` from now on.
+    pub fn slow_history(&self, delay: Duration) {
+        *self.inner.history_delay.lock().expect("lock") = delay;
     }
 
     /// Lets held posts through.
@@ -503,6 +510,8 @@ async fn history(
     axum::extract::Query(query): axum::extract::Query<HashMap<String, String>>,
     headers: HeaderMap,
 ) -> Response {
+    let delay = *inner.history_delay.lock().expect("lock");
+    tokio::time::sleep(delay).await;
     let after: u64 = query.get("after").and_then(|v| v.parse().ok()).unwrap_or(0);
     let limit: usize = query
         .get("limit")
