@@ -124,6 +124,7 @@ impl RunReport {
         let text = result.text().to_ascii_lowercase();
         let limited = rejected.is_some()
             || result.api_error_status == Some(429)
+            || result.api_error.as_deref() == Some("usage_limit_reached")
             || text.contains("usage limit")
             || (text.contains("hit your") && text.contains("limit"));
         if !limited || self.stopped.is_some() {

@@ -58,9 +58,10 @@ pub enum StreamEvent {
         /// Whether it succeeded.
         success: bool,
     },
-    /// `rate_limit_event`: where the account stands against its usage limits (subscription
-    /// logins). Read from the 2.1.330 binary, not observed in a run (BEHAVIOUR.md): parsed
-    /// defensively.
+    /// `rate_limit_event` (subscription logins; `u_oauth_limit_stream`), or the
+    /// `api_error_params.rate_limit_info` of an API-error `assistant` line (a warm process
+    /// prints the event only once: `u_oauth_limit_live`): where the account stands against its
+    /// usage limits. Parsed defensively.
     RateLimit(RateLimitInfo),
     /// Anything else (tool results, partial messages, hooks).
     Other,
@@ -138,6 +139,8 @@ pub struct ResultLine {
     pub num_turns: u64,
     /// `api_error_status`, when an API error ended the run.
     pub api_error_status: Option<u64>,
+    /// `api_error`, e.g. `usage_limit_reached`.
+    pub api_error: Option<String>,
     /// Tools the permission mode refused, by name.
     pub permission_denials: Vec<String>,
 }
@@ -182,6 +185,9 @@ struct Line<'a> {
     request: Option<Value>,
     response: Option<Value>,
     rate_limit_info: Option<Value>,
+    api_error_params: Option<Value>,
+    #[serde(borrow)]
+    api_error: Option<Cow<'a, str>>,
 }
 
 #[derive(Deserialize)]
@@ -224,7 +230,14 @@ pub fn parse_line(line: impl AsRef<[u8]>) -> Result<StreamEvent, serde_json::Err
             max_retries: l.max_retries,
             error_status: l.error_status,
         },
-        (Some("assistant"), _) => assistant_event(l.message),
+        (Some("assistant"), _) => {
+            match l.api_error_params.as_ref().map(|p| &p["rate_limit_info"]) {
+                Some(info) if info.is_object() => {
+                    StreamEvent::RateLimit(RateLimitInfo::parse(info))
+                }
+                _ => assistant_event(l.message),
+            }
+        }
         (Some("control_request"), _) => StreamEvent::ControlRequest {
             request_id: owned(l.request_id).unwrap_or_default(),
             request: l.request.unwrap_or(Value::Null),
@@ -260,6 +273,7 @@ pub fn parse_line(line: impl AsRef<[u8]>) -> Result<StreamEvent, serde_json::Err
             total_cost_usd: l.total_cost_usd,
             num_turns: l.num_turns.unwrap_or(0),
             api_error_status: l.api_error_status,
+            api_error: owned(l.api_error),
             permission_denials: l
                 .permission_denials
                 .unwrap_or_default()

@@ -221,3 +221,21 @@ async fn the_replay_received_the_documented_flags() {
         ]
     );
 }
+
+#[actix_rt::test]
+async fn a_usage_limit_is_read_with_its_reset_time_and_an_api_key_429_without() {
+    let reset = std::time::UNIX_EPOCH + std::time::Duration::from_secs(1_796_183_334);
+    // A subscription's limit, observed with the real CLI (observed-usage-limit.md).
+    let (out, events) = run("u_oauth_limit_stream", None).await;
+    let report = out.expect("a report");
+    assert_eq!(report.usage_limit(), Some(Some(reset)));
+    assert!(events
+        .iter()
+        .any(|e| matches!(e, StreamEvent::RateLimit(r) if r.is_rejected())));
+    // The API key's 429 of ../shared: a limit, with no reset time.
+    let (out, _) = run("u_api429_stream", None).await;
+    assert_eq!(out.expect("a report").usage_limit(), Some(None));
+    // An ordinary answer is no limit.
+    let (out, _) = run("b_stream_json", None).await;
+    assert_eq!(out.expect("a report").usage_limit(), None);
+}

@@ -280,3 +280,196 @@ async fn the_store_threads_never_wait_on_each_other_in_sqlite() {
     assert_eq!(all.len(), 30);
     assert!(all.iter().all(|c| c.message_count == 10), "{all:?}");
 }
+
+fn inbound(id: u64, conversation: u64) -> actors::store::Inbound {
+    actors::store::Inbound {
+        message_id: id,
+        conversation_id: conversation,
+        profile_id: conversation,
+        conversation: format!("chan-{conversation}"),
+        channel_id: conversation,
+        author_id: 7,
+        text: format!("message {id}"),
+        attachments: vec![actors::store::AttachmentMeta {
+            name: "notes.txt".into(),
+            size: 12,
+            content_type: Some("text/plain".into()),
+            url: "https://cdn.discordapp.com/a/notes.txt".into(),
+        }],
+        late: false,
+    }
+}
+
+fn reply_to(id: u64, conversation: u64) -> actors::store::Outgoing {
+    actors::store::Outgoing {
+        message_id: id,
+        conversation_id: conversation,
+        conversation: format!("chan-{conversation}"),
+        channel_id: conversation,
+        author_id: 7,
+        kind: "answer".into(),
+        is_error: false,
+        text: format!("echo: message {id}"),
+        session_id: Some("s1".into()),
+        cost_usd: 0.01,
+        parts_sent: 0,
+        state: "pending".into(),
+        error: None,
+    }
+}
+
+#[actix_rt::test]
+async fn the_inbox_drops_copies_moves_states_forward_and_hands_back_the_unfinished() {
+    use actors::store::{AcceptMessage, InboxState, MarkMessage, RetryInterrupted, TakeUnfinished};
+    let dir = tempfile::tempdir().expect("tmp");
+    let store = start(&config(&dir));
+    let send = |m| store.send(m);
+    for id in [10, 11, 12] {
+        assert!(send(AcceptMessage(inbound(id, 1)))
+            .await
+            .expect("mailbox")
+            .expect("accept"));
+    }
+    assert!(
+        !send(AcceptMessage(inbound(11, 1)))
+            .await
+            .expect("mailbox")
+            .expect("accept"),
+        "a copy"
+    );
+    let mark = |id, state| {
+        store.send(MarkMessage {
+            message_id: id,
+            state,
+        })
+    };
+    assert!(mark(10, InboxState::Running)
+        .await
+        .expect("mailbox")
+        .expect("mark"));
+    // Answered, then a late "running" from another store thread: the row stays answered.
+    let mut answered = run(1, "s1", first_run(0.01));
+    answered.reply = Some(reply_to(10, 1));
+    store
+        .send(answered)
+        .await
+        .expect("mailbox")
+        .expect("record");
+    assert!(!mark(10, InboxState::Running)
+        .await
+        .expect("mailbox")
+        .expect("mark"));
+    assert!(mark(11, InboxState::Running)
+        .await
+        .expect("mailbox")
+        .expect("mark"));
+    // A restart: 11 was running (now interrupted), 12 queued; 10 is done.
+    let left = store
+        .send(TakeUnfinished)
+        .await
+        .expect("mailbox")
+        .expect("take");
+    let ids: Vec<(u64, bool)> = left
+        .iter()
+        .map(|u| (u.inbound.message_id, u.interrupted))
+        .collect();
+    assert_eq!(ids, [(11, true), (12, false)]);
+    assert_eq!(left[1].inbound.attachments[0].name, "notes.txt");
+    let retried = store
+        .send(RetryInterrupted { conversation_id: 1 })
+        .await
+        .expect("mailbox")
+        .expect("retry");
+    assert_eq!(retried.map(|m| m.message_id), Some(11));
+    let again = store
+        .send(RetryInterrupted { conversation_id: 1 })
+        .await
+        .expect("mailbox")
+        .expect("retry");
+    assert!(again.is_none(), "queued again only once");
+}
+
+#[actix_rt::test]
+async fn the_outbox_records_delivery_part_by_part_and_pruning_keeps_what_catch_up_needs() {
+    use actors::store::{
+        AcceptMessage, Delivery, ListLastSeen, ListUndelivered, PruneDelivered, RecordDelivery,
+    };
+    let dir = tempfile::tempdir().expect("tmp");
+    let store = start(&config(&dir));
+    for id in [20, 21] {
+        store
+            .send(AcceptMessage(inbound(id, 2)))
+            .await
+            .expect("mailbox")
+            .expect("accept");
+        let mut r = run(2, "s1", first_run(0.01));
+        r.reply = Some(reply_to(id, 2));
+        store.send(r).await.expect("mailbox").expect("record");
+    }
+    let deliver = |id, state| {
+        store.send(RecordDelivery {
+            message_id: id,
+            state,
+        })
+    };
+    deliver(20, Delivery::Posted(2))
+        .await
+        .expect("mailbox")
+        .expect("posted");
+    // Out of order: fewer parts never lower the count.
+    deliver(20, Delivery::Posted(1))
+        .await
+        .expect("mailbox")
+        .expect("posted");
+    deliver(21, Delivery::Failed("Discord answered HTTP 403".into()))
+        .await
+        .expect("mailbox")
+        .expect("failed");
+    let undelivered = store
+        .send(ListUndelivered {
+            conversation_id: Some(2),
+        })
+        .await
+        .expect("mailbox")
+        .expect("list");
+    let seen: Vec<(u64, usize, &str)> = undelivered
+        .iter()
+        .map(|o| (o.message_id, o.parts_sent, o.state.as_str()))
+        .collect();
+    assert_eq!(seen, [(20, 2, "pending"), (21, 0, "failed")]);
+    deliver(20, Delivery::Sent)
+        .await
+        .expect("mailbox")
+        .expect("sent");
+    deliver(20, Delivery::Failed("late".into()))
+        .await
+        .expect("mailbox")
+        .expect("noop");
+    deliver(21, Delivery::Sent)
+        .await
+        .expect("mailbox")
+        .expect("sent");
+    let left = store
+        .send(ListUndelivered {
+            conversation_id: None,
+        })
+        .await
+        .expect("mailbox")
+        .expect("list");
+    assert!(left.is_empty(), "{left:?}");
+    // Everything is finished and older than "now + 1 s": all goes but the newest inbox row.
+    let pruned = store
+        .send(PruneDelivered {
+            before_ms: actors::store::unix_ms() + 1000,
+        })
+        .await
+        .expect("mailbox")
+        .expect("prune");
+    assert_eq!(pruned, 3, "one inbox row and both replies");
+    let last = store
+        .send(ListLastSeen)
+        .await
+        .expect("mailbox")
+        .expect("last");
+    assert_eq!(last.iter().map(|l| l.message_id).collect::<Vec<_>>(), [21]);
+}

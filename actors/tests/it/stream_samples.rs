@@ -69,3 +69,30 @@ fn key_order_does_not_matter() {
         assert!(r.total_cost_usd.is_some_and(|c| c > 0.0), "{name}");
     }
 }
+
+#[test]
+fn a_warm_process_names_the_reset_time_again_in_its_error_line() {
+    // The second turn of u_oauth_limit_live has no rate_limit_event: the assistant line's
+    // api_error_params carry it.
+    let text = sample("u_oauth_limit_live.stdout");
+    let limits: Vec<usize> = text
+        .lines()
+        .map(|l| parse_line(l).expect("json"))
+        .enumerate()
+        .filter(
+            |(_, e)| matches!(e, StreamEvent::RateLimit(r) if r.resets_at == Some(1_796_183_334)),
+        )
+        .map(|(i, _)| i)
+        .collect();
+    let results: Vec<usize> = text
+        .lines()
+        .map(|l| parse_line(l).expect("json"))
+        .enumerate()
+        .filter(|(_, e)| matches!(e, StreamEvent::Result(r) if r.api_error.as_deref() == Some("usage_limit_reached")))
+        .map(|(i, _)| i)
+        .collect();
+    assert_eq!(results.len(), 2, "two turns");
+    // Each turn has a rate limit with the reset time before its result.
+    assert!(limits.iter().any(|&i| i < results[0]));
+    assert!(limits.iter().any(|&i| i > results[0] && i < results[1]));
+}

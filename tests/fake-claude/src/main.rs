@@ -23,7 +23,7 @@
 //! | `HISTORY`       | answer with the earlier prompts of this session                           |
 //! | `REPLYFILE:<path>` | answer with the contents of `<path>` (hostile replies in tests)        |
 //! | `ASKQ` / `ASKQ2` | ask `AskUserQuestion` (`p_41`); `ASKQ2` adds a multi-select question    |
-//! | `USAGELIMIT:<t>` | until unix second `t`: a subscription's usage limit — a `rate_limit_event` (`rejected`, `resetsAt` t; the shape read from the 2.1.330 binary) and the 429 result of `u_api429_stream`; after `t`, as usual |
+//! | `USAGELIMIT:<t>` | until unix second `t`: a subscription's usage limit as observed (`u_oauth_limit_*`): a `rate_limit_event` (once per process), the error line with `api_error_params`, the `usage_limit_reached` result, exit 1; after `t`, as usual |
 //! | `API429:<t>`    | until unix second `t`: the API key's 429 of `u_api429_*` (no reset time); after `t`, as usual |
 //!
 //! A prompt starting with `/<name>` where `<name>` is a built-in command runs it locally with no
@@ -322,7 +322,79 @@ fn log_event(event: &str, extra: &Value) {
     }
 }
 
-/// `USAGELIMIT:<t>` (announced, with a reset time) or `API429:<t>` in the prompt.
+/// A turn refused for a limit until `until`: a subscription's usage limit
+/// (`u_oauth_limit_stream`, `u_oauth_limit_live`), or an API key's 429 (`u_api429_stream`).
+fn usage_limited(
+    s: &mut Session,
+    out: &mut Out,
+    prompt: &str,
+    msg_id: &str,
+    until: u64,
+    subscription: bool,
+    started: Instant,
+) -> TurnEnd {
+    let info = json!({"status": "rejected", "resetsAt": until, "rateLimitType": "five_hour",
+                      "overageStatus": "rejected", "isUsingOverage": false});
+    if subscription && !s.limit_announced {
+        s.limit_announced = true;
+        let mut event = info.clone();
+        event["unifiedWindows"] =
+            json!({"five_hour": {"utilization": 1, "resetsAt": until, "status": "rejected"}});
+        out.line(
+            &json!({"type": "rate_limit_event", "rate_limit_info": event,
+                         "uuid": new_uuid(), "session_id": s.id}),
+        );
+    }
+    let text = if subscription {
+        let (h, m) = ((until / 3600) % 24, (until / 60) % 60);
+        let (h12, half) = (
+            if h % 12 == 0 { 12 } else { h % 12 },
+            if h < 12 { "am" } else { "pm" },
+        );
+        format!("You've hit your limit · resets {h12}:{m:02}{half} (UTC)")
+    } else {
+        "API Error: Request rejected (429) · Rate limited (mock)".to_string()
+    };
+    let mut line = assistant_value(
+        &s.id,
+        &s.model,
+        msg_id,
+        &json!({"type": "text", "text": text}),
+    );
+    line["error"] = json!("rate_limit");
+    line["is_api_error_message"] = json!(true);
+    line["api_error_status"] = json!(429);
+    line["api_error_type"] = json!("rate_limit_error");
+    if subscription {
+        line["api_error"] = json!("usage_limit_reached");
+        line["api_error_params"] = json!({"rate_limit_info": info});
+    }
+    out.line(&line);
+    let total = s.record(prompt, 0.0);
+    s.api_error = subscription.then_some("usage_limit_reached");
+    s.result(
+        out,
+        "success",
+        true,
+        Some(&text),
+        None,
+        total,
+        1,
+        "api_error",
+        Some(429),
+        started,
+    );
+    s.api_error = None;
+    // A subscription's limit exits 1 in both formats; the API key's 429 exits 0 with
+    // stream-json (`u_api429_stream`) and 1 with json.
+    let code = u8::from(subscription || out.format != "stream-json");
+    TurnEnd::Done {
+        code,
+        is_error: true,
+    }
+}
+
+/// `USAGELIMIT:<t>` (a subscription, with a reset time) or `API429:<t>` in the prompt.
 fn limited_until(prompt: &str) -> Option<(u64, bool)> {
     prompt.split_whitespace().find_map(|w| {
         w.strip_prefix("USAGELIMIT:")
@@ -757,6 +829,10 @@ struct Session {
     state: SessionState,
     /// Tool calls denied in this turn, for the result's `permission_denials`.
     denials: Vec<Value>,
+    /// A `rate_limit_event` was printed: a warm process prints it once (`u_oauth_limit_live`).
+    limit_announced: bool,
+    /// The next result's `api_error` (`usage_limit_reached`).
+    api_error: Option<&'static str>,
 }
 
 /// How a turn ended.
@@ -833,6 +909,9 @@ impl Session {
             duration_ms: started.elapsed().as_millis(),
         });
         v["permission_denials"] = json!(self.denials);
+        if let Some(e) = self.api_error {
+            v["api_error"] = json!(e);
+        }
         // Before the result: whoever reads the result may look at the log at once.
         log_event("turn_end", &json!({}));
         out.result(&v);
@@ -1075,6 +1154,8 @@ fn open_session(
             .and_then(|v| v.parse().ok())
             .unwrap_or(0.05),
         disable_slash_commands: args.disable_slash_commands,
+        limit_announced: false,
+        api_error: None,
         state: SessionState::new(
             mode,
             version,
@@ -1178,44 +1259,9 @@ fn turn(
         };
     }
 
-    if let Some((until, announced)) = limited_until(prompt) {
+    if let Some((until, subscription)) = limited_until(prompt) {
         if now_secs() < until {
-            if announced {
-                out.line(&json!({"type": "rate_limit_event", "rate_limit_info": {
-                    "status": "rejected", "resetsAt": until, "rateLimitType": "five_hour",
-                    "isUsingOverage": false}, "session_id": s.id}));
-            }
-            let text = "API Error: Request rejected (429) · Rate limited (mock)";
-            let mut line = assistant_value(
-                &s.id,
-                &s.model,
-                &msg_id,
-                &json!({"type": "text", "text": text}),
-            );
-            line["error"] = json!("rate_limit");
-            line["is_api_error_message"] = json!(true);
-            line["api_error_status"] = json!(429);
-            line["api_error_type"] = json!("rate_limit_error");
-            out.line(&line);
-            let total = s.record(prompt, 0.0);
-            s.result(
-                out,
-                "success",
-                true,
-                Some(text),
-                None,
-                total,
-                1,
-                "api_error",
-                Some(429),
-                started,
-            );
-            // u_api429_json exits 1, u_api429_stream 0.
-            let code = u8::from(out.format != "stream-json");
-            return TurnEnd::Done {
-                code,
-                is_error: true,
-            };
+            return usage_limited(s, out, prompt, &msg_id, until, subscription, started);
         }
     }
 

@@ -505,3 +505,79 @@ fn an_interrupt_while_a_request_is_pending_withdraws_it_like_the_real_cli() {
     assert!(result.get("result").is_none());
     assert!(!file.exists());
 }
+
+#[test]
+fn a_usage_limit_looks_like_the_real_clis_and_a_warm_process_announces_it_once() {
+    let until = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .expect("clock")
+        .as_secs()
+        + 3600;
+    let stand = Stand::new();
+    let prompt = format!("hello USAGELIMIT:{until}");
+    let out = stand.run(&[
+        "-p",
+        "--output-format",
+        "stream-json",
+        "--verbose",
+        "--",
+        &prompt,
+    ]);
+    let real = sample("u_oauth_limit_stream.stdout");
+    let fake = String::from_utf8_lossy(&out.stdout).to_string();
+    assert_eq!(types(&fake), types(&real));
+    assert_eq!(
+        out.status.code(),
+        Some(1),
+        "exit 1, as u_oauth_limit_stream.rc"
+    );
+    let lines = |t: &str| -> Vec<Value> {
+        t.lines()
+            .map(|l| serde_json::from_str(l).expect("json"))
+            .collect()
+    };
+    let (real, fake) = (lines(&real), lines(&fake));
+    for (r, f) in real.iter().zip(&fake).skip(1) {
+        let missing: Vec<_> = keys(r)
+            .into_iter()
+            .filter(|k| {
+                !keys(f).contains(k) && !["timestamp", "request_id", "uuid"].contains(&k.as_str())
+            })
+            .collect();
+        assert!(
+            missing.is_empty() || r["type"] == "result",
+            "{} lacks {missing:?}",
+            r["type"]
+        );
+    }
+    assert_eq!(fake[1]["rate_limit_info"]["resetsAt"], until);
+    assert_eq!(
+        fake[2]["api_error_params"]["rate_limit_info"]["resetsAt"],
+        until
+    );
+    let result = fake.last().expect("result");
+    assert_eq!(result["api_error"], "usage_limit_reached");
+    assert!(result["result"]
+        .as_str()
+        .is_some_and(|t| t.starts_with("You've hit your limit · resets ")));
+
+    // A warm process: the event once, the error line every turn (u_oauth_limit_live).
+    let mut child = stand.stream_input(&[]);
+    let mut stdin = child.stdin.take().expect("stdin");
+    for _ in 0..2 {
+        let line = json_user_line(&prompt);
+        std::io::Write::write_all(&mut stdin, line.as_bytes()).expect("write");
+    }
+    drop(stdin);
+    let out = child.wait_with_output().expect("wait");
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert_eq!(text.matches("\"rate_limit_event\"").count(), 1, "{text}");
+    assert_eq!(text.matches("usage_limit_reached").count(), 4, "{text}");
+}
+
+fn json_user_line(text: &str) -> String {
+    format!(
+        "{}\n",
+        serde_json::json!({"type": "user", "message": {"role": "user", "content": [{"type": "text", "text": text}]}})
+    )
+}

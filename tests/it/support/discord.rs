@@ -285,9 +285,12 @@ impl DiscordServer {
         data["member"] = json!({"roles": [], "joined_at": "2026-01-01T00:00:00+00:00", "deaf": false, "mute": false});
         edit(&mut data);
         self.keep(channel, &data);
-        // No bot connected: it is only in the history, as on Discord while a bot is down.
-        if self.connected() {
-            self.dispatch("MESSAGE_CREATE", &data);
+        // No bot connected: it is only in the history, as on Discord while a bot is down (or
+        // one that is dying: what is in flight on its connection is lost with it).
+        let seq = self.inner.seq.fetch_add(1, Ordering::SeqCst) + 1;
+        let frame = json!({"op": 0, "s": seq, "t": "MESSAGE_CREATE", "d": data});
+        if let Some(conn) = self.inner.connection.lock().expect("lock").as_ref() {
+            let _ = conn.send(WsCommand::Send(frame));
         }
         id
     }
