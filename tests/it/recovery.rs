@@ -198,6 +198,27 @@ async fn messages_posted_while_the_service_was_down_are_answered_late_in_order()
 }
 
 #[actix_rt::test]
+async fn a_thread_the_inbox_knows_is_caught_up_too() {
+    let env = TestEnv::new();
+    let server = DiscordServer::start().await;
+    let extra = allow_alice("");
+    let thread = 880_000_000_000_000_001;
+    server.add_thread(thread, ALPHA, "fix-login");
+    let child = spawn_run_with(&env, &server, &extra, Some("tok"), &LOGS);
+    server.wait_ready(1).await;
+    let first = server.say(thread, ALICE, "in the thread");
+    wait_answered(&server, thread, first, "the thread's answer").await;
+    stop_with(child, Signal::SIGTERM).await;
+    wait_until(|| !server.is_connected(), "the bot to be gone").await;
+    let later = server.say(thread, ALICE, "thread, while down");
+    let child = spawn_run_with(&env, &server, &extra, Some("tok"), &LOGS);
+    let answer = wait_answered(&server, thread, later, "the thread caught up").await;
+    assert!(answer.contains("Answered late"), "{answer}");
+    assert_eq!(env.prompts(), ["in the thread", "thread, while down"]);
+    stop_with(child, Signal::SIGTERM).await;
+}
+
+#[actix_rt::test]
 async fn a_live_message_during_catch_up_is_answered_after_the_older_ones() {
     let env = TestEnv::new();
     let server = DiscordServer::start().await;
