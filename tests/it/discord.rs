@@ -1036,3 +1036,32 @@ async fn questions_are_select_menus_answered_once_all_are_chosen() {
         "{reply}"
     );
 }
+
+#[actix_rt::test]
+async fn a_rate_limited_post_is_retried_no_sooner_than_discord_asked_in_proxy_mode() {
+    let env = TestEnv::new();
+    // The backoff alone would retry after 20 ms.
+    let s = start(&env).await;
+    s.server.rate_limit_next_posts(&[1.2, 0.3]);
+    let id = s.server.say(ALPHA, ALICE, "wait for it");
+    s.server
+        .wait("the answer", |srv| {
+            srv.answer_texts(ALPHA)
+                .iter()
+                .any(|t| t == "echo: wait for it")
+        })
+        .await;
+    let tries: Vec<_> = s
+        .server
+        .requests()
+        .into_iter()
+        .filter(|r| r.method == "POST" && r.body["nonce"] == format!("{id}-0"))
+        .collect();
+    assert_eq!(
+        tries.iter().map(|r| r.status).collect::<Vec<_>>(),
+        [429, 429, 200]
+    );
+    assert!(tries[1].at - tries[0].at >= std::time::Duration::from_millis(1200));
+    assert!(tries[2].at - tries[1].at >= std::time::Duration::from_millis(300));
+    assert_eq!(s.server.answer_texts(ALPHA), ["echo: wait for it"]);
+}

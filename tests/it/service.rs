@@ -195,7 +195,12 @@ async fn sigterm_during_a_slow_run_stops_cleanly_and_the_next_start_resumes() {
     server
         .wait("answer after restart", |s| s.answer_texts(ALPHA).len() >= 2)
         .await;
-    assert_eq!(server.answer_texts(ALPHA)[1], "history: be SLOW please");
+    assert_eq!(
+        server.answer_texts(ALPHA)[1],
+        "history: be SLOW please",
+        "{:?}",
+        server.answer_texts(ALPHA)
+    );
     let argv = support::argv_of(&env.starts()[1]);
     assert!(argv.contains(&"--resume".to_string()), "{argv:?}");
     assert!(stop_with(child, Signal::SIGTERM).await.status.success());

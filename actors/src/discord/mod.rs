@@ -15,6 +15,7 @@ pub mod chunking;
 mod events;
 pub mod gateway;
 pub mod outbound;
+pub mod proxied;
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -147,8 +148,17 @@ impl GatewaySetup {
             })
             .await?;
         let stats = Arc::new(GatewayStats::default());
+        let proxied = self.discord.is_proxied().then(|| {
+            proxied::ProxiedPoster::new(
+                &self.discord.api_base_url,
+                token.clone(),
+                self.discord.send_retries,
+                Arc::clone(&stats.rest),
+            )
+        });
         let outbound = Outbound {
             http: Arc::clone(&client.http),
+            proxied,
             max_chunks: self.discord.max_chunks.max(1),
             send_retries: self.discord.send_retries,
             backoff: self.discord.retry_backoff(),

@@ -6,9 +6,10 @@
 //! created the message after all — returns the message already posted instead of a second copy.
 //!
 //! A send that fails with 429, a 5xx or a connection error is retried up to `send_retries`
-//! times (with the ratelimiter on, serenity already waits out 429s itself; in proxy mode it
-//! hands them to us). A reply that still cannot be sent is logged with its channel and message
-//! ids — never dropped silently.
+//! times. A 429 is waited out as long as it asks: with the ratelimiter on, serenity does that
+//! itself; in proxy mode message posts go through [`super::proxied`], which reads the wait
+//! serenity's errors drop. A reply that still cannot be sent is logged with its channel and
+//! message ids — never dropped silently.
 
 use std::fmt::Write as _;
 use std::future::Future;
@@ -34,6 +35,8 @@ use crate::store::Delivery;
 pub struct Outbound {
     /// Serenity's HTTP client.
     pub http: Arc<Http>,
+    /// In proxy mode: message posts, with 429s waited out as asked.
+    pub proxied: Option<super::proxied::ProxiedPoster>,
     /// Beyond this many chunks a reply goes as a `.md` file with a preview.
     pub max_chunks: usize,
     /// Retries after the first attempt.
@@ -280,6 +283,26 @@ impl Outbound {
         }
     }
 
+    /// Creates one message (with `file` as `reply.md`), through serenity or, in proxy mode,
+    /// our own request.
+    async fn create(
+        &self,
+        channel: ChannelId,
+        message: CreateMessage,
+        file: Option<&[u8]>,
+    ) -> Result<serenity::all::Message, serenity::Error> {
+        if let Some(p) = &self.proxied {
+            return p
+                .post(channel, &message, file.map(|b| (b, "reply.md")))
+                .await;
+        }
+        let message = match file {
+            Some(b) => message.add_file(CreateAttachment::bytes(b.to_vec(), "reply.md")),
+            None => message,
+        };
+        channel.send_message(&*self.http, message).await
+    }
+
     /// One message, retried; falls back to a plain message if the one it answers is gone.
     async fn send_one(
         &self,
@@ -299,24 +322,19 @@ impl Outbound {
             if let Some(id) = reference {
                 m = m.reference_message((channel, MessageId::new(id.max(1))));
             }
-            if let Some(bytes) = file {
-                m = m.add_file(CreateAttachment::bytes(bytes.to_vec(), "reply.md"));
-            }
             m
         };
         let first = self
             .with_retry("send message", || {
-                channel.send_message(&*self.http, build(reply_to))
+                self.create(channel, build(reply_to), file)
             })
             .await;
         match first {
             Err(e) if reply_to.is_some() && status_of(&e) == Some(400) => {
                 debug!(error = %e, "reply refused (original message gone?); sending without reference");
-                self.with_retry("send message", || {
-                    channel.send_message(&*self.http, build(None))
-                })
-                .await
-                .map(|m| m.id)
+                self.with_retry("send message", || self.create(channel, build(None), file))
+                    .await
+                    .map(|m| m.id)
             }
             other => other.map(|m| m.id),
         }
@@ -343,9 +361,7 @@ impl Outbound {
                 .enforce_nonce(true)
         };
         match self
-            .with_retry("post prompt", || {
-                channel_id.send_message(&*self.http, build())
-            })
+            .with_retry("post prompt", || self.create(channel_id, build(), None))
             .await
         {
             Ok(m) => Some(m.id),

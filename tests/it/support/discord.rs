@@ -45,6 +45,8 @@ pub struct Recorded {
     pub status: u16,
     /// Whether this request created a message (a repeated nonce creates none).
     pub created: bool,
+    /// When it arrived.
+    pub at: Instant,
 }
 
 enum WsCommand {
@@ -68,6 +70,8 @@ struct Inner {
     hold_after: Mutex<Option<usize>>,
     /// How long a history read takes.
     history_delay: Mutex<Duration>,
+    /// Posts to answer with 429, and the `retry_after` (seconds) each names.
+    rate_limits: Mutex<VecDeque<f64>>,
     /// Interactions dispatched, and whether each has had its callback.
     interactions: Mutex<HashMap<String, (bool, u64)>>,
     connection: Mutex<Option<UnboundedSender<WsCommand>>>,
@@ -174,6 +178,12 @@ impl DiscordServer {
     /// [`DiscordServer::release_posts`].
     pub fn hold_posts_after(&self, n: usize) {
         *self.inner.hold_after.lock().expect("lock") = Some(n);
+    }
+
+    /// The next posts are rate-limited: 429 with `retry_after` (header and body) of each
+    /// value, in seconds.
+    pub fn rate_limit_next_posts(&self, waits: &[f64]) {
+        self.inner.rate_limits.lock().expect("lock").extend(waits);
     }
 
     /// History reads take `delay` from now on.
@@ -463,6 +473,7 @@ fn record(
         auth,
         status,
         created: false,
+        at: Instant::now(),
     });
 }
 
@@ -566,19 +577,13 @@ async fn wait_if_held(inner: &Inner) {
     }
 }
 
-async fn create_message(
-    State(inner): State<Arc<Inner>>,
-    Path(id): Path<u64>,
-    req: Request,
-) -> Response {
-    wait_if_held(&inner).await;
-    let headers = req.headers().clone();
-    let path = format!("/api/v10/channels/{id}/messages");
+/// A message post's JSON body (for multipart: `payload_json`) and its files.
+async fn read_post(req: Request, headers: &HeaderMap) -> (Value, Vec<(String, String, Vec<u8>)>) {
     let multipart = headers
         .get("content-type")
         .and_then(|v| v.to_str().ok())
         .is_some_and(|v| v.starts_with("multipart/"));
-    let (body, files) = if multipart {
+    if multipart {
         let mut form = Multipart::from_request(req, &()).await.expect("multipart");
         let (mut body, mut files) = (Value::Null, Vec::new());
         while let Ok(Some(field)) = form.next_field().await {
@@ -598,7 +603,29 @@ async fn create_message(
             serde_json::from_slice(&bytes).unwrap_or(Value::Null),
             Vec::new(),
         )
-    };
+    }
+}
+
+async fn create_message(
+    State(inner): State<Arc<Inner>>,
+    Path(id): Path<u64>,
+    req: Request,
+) -> Response {
+    wait_if_held(&inner).await;
+    let headers = req.headers().clone();
+    let path = format!("/api/v10/channels/{id}/messages");
+    let (body, files) = read_post(req, &headers).await;
+    let limited = inner.rate_limits.lock().expect("lock").pop_front();
+    if let Some(wait) = limited {
+        record(&inner, "POST", path, body, files, &headers, 429);
+        let body = json!({"message": "You are being rate limited.", "retry_after": wait, "global": false, "code": 0});
+        return (
+            StatusCode::TOO_MANY_REQUESTS,
+            [("retry-after", wait.to_string())],
+            Json(body),
+        )
+            .into_response();
+    }
     if let Some(status) = inner.post_failures.lock().expect("lock").pop_front() {
         record(&inner, "POST", path, body, files, &headers, status);
         return error_response(status);
