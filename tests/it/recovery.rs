@@ -198,6 +198,29 @@ async fn messages_posted_while_the_service_was_down_are_answered_late_in_order()
 }
 
 #[actix_rt::test]
+async fn after_a_gateway_session_that_could_not_be_resumed_the_gap_is_caught_up() {
+    let env = TestEnv::new();
+    let server = DiscordServer::start().await;
+    let extra = allow_alice("");
+    let child = spawn_run_with(&env, &server, &extra, Some("tok"), &LOGS);
+    server.wait_ready(1).await;
+    let before = server.say(ALPHA, ALICE, "before");
+    wait_answered(&server, ALPHA, before, "the first answer").await;
+    server.invalidate_session();
+    // Discord does not deliver this one: the bot has no session.
+    let gap = server.say(ALPHA, ALICE, "in the gap");
+    server.wait_ready(2).await;
+    let answer = wait_answered(&server, ALPHA, gap, "the gap's message").await;
+    assert!(
+        answer.contains("Answered late") && answer.contains("echo: in the gap"),
+        "{answer}"
+    );
+    assert_eq!(server.resumes(), 0, "a new session, not a resumed one");
+    assert_eq!(env.prompts(), ["before", "in the gap"]);
+    stop_with(child, Signal::SIGTERM).await;
+}
+
+#[actix_rt::test]
 async fn a_thread_the_inbox_knows_is_caught_up_too() {
     let env = TestEnv::new();
     let server = DiscordServer::start().await;

@@ -416,6 +416,14 @@ impl DiscordServer {
         message_json(id, channel, BOT_ID, true, &content(r))
     }
 
+    /// Ends the gateway session for good (`INVALID_SESSION`, not resumable): serenity waits
+    /// ~5 s and identifies afresh. Until its new `READY`, messages said are only in the history.
+    pub fn invalidate_session(&self) {
+        if let Some(conn) = self.inner.connection.lock().expect("lock").take() {
+            let _ = conn.send(WsCommand::Send(json!({"op": 9, "d": false})));
+        }
+    }
+
     /// Closes the gateway connection with `code` (serenity reconnects and resumes).
     pub fn drop_connection(&self, code: u16) {
         if let Some(conn) = self.inner.connection.lock().expect("lock").take() {
