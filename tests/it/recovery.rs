@@ -18,6 +18,17 @@ fn allow_alice(more: &str) -> String {
     format!("[access]\nallowed_users = [{ALICE}]\n{more}")
 }
 
+/// A deployment, the test server, and the service running against it (connected), with
+/// `more` settings besides Alice's access.
+async fn up(more: &str) -> (TestEnv, DiscordServer, String, std::process::Child) {
+    let env = TestEnv::new();
+    let server = DiscordServer::start().await;
+    let extra = allow_alice(more);
+    let child = spawn_run_with(&env, &server, &extra, Some("tok"), &LOGS);
+    server.wait_ready(1).await;
+    (env, server, extra, child)
+}
+
 /// The bot's messages in `channel` that reply to message `id` (a reply's first chunk, a notice).
 fn answers_to(server: &DiscordServer, channel: u64, id: u64) -> Vec<String> {
     server
@@ -60,11 +71,7 @@ async fn wait_answered(server: &DiscordServer, channel: u64, id: u64, what: &str
 
 #[actix_rt::test]
 async fn after_kill_9_the_queued_messages_run_in_order_and_the_interrupted_one_waits_for_retry() {
-    let env = TestEnv::new();
-    let server = DiscordServer::start().await;
-    let extra = allow_alice("");
-    let child = spawn_run_with(&env, &server, &extra, Some("tok"), &LOGS);
-    server.wait_ready(1).await;
+    let (env, server, extra, child) = up("").await;
     let gate = env.gate("g");
     let first = server.say(ALPHA, ALICE, &format!("first GATE:{}", gate.display()));
     wait_until(|| env.prompts().len() == 1, "the first run").await;
@@ -114,11 +121,7 @@ async fn after_kill_9_the_queued_messages_run_in_order_and_the_interrupted_one_w
 
 #[actix_rt::test]
 async fn with_rerun_interrupted_the_interrupted_message_runs_again_by_itself() {
-    let env = TestEnv::new();
-    let server = DiscordServer::start().await;
-    let extra = allow_alice("[recovery]\nrerun_interrupted = true\n");
-    let child = spawn_run_with(&env, &server, &extra, Some("tok"), &LOGS);
-    server.wait_ready(1).await;
+    let (env, server, extra, child) = up("[recovery]\nrerun_interrupted = true\n").await;
     let gate = env.gate("g");
     let first = server.say(ALPHA, ALICE, &format!("first GATE:{}", gate.display()));
     wait_until(|| env.prompts().len() == 1, "the first run").await;
@@ -134,11 +137,7 @@ async fn with_rerun_interrupted_the_interrupted_message_runs_again_by_itself() {
 
 #[actix_rt::test]
 async fn messages_posted_while_the_service_was_down_are_answered_late_in_order() {
-    let env = TestEnv::new();
-    let server = DiscordServer::start().await;
-    let extra = allow_alice("[recovery]\ncatch_up_max = 4\n");
-    let child = spawn_run_with(&env, &server, &extra, Some("tok"), &LOGS);
-    server.wait_ready(1).await;
+    let (env, server, extra, child) = up("[recovery]\ncatch_up_max = 4\n").await;
     let before = server.say(ALPHA, ALICE, "before");
     wait_answered(&server, ALPHA, before, "the first answer").await;
     stop_with(child, Signal::SIGTERM).await;
@@ -199,11 +198,7 @@ async fn messages_posted_while_the_service_was_down_are_answered_late_in_order()
 
 #[actix_rt::test]
 async fn after_a_gateway_session_that_could_not_be_resumed_the_gap_is_caught_up() {
-    let env = TestEnv::new();
-    let server = DiscordServer::start().await;
-    let extra = allow_alice("");
-    let child = spawn_run_with(&env, &server, &extra, Some("tok"), &LOGS);
-    server.wait_ready(1).await;
+    let (env, server, _, child) = up("").await;
     let before = server.say(ALPHA, ALICE, "before");
     wait_answered(&server, ALPHA, before, "the first answer").await;
     server.invalidate_session();
@@ -260,11 +255,7 @@ async fn a_live_message_during_catch_up_is_answered_after_the_older_ones() {
 
 #[actix_rt::test]
 async fn a_message_delivered_again_after_a_restart_is_not_answered_twice() {
-    let env = TestEnv::new();
-    let server = DiscordServer::start().await;
-    let extra = allow_alice("");
-    let child = spawn_run_with(&env, &server, &extra, Some("tok"), &LOGS);
-    server.wait_ready(1).await;
+    let (env, server, extra, child) = up("").await;
     let id = server.say(ALPHA, ALICE, "once only");
     wait_answered(&server, ALPHA, id, "the answer").await;
     stop_with(child, Signal::SIGKILL).await;
@@ -281,11 +272,7 @@ async fn a_message_delivered_again_after_a_restart_is_not_answered_twice() {
 
 #[actix_rt::test]
 async fn a_reply_cut_off_by_kill_9_is_finished_after_the_restart_without_repeating_a_chunk() {
-    let env = TestEnv::new();
-    let server = DiscordServer::start().await;
-    let extra = allow_alice("");
-    let child = spawn_run_with(&env, &server, &extra, Some("tok"), &LOGS);
-    server.wait_ready(1).await;
+    let (env, server, extra, child) = up("").await;
     // "echo: " + 4,500 characters: three chunks.
     let long = format!("long {}", "word ".repeat(900));
     server.hold_posts_after(1);

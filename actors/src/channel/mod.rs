@@ -693,15 +693,7 @@ impl ChannelActor {
     /// when the queue is full.
     fn enqueue(&mut self, pending: Pending, ctx: &mut Context<Self>) {
         if self.draining {
-            // It stays queued in the inbox and runs after the restart.
-            if !pending.stored {
-                self.reply(
-                    pending.origin,
-                    ReplyKind::Failure,
-                    SHUTDOWN_NOT_RUN.into(),
-                    true,
-                );
-            }
+            self.keep_for_restart(&pending);
             return;
         }
         if self.current.is_some() && self.queue.len() >= self.deps.queue_limit {
@@ -733,6 +725,19 @@ impl ChannelActor {
             });
         }
         self.start_next(ctx);
+    }
+
+    /// Shutting down: a message in the inbox stays queued there and runs after the restart;
+    /// one the inbox could not take is not run, and its user is told.
+    fn keep_for_restart(&self, pending: &Pending) {
+        if !pending.stored {
+            self.reply(
+                pending.origin,
+                ReplyKind::Failure,
+                SHUTDOWN_NOT_RUN.into(),
+                true,
+            );
+        }
     }
 
     /// Moves an inbox row on; states only move forward, so the order these land in is moot.
@@ -1055,14 +1060,7 @@ impl Handler<Drain> for ChannelActor {
         // What is queued stays queued in the inbox, and runs after the restart; only a message
         // the inbox could not take is lost now, and its user told.
         for pending in std::mem::take(&mut self.queue) {
-            if !pending.stored {
-                self.reply(
-                    pending.origin,
-                    ReplyKind::Failure,
-                    SHUTDOWN_NOT_RUN.into(),
-                    true,
-                );
-            }
+            self.keep_for_restart(&pending);
         }
         self.observe_queue();
         if self.is_idle() {
