@@ -77,6 +77,7 @@ fn through_coordinator(
                     attachments: Vec::new(),
                     late: false,
                     durable: true,
+                    approver: true,
                 });
             }
             while !sent.is_empty() {

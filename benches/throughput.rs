@@ -151,6 +151,7 @@ fn floor_with_store(messages: usize, channels: usize, cap: usize) -> f64 {
                 sender.do_send(RecordRun {
                     id: 10_000 + c as u64,
                     name: format!("c{c}"),
+                    profile_id: 10_000 + c as u64,
                     project_dir: project_dir.clone(),
                     model: None,
                     session_id: Some(session.to_string()),
@@ -302,6 +303,7 @@ fn idle_actors(n: usize) -> (u64, u64) {
                 attachments: Vec::new(),
                 late: false,
                 durable: true,
+                approver: true,
             });
         }
         let mut replies = 0;

@@ -153,6 +153,7 @@ where
                     late: false,
                     // Nobody reads the console's answers after a restart.
                     durable: false,
+                    approver: true,
                 });
             }
             event = rx.recv() => match event {

@@ -135,6 +135,10 @@ pub struct ChannelSettings {
     /// Who may answer Claude's permission requests here, replacing `access.approvers`.
     #[serde(default)]
     pub approvers: Option<Vec<u64>>,
+    /// Approvers may change the permission mode from chat (`/claude mode`, `!mode`); never to
+    /// `bypassPermissions`.
+    #[serde(default)]
+    pub allow_mode_change: bool,
 }
 
 impl ChannelSettings {
@@ -149,6 +153,7 @@ impl ChannelSettings {
             tools: self.tools.clone(),
             disallowed_tools: self.disallowed_tools.clone(),
             permission_mode: self.permission_mode,
+            allow_mode_change: self.allow_mode_change,
         }
     }
 

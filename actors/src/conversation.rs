@@ -25,6 +25,8 @@ pub struct ChannelProfile {
     pub disallowed_tools: Vec<String>,
     /// `--permission-mode` here, else `claude.permission_mode`.
     pub permission_mode: Option<crate::claude::PermissionMode>,
+    /// Approvers may change the permission mode from chat (`mode`).
+    pub allow_mode_change: bool,
 }
 
 /// Which conversation a message belongs to: a configured channel, or a thread under one

@@ -31,6 +31,62 @@ pub struct RouteMessage {
     /// Kept in the inbox until answered, its reply in the outbox until delivered (false for
     /// the console, which has no one to answer after a restart).
     pub durable: bool,
+    /// The front end found the author an approver here (`!mode`, `!rules clear`).
+    pub approver: bool,
+}
+
+/// Run a coordinator command in a conversation (a `/claude` application command; the `!`
+/// commands arrive as [`RouteMessage`] text and are parsed by the channel). Exactly one
+/// [`DeliverReply`] of kind [`ReplyKind::Command`] answers it.
+#[derive(Debug, Message)]
+#[rtype(result = "()")]
+pub struct RouteCommand {
+    /// The conversation it belongs to.
+    pub conversation: ConversationRef,
+    /// Where it came from (for an application command: its interaction id as the message).
+    pub origin: Origin,
+    /// What to do.
+    pub command: Command,
+    /// The front end found the user to be an approver here (`mode`, `rules clear`).
+    pub approver: bool,
+}
+
+/// What the coordinator itself answers, rather than Claude: one implementation for the `!`
+/// commands and the `/claude` subcommands.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Command {
+    /// What the conversation is doing.
+    Status,
+    /// Stop the run in flight.
+    Cancel,
+    /// A new Claude session.
+    New,
+    /// The "always" rules.
+    Rules,
+    /// Forget the "always" rules (approvers).
+    RulesClear,
+    /// Run again the message a stop interrupted.
+    Retry,
+    /// The commands.
+    Help,
+    /// What this conversation, its channel and today cost.
+    Usage,
+    /// This conversation's sessions.
+    Sessions,
+    /// Switch back to one of this conversation's sessions.
+    Resume(String),
+    /// Show (`None`) or set the model for this conversation.
+    Model(Option<String>),
+    /// Show (`None`) or set the permission mode for this conversation (approvers, where the
+    /// channel allows it).
+    Mode(Option<String>),
+}
+
+impl Command {
+    /// Whether only approvers may run it.
+    pub fn needs_approver(&self) -> bool {
+        matches!(self, Self::RulesClear | Self::Mode(Some(_)))
+    }
 }
 
 /// Where a message came from, so the answer can go back to it.

@@ -14,11 +14,11 @@ use tracing::{debug, info, warn};
 
 use crate::channel::{
     CancelReason, CancelRun, ChannelActor, ChannelDeps, ChannelStatus, Drain, Durability,
-    GetStatus, StopIfIdle, SubmitMessage,
+    GetStatus, RunCommand, StopIfIdle, SubmitMessage,
 };
 use crate::conversation::{ChannelProfile, ConversationRef};
 use crate::frontend::{
-    AnswerApproval, ApprovalError, DeliverReply, Origin, ReplyKind, RouteMessage,
+    AnswerApproval, ApprovalError, DeliverReply, Origin, ReplyKind, RouteCommand, RouteMessage,
 };
 use crate::metrics::{Metric, RecordMetric};
 use crate::store::{InboxState, MarkMessage, StoreError, TakeUnfinished};
@@ -207,8 +207,22 @@ impl Handler<RouteMessage> for ChannelRegistry {
             } else {
                 Durability::Transient
             },
+            approver: msg.approver,
         };
         self.submit(msg.conversation, submit);
+    }
+}
+
+impl Handler<RouteCommand> for ChannelRegistry {
+    type Result = ();
+
+    fn handle(&mut self, msg: RouteCommand, _: &mut Self::Context) {
+        let addr = self.actor(msg.conversation);
+        addr.do_send(RunCommand {
+            origin: msg.origin,
+            command: msg.command,
+            approver: msg.approver,
+        });
     }
 }
 
@@ -216,6 +230,11 @@ impl ChannelRegistry {
     /// Hands `msg` to the conversation's actor, starting one if needed (while draining, one
     /// that stores what it gets and runs nothing).
     fn submit(&mut self, conversation: ConversationRef, msg: SubmitMessage) {
+        self.actor(conversation).do_send(msg);
+    }
+
+    /// The conversation's actor, started if needed.
+    fn actor(&mut self, conversation: ConversationRef) -> Addr<ChannelActor> {
         let id = conversation.id;
         let spawned_now = !self.channels.get(&id).is_some_and(|e| e.addr.connected());
         let entry = match self.channels.get_mut(&id) {
@@ -236,10 +255,11 @@ impl ChannelRegistry {
             }
         };
         entry.last_routed = Instant::now();
-        entry.addr.do_send(msg);
+        let addr = entry.addr.clone();
         if spawned_now {
             self.observe();
         }
+        addr
     }
 }
 
@@ -309,6 +329,8 @@ impl Handler<RestoreInbox> for ChannelRegistry {
                     attachments: m.attachments,
                     late: true,
                     inbox: Durability::Stored,
+                    // Restored prompts run no command.
+                    approver: false,
                 };
                 act.submit(conversation, submit);
             }

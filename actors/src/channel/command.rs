@@ -1,40 +1,49 @@
-//! What the coordinator itself answers, rather than Claude: `!status`, `!cancel`, `!reset`,
-//! `!rules`, `!retry`, `!help` (with the configured prefix).
+//! The `!` commands (with the configured prefix): `!status`, `!cancel`, `!reset`, `!rules`,
+//! `!retry`, `!usage`, `!sessions`, `!resume ID`, `!model [NAME]`, `!mode [MODE]`, `!help` —
+//! parsed into the [`Command`] the `/claude` subcommands use too — and the texts of answers.
 
+use std::fmt::Write as _;
 use std::path::Path;
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
-/// What the coordinator itself answers, rather than Claude.
-#[derive(Debug, PartialEq, Eq)]
-pub(super) enum Command {
-    Status,
-    Cancel,
-    Reset,
-    Rules,
-    RulesClear,
-    Retry,
-    Help,
-}
+use actix::prelude::*;
+use tracing::info;
 
-impl Command {
-    pub(super) fn parse(text: &str, prefix: &str) -> Option<Self> {
-        if prefix.is_empty() {
-            return None;
-        }
-        match text
-            .trim()
-            .strip_prefix(prefix)?
-            .to_ascii_lowercase()
-            .as_str()
-        {
-            "status" => Some(Self::Status),
-            "cancel" | "stop" => Some(Self::Cancel),
-            "reset" | "new" => Some(Self::Reset),
-            "rules" => Some(Self::Rules),
-            "rules clear" => Some(Self::RulesClear),
-            "retry" => Some(Self::Retry),
-            "help" => Some(Self::Help),
-            _ => None,
-        }
+use super::{CancelReason, ChannelActor, EndReason, Pending};
+use crate::claude::PermissionMode;
+pub use crate::frontend::Command;
+use crate::frontend::{Origin, ReplyKind};
+use crate::store::{
+    ClearRules, GetUsage, ListSessions, LoadRules, Overrides, ResetConversation, ResumeSession,
+    RetryInterrupted, SaveOverrides, StoreError,
+};
+
+/// `text` as a command, if it is one (`prefix` empty: never).
+pub(super) fn parse(text: &str, prefix: &str) -> Option<Command> {
+    if prefix.is_empty() {
+        return None;
+    }
+    let rest = text.trim().strip_prefix(prefix)?;
+    let mut words = rest.split_whitespace();
+    let name = words.next()?.to_ascii_lowercase();
+    let arg: Vec<&str> = words.collect();
+    let one = || (arg.len() == 1).then(|| arg[0].to_string());
+    match (name.as_str(), arg.len()) {
+        ("status", 0) => Some(Command::Status),
+        ("cancel" | "stop", 0) => Some(Command::Cancel),
+        ("reset" | "new", 0) => Some(Command::New),
+        ("rules", 0) => Some(Command::Rules),
+        ("rules", 1) if arg[0].eq_ignore_ascii_case("clear") => Some(Command::RulesClear),
+        ("retry", 0) => Some(Command::Retry),
+        ("help", 0) => Some(Command::Help),
+        ("usage", 0) => Some(Command::Usage),
+        ("sessions", 0) => Some(Command::Sessions),
+        ("resume", 1) => one().map(Command::Resume),
+        ("model", 0) => Some(Command::Model(None)),
+        ("model", 1) => Some(Command::Model(one())),
+        ("mode", 0) => Some(Command::Mode(None)),
+        ("mode", 1) => Some(Command::Mode(one())),
+        _ => None,
     }
 }
 
@@ -61,9 +70,365 @@ pub(super) fn help(prefix: &str, project_dir: &Path) -> String {
          Commands: `{prefix}status` (what is happening), `{prefix}cancel` (stop the current run), \
          `{prefix}reset` (start a new conversation), `{prefix}rules` (the \"always\" permissions; \
          `{prefix}rules clear` forgets them), `{prefix}retry` (run again the message a restart \
-         interrupted).",
+         interrupted), `{prefix}usage` (what it cost), `{prefix}sessions` and `{prefix}resume ID` \
+         (earlier Claude sessions), `{prefix}model [NAME]`, `{prefix}mode [MODE]`. The same as \
+         `/claude` commands.",
         project_dir.display()
     )
+}
+
+impl ChannelActor {
+    /// Answers `cmd` from `origin`; `approver`: the front end found the user an approver.
+    pub(super) fn command(
+        &mut self,
+        cmd: &Command,
+        origin: Origin,
+        approver: bool,
+        ctx: &mut Context<Self>,
+    ) {
+        if cmd.needs_approver() && !approver {
+            let text = "Only approvers may do that here (`access.approvers`).".to_string();
+            self.reply(origin, ReplyKind::Command, text, true);
+            return;
+        }
+        let p = self.deps.command_prefix.clone();
+        let busy =
+            |what: &str| format!("A run is in progress; `{p}cancel` it first, then `{p}{what}`.");
+        let text = match cmd {
+            Command::Status => self.status().describe(),
+            Command::Cancel => {
+                if self.cancel_current(CancelReason::User) {
+                    "Cancelling the current run.".to_string()
+                } else {
+                    "Nothing is running.".to_string()
+                }
+            }
+            Command::Help => help(&p, &self.conversation.profile.project_dir),
+            Command::New if self.is_idle() => return self.reset(origin, ctx),
+            Command::New => busy("reset"),
+            Command::Rules => return self.list_rules(origin, ctx),
+            Command::Retry => return self.retry(origin, ctx),
+            Command::RulesClear if self.is_idle() => return self.clear_rules(origin, ctx),
+            Command::RulesClear => busy("rules clear"),
+            Command::Usage => return self.usage(origin, ctx),
+            Command::Sessions => return self.sessions(origin, ctx),
+            Command::Resume(id) if self.is_idle() => return self.resume(id.clone(), origin, ctx),
+            Command::Resume(_) => busy("resume"),
+            Command::Model(None) => self.model_text(),
+            Command::Model(Some(m)) if self.is_idle() => {
+                return self.set_model(m.clone(), origin, ctx)
+            }
+            Command::Mode(None) => self.mode_text(),
+            Command::Mode(Some(m)) if self.is_idle() => return self.set_mode(m, origin, ctx),
+            Command::Model(Some(_)) => busy("model"),
+            Command::Mode(Some(_)) => busy("mode"),
+        };
+        self.reply(origin, ReplyKind::Command, text, false);
+    }
+
+    /// The model the next run uses, and where that comes from.
+    fn model_text(&self) -> String {
+        match (&self.overrides.model, &self.conversation.profile.model) {
+            (Some(m), _) => format!(
+                "Model: `{m}` (chosen here; `{}model default` goes back to the channel's).",
+                self.deps.command_prefix
+            ),
+            (None, Some(m)) => format!("Model: `{m}` (the channel's setting)."),
+            (None, None) => match self.deps.runner.config().model.as_str() {
+                "" => "Model: the CLI's default.".to_string(),
+                m => format!("Model: `{m}` (`claude.model`)."),
+            },
+        }
+    }
+
+    /// The permission mode the next run uses.
+    fn mode_text(&self) -> String {
+        let mode = self.permission_mode();
+        let change = if self.conversation.profile.allow_mode_change {
+            format!(
+                " Approvers can change it: `{}mode MODE`.",
+                self.deps.command_prefix
+            )
+        } else {
+            " This channel does not allow changing it from chat.".to_string()
+        };
+        format!("Permission mode: `{}`.{change}", mode.as_str())
+    }
+
+    /// The permission mode of this conversation: chosen here, else the channel's, else
+    /// `claude.permission_mode`.
+    pub(super) fn permission_mode(&self) -> PermissionMode {
+        self.overrides
+            .permission_mode
+            .as_deref()
+            .and_then(PermissionMode::parse)
+            .or(self.conversation.profile.permission_mode)
+            .unwrap_or(self.deps.runner.config().permission_mode)
+    }
+
+    fn set_model(&mut self, model: String, origin: Origin, ctx: &mut Context<Self>) {
+        let valid = !model.is_empty()
+            && model.len() <= 100
+            && model
+                .chars()
+                .all(|c| c.is_ascii_alphanumeric() || "-._[]:".contains(c));
+        if !valid {
+            let text = format!(
+                "`{}` is not a model name.",
+                crate::text::truncate_chars(&model, 40).replace('`', "'")
+            );
+            return self.reply(origin, ReplyKind::Command, text, true);
+        }
+        let chosen = (model != "default").then_some(model);
+        let overrides = Overrides {
+            model: chosen.clone(),
+            ..self.overrides.clone()
+        };
+        let text = match &chosen {
+            Some(m) => format!("Model set to `{m}` for this conversation."),
+            None => "Model: back to the channel's setting.".to_string(),
+        };
+        // The warm process is told at once; without one, the next spawn passes `--model`.
+        if let Some(live) = &self.warm {
+            live.set_model(chosen.as_deref().unwrap_or("default"));
+        }
+        self.save_overrides(overrides, origin, text, ctx);
+    }
+
+    fn set_mode(&mut self, mode: &str, origin: Origin, ctx: &mut Context<Self>) {
+        if !self.conversation.profile.allow_mode_change {
+            let text = "This channel does not allow changing the permission mode from chat (`allow_mode_change`).".to_string();
+            return self.reply(origin, ReplyKind::Command, text, true);
+        }
+        let Some(parsed) = PermissionMode::parse(mode) else {
+            let text = format!(
+                "Unknown permission mode. One of: {}.",
+                PermissionMode::CHAT.map(PermissionMode::as_str).join(", ")
+            );
+            return self.reply(origin, ReplyKind::Command, text, true);
+        };
+        if parsed == PermissionMode::BypassPermissions {
+            let text = "`bypassPermissions` cannot be chosen from chat.".to_string();
+            return self.reply(origin, ReplyKind::Command, text, true);
+        }
+        let overrides = Overrides {
+            permission_mode: Some(parsed.as_str().to_string()),
+            ..self.overrides.clone()
+        };
+        if let Some(live) = &self.warm {
+            live.set_permission_mode(parsed.as_str());
+        }
+        info!(
+            channel_id = self.conversation.id,
+            mode = parsed.as_str(),
+            "permission mode changed from chat"
+        );
+        let text = format!(
+            "Permission mode set to `{}` for this conversation.",
+            parsed.as_str()
+        );
+        self.save_overrides(overrides, origin, text, ctx);
+    }
+
+    fn save_overrides(
+        &mut self,
+        overrides: Overrides,
+        origin: Origin,
+        text: String,
+        ctx: &mut Context<Self>,
+    ) {
+        let save = self.deps.store.send(SaveOverrides {
+            conversation_id: self.conversation.id,
+            overrides: overrides.clone(),
+        });
+        // Wait: the next message runs with the new choice.
+        ctx.wait(save.into_actor(self).map(move |res, act, _| {
+            match res.map_err(StoreError::from).and_then(|r| r) {
+                Ok(()) => {
+                    act.overrides = overrides;
+                    act.reply(origin, ReplyKind::Command, text, false);
+                }
+                Err(e) => act.reply(
+                    origin,
+                    ReplyKind::Command,
+                    format!("Could not store that: {e}"),
+                    true,
+                ),
+            }
+        }));
+    }
+
+    fn usage(&mut self, origin: Origin, ctx: &mut Context<Self>) {
+        let now = SystemTime::now()
+            .duration_since(UNIX_EPOCH)
+            .unwrap_or_default();
+        let day_start_ms = (now.as_secs() / 86_400 * 86_400 * 1000) as i64;
+        let ask = self.deps.store.send(GetUsage {
+            conversation_id: self.conversation.id,
+            profile_id: self.conversation.profile.id,
+            day_start_ms,
+        });
+        ctx.spawn(ask.into_actor(self).map(move |res, act, _| {
+            let (text, is_error) = match res.map_err(StoreError::from).and_then(|r| r) {
+                Ok(u) => (
+                    format!(
+                        "Cost: this conversation ${:.4}; its channel and threads ${:.4}; today (UTC), all conversations ${:.4} over {} run(s).",
+                        u.conversation_usd, u.channel_usd, u.today_usd, u.today_runs
+                    ),
+                    false,
+                ),
+                Err(e) => (format!("Could not read the costs: {e}"), true),
+            };
+            act.reply(origin, ReplyKind::Command, text, is_error);
+        }));
+    }
+
+    fn sessions(&mut self, origin: Origin, ctx: &mut Context<Self>) {
+        let ask = self.deps.store.send(ListSessions {
+            conversation_id: self.conversation.id,
+        });
+        ctx.spawn(ask.into_actor(self).map(move |res, act, _| {
+            let current = act.record.as_ref().and_then(|r| r.session_id.clone());
+            let (text, is_error) = match res.map_err(StoreError::from).and_then(|r| r) {
+                Ok(all) if all.is_empty() => ("No Claude sessions yet.".to_string(), false),
+                Ok(all) => {
+                    let mut text = format!(
+                        "Sessions of this conversation (`{}resume ID` goes back to one):",
+                        act.deps.command_prefix
+                    );
+                    for s in all.iter().take(10) {
+                        let mark = if current.as_deref() == Some(s.session_id.as_str()) {
+                            " ← current"
+                        } else {
+                            ""
+                        };
+                        let last = humantime::format_rfc3339_seconds(
+                            UNIX_EPOCH + Duration::from_millis(s.last_at_ms.max(0) as u64),
+                        );
+                        let _ = write!(
+                            text,
+                            "\n• `{}` — {} message(s), ${:.4}, last {last}{mark}",
+                            s.session_id, s.messages, s.cost_usd
+                        );
+                    }
+                    (text, false)
+                }
+                Err(e) => (format!("Could not read the sessions: {e}"), true),
+            };
+            act.reply(origin, ReplyKind::Command, text, is_error);
+        }));
+    }
+
+    fn resume(&mut self, session: String, origin: Origin, ctx: &mut Context<Self>) {
+        let ask = self.deps.store.send(ResumeSession {
+            conversation_id: self.conversation.id,
+            session_id: session.clone(),
+        });
+        // Wait: the next message resumes the chosen session.
+        ctx.wait(ask.into_actor(self).map(move |res, act, _| {
+            let (text, is_error) = match res.map_err(StoreError::from).and_then(|r| r) {
+                Ok(true) => {
+                    // The warm process holds the other session.
+                    act.end_warm(EndReason::Other);
+                    act.carry = None;
+                    if let Some(r) = act.record.as_mut() {
+                        r.session_id = Some(session.clone());
+                    }
+                    (format!("The next message continues session `{session}`."), false)
+                }
+                Ok(false) => (format!("`{}` is not one of this conversation's sessions (`{}sessions` lists them).", crate::text::truncate_chars(&session, 40).replace('`', "'"), act.deps.command_prefix), true),
+                Err(e) => (format!("Could not switch sessions: {e}"), true),
+            };
+            act.reply(origin, ReplyKind::Command, text, is_error);
+        }));
+    }
+
+    fn reset(&mut self, origin: Origin, ctx: &mut Context<Self>) {
+        // A new session: the warm process holds the old one (and its session rules).
+        self.end_warm(EndReason::Other);
+        let reset = self.deps.store.send(ResetConversation {
+            id: self.conversation.id,
+        });
+        // Wait: no run may start from a message that arrives before the reset is stored.
+        ctx.wait(reset.into_actor(self).map(move |res, act, _| {
+            let (text, is_error) = match res.map_err(StoreError::from).and_then(|r| r) {
+                Ok(_) => {
+                    if let Some(r) = act.record.as_mut() {
+                        r.session_id = None;
+                        r.session_cost_usd = 0.0;
+                    }
+                    ("Started a new conversation: the next message begins a fresh Claude session.".to_string(), false)
+                }
+                Err(e) => (format!("Could not reset the conversation: {e}"), true),
+            };
+            act.reply(origin, ReplyKind::Command, text, is_error);
+        }));
+    }
+
+    fn list_rules(&mut self, origin: Origin, ctx: &mut Context<Self>) {
+        let load = self.deps.store.send(LoadRules {
+            id: self.conversation.id,
+        });
+        ctx.spawn(load.into_actor(self).map(move |res, act, _| {
+            let (text, is_error) = match res.map_err(StoreError::from).and_then(|r| r) {
+                Ok(rules) => (rules_text(&rules, &act.deps.command_prefix), false),
+                Err(e) => (format!("Could not read the rules: {e}"), true),
+            };
+            act.reply(origin, ReplyKind::Command, text, is_error);
+        }));
+    }
+
+    /// `!retry`: queues again the newest message of this conversation that a restart
+    /// interrupted; its answer replies to it.
+    fn retry(&mut self, origin: Origin, ctx: &mut Context<Self>) {
+        let find = self.deps.store.send(RetryInterrupted {
+            conversation_id: self.conversation.id,
+        });
+        // Wait: a message sent right after `!retry` runs after the retried one.
+        ctx.wait(find.into_actor(self).map(move |res, act, ctx| {
+            let (text, is_error) = match res.map_err(StoreError::from).and_then(|r| r) {
+                Ok(Some(m)) => {
+                    let preview =
+                        crate::text::truncate_chars(m.text.lines().next().unwrap_or_default(), 80);
+                    act.enqueue(
+                        Pending {
+                            origin: Origin {
+                                channel_id: m.channel_id,
+                                message_id: m.message_id,
+                                author_id: m.author_id,
+                            },
+                            prompt: m.text,
+                            late: false,
+                            stored: true,
+                        },
+                        ctx,
+                    );
+                    (format!("Running it again: “{preview}”."), false)
+                }
+                Ok(None) => ("No interrupted message to run again.".to_string(), false),
+                Err(e) => (format!("Could not read the inbox: {e}"), true),
+            };
+            act.reply(origin, ReplyKind::Command, text, is_error);
+        }));
+    }
+
+    fn clear_rules(&mut self, origin: Origin, ctx: &mut Context<Self>) {
+        // The warm process keeps its session rules until it ends.
+        self.end_warm(EndReason::Other);
+        let clear = self.deps.store.send(ClearRules {
+            id: self.conversation.id,
+        });
+        ctx.wait(clear.into_actor(self).map(move |res, act, _| {
+            let (text, is_error) = match res.map_err(StoreError::from).and_then(|r| r) {
+                Ok(n) => (
+                    format!("Forgot {n} \"always\" rule(s): Claude will ask again."),
+                    false,
+                ),
+                Err(e) => (format!("Could not clear the rules: {e}"), true),
+            };
+            act.reply(origin, ReplyKind::Command, text, is_error);
+        }));
+    }
 }
 
 #[cfg(test)]
@@ -72,16 +437,30 @@ mod tests {
 
     #[test]
     fn commands_need_the_prefix_and_a_known_name() {
-        assert_eq!(Command::parse("!status", "!"), Some(Command::Status));
-        assert_eq!(Command::parse("  !Cancel ", "!"), Some(Command::Cancel));
-        assert_eq!(Command::parse("!important: fix the build", "!"), None);
-        assert_eq!(Command::parse("status", "!"), None);
-        assert_eq!(Command::parse("!status", ""), None);
-        assert_eq!(Command::parse("!rules", "!"), Some(Command::Rules));
-        assert_eq!(Command::parse("!retry", "!"), Some(Command::Retry));
+        assert_eq!(parse("!status", "!"), Some(Command::Status));
+        assert_eq!(parse("  !Cancel ", "!"), Some(Command::Cancel));
+        assert_eq!(parse("!important: fix the build", "!"), None);
+        assert_eq!(parse("!status of the build, please", "!"), None);
+        assert_eq!(parse("status", "!"), None);
+        assert_eq!(parse("!status", ""), None);
+        assert_eq!(parse("!rules", "!"), Some(Command::Rules));
+        assert_eq!(parse("!retry", "!"), Some(Command::Retry));
+        assert_eq!(parse("!rules clear", "!"), Some(Command::RulesClear));
+        assert_eq!(parse("!reset", "!"), Some(Command::New));
+        assert_eq!(parse("!usage", "!"), Some(Command::Usage));
         assert_eq!(
-            Command::parse("!rules clear", "!"),
-            Some(Command::RulesClear)
+            parse("!resume 7c82abb0", "!"),
+            Some(Command::Resume("7c82abb0".into()))
+        );
+        assert_eq!(parse("!resume", "!"), None);
+        assert_eq!(parse("!model", "!"), Some(Command::Model(None)));
+        assert_eq!(
+            parse("!model Sonnet", "!"),
+            Some(Command::Model(Some("Sonnet".into())))
+        );
+        assert_eq!(
+            parse("!mode plan", "!"),
+            Some(Command::Mode(Some("plan".into())))
         );
     }
 }

@@ -60,6 +60,10 @@ pub(super) struct Job {
     pub(super) late: bool,
     /// In the inbox: its reply goes to the outbox.
     pub(super) stored: bool,
+    /// The model chosen for the conversation from chat (else the channel's).
+    pub(super) model: Option<String>,
+    /// The permission mode in force.
+    pub(super) permission_mode: crate::claude::PermissionMode,
     pub(super) cancel: CancellationToken,
     /// Carried over from the run before, if its record is not written yet; else the store
     /// is read.
@@ -157,11 +161,11 @@ impl Job {
             prompt: self.prompt.clone(),
             cwd: profile.project_dir.clone(),
             resume,
-            model: profile.model.clone(),
+            model: self.model.clone().or_else(|| profile.model.clone()),
             system_prompt: profile.system_prompt.clone(),
             tools: profile.tools.clone(),
             disallowed_tools: profile.disallowed_tools.clone(),
-            permission_mode: profile.permission_mode,
+            permission_mode: Some(self.permission_mode),
             allowed_tools: Vec::new(),
         };
         self.progress.do_send(ShowProgress {
@@ -367,6 +371,7 @@ impl Job {
         let record = RecordRun {
             id: self.conversation.id,
             name: self.conversation.name.clone(),
+            profile_id: self.conversation.profile.id,
             project_dir: req.cwd,
             model: report.and_then(|r| r.model.clone()),
             session_id: session_id.clone(),

@@ -54,9 +54,8 @@ use crate::frontend::{
 };
 use crate::metrics::{Metric, RecordMetric, RunOutcome, SessionMetric};
 use crate::store::{
-    AcceptMessage, AttachmentMeta, ClearRules, Conversation, Inbound, InboxState, LoadConversation,
-    LoadRules, MarkMessage, RecordApproval, ResetConversation, RetryInterrupted, SessionStoreActor,
-    StoreError,
+    AcceptMessage, AttachmentMeta, Conversation, Inbound, InboxState, LoadConversation,
+    LoadOverrides, MarkMessage, Overrides, RecordApproval, SessionStoreActor, StoreError,
 };
 use approvals::{Approvals, Resolution};
 use command::Command;
@@ -82,6 +81,20 @@ pub struct SubmitMessage {
     pub late: bool,
     /// Whether it goes to the inbox.
     pub inbox: Durability,
+    /// The front end found the author an approver here (for `!mode`, `!rules clear`).
+    pub approver: bool,
+}
+
+/// Run a coordinator command (a `/claude` subcommand).
+#[derive(Debug, Message)]
+#[rtype(result = "()")]
+pub struct RunCommand {
+    /// Where it came from.
+    pub origin: Origin,
+    /// What to do.
+    pub command: Command,
+    /// The author is an approver here.
+    pub approver: bool,
 }
 
 /// Whether a message is kept in the inbox (and its reply in the outbox).
@@ -328,6 +341,8 @@ pub struct ChannelActor {
     approvals: Approvals,
     /// Where it stands with the usage-limit pause.
     pause: PauseState,
+    /// The model and permission mode chosen for it from chat.
+    overrides: Overrides,
 }
 
 /// A conversation's view of the usage-limit pause.
@@ -358,6 +373,7 @@ impl ChannelActor {
             warm_gen: 0,
             approvals: Approvals::default(),
             pause: PauseState::default(),
+            overrides: Overrides::default(),
         }
     }
 
@@ -578,117 +594,6 @@ impl ChannelActor {
         }));
     }
 
-    fn command(&mut self, cmd: &Command, origin: Origin, ctx: &mut Context<Self>) {
-        let text = match cmd {
-            Command::Status => self.status().describe(),
-            Command::Cancel => {
-                if self.cancel_current(CancelReason::User) {
-                    "Cancelling the current run.".to_string()
-                } else {
-                    "Nothing is running.".to_string()
-                }
-            }
-            Command::Help => command::help(
-                &self.deps.command_prefix,
-                &self.conversation.profile.project_dir,
-            ),
-            Command::Reset => {
-                if self.is_idle() {
-                    self.reset(origin, ctx);
-                    return;
-                }
-                let p = &self.deps.command_prefix;
-                format!("A run is in progress; `{p}cancel` it first, then `{p}reset`.")
-            }
-            Command::Rules => {
-                self.list_rules(origin, ctx);
-                return;
-            }
-            Command::Retry => {
-                self.retry(origin, ctx);
-                return;
-            }
-            Command::RulesClear => {
-                if self.is_idle() {
-                    self.clear_rules(origin, ctx);
-                    return;
-                }
-                let p = &self.deps.command_prefix;
-                format!("A run is in progress; `{p}cancel` it first, then `{p}rules clear`.")
-            }
-        };
-        self.reply(origin, ReplyKind::Command, text, false);
-    }
-
-    fn reset(&mut self, origin: Origin, ctx: &mut Context<Self>) {
-        // A new session: the warm process holds the old one (and its session rules).
-        self.end_warm(EndReason::Other);
-        let reset = self.deps.store.send(ResetConversation {
-            id: self.conversation.id,
-        });
-        // Wait: no run may start from a message that arrives before the reset is stored.
-        ctx.wait(reset.into_actor(self).map(move |res, act, _| {
-            let (text, is_error) = match res.map_err(StoreError::from).and_then(|r| r) {
-                Ok(_) => {
-                    if let Some(r) = act.record.as_mut() {
-                        r.session_id = None;
-                        r.session_cost_usd = 0.0;
-                    }
-                    ("Started a new conversation: the next message begins a fresh Claude session.".to_string(), false)
-                }
-                Err(e) => (format!("Could not reset the conversation: {e}"), true),
-            };
-            act.reply(origin, ReplyKind::Command, text, is_error);
-        }));
-    }
-
-    fn list_rules(&mut self, origin: Origin, ctx: &mut Context<Self>) {
-        let load = self.deps.store.send(LoadRules {
-            id: self.conversation.id,
-        });
-        ctx.spawn(load.into_actor(self).map(move |res, act, _| {
-            let (text, is_error) = match res.map_err(StoreError::from).and_then(|r| r) {
-                Ok(rules) => (command::rules_text(&rules, &act.deps.command_prefix), false),
-                Err(e) => (format!("Could not read the rules: {e}"), true),
-            };
-            act.reply(origin, ReplyKind::Command, text, is_error);
-        }));
-    }
-
-    /// `!retry`: queues again the newest message of this conversation that a restart
-    /// interrupted; its answer replies to it.
-    fn retry(&mut self, origin: Origin, ctx: &mut Context<Self>) {
-        let find = self.deps.store.send(RetryInterrupted {
-            conversation_id: self.conversation.id,
-        });
-        // Wait: a message sent right after `!retry` runs after the retried one.
-        ctx.wait(find.into_actor(self).map(move |res, act, ctx| {
-            let (text, is_error) = match res.map_err(StoreError::from).and_then(|r| r) {
-                Ok(Some(m)) => {
-                    let preview =
-                        crate::text::truncate_chars(m.text.lines().next().unwrap_or_default(), 80);
-                    act.enqueue(
-                        Pending {
-                            origin: Origin {
-                                channel_id: m.channel_id,
-                                message_id: m.message_id,
-                                author_id: m.author_id,
-                            },
-                            prompt: m.text,
-                            late: false,
-                            stored: true,
-                        },
-                        ctx,
-                    );
-                    (format!("Running it again: “{preview}”."), false)
-                }
-                Ok(None) => ("No interrupted message to run again.".to_string(), false),
-                Err(e) => (format!("Could not read the inbox: {e}"), true),
-            };
-            act.reply(origin, ReplyKind::Command, text, is_error);
-        }));
-    }
-
     /// Queues a message that is in the inbox (or could not be written to it), or refuses it
     /// when the queue is full.
     fn enqueue(&mut self, pending: Pending, ctx: &mut Context<Self>) {
@@ -751,24 +656,6 @@ impl ChannelActor {
         });
     }
 
-    fn clear_rules(&mut self, origin: Origin, ctx: &mut Context<Self>) {
-        // The warm process keeps its session rules until it ends.
-        self.end_warm(EndReason::Other);
-        let clear = self.deps.store.send(ClearRules {
-            id: self.conversation.id,
-        });
-        ctx.wait(clear.into_actor(self).map(move |res, act, _| {
-            let (text, is_error) = match res.map_err(StoreError::from).and_then(|r| r) {
-                Ok(n) => (
-                    format!("Forgot {n} \"always\" rule(s): Claude will ask again."),
-                    false,
-                ),
-                Err(e) => (format!("Could not clear the rules: {e}"), true),
-            };
-            act.reply(origin, ReplyKind::Command, text, is_error);
-        }));
-    }
-
     /// Starts the next queued message, if nothing is running.
     fn start_next(&mut self, ctx: &mut Context<Self>) {
         if self.current.is_some() {
@@ -808,6 +695,8 @@ impl ChannelActor {
             prompt: next.prompt,
             late: next.late,
             stored: next.stored,
+            model: self.overrides.model.clone(),
+            permission_mode: self.permission_mode(),
             cancel: cancel.clone(),
             prior: self.carry.clone(),
             live: self.warm.take(),
@@ -958,6 +847,24 @@ impl Actor for ChannelActor {
                 act.record.get_or_insert(record);
             }
         }));
+        let load = self.deps.store.send(LoadOverrides {
+            conversation_id: self.conversation.id,
+        });
+        // Wait: the first run uses them.
+        ctx.wait(load.into_actor(self).map(|res, act, _| match res {
+            Ok(Ok(o)) => act.overrides = o,
+            Ok(Err(e)) => warn!(channel_id = act.conversation.id, error = %e, "could not read the model and mode chosen here; using the channel's"),
+            Err(_) => {}
+        }));
+    }
+}
+
+impl Handler<RunCommand> for ChannelActor {
+    type Result = ();
+
+    #[instrument(skip_all, fields(channel_id = self.conversation.id, command = ?msg.command))]
+    fn handle(&mut self, msg: RunCommand, ctx: &mut Self::Context) {
+        self.command(&msg.command, msg.origin, msg.approver, ctx);
     }
 }
 
@@ -966,14 +873,14 @@ impl Handler<SubmitMessage> for ChannelActor {
 
     #[instrument(skip_all, fields(channel_id = self.conversation.id, message_id = msg.origin.message_id))]
     fn handle(&mut self, msg: SubmitMessage, ctx: &mut Self::Context) {
-        if let Some(cmd) = Command::parse(&msg.text, &self.deps.command_prefix) {
+        if let Some(cmd) = command::parse(&msg.text, &self.deps.command_prefix) {
             if msg.late {
                 // A command is about now: a `!reset` or `!cancel` posted while the service was
                 // down must not act on whatever runs when it is back.
                 info!("a command posted while the service was down; not run late");
                 return;
             }
-            self.command(&cmd, msg.origin, ctx);
+            self.command(&cmd, msg.origin, msg.approver, ctx);
             return;
         }
         let pending = Pending {

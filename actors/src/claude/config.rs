@@ -32,6 +32,33 @@ pub enum PermissionMode {
 }
 
 impl PermissionMode {
+    /// The modes that may be chosen from chat (never `bypassPermissions`).
+    pub const CHAT: [Self; 5] = [
+        Self::Default,
+        Self::AcceptEdits,
+        Self::Plan,
+        Self::DontAsk,
+        Self::Auto,
+    ];
+
+    /// A mode from its CLI name (any case; `manual` is `default`).
+    pub fn parse(name: &str) -> Option<Self> {
+        let name = name.trim();
+        if name.eq_ignore_ascii_case("manual") {
+            return Some(Self::Default);
+        }
+        [
+            Self::Default,
+            Self::AcceptEdits,
+            Self::Auto,
+            Self::BypassPermissions,
+            Self::DontAsk,
+            Self::Plan,
+        ]
+        .into_iter()
+        .find(|m| m.as_str().eq_ignore_ascii_case(name))
+    }
+
     /// The value for `--permission-mode`.
     pub fn as_str(self) -> &'static str {
         match self {

@@ -88,6 +88,16 @@ impl SessionControl {
             .stdin
             .send(control_line("coordinator-interrupt", "interrupt"));
     }
+
+    /// Sends the control request `subtype` with `field` = `value` (`set_model`,
+    /// `set_permission_mode`: PERMISSIONS.md). Its answer comes back as a line; one that
+    /// fails is logged.
+    fn request(&self, subtype: &str, field: &str, value: &str) {
+        let line = serde_json::json!({"type": "control_request",
+            "request_id": format!("coordinator-{subtype}"),
+            "request": {"subtype": subtype, field: value}});
+        let _ = self.stdin.send(line.to_string());
+    }
 }
 
 /// One warm CLI process.
@@ -173,6 +183,20 @@ impl LiveSession {
         self.control.clone()
     }
 
+    /// Switches the process's model (`set_model`; `default` is the CLI's own).
+    pub fn set_model(&self, model: &str) {
+        if let Some(c) = &self.control {
+            c.request("set_model", "model", model);
+        }
+    }
+
+    /// Switches the process's permission mode (`set_permission_mode`).
+    pub fn set_permission_mode(&self, mode: &str) {
+        if let Some(c) = &self.control {
+            c.request("set_permission_mode", "mode", mode);
+        }
+    }
+
     /// The Claude session it works on, once known.
     pub fn session_id(&self) -> Option<&str> {
         self.session_id.as_deref()
@@ -186,6 +210,10 @@ impl LiveSession {
                     info!(pid = %self.shared.pgid, %exit, "live claude session ended between turns");
                     self.exited = true;
                 }
+                SessionEvent::Line(StreamEvent::ControlResponse {
+                    request_id,
+                    success: false,
+                }) => warn!(%request_id, "the CLI refused a control request"),
                 SessionEvent::Line(e) => debug!(event = ?e, "line between turns ignored"),
             }
         }

@@ -224,6 +224,9 @@ pub struct DiscordGateway {
     recovery: RecoveryConfig,
     /// A catch-up is under way.
     catching_up: bool,
+    /// When the current gateway session began: a message found by catch-up that was posted
+    /// after it is not late (it was posted while the service was up, and only raced the read).
+    session_since: u64,
     /// Channels whose history is being read: their live messages wait here, so none is
     /// answered before an older one the history holds.
     held: HashMap<u64, Vec<DiscordMessage>>,
@@ -254,6 +257,7 @@ impl DiscordGateway {
             store: links.store,
             recovery: links.recovery,
             catching_up: false,
+            session_since: 0,
             held: HashMap::new(),
             pending: 0,
             flush_waiters: Vec::new(),
@@ -280,7 +284,8 @@ impl Actor for DiscordGateway {
 enum Route {
     Ignore(&'static str),
     Resolve,
-    Deliver(ConversationRef, String),
+    /// The conversation, the text, and whether the author is an approver there.
+    Deliver(ConversationRef, String, bool),
     Refuse(u64),
 }
 
@@ -400,7 +405,10 @@ impl DiscordGateway {
         if text.trim().is_empty() {
             return Route::Ignore("no text");
         }
-        Route::Deliver(conversation, text)
+        let approver = self
+            .access
+            .approves(&channel.access, msg.author.id.get(), &roles);
+        Route::Deliver(conversation, text, approver)
     }
 
     /// Routes a message; `late`: found by catch-up.
@@ -428,7 +436,7 @@ impl DiscordGateway {
                 "a late message from a user not on the allowlist"
             ),
             Route::Refuse(conversation) => self.refuse(&msg, conversation, ctx),
-            Route::Deliver(conversation, text) => {
+            Route::Deliver(conversation, text, approver) => {
                 self.stats.routed.fetch_add(1, Ordering::Relaxed);
                 self.registry.do_send(RouteMessage {
                     conversation,
@@ -450,6 +458,7 @@ impl DiscordGateway {
                         .collect(),
                     late,
                     durable: true,
+                    approver,
                 });
             }
         }
@@ -563,8 +572,11 @@ impl Handler<CatchUp> for DiscordGateway {
                 continue;
             }
             self.seen.insert(id, ());
-            self.stats.caught_up.fetch_add(1, Ordering::Relaxed);
-            self.handle_message(Box::new(m), true, ctx);
+            let late = id < self.session_since;
+            self.stats
+                .caught_up
+                .fetch_add(u64::from(late), Ordering::Relaxed);
+            self.handle_message(Box::new(m), late, ctx);
         }
         self.release_held(msg.channel, ctx);
     }
@@ -735,6 +747,7 @@ impl Handler<MarkReady> for DiscordGateway {
         info!(bot_id = msg.bot_id, "connected to Discord");
         self.bot_id = Some(msg.bot_id);
         // A new session (not a resumed one): what was posted meanwhile was never delivered.
+        self.session_since = snowflake_at(std::time::SystemTime::now());
         self.catch_up(ctx);
     }
 }

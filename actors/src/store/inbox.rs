@@ -53,8 +53,9 @@ pub struct RetryInterrupted {
 #[rtype(result = "Result<Vec<LastSeen>, StoreError>")]
 pub struct ListLastSeen;
 
-/// Forget finished inbox rows and delivered replies not updated since `before_ms` (the newest
-/// row of each conversation stays: catch-up starts after it). Answers how many rows went.
+/// Forget finished inbox rows, delivered replies and run costs older than `before_ms` (the
+/// newest inbox row of each conversation stays: catch-up starts after it). Answers how many
+/// rows went.
 #[derive(Debug, Message)]
 #[rtype(result = "Result<usize, StoreError>")]
 pub struct PruneDelivered {
@@ -363,8 +364,11 @@ impl Handler<PruneDelivered> for SessionStoreActor {
                     [msg.before_ms],
                 )
                 .map_err(StoreError::database)?;
+            let costs = tx
+                .execute("DELETE FROM run_costs WHERE at_ms < ?1", [msg.before_ms])
+                .map_err(StoreError::database)?;
             tx.commit().map_err(StoreError::database)?;
-            Ok(inbox + outbox)
+            Ok(inbox + outbox + costs)
         })
     }
 }

@@ -7,12 +7,14 @@
 //! locked, read-only or corrupt file never panics the service.
 //!
 //! Files: `open` (opening, migrations), `error` (what can go wrong), `inbox` (accepted
-//! messages until they are answered), `outbox` (replies until they are delivered).
+//! messages until they are answered), `outbox` (replies until they are delivered), `sessions`
+//! (each conversation's sessions, run costs, and model and mode chosen from chat).
 
 mod error;
 mod inbox;
 mod open;
 mod outbox;
+mod sessions;
 
 use std::path::PathBuf;
 use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
@@ -32,6 +34,10 @@ pub use inbox::{
 };
 pub use open::{check_writable, open_pool, StoreConfig};
 pub use outbox::{Delivery, ListUndelivered, Outgoing, RecordDelivery};
+pub use sessions::{
+    GetUsage, ListSessions, LoadOverrides, Overrides, ResumeSession, SaveOverrides, SessionRecord,
+    Usage,
+};
 
 use crate::cost::CostUpdate;
 
@@ -68,6 +74,8 @@ pub struct RecordRun {
     pub id: u64,
     /// Human name, e.g. `backend` or `backend/fix-login` for a thread.
     pub name: String,
+    /// The configured channel whose settings apply (itself, or a thread's parent).
+    pub profile_id: u64,
     /// The project directory the CLI ran in.
     pub project_dir: PathBuf,
     /// The model the CLI reported, if any.
@@ -464,6 +472,13 @@ fn record_run(conn: &mut Connection, msg: RecordRun) -> rusqlite::Result<Recorde
         inbox::mark(&tx, reply.message_id, InboxState::Answered)?;
         outbox::insert(&tx, reply)?;
     }
+    sessions::record_run(
+        &tx,
+        row.id,
+        msg.profile_id,
+        row.session_id.as_deref(),
+        update.run_usd,
+    )?;
     let values = params![
         to_sql_id(row.id),
         row.name,

@@ -91,6 +91,31 @@ const MIGRATIONS: &[&str] = &[
         updated_at_ms   INTEGER NOT NULL
     );
     CREATE INDEX outbox_state ON outbox(state, message_id);",
+    // 5: each conversation's sessions and runs (for `sessions`, `resume`, `usage`), and the
+    // model and permission mode chosen for it from chat.
+    "CREATE TABLE sessions (
+        conversation_id INTEGER NOT NULL,
+        session_id      TEXT    NOT NULL,
+        profile_id      INTEGER NOT NULL,
+        first_at_ms     INTEGER NOT NULL,
+        last_at_ms      INTEGER NOT NULL,
+        messages        INTEGER NOT NULL,
+        cost_usd        REAL    NOT NULL,
+        PRIMARY KEY (conversation_id, session_id)
+    );
+    CREATE INDEX sessions_profile ON sessions(profile_id);
+    CREATE TABLE run_costs (
+        at_ms           INTEGER NOT NULL,
+        conversation_id INTEGER NOT NULL,
+        profile_id      INTEGER NOT NULL,
+        cost_usd        REAL    NOT NULL
+    );
+    CREATE INDEX run_costs_at ON run_costs(at_ms);
+    CREATE TABLE overrides (
+        conversation_id INTEGER PRIMARY KEY,
+        model           TEXT,
+        permission_mode TEXT
+    );",
 ];
 
 /// How to open the store.

@@ -25,6 +25,7 @@ fn run(id: u64, session: &str, cost: CostUpdate) -> RecordRun {
     RecordRun {
         id,
         name: format!("chan-{id}"),
+        profile_id: id,
         project_dir: "/srv/project".into(),
         model: Some("claude-opus-5-5".into()),
         session_id: Some(session.into()),
@@ -144,8 +145,8 @@ async fn data_survives_reopening_and_migrations_run_once() {
         .pragma_query_value(None, "user_version", |r| r.get(0))
         .expect("pragma");
     assert_eq!(
-        version, 4,
-        "conversations; rules and the approvals audit; the CLI processes running; inbox and outbox"
+        version, 5,
+        "conversations; rules and the approvals audit; the CLI processes running; inbox and outbox; sessions, run costs, overrides"
     );
     let mode: String = conn
         .pragma_query_value(None, "journal_mode", |r| r.get(0))
@@ -465,11 +466,109 @@ async fn the_outbox_records_delivery_part_by_part_and_pruning_keeps_what_catch_u
         .await
         .expect("mailbox")
         .expect("prune");
-    assert_eq!(pruned, 3, "one inbox row and both replies");
+    assert_eq!(pruned, 5, "one inbox row, both replies and both run costs");
     let last = store
         .send(ListLastSeen)
         .await
         .expect("mailbox")
         .expect("last");
     assert_eq!(last.iter().map(|l| l.message_id).collect::<Vec<_>>(), [21]);
+}
+
+#[actix_rt::test]
+async fn sessions_costs_and_choices_are_kept_per_conversation() {
+    use actors::store::{
+        GetUsage, ListSessions, LoadOverrides, Overrides, ResumeSession, SaveOverrides,
+    };
+    let dir = tempfile::tempdir().expect("tmp");
+    let store = start(&config(&dir));
+    record(&store, 5, "s1", 0.10).await.expect("record");
+    record(&store, 5, "s1", 0.25).await.expect("record");
+    // A new session (after a reset) that costs 0.05.
+    store
+        .send(ResetConversation { id: 5 })
+        .await
+        .expect("mailbox")
+        .expect("reset");
+    record(&store, 5, "s2", 0.05).await.expect("record");
+    let sessions = store
+        .send(ListSessions { conversation_id: 5 })
+        .await
+        .expect("mailbox")
+        .expect("list");
+    let seen: Vec<(&str, u64)> = sessions
+        .iter()
+        .map(|s| (s.session_id.as_str(), s.messages))
+        .collect();
+    assert_eq!(seen, [("s2", 1), ("s1", 2)]);
+    assert!((sessions[1].cost_usd - 0.25).abs() < 1e-9);
+    // Back to s1: it resumes with its cumulative cost, so the next run's cost is right.
+    let ok = store
+        .send(ResumeSession {
+            conversation_id: 5,
+            session_id: "s1".into(),
+        })
+        .await
+        .expect("mailbox")
+        .expect("resume");
+    assert!(ok);
+    let not_ours = store
+        .send(ResumeSession {
+            conversation_id: 6,
+            session_id: "s1".into(),
+        })
+        .await
+        .expect("mailbox")
+        .expect("resume");
+    assert!(!not_ours, "another conversation's session");
+    let row = store
+        .send(LoadConversation { id: 5 })
+        .await
+        .expect("mailbox")
+        .expect("load")
+        .expect("row");
+    assert_eq!(row.session_id.as_deref(), Some("s1"));
+    let next = record(&store, 5, "s1", 0.30).await.expect("record");
+    assert!(
+        (next.run_cost_usd - 0.05).abs() < 1e-9,
+        "{}",
+        next.run_cost_usd
+    );
+    let usage = store
+        .send(GetUsage {
+            conversation_id: 5,
+            profile_id: 5,
+            day_start_ms: 0,
+        })
+        .await
+        .expect("mailbox")
+        .expect("usage");
+    assert!((usage.conversation_usd - 0.35).abs() < 1e-9, "{usage:?}");
+    assert!((usage.channel_usd - 0.35).abs() < 1e-9, "{usage:?}");
+    assert_eq!(usage.today_runs, 4);
+    // Choices made from chat.
+    let choice = Overrides {
+        model: Some("sonnet".into()),
+        permission_mode: Some("plan".into()),
+    };
+    store
+        .send(SaveOverrides {
+            conversation_id: 5,
+            overrides: choice.clone(),
+        })
+        .await
+        .expect("mailbox")
+        .expect("save");
+    let loaded = store
+        .send(LoadOverrides { conversation_id: 5 })
+        .await
+        .expect("mailbox")
+        .expect("load");
+    assert_eq!(loaded, choice);
+    let none = store
+        .send(LoadOverrides { conversation_id: 9 })
+        .await
+        .expect("mailbox")
+        .expect("load");
+    assert_eq!(none, Overrides::default());
 }

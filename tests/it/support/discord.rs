@@ -290,7 +290,7 @@ impl DiscordServer {
         content: &str,
         edit: impl FnOnce(&mut Value),
     ) -> u64 {
-        let id = self.inner.next_id.fetch_add(1, Ordering::SeqCst);
+        let id = snowflake(&self.inner);
         let mut data = message_json(id, channel, author, false, content);
         data["member"] = json!({"roles": [], "joined_at": "2026-01-01T00:00:00+00:00", "deaf": false, "mute": false});
         edit(&mut data);
@@ -369,7 +369,7 @@ impl DiscordServer {
 
     /// Dispatches a component interaction with `data`; returns its token.
     fn interact(&self, channel: u64, message: &Value, data: &Value, user: u64) -> String {
-        let n = self.inner.next_id.fetch_add(1, Ordering::SeqCst);
+        let n = snowflake(&self.inner);
         let token = format!("itoken-{n}");
         self.inner
             .interactions
@@ -428,6 +428,25 @@ impl DiscordServer {
     pub fn drop_connection(&self, code: u16) {
         if let Some(conn) = self.inner.connection.lock().expect("lock").take() {
             let _ = conn.send(WsCommand::Close(code));
+        }
+    }
+}
+
+/// A new id: a snowflake of the current time, as Discord's, and larger than every id before.
+fn snowflake(inner: &Inner) -> u64 {
+    let now_ms = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_millis() as u64);
+    let now = now_ms.saturating_sub(DISCORD_EPOCH_MS) << 22;
+    let mut prev = inner.next_id.load(Ordering::SeqCst);
+    loop {
+        let next = now.max(prev + 1);
+        match inner
+            .next_id
+            .compare_exchange(prev, next, Ordering::SeqCst, Ordering::SeqCst)
+        {
+            Ok(_) => return next,
+            Err(actual) => prev = actual,
         }
     }
 }
@@ -666,7 +685,7 @@ async fn create_message(
             return Json(message).into_response();
         }
     }
-    let mid = inner.next_id.fetch_add(1, Ordering::SeqCst);
+    let mid = snowflake(&inner);
     // Kept with the recording, so a test can click the message's buttons.
     body["__id"] = json!(mid);
     let mut message = message_json(mid, id, BOT_ID, true, &content);
@@ -769,7 +788,7 @@ async fn followup(
         )
             .into_response();
     }
-    let mid = inner.next_id.fetch_add(1, Ordering::SeqCst);
+    let mid = snowflake(&inner);
     Json(message_json(mid, channel, BOT_ID, true, &content)).into_response()
 }
 

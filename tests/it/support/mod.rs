@@ -330,6 +330,7 @@ impl Harness {
             attachments: Vec::new(),
             late: false,
             durable: true,
+            approver: true,
         });
         self.next_message
     }
