@@ -616,3 +616,107 @@ async fn an_api_429_without_a_reset_time_is_waited_out_with_a_backoff() {
     assert_eq!(answer.text, format!("echo: {prompt}"));
     assert!(env.prompts().len() >= 2, "{:?}", env.prompts());
 }
+
+fn flag_value(argv: &[String], flag: &str) -> Option<String> {
+    argv.iter()
+        .position(|a| a == flag)
+        .and_then(|i| argv.get(i + 1).cloned())
+}
+
+#[actix_rt::test]
+async fn usage_sessions_and_resume_work_from_chat() {
+    let env = TestEnv::new();
+    let mut h = Harness::start(env.one_shot()).await;
+    h.send("alpha", "one");
+    let first = h.reply().await;
+    let old = first.session_id.clone().expect("session");
+    h.send("alpha", "two");
+    h.reply().await;
+    h.send("alpha", "!usage");
+    let usage = h.reply().await;
+    // The stand-in costs 0.05 a call.
+    assert!(
+        usage.text.contains("this conversation $0.1000"),
+        "{}",
+        usage.text
+    );
+    assert!(usage.text.contains("over 2 run(s)"), "{}", usage.text);
+    h.send("alpha", "!reset");
+    h.reply().await;
+    h.send("alpha", "three");
+    let fresh = h.reply().await;
+    assert_ne!(fresh.session_id.as_deref(), Some(old.as_str()));
+    h.send("alpha", "!sessions");
+    let list = h.reply().await;
+    assert!(
+        list.text.contains(&old) && list.text.contains("2 message(s)"),
+        "{}",
+        list.text
+    );
+    assert!(list.text.contains("← current"), "{}", list.text);
+    h.send("alpha", "!resume not-a-session");
+    let refused = h.reply().await;
+    assert!(
+        refused.is_error && refused.text.contains("not one of"),
+        "{}",
+        refused.text
+    );
+    h.send("alpha", &format!("!resume {old}"));
+    let switched = h.reply().await;
+    assert!(switched.text.contains(&old), "{}", switched.text);
+    h.send("alpha", "HISTORY");
+    let history = h.reply().await;
+    assert_eq!(history.text, "history: one | two");
+    let argv = argv_of(env.starts().last().expect("a start"));
+    assert_eq!(flag_value(&argv, "--resume"), Some(old));
+}
+
+#[actix_rt::test]
+async fn the_model_and_mode_chosen_from_chat_are_used_and_kept() {
+    let env = TestEnv::new();
+    let mut settings = env.one_shot();
+    settings.channel[1].allow_mode_change = true;
+    let mut h = Harness::start(settings.clone()).await;
+    h.send("alpha", "!model");
+    assert!(h.reply().await.text.contains("CLI's default"));
+    h.send("alpha", "!model sonnet");
+    assert!(h.reply().await.text.contains("`sonnet`"));
+    h.send("alpha", "!model ;rm&&$(id)");
+    assert!(h.reply().await.is_error, "not a model name");
+    h.send("alpha", "hello");
+    h.reply().await;
+    let argv = argv_of(env.starts().last().expect("a start"));
+    assert_eq!(flag_value(&argv, "--model").as_deref(), Some("sonnet"));
+    // Alpha does not allow mode changes; beta does, but never bypassPermissions.
+    h.send("alpha", "!mode plan");
+    let refused = h.reply().await;
+    assert!(
+        refused.is_error && refused.text.contains("allow_mode_change"),
+        "{}",
+        refused.text
+    );
+    h.send("beta", "!mode bypassPermissions");
+    assert!(h.reply().await.is_error);
+    h.send("beta", "!mode nonsense");
+    assert!(h
+        .reply()
+        .await
+        .text
+        .contains("One of: default, acceptEdits, plan"));
+    h.send("beta", "!mode plan");
+    assert!(h.reply().await.text.contains("`plan`"));
+    h.send("beta", "hi");
+    h.reply().await;
+    let argv = argv_of(env.starts().last().expect("a start"));
+    assert_eq!(
+        flag_value(&argv, "--permission-mode").as_deref(),
+        Some("plan")
+    );
+    // Kept across a restart of the service.
+    drop(h);
+    let mut h = Harness::start(settings).await;
+    h.send("alpha", "!model");
+    assert!(h.reply().await.text.contains("`sonnet` (chosen here"));
+    h.send("beta", "!mode");
+    assert!(h.reply().await.text.contains("`plan`"));
+}
