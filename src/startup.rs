@@ -166,6 +166,7 @@ impl Application {
             }),
             store: self.store.clone(),
             recovery: self.settings.recovery.clone(),
+            models: self.runner.models(),
         }
         .connect()
         .await?;

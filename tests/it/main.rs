@@ -8,4 +8,5 @@ mod discord;
 mod live;
 mod recovery;
 mod service;
+mod slash;
 mod support;

@@ -30,6 +30,7 @@
 pub mod args;
 pub mod config;
 pub mod environment;
+pub mod models;
 pub mod permission;
 mod process;
 mod report;
@@ -220,6 +221,8 @@ pub struct ClaudeRunner {
     env: Arc<Vec<(OsString, OsString)>>,
     /// Told of every process started and reaped.
     processes: Option<Arc<dyn ProcessLog>>,
+    /// The models the CLI offers, once a live session has said.
+    models: models::ModelCatalog,
 }
 
 impl std::fmt::Debug for ClaudeRunner {
@@ -239,7 +242,13 @@ impl ClaudeRunner {
             config: Arc::new(config),
             env: Arc::new(env),
             processes: None,
+            models: models::ModelCatalog::default(),
         }
+    }
+
+    /// The models the CLI offers (cached from the first live session's `list_models`).
+    pub fn models(&self) -> models::ModelCatalog {
+        self.models.clone()
     }
 
     /// The same runner, reporting its processes to `log`.

@@ -155,8 +155,13 @@ impl LiveSession {
         let (ev_tx, events) = unbounded_channel();
         let reaper = Arc::clone(&shared);
         let log = runner.process_log();
+        let models = runner.models();
+        if !models.is_cached() {
+            // Once per service: the answer is kept by the reader, whenever it comes.
+            let _ = in_tx.send(control_line(super::models::REQUEST_ID, "list_models"));
+        }
         std::thread::spawn(move || {
-            read_stdout(stdout, child, &reaper, &ev_tx, &stderr_closed);
+            read_stdout(stdout, child, &reaper, &ev_tx, &stderr_closed, &models);
             if let Some(log) = log {
                 log.ended(reaper.pgid.as_raw());
             }
@@ -389,6 +394,7 @@ fn read_stdout(
     shared: &Shared,
     events: &UnboundedSender<SessionEvent>,
     stderr_closed: &std::sync::mpsc::Receiver<()>,
+    models: &super::models::ModelCatalog,
 ) {
     let mut lines = LineSplitter::new(MAX_LINE_BYTES);
     let mut buf = vec![0_u8; 16 * 1024];
@@ -398,6 +404,10 @@ fn read_stdout(
             return;
         }
         match parse_line(line) {
+            Ok(StreamEvent::Models(list)) => {
+                debug!(models = list.len(), "the CLI listed its models");
+                models.set(list);
+            }
             Ok(ev) => {
                 let _ = events.send(SessionEvent::Line(ev));
             }

@@ -58,6 +58,8 @@ pub enum StreamEvent {
         /// Whether it succeeded.
         success: bool,
     },
+    /// The answer to `list_models`: the models' `value`s (`p_22`).
+    Models(Vec<String>),
     /// `rate_limit_event` (subscription logins; `u_oauth_limit_stream`), or the
     /// `api_error_params.rate_limit_info` of an API-error `assistant` line (a warm process
     /// prints the event only once: `u_oauth_limit_live`): where the account stands against its
@@ -247,6 +249,14 @@ pub fn parse_line(line: impl AsRef<[u8]>) -> Result<StreamEvent, serde_json::Err
         },
         (Some("control_response"), _) => {
             let r = l.response.unwrap_or(Value::Null);
+            if let Some(models) = r["response"]["models"].as_array() {
+                return Ok(StreamEvent::Models(
+                    models
+                        .iter()
+                        .filter_map(|m| m["value"].as_str().map(str::to_string))
+                        .collect(),
+                ));
+            }
             StreamEvent::ControlResponse {
                 request_id: r["request_id"].as_str().unwrap_or_default().to_string(),
                 success: r["subtype"] == "success",

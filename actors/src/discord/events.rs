@@ -9,7 +9,8 @@ use serenity::all::{
 use actix::Addr;
 
 use super::gateway::{
-    DiscordGateway, LearnChannel, MarkReady, MarkResumed, ReceiveClick, ReceiveMessage,
+    DiscordGateway, LearnChannel, MarkReady, MarkResumed, ReceiveAutocomplete, ReceiveClick,
+    ReceiveCommand, ReceiveMessage,
 };
 
 /// Serenity's event handler: forwards to the gateway actor and returns at once.
@@ -26,12 +27,20 @@ impl EventHandler for Forward {
     async fn ready(&self, _: SerenityContext, ready: Ready) {
         self.gateway.do_send(MarkReady {
             bot_id: ready.user.id.get(),
+            application_id: ready.application.id.get(),
         });
     }
 
     async fn interaction_create(&self, _: SerenityContext, interaction: Interaction) {
-        if let Interaction::Component(click) = interaction {
-            self.gateway.do_send(ReceiveClick(Box::new(click)));
+        match interaction {
+            Interaction::Component(click) => self.gateway.do_send(ReceiveClick(Box::new(click))),
+            Interaction::Command(command) => {
+                self.gateway.do_send(ReceiveCommand(Box::new(command)));
+            }
+            Interaction::Autocomplete(typing) => {
+                self.gateway.do_send(ReceiveAutocomplete(Box::new(typing)));
+            }
+            _ => {}
         }
     }
 

@@ -17,6 +17,8 @@
 //! Delivery: a reply from the outbox is posted from its first unposted chunk, and each chunk
 //! posted is recorded, so a restart resumes it instead of posting it twice.
 
+mod slash;
+
 use std::collections::{HashMap, VecDeque};
 use std::sync::atomic::Ordering;
 use std::sync::Arc;
@@ -54,12 +56,16 @@ use crate::store::{AttachmentMeta, ListLastSeen, RecordDelivery, SessionStoreAct
 #[rtype(result = "()")]
 pub struct ReceiveMessage(pub Box<DiscordMessage>);
 
+pub use slash::{ReceiveAutocomplete, ReceiveCommand};
+
 /// Remember who the bot is (from `READY`).
 #[derive(Debug, Message)]
 #[rtype(result = "()")]
 pub struct MarkReady {
     /// The bot's user id.
     pub bot_id: u64,
+    /// The application's id (application commands are registered under it).
+    pub application_id: u64,
 }
 
 /// Count a gateway session that resumed after a reconnect.
@@ -230,6 +236,10 @@ pub struct DiscordGateway {
     /// Channels whose history is being read: their live messages wait here, so none is
     /// answered before an older one the history holds.
     held: HashMap<u64, Vec<DiscordMessage>>,
+    /// `/claude` invocations acknowledged and waiting for the core's answer, by interaction id.
+    slash: HashMap<u64, Box<serenity::all::CommandInteraction>>,
+    /// The models to offer in autocomplete.
+    models: crate::claude::models::ModelCatalog,
 }
 
 /// What the gateway is connected to besides Discord.
@@ -240,6 +250,8 @@ pub struct GatewayLinks {
     pub store: Addr<SessionStoreActor>,
     /// `[recovery]`.
     pub recovery: RecoveryConfig,
+    /// The models the CLI offers.
+    pub models: crate::claude::models::ModelCatalog,
 }
 
 impl DiscordGateway {
@@ -259,6 +271,8 @@ impl DiscordGateway {
             catching_up: false,
             session_since: 0,
             held: HashMap::new(),
+            slash: HashMap::new(),
+            models: links.models,
             pending: 0,
             flush_waiters: Vec::new(),
             channels: channels.into_iter().map(|c| (c.profile.id, c)).collect(),
@@ -749,6 +763,7 @@ impl Handler<MarkReady> for DiscordGateway {
         // A new session (not a resumed one): what was posted meanwhile was never delivered.
         self.session_since = snowflake_at(std::time::SystemTime::now());
         self.catch_up(ctx);
+        self.register_commands(msg.application_id, ctx);
     }
 }
 
@@ -815,6 +830,9 @@ impl Handler<DeliverReply> for DiscordGateway {
     fn handle(&mut self, msg: DeliverReply, ctx: &mut Self::Context) {
         if let Some(tx) = self.working.remove(&msg.origin.message_id) {
             let _ = tx.send(None);
+        }
+        if self.answer_command(&msg, ctx) {
+            return;
         }
         if msg.origin.channel_id == 0 {
             error!(conversation = %msg.conversation, "reply without a Discord channel; not sent");

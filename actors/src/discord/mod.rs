@@ -12,6 +12,7 @@
 pub mod access;
 pub mod approvals;
 pub mod chunking;
+pub mod commands;
 mod events;
 pub mod gateway;
 pub mod outbound;
@@ -116,6 +117,8 @@ pub struct GatewaySetup {
     pub store: Addr<crate::store::SessionStoreActor>,
     /// `[recovery]`.
     pub recovery: crate::recovery::RecoveryConfig,
+    /// The models the CLI offers (for `/claude model` autocomplete).
+    pub models: crate::claude::models::ModelCatalog,
 }
 
 impl GatewaySetup {
@@ -172,6 +175,7 @@ impl GatewaySetup {
                 registry: registry.clone(),
                 store: self.store,
                 recovery: self.recovery,
+                models: self.models,
             },
             self.channels,
             self.access,

@@ -400,6 +400,39 @@ impl Outbound {
         }
     }
 
+    /// Answers a `/claude` invocation or autocomplete (within Discord's 3 s: one attempt).
+    pub async fn respond_command(
+        &self,
+        interaction: &serenity::all::CommandInteraction,
+        response: CreateInteractionResponse,
+    ) {
+        if let Err(e) = interaction.create_response(&*self.http, response).await {
+            warn!(channel_id = interaction.channel_id.get(), error = %e, "/claude could not be answered");
+        }
+    }
+
+    /// Fills in a deferred `/claude` answer with `text` (cut to Discord's limit).
+    pub async fn edit_command_response(
+        &self,
+        interaction: &serenity::all::CommandInteraction,
+        text: &str,
+    ) {
+        let text = preview(text, DISCORD_LIMIT);
+        let edited = self
+            .with_retry("edit command answer", || {
+                interaction.edit_response(
+                    &*self.http,
+                    serenity::all::EditInteractionResponse::new()
+                        .content(text.clone())
+                        .allowed_mentions(CreateAllowedMentions::new()),
+                )
+            })
+            .await;
+        if let Err(e) = edited {
+            warn!(channel_id = interaction.channel_id.get(), error = %e, "/claude answer could not be delivered");
+        }
+    }
+
     /// A private note to whoever clicked, after the interaction was acknowledged.
     pub async fn whisper(&self, interaction: &ComponentInteraction, text: &str) {
         let note = CreateInteractionResponseFollowup::new()

@@ -1,6 +1,6 @@
 //! The stdin side of `--input-format stream-json`, as `../shared/claude-cli/PERMISSIONS.md` and its
 //! `p_*` samples show the real CLI: user lines are turns; control requests from the wrapper
-//! (`interrupt`, `end_session`, `initialize`, `set_permission_mode`, `set_model`) are answered;
+//! (`interrupt`, `end_session`, `initialize`, `set_permission_mode`, `set_model`, `list_models`) are answered (and logged);
 //! with `--permission-prompt-tool stdio`, a tool call that no rule allows is asked about with a
 //! `can_use_tool` control request, and the turn waits (for ever, like the CLI) for the answer.
 
@@ -144,6 +144,8 @@ impl Input {
             Some("control_request") => {
                 let id = v["request_id"].as_str().unwrap_or_default();
                 let req = &v["request"];
+                // Logged, so a test can see what the wrapper asked.
+                super::log_event("control", &json!({"request": req}));
                 match req["subtype"].as_str().unwrap_or_default() {
                     "interrupt" => {
                         session.interrupt_id = Some(id.to_string());
@@ -177,6 +179,23 @@ impl Input {
                     }
                     "set_model" => {
                         emit(&success(id, &json!({"model": req["model"]})));
+                        Taken::Other
+                    }
+                    "list_models" => {
+                        // p_22's answer, or FAKE_CLAUDE_MODELS (comma-separated values).
+                        let values: Vec<String> = std::env::var("FAKE_CLAUDE_MODELS").map_or_else(
+                            |_| {
+                                ["default", "opus", "fable", "sonnet", "haiku"]
+                                    .map(String::from)
+                                    .to_vec()
+                            },
+                            |v| v.split(',').map(str::to_string).collect(),
+                        );
+                        let models: Vec<Value> = values
+                            .iter()
+                            .map(|m| json!({"value": m, "displayName": m, "description": format!("{m} (stand-in)")}))
+                            .collect();
+                        emit(&success(id, &json!({"models": models})));
                         Taken::Other
                     }
                     other => {

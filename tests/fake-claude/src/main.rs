@@ -291,7 +291,7 @@ fn append_turn(path: &Path, turn: &Turn) {
 }
 
 /// Appends one record to `FAKE_CLAUDE_LOG` so tests can see what this process received.
-fn log_event(event: &str, extra: &Value) {
+pub(crate) fn log_event(event: &str, extra: &Value) {
     let Some(path) = std::env::var_os("FAKE_CLAUDE_LOG") else {
         return;
     };

@@ -74,6 +74,8 @@ struct Inner {
     rate_limits: Mutex<VecDeque<f64>>,
     /// Interactions dispatched, and whether each has had its callback.
     interactions: Mutex<HashMap<String, (bool, u64)>>,
+    /// When each interaction was dispatched: a callback after 3 s is refused, as on Discord.
+    dispatched: Mutex<HashMap<String, Instant>>,
     connection: Mutex<Option<UnboundedSender<WsCommand>>>,
     frames: Mutex<Vec<Value>>,
     next_id: AtomicU64,
@@ -121,6 +123,14 @@ impl DiscordServer {
                 post(interaction_callback),
             )
             .route("/api/v10/webhooks/{app}/{token}", post(followup))
+            .route(
+                "/api/v10/webhooks/{app}/{token}/messages/@original",
+                patch(edit_original),
+            )
+            .route(
+                "/api/v10/applications/{app}/guilds/{guild}/commands",
+                axum::routing::put(overwrite_commands).post(unknown),
+            )
             .route("/gateway", get(websocket))
             .fallback(any(unknown))
             .with_state(Arc::clone(&inner));
@@ -129,6 +139,13 @@ impl DiscordServer {
             .expect("bind 127.0.0.1");
         let base = format!("http://{}", listener.local_addr().expect("addr"));
         inner.base.lock().expect("lock").clone_from(&base);
+        // The configured channels of the tests' settings, as guild text channels.
+        for id in [1001_u64, 1002, 1003] {
+            inner.channels.lock().expect("lock").insert(
+                id,
+                json!({"id": id.to_string(), "type": 0, "guild_id": GUILD_ID.to_string(), "name": format!("channel-{id}")}),
+            );
+        }
         tokio::spawn(async move {
             let _ = axum::serve(listener, app).await;
         });
@@ -369,6 +386,41 @@ impl DiscordServer {
 
     /// Dispatches a component interaction with `data`; returns its token.
     fn interact(&self, channel: u64, message: &Value, data: &Value, user: u64) -> String {
+        self.interaction(channel, 3, Some(message), data, user)
+    }
+
+    /// `/claude SUB` by `user` in `channel`, with `options` (`[{"type": 3, "name": …,
+    /// "value": …}]`); returns the interaction's token.
+    pub fn command(&self, channel: u64, user: u64, sub: &str, options: &Value) -> String {
+        let data = json!({"id": "777", "name": "claude", "type": 1,
+                          "options": [{"type": 1, "name": sub, "options": options}]});
+        self.interaction(channel, 2, None, &data, user)
+    }
+
+    /// Autocomplete while `user` types `typed` into option `option` of `/claude SUB`.
+    pub fn autocomplete(
+        &self,
+        channel: u64,
+        user: u64,
+        sub: &str,
+        option: &str,
+        typed: &str,
+    ) -> String {
+        let data = json!({"id": "777", "name": "claude", "type": 1,
+                          "options": [{"type": 1, "name": sub, "options": [
+                              {"type": 3, "name": option, "value": typed, "focused": true}]}]});
+        self.interaction(channel, 4, None, &data, user)
+    }
+
+    /// Dispatches an interaction of Discord type `kind`; returns its token.
+    fn interaction(
+        &self,
+        channel: u64,
+        kind: u8,
+        message: Option<&Value>,
+        data: &Value,
+        user: u64,
+    ) -> String {
         let n = snowflake(&self.inner);
         let token = format!("itoken-{n}");
         self.inner
@@ -376,17 +428,25 @@ impl DiscordServer {
             .lock()
             .expect("lock")
             .insert(token.clone(), (false, channel));
-        let data = json!({
-            "id": n.to_string(), "application_id": "555555555555555555", "type": 3,
+        self.inner
+            .dispatched
+            .lock()
+            .expect("lock")
+            .insert(token.clone(), Instant::now());
+        let mut data = json!({
+            "id": n.to_string(), "application_id": "555555555555555555", "type": kind,
             "data": data,
             "guild_id": GUILD_ID.to_string(), "channel_id": channel.to_string(),
             "member": {"user": {"id": user.to_string(), "username": "clicker", "discriminator": "0000"},
                        "roles": [], "joined_at": "2026-01-01T00:00:00+00:00", "deaf": false, "mute": false,
                        "flags": 0},
             "user": {"id": user.to_string(), "username": "clicker", "discriminator": "0000"},
-            "token": token, "version": 1, "message": message, "locale": "en-US",
+            "token": token, "version": 1, "locale": "en-US",
             "entitlements": [], "attachment_size_limit": 26_214_400
         });
+        if let Some(m) = message {
+            data["message"] = m.clone();
+        }
         // A payload serenity cannot parse would silently become Event::Unknown.
         if let Err(e) = serde_json::from_value::<serenity::all::Interaction>(data.clone()) {
             panic!("serenity cannot parse this interaction ({e}): {data}");
@@ -526,7 +586,13 @@ async fn channel(
     Path(id): Path<u64>,
     headers: HeaderMap,
 ) -> Response {
-    let failure = inner.lookup_failures.lock().expect("lock").pop_front();
+    // The configured channels are looked up at every READY (registering /claude): failures
+    // set up by a test are for the channels it looks up itself.
+    let failure = if (1001..=1003).contains(&id) {
+        None
+    } else {
+        inner.lookup_failures.lock().expect("lock").pop_front()
+    };
     let found = inner.channels.lock().expect("lock").get(&id).cloned();
     let status = failure.unwrap_or(if found.is_some() { 200 } else { 404 });
     record(
@@ -729,10 +795,17 @@ async fn interaction_callback(
     Json(body): Json<Value>,
 ) -> Response {
     let path = format!("/api/v10/interactions/{id}/{token}/callback");
+    let too_late = inner
+        .dispatched
+        .lock()
+        .expect("lock")
+        .get(&token)
+        .is_some_and(|t| t.elapsed() > Duration::from_secs(3));
     let status = {
         let mut all = inner.interactions.lock().expect("lock");
         match all.get_mut(&token) {
             None => 404,
+            Some(_) if too_late => 404,
             Some((answered, _)) if *answered => 400,
             Some((answered, _)) => {
                 *answered = true;
@@ -790,6 +863,70 @@ async fn followup(
     }
     let mid = snowflake(&inner);
     Json(message_json(mid, channel, BOT_ID, true, &content)).into_response()
+}
+
+/// `PATCH /webhooks/{app}/{token}/messages/@original`: fills in a deferred answer, only after
+/// the interaction's callback.
+async fn edit_original(
+    State(inner): State<Arc<Inner>>,
+    Path((app, token)): Path<(String, String)>,
+    headers: HeaderMap,
+    Json(body): Json<Value>,
+) -> Response {
+    let path = format!("/api/v10/webhooks/{app}/{token}/messages/@original");
+    let (answered, channel) = inner
+        .interactions
+        .lock()
+        .expect("lock")
+        .get(&token)
+        .copied()
+        .unwrap_or((false, 1));
+    let content = body["content"].as_str().unwrap_or_default().to_string();
+    record(
+        &inner,
+        "PATCH",
+        path,
+        body,
+        Vec::new(),
+        &headers,
+        if answered { 200 } else { 404 },
+    );
+    if !answered {
+        return (
+            StatusCode::NOT_FOUND,
+            Json(json!({"message": "Unknown Webhook", "code": 10015})),
+        )
+            .into_response();
+    }
+    let mid = snowflake(&inner);
+    Json(message_json(mid, channel, BOT_ID, true, &content)).into_response()
+}
+
+/// `PUT /applications/{app}/guilds/{guild}/commands`: a bulk overwrite; answers the commands
+/// as Discord stores them (with ids).
+async fn overwrite_commands(
+    State(inner): State<Arc<Inner>>,
+    Path((app, guild)): Path<(String, String)>,
+    headers: HeaderMap,
+    Json(body): Json<Value>,
+) -> Response {
+    let path = format!("/api/v10/applications/{app}/guilds/{guild}/commands");
+    record(&inner, "PUT", path, body.clone(), Vec::new(), &headers, 200);
+    let stored: Vec<Value> = body
+        .as_array()
+        .cloned()
+        .unwrap_or_default()
+        .into_iter()
+        .map(|mut c| {
+            c["id"] = json!(snowflake(&inner).to_string());
+            c["application_id"] = json!(app);
+            c["guild_id"] = json!(guild);
+            c["version"] = json!("1");
+            c["type"] = json!(1);
+            c
+        })
+        .collect();
+    Json(Value::Array(stored)).into_response()
 }
 
 /// What Discord answers with `status`.

@@ -1,0 +1,224 @@
+//! The `/claude` application command: its definition (registered per guild with a bulk
+//! overwrite, so a restart replaces it and never adds a second), how an invocation becomes the
+//! core's [`Command`] (the same one the `!` commands parse to), and autocomplete choices.
+
+use serenity::all::{
+    CommandData, CommandDataOption, CommandDataOptionValue, CommandOptionType, CreateCommand,
+    CreateCommandOption,
+};
+
+use crate::claude::PermissionMode;
+use crate::frontend::Command;
+
+/// The command's name: `/claude …`.
+pub const NAME: &str = "claude";
+
+/// Discord allows at most 25 autocomplete choices.
+pub const MAX_CHOICES: usize = 25;
+
+/// The `/claude` command with its subcommands.
+pub fn definition() -> CreateCommand {
+    let sub = |name: &str, description: &str| {
+        CreateCommandOption::new(CommandOptionType::SubCommand, name, description)
+    };
+    let mut mode = CreateCommandOption::new(
+        CommandOptionType::String,
+        "mode",
+        "The permission mode (approvers, where the channel allows it)",
+    )
+    .required(false);
+    for m in PermissionMode::CHAT {
+        mode = mode.add_string_choice(m.as_str(), m.as_str());
+    }
+    CreateCommand::new(NAME)
+        .description("Claude Code in this channel")
+        .dm_permission(false)
+        .add_option(sub("status", "What Claude is doing here"))
+        .add_option(sub("cancel", "Stop the run in flight"))
+        .add_option(sub("new", "Start a new Claude session here"))
+        .add_option(sub("retry", "Run again the message a restart interrupted"))
+        .add_option(sub(
+            "usage",
+            "What this conversation, its channel and today cost",
+        ))
+        .add_option(sub("sessions", "This conversation's Claude sessions"))
+        .add_option(
+            sub("resume", "Go back to one of this conversation's sessions").add_sub_option(
+                CreateCommandOption::new(CommandOptionType::String, "id", "The session id")
+                    .required(true)
+                    .set_autocomplete(true),
+            ),
+        )
+        .add_option(
+            sub("model", "Show or set the model for this conversation").add_sub_option(
+                CreateCommandOption::new(CommandOptionType::String, "name", "The model")
+                    .required(false)
+                    .set_autocomplete(true),
+            ),
+        )
+        .add_option(sub("mode", "Show or set the permission mode").add_sub_option(mode))
+        .add_option(
+            sub("rules", "The \"always\" rules of this conversation").add_sub_option(
+                CreateCommandOption::new(
+                    CommandOptionType::Boolean,
+                    "clear",
+                    "Forget them (approvers)",
+                )
+                .required(false),
+            ),
+        )
+        .add_option(sub("help", "The commands"))
+}
+
+/// The string option `name` of a subcommand's options.
+fn string(options: &[CommandDataOption], name: &str) -> Option<String> {
+    options
+        .iter()
+        .find(|o| o.name == name)
+        .and_then(|o| match &o.value {
+            CommandDataOptionValue::String(s) => Some(s.trim().to_string()),
+            _ => None,
+        })
+}
+
+/// What an invocation of `/claude` asks for; an error names what is wrong.
+pub fn parse(data: &CommandData) -> Result<Command, String> {
+    if data.name != NAME {
+        return Err(format!("`/{}` is not this bot's command", data.name));
+    }
+    let Some((sub, options)) = data.options.first().and_then(|o| match &o.value {
+        CommandDataOptionValue::SubCommand(opts) => Some((o.name.as_str(), opts.as_slice())),
+        _ => None,
+    }) else {
+        return Err("a subcommand is needed, e.g. `/claude status`".into());
+    };
+    let optional = |name| string(options, name).filter(|s| !s.is_empty());
+    Ok(match sub {
+        "status" => Command::Status,
+        "cancel" => Command::Cancel,
+        "new" => Command::New,
+        "retry" => Command::Retry,
+        "usage" => Command::Usage,
+        "sessions" => Command::Sessions,
+        "help" => Command::Help,
+        "resume" => Command::Resume(optional("id").ok_or("`/claude resume` needs a session id")?),
+        "model" => Command::Model(optional("name")),
+        "mode" => Command::Mode(optional("mode")),
+        "rules" => {
+            let clear = options.iter().any(|o| {
+                o.name == "clear" && matches!(o.value, CommandDataOptionValue::Boolean(true))
+            });
+            if clear {
+                Command::RulesClear
+            } else {
+                Command::Rules
+            }
+        }
+        other => return Err(format!("`/claude {other}` is not a subcommand")),
+    })
+}
+
+/// Whether only the user who asked should see the answer (nothing changes for others).
+pub fn is_private(command: &Command) -> bool {
+    matches!(
+        command,
+        Command::Status
+            | Command::Usage
+            | Command::Sessions
+            | Command::Help
+            | Command::Rules
+            | Command::Model(None)
+            | Command::Mode(None)
+    )
+}
+
+/// The choices among `candidates` for what the user typed: those containing it (any case),
+/// at most [`MAX_CHOICES`], each at most 100 characters (Discord's limits).
+pub fn choices(candidates: &[String], typed: &str) -> Vec<String> {
+    let typed = typed.to_lowercase();
+    candidates
+        .iter()
+        .filter(|c| c.to_lowercase().contains(&typed))
+        .filter(|c| c.chars().count() <= 100)
+        .take(MAX_CHOICES)
+        .cloned()
+        .collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    fn data(sub: &str, options: &serde_json::Value) -> CommandData {
+        serde_json::from_value(json!({
+            "id": "1", "name": "claude", "type": 1,
+            "options": [{"type": 1, "name": sub, "options": options}]
+        }))
+        .expect("command data")
+    }
+
+    #[test]
+    fn subcommands_become_the_core_commands() {
+        assert_eq!(parse(&data("status", &json!([]))), Ok(Command::Status));
+        assert_eq!(parse(&data("new", &json!([]))), Ok(Command::New));
+        assert_eq!(
+            parse(&data(
+                "model",
+                &json!([{"type": 3, "name": "name", "value": "sonnet"}])
+            )),
+            Ok(Command::Model(Some("sonnet".into())))
+        );
+        assert_eq!(parse(&data("model", &json!([]))), Ok(Command::Model(None)));
+        assert_eq!(
+            parse(&data(
+                "rules",
+                &json!([{"type": 5, "name": "clear", "value": true}])
+            )),
+            Ok(Command::RulesClear)
+        );
+        assert_eq!(parse(&data("rules", &json!([]))), Ok(Command::Rules));
+        assert!(parse(&data("resume", &json!([]))).is_err());
+        assert!(parse(&data("explode", &json!([]))).is_err());
+    }
+
+    #[test]
+    fn choices_match_anywhere_and_respect_discords_limits() {
+        let all: Vec<String> = (0..40).map(|i| format!("model-{i}")).collect();
+        assert_eq!(choices(&all, "").len(), MAX_CHOICES);
+        assert_eq!(
+            choices(&all, "-3"),
+            [
+                "model-3", "model-30", "model-31", "model-32", "model-33", "model-34", "model-35",
+                "model-36", "model-37", "model-38", "model-39"
+            ]
+        );
+        let long = vec!["x".repeat(101), "ok".into()];
+        assert_eq!(choices(&long, ""), ["ok"]);
+    }
+
+    #[test]
+    fn the_definition_serializes_as_discord_expects() {
+        let v = serde_json::to_value(definition()).expect("json");
+        assert_eq!(v["name"], "claude");
+        let subs: Vec<&str> = v["options"]
+            .as_array()
+            .expect("options")
+            .iter()
+            .map(|o| o["name"].as_str().unwrap_or_default())
+            .collect();
+        for s in [
+            "status", "cancel", "new", "model", "mode", "sessions", "resume", "usage", "rules",
+        ] {
+            assert!(subs.contains(&s), "{s} missing: {subs:?}");
+        }
+        let mode = v["options"]
+            .as_array()
+            .expect("options")
+            .iter()
+            .find(|o| o["name"] == "mode")
+            .expect("mode");
+        let choices = mode["options"][0]["choices"].as_array().expect("choices");
+        assert!(!choices.iter().any(|c| c["value"] == "bypassPermissions"));
+    }
+}
