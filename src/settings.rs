@@ -12,6 +12,7 @@ use std::time::Duration;
 use actors::claude::{ClaudeConfig, PermissionMode};
 use actors::conversation::ChannelProfile;
 use actors::discord::{AccessConfig, ChannelAccess, DiscordConfig};
+use actors::files::FilesConfig;
 use actors::recovery::RecoveryConfig;
 use actors::store::StoreConfig;
 use config::{Config, Environment, File, FileFormat};
@@ -95,6 +96,8 @@ pub struct Settings {
     pub shutdown: ShutdownSettings,
     /// Starting again after a stop.
     pub recovery: RecoveryConfig,
+    /// Files in and out of conversations.
+    pub files: FilesConfig,
 }
 
 /// A `[[channel]]`: a Discord channel bound to a project directory. The core gets
@@ -382,6 +385,18 @@ impl Settings {
                 ));
             }
         }
+        let dir = &self.files.dir;
+        if dir.as_os_str().is_empty()
+            || dir.is_absolute()
+            || dir
+                .components()
+                .any(|c| !matches!(c, std::path::Component::Normal(_)))
+        {
+            return Err(invalid(
+                "files.dir",
+                "must be a relative path inside the project directory, without `..`",
+            ));
+        }
         if self.store.path.as_os_str().is_empty() {
             return Err(invalid("store.path", "must not be empty"));
         }
@@ -427,7 +442,15 @@ impl Settings {
         const DAY: u64 = 86_400;
         let (c, d) = (&self.claude, &self.discord);
         let r = &self.recovery;
-        let checks: [(&str, u64, u64, u64); 19] = [
+        let f = &self.files;
+        let checks: [(&str, u64, u64, u64); 21] = [
+            ("files.max_attachments", f.max_attachments as u64, 0, 10),
+            (
+                "files.max_attachment_bytes",
+                f.max_attachment_bytes,
+                1,
+                500 * 1024 * 1024,
+            ),
             ("recovery.retention_days", r.retention_days, 1, 3650),
             (
                 "channels.usage_backoff_secs",

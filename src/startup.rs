@@ -101,6 +101,7 @@ impl Application {
         let metrics = self.metrics.clone().recipient();
         let warm = WarmPool::new(self.settings.claude.max_warm_sessions);
         let usage = UsageGate::new(self.settings.channels.usage_backoff());
+        let files = self.settings.files.clone();
         move |front| {
             let idle = limits.idle();
             let deps = ChannelDeps {
@@ -115,6 +116,7 @@ impl Application {
                 metrics,
                 warm,
                 usage,
+                files,
             };
             let registry = ChannelRegistry::new(deps, idle).start();
             if let Some(restore) = restore {

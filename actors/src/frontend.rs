@@ -163,6 +163,8 @@ pub struct DeliverReply {
     pub durable: bool,
     /// Parts already posted (a reply resent after a restart continues after them).
     pub parts_sent: usize,
+    /// Files to attach (what Claude wrote to its outbox).
+    pub files: Vec<crate::files::ReplyFile>,
 }
 
 impl DeliverReply {
@@ -185,6 +187,7 @@ impl DeliverReply {
             cost_usd: 0.0,
             durable: false,
             parts_sent: 0,
+            files: Vec::new(),
         }
     }
 
@@ -204,6 +207,7 @@ impl DeliverReply {
             parts_sent: 0,
             state: "pending".into(),
             error: None,
+            files: self.files.clone(),
         }
     }
 
@@ -224,6 +228,7 @@ impl DeliverReply {
             cost_usd: o.cost_usd,
             durable: true,
             parts_sent: o.parts_sent,
+            files: o.files,
         }
     }
 }

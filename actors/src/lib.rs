@@ -50,6 +50,7 @@ pub mod claude;
 pub mod conversation;
 pub mod cost;
 pub mod discord;
+pub mod files;
 pub mod frontend;
 pub mod metrics;
 pub mod recovery;

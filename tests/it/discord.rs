@@ -1065,3 +1065,67 @@ async fn a_rate_limited_post_is_retried_no_sooner_than_discord_asked_in_proxy_mo
     assert!(tries[2].at - tries[1].at >= std::time::Duration::from_millis(300));
     assert_eq!(s.server.answer_texts(ALPHA), ["echo: wait for it"]);
 }
+
+#[actix_rt::test]
+async fn files_claude_writes_to_its_outbox_come_back_as_attachments() {
+    let env = TestEnv::new();
+    let s = start_with(&env, |st| st.files.max_attachment_bytes = 10_000).await;
+    let id = s.server.say(
+        ALPHA,
+        ALICE,
+        "make WRITEFILE:report.md WRITEFILE:big.bin:20000",
+    );
+    let nonce = format!("{id}-a");
+    s.server
+        .wait("the files", |srv| {
+            srv.posts(ALPHA)
+                .iter()
+                .any(|r| r.body["nonce"] == nonce.as_str())
+        })
+        .await;
+    let posts = s.server.posts(ALPHA);
+    let text = posts
+        .iter()
+        .find(|r| r.body["nonce"] == format!("{id}-0"))
+        .map(content)
+        .expect("the answer");
+    assert!(text.starts_with("echo: make"), "{text}");
+    assert!(
+        text.contains("too many or too large") && text.contains("big.bin"),
+        "{text}"
+    );
+    let files = &posts
+        .iter()
+        .find(|r| r.body["nonce"] == nonce.as_str())
+        .expect("files")
+        .files;
+    assert_eq!(files.len(), 1, "big.bin is listed, not attached");
+    assert_eq!(files[0].1, "report.md");
+    assert_eq!(files[0].2, b"written by the stand-in: report.md\n");
+    // The CLI was told where, and the delivered copy is gone from disk.
+    let start = env.starts().pop().expect("a start");
+    let outbox = start["env"]["CLAUDE_COORDINATOR_OUTBOX"]
+        .as_str()
+        .expect("the outbox in the CLI's environment")
+        .to_string();
+    assert!(
+        outbox.ends_with(&format!(".claude-coordinator/outbox/{ALPHA}")),
+        "{outbox}"
+    );
+    let argv = support::argv_of(&start);
+    let line = argv
+        .iter()
+        .position(|a| a == "--append-system-prompt")
+        .and_then(|i| argv.get(i + 1))
+        .expect("--append-system-prompt");
+    assert!(
+        line.contains("CLAUDE_COORDINATOR_OUTBOX") && line.contains(&outbox),
+        "{line}"
+    );
+    let sent = env.path(&format!("proj/.claude-coordinator/sent/{id}"));
+    support::wait_until(|| !sent.join("report.md").exists(), "the sent copy removed").await;
+    assert!(
+        sent.join("big.bin").exists(),
+        "a listed file stays where it is listed"
+    );
+}

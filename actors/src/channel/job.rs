@@ -64,6 +64,8 @@ pub(super) struct Job {
     pub(super) model: Option<String>,
     /// The permission mode in force.
     pub(super) permission_mode: crate::claude::PermissionMode,
+    /// Where files in and out go.
+    pub(super) files: crate::files::FilesConfig,
     pub(super) cancel: CancellationToken,
     /// Carried over from the run before, if its record is not written yet; else the store
     /// is read.
@@ -167,6 +169,7 @@ impl Job {
             disallowed_tools: profile.disallowed_tools.clone(),
             permission_mode: Some(self.permission_mode),
             allowed_tools: Vec::new(),
+            outbox: self.outbox_dir().await,
         };
         self.progress.do_send(ShowProgress {
             conversation_id: id,
@@ -189,6 +192,7 @@ impl Job {
             }
         }
         drop(permit);
+        let collected = self.collect_outbox(req.outbox.as_deref()).await;
         if let Some(resets_at) = result.as_ref().ok().and_then(RunReport::usage_limit) {
             warn!(resets_at = ?resets_at, "the account's usage limit refused the run; the message waits");
             return JobEnd::Limited {
@@ -196,7 +200,54 @@ impl Job {
                 live: self.live,
             };
         }
-        JobEnd::Ran(Box::new(self.finish(req, &prior, &notes, &result, started)))
+        let mut ran = self.finish(req, &prior, &notes, &result, started);
+        if let Some(note) = crate::files::listed_note(&collected) {
+            ran.reply.text.push_str("\n\n");
+            ran.reply.text.push_str(&note);
+        }
+        ran.reply.files = collected.attach;
+        JobEnd::Ran(Box::new(ran))
+    }
+
+    /// The conversation's outbox directory, created (off the actors' thread); `None`, with a
+    /// warning, if it cannot be.
+    async fn outbox_dir(&self) -> Option<PathBuf> {
+        let (project, files, id) = (
+            self.conversation.profile.project_dir.clone(),
+            self.files.clone(),
+            self.conversation.id,
+        );
+        match tokio::task::spawn_blocking(move || crate::files::outbox_dir(&project, &files, id))
+            .await
+        {
+            Ok(Ok(dir)) => Some(dir),
+            Ok(Err(e)) => {
+                warn!(error = %e, "could not create the outbox directory; no files are attached");
+                None
+            }
+            Err(_) => None,
+        }
+    }
+
+    /// What the run left in `outbox`, moved aside for its reply (off the actors' thread).
+    async fn collect_outbox(&self, outbox: Option<&std::path::Path>) -> crate::files::Collected {
+        let Some(dir) = outbox.map(std::path::Path::to_path_buf) else {
+            return crate::files::Collected::default();
+        };
+        let (project, files, message) = (
+            self.conversation.profile.project_dir.clone(),
+            self.files.clone(),
+            self.origin.message_id,
+        );
+        let collect = move || crate::files::collect_outbox(&dir, &project, &files, message);
+        match tokio::task::spawn_blocking(collect).await {
+            Ok(Ok(c)) => c,
+            Ok(Err(e)) => {
+                warn!(error = %e, "could not read the outbox; no files are attached");
+                crate::files::Collected::default()
+            }
+            Err(_) => crate::files::Collected::default(),
+        }
     }
 
     /// One run of `req`: a turn of the warm process (started, resuming, if there is none or it

@@ -218,6 +218,8 @@ pub struct ChannelDeps {
     pub warm: WarmPool,
     /// The account's usage-limit pause, shared by all conversations.
     pub usage: UsageGate,
+    /// `[files]`.
+    pub files: crate::files::FilesConfig,
 }
 
 /// What a channel is doing.
@@ -697,6 +699,7 @@ impl ChannelActor {
             stored: next.stored,
             model: self.overrides.model.clone(),
             permission_mode: self.permission_mode(),
+            files: self.deps.files.clone(),
             cancel: cancel.clone(),
             prior: self.carry.clone(),
             live: self.warm.take(),

@@ -87,6 +87,13 @@ fn flags(config: &ClaudeConfig, req: &RunRequest, args: &mut Vec<OsString>) {
     if let Some(s) = &req.system_prompt {
         push("--system-prompt", s);
     }
+    if let Some(dir) = &req.outbox {
+        let line = format!(
+            "Files you write to the directory named by $CLAUDE_COORDINATOR_OUTBOX ({}) are attached to your reply in the chat.",
+            dir.display()
+        );
+        push("--append-system-prompt", &line);
+    }
     let mode = req.permission_mode.unwrap_or(config.permission_mode);
     push("--permission-mode", mode.as_str());
     // Under bypassPermissions `--allowedTools` restricts nothing: only `--tools` and

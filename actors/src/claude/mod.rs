@@ -78,6 +78,9 @@ pub struct RunRequest {
     /// `--allowedTools`: the conversation's stored "always" rules (session rules are lost on
     /// `--resume`, so they are passed again at every spawn).
     pub allowed_tools: Vec<String>,
+    /// The directory whose files are attached to the reply: `CLAUDE_COORDINATOR_OUTBOX`, and a
+    /// line of `--append-system-prompt` that says so.
+    pub outbox: Option<PathBuf>,
 }
 
 /// Why a run was stopped before it finished.

@@ -91,6 +91,9 @@ pub(super) fn spawn_child(
         .env_clear()
         .envs(runner.env.iter().map(|(k, v)| (k, v)))
         .process_group(0);
+    if let Some(dir) = &req.outbox {
+        cmd.env("CLAUDE_COORDINATOR_OUTBOX", dir);
+    }
     let spawned = cmd.spawn();
     if let Ok(child) = &spawned {
         runner.process_started(i32::try_from(child.id()).unwrap_or(i32::MAX));

@@ -548,7 +548,7 @@ impl DiscordGateway {
         self.send_in_order(
             channel,
             async move {
-                out.send_reply(channel, reply_to, "Sorry — you are not on this bot's allowlist here, so your messages are not sent to Claude.", 0, &|_| {})
+                out.send_reply(channel, reply_to, "Sorry — you are not on this bot's allowlist here, so your messages are not sent to Claude.", &[], 0, &|_| {})
                     .await;
             },
             ctx,
@@ -853,7 +853,11 @@ impl Handler<DeliverReply> for DiscordGateway {
             );
             return;
         }
-        let (from, store) = (msg.parts_sent, msg.durable.then(|| self.store.clone()));
+        let (from, store, files) = (
+            msg.parts_sent,
+            msg.durable.then(|| self.store.clone()),
+            msg.files,
+        );
         self.send_in_order(
             channel,
             async move {
@@ -865,7 +869,7 @@ impl Handler<DeliverReply> for DiscordGateway {
                         });
                     }
                 };
-                out.send_reply(channel, reply_to, &text, from, &report)
+                out.send_reply(channel, reply_to, &text, &files, from, &report)
                     .await;
             },
             ctx,

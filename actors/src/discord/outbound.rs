@@ -27,6 +27,7 @@ use tokio::time::{interval, sleep, sleep_until, Instant, MissedTickBehavior};
 use tracing::{debug, error, warn};
 
 use super::chunking::{preview, split_message, DISCORD_LIMIT};
+use crate::files::ReplyFile;
 use crate::metrics::RestStats;
 use crate::store::Delivery;
 
@@ -75,6 +76,8 @@ pub enum Part {
     Progress(u64),
     /// A notice about `id` that is not its answer (a usage-limit pause, an interrupted run).
     Note(u64),
+    /// The files attached to the reply to `id`.
+    Files(u64),
 }
 
 impl Part {
@@ -86,6 +89,7 @@ impl Part {
             Self::Notice(id) => format!("{id}-n"),
             Self::Progress(id) => format!("{id}-p"),
             Self::Note(id) => format!("{id}-i"),
+            Self::Files(id) => format!("{id}-a"),
         };
         crate::text::truncate_chars(&nonce, 25)
     }
@@ -142,73 +146,161 @@ impl Outbound {
     }
 
     /// Sends `text` as a reply to message `reply_to` in `channel`: in order, in chunks (from
-    /// chunk `from` on: the ones before were posted already), or as a file with a preview when
-    /// it would take more than `max_chunks` messages. A reply is never dropped without a word:
-    /// if a chunk cannot be sent, the whole reply goes as a file, and if that fails too, a
-    /// short notice; every failure is logged with the channel and message ids. `report` hears
-    /// each chunk posted, and the end.
+    /// part `from` on: the ones before were posted already), or as a file with a preview when
+    /// it would take more than `max_chunks` messages; then `files`, attached to one more
+    /// message. A reply is never dropped without a word: if a chunk cannot be sent, the whole
+    /// reply goes as a file, and if that fails too, a short notice; every failure is logged
+    /// with the channel and message ids. `report` hears each part posted, and the end.
     pub async fn send_reply(
         &self,
         channel: u64,
         reply_to: u64,
         text: &str,
+        files: &[ReplyFile],
         from: usize,
         report: &dyn Fn(Delivery),
     ) {
         let channel_id = ChannelId::new(channel.max(1));
         let chunks = split_message(text, DISCORD_LIMIT);
-        let total = chunks.len();
-        if from >= total && from > 0 {
-            report(Delivery::Sent);
-            return;
+        let as_file = chunks.len() > self.max_chunks;
+        let text_parts = if as_file { 1 } else { chunks.len() };
+        if from < text_parts {
+            let sent = if as_file {
+                self.send_whole(channel_id, reply_to, text).await
+            } else {
+                self.send_chunks(channel_id, reply_to, text, &chunks, from, report)
+                    .await
+            };
+            if let Err(why) = sent {
+                report(Delivery::Failed(why));
+                return;
+            }
+            report(Delivery::Posted(text_parts));
         }
-        if total > self.max_chunks {
-            let head = preview(text, DISCORD_LIMIT - 200);
-            let note = format!(
-                "{head}\n\n… the full reply ({} characters) is attached as `reply.md`.",
-                text.chars().count()
-            );
-            let sent = self
-                .send_one(
-                    channel_id,
-                    Some(reply_to),
-                    &note,
-                    Some(text.as_bytes()),
-                    &Part::File(reply_to),
-                )
-                .await;
-            match sent {
-                Ok(_) => report(Delivery::Sent),
-                Err(e) => {
-                    error!(channel_id = channel, message_id = reply_to, error = %e, "reply could not be delivered (file)");
-                    report(Delivery::Failed(short_reason(&e)));
-                    self.notify_undelivered(channel_id, reply_to, &e).await;
+        if !files.is_empty() && from <= text_parts {
+            match self.send_files(channel_id, reply_to, files).await {
+                Ok(()) => report(Delivery::Posted(text_parts + 1)),
+                Err(why) => {
+                    report(Delivery::Failed(why));
+                    return;
                 }
             }
-            return;
         }
+        report(Delivery::Sent);
+    }
+
+    /// The reply as `reply.md` with a preview (more than `max_chunks` messages).
+    async fn send_whole(
+        &self,
+        channel: ChannelId,
+        reply_to: u64,
+        text: &str,
+    ) -> Result<(), String> {
+        let head = preview(text, DISCORD_LIMIT - 200);
+        let note = format!(
+            "{head}\n\n… the full reply ({} characters) is attached as `reply.md`.",
+            text.chars().count()
+        );
+        let sent = self
+            .send_one(
+                channel,
+                Some(reply_to),
+                &note,
+                &[(text.as_bytes(), "reply.md")],
+                &Part::File(reply_to),
+            )
+            .await;
+        match sent {
+            Ok(_) => Ok(()),
+            Err(e) => {
+                error!(channel_id = channel.get(), message_id = reply_to, error = %e, "reply could not be delivered (file)");
+                self.notify_undelivered(channel, reply_to, &e).await;
+                Err(short_reason(&e))
+            }
+        }
+    }
+
+    /// Chunks `from` on, each reported; after a failure the whole reply as a file instead.
+    async fn send_chunks(
+        &self,
+        channel: ChannelId,
+        reply_to: u64,
+        text: &str,
+        chunks: &[String],
+        from: usize,
+        report: &dyn Fn(Delivery),
+    ) -> Result<(), String> {
+        let total = chunks.len();
         for (i, chunk) in chunks.iter().enumerate().skip(from) {
             // Only the first chunk is a reply; the rest follow it in order.
             let reference = (i == 0).then_some(reply_to);
             let part = Part::Chunk(reply_to, i);
-            if let Err(e) = self
-                .send_one(channel_id, reference, chunk, None, &part)
-                .await
-            {
-                error!(channel_id = channel, message_id = reply_to, chunk = i + 1, total, error = %e, "reply could not be delivered");
-                let delivered = self
-                    .deliver_as_file(channel_id, reply_to, text, i, &e)
-                    .await;
-                report(if delivered {
-                    Delivery::Sent
+            if let Err(e) = self.send_one(channel, reference, chunk, &[], &part).await {
+                error!(channel_id = channel.get(), message_id = reply_to, chunk = i + 1, total, error = %e, "reply could not be delivered");
+                return if self.deliver_as_file(channel, reply_to, text, i, &e).await {
+                    Ok(())
                 } else {
-                    Delivery::Failed(short_reason(&e))
-                });
-                return;
+                    Err(short_reason(&e))
+                };
             }
             report(Delivery::Posted(i + 1));
         }
-        report(Delivery::Sent);
+        Ok(())
+    }
+
+    /// The files Claude wrote, attached to one message (a file gone since is named as such).
+    async fn send_files(
+        &self,
+        channel: ChannelId,
+        reply_to: u64,
+        files: &[ReplyFile],
+    ) -> Result<(), String> {
+        let mut loaded: Vec<(Vec<u8>, String)> = Vec::new();
+        let mut missing = Vec::new();
+        for f in files {
+            match tokio::fs::read(&f.path).await {
+                Ok(bytes) => loaded.push((bytes, f.name.clone())),
+                Err(e) => {
+                    warn!(file = %f.path.display(), error = %e, "an outbox file is gone");
+                    missing.push(f.name.clone());
+                }
+            }
+        }
+        let mut content = format!("📎 {} file(s) from Claude", loaded.len());
+        if !missing.is_empty() {
+            let _ = write!(
+                content,
+                " ({} could not be read: {})",
+                missing.len(),
+                missing.join(", ")
+            );
+        }
+        let attach: Vec<(&[u8], &str)> = loaded
+            .iter()
+            .map(|(b, n)| (b.as_slice(), n.as_str()))
+            .collect();
+        let sent = self
+            .send_one(
+                channel,
+                Some(reply_to),
+                &content,
+                &attach,
+                &Part::Files(reply_to),
+            )
+            .await;
+        match sent {
+            Ok(_) => {
+                for f in files {
+                    // Delivered: the copy on disk is no longer needed.
+                    let _ = tokio::fs::remove_file(&f.path).await;
+                }
+                Ok(())
+            }
+            Err(e) => {
+                error!(channel_id = channel.get(), message_id = reply_to, error = %e, "the reply's files could not be delivered");
+                Err(short_reason(&e))
+            }
+        }
     }
 
     /// Posts a notice about message `about` (one message, cut to Discord's limit).
@@ -216,7 +308,7 @@ impl Outbound {
         let channel_id = ChannelId::new(channel.max(1));
         let text = preview(text, DISCORD_LIMIT);
         if let Err(e) = self
-            .send_one(channel_id, Some(about), &text, None, &Part::Note(about))
+            .send_one(channel_id, Some(about), &text, &[], &Part::Note(about))
             .await
         {
             error!(channel_id = channel, message_id = about, error = %e, "notice could not be delivered");
@@ -247,7 +339,7 @@ impl Outbound {
                 channel,
                 Some(reply_to),
                 &note,
-                Some(text.as_bytes()),
+                &[(text.as_bytes(), "reply.md")],
                 &Part::File(reply_to),
             )
             .await
@@ -276,30 +368,27 @@ impl Outbound {
         );
         let part = Part::Notice(reply_to);
         if let Err(e) = self
-            .send_one(channel, Some(reply_to), &notice, None, &part)
+            .send_one(channel, Some(reply_to), &notice, &[], &part)
             .await
         {
             error!(channel_id = channel.get(), message_id = reply_to, error = %e, "notice of an undelivered reply could not be delivered");
         }
     }
 
-    /// Creates one message (with `file` as `reply.md`), through serenity or, in proxy mode,
-    /// our own request.
+    /// Creates one message with `files` (bytes, name) attached, through serenity or, in proxy
+    /// mode, our own request.
     async fn create(
         &self,
         channel: ChannelId,
         message: CreateMessage,
-        file: Option<&[u8]>,
+        files: &[(&[u8], &str)],
     ) -> Result<serenity::all::Message, serenity::Error> {
         if let Some(p) = &self.proxied {
-            return p
-                .post(channel, &message, file.map(|b| (b, "reply.md")))
-                .await;
+            return p.post(channel, &message, files).await;
         }
-        let message = match file {
-            Some(b) => message.add_file(CreateAttachment::bytes(b.to_vec(), "reply.md")),
-            None => message,
-        };
+        let message = files.iter().fold(message, |m, (bytes, name)| {
+            m.add_file(CreateAttachment::bytes(bytes.to_vec(), *name))
+        });
         channel.send_message(&*self.http, message).await
     }
 
@@ -309,7 +398,7 @@ impl Outbound {
         channel: ChannelId,
         reply_to: Option<u64>,
         content: &str,
-        file: Option<&[u8]>,
+        files: &[(&[u8], &str)],
         part: &Part,
     ) -> Result<MessageId, serenity::Error> {
         let build = |reference: Option<u64>| {
@@ -326,13 +415,13 @@ impl Outbound {
         };
         let first = self
             .with_retry("send message", || {
-                self.create(channel, build(reply_to), file)
+                self.create(channel, build(reply_to), files)
             })
             .await;
         match first {
             Err(e) if reply_to.is_some() && status_of(&e) == Some(400) => {
                 debug!(error = %e, "reply refused (original message gone?); sending without reference");
-                self.with_retry("send message", || self.create(channel, build(None), file))
+                self.with_retry("send message", || self.create(channel, build(None), files))
                     .await
                     .map(|m| m.id)
             }
@@ -361,7 +450,7 @@ impl Outbound {
                 .enforce_nonce(true)
         };
         match self
-            .with_retry("post prompt", || self.create(channel_id, build(), None))
+            .with_retry("post prompt", || self.create(channel_id, build(), &[]))
             .await
         {
             Ok(m) => Some(m.id),

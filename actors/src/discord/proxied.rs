@@ -74,17 +74,21 @@ impl ProxiedPoster {
         }
     }
 
-    /// Posts `message` (with `file`, if any, as its one attachment) to `channel`.
+    /// Posts `message` with `files` (bytes, name) attached to `channel`.
     pub async fn post(
         &self,
         channel: ChannelId,
         message: &CreateMessage,
-        file: Option<(&[u8], &str)>,
+        files: &[(&[u8], &str)],
     ) -> Result<Message, serenity::Error> {
         let url = format!("{}/api/v10/channels/{}/messages", self.base, channel.get());
         let mut payload = serde_json::to_value(message)?;
-        if let Some((_, name)) = file {
-            payload["attachments"] = serde_json::json!([{"id": 0, "filename": name}]);
+        if !files.is_empty() {
+            payload["attachments"] = files
+                .iter()
+                .enumerate()
+                .map(|(i, (_, name))| serde_json::json!({"id": i, "filename": name}))
+                .collect();
         }
         let token = self.token.expose_secret();
         let auth = if token.starts_with("Bot ") {
@@ -95,16 +99,17 @@ impl ProxiedPoster {
         let mut waited = 0;
         loop {
             let request = self.client.post(&url).header("authorization", &auth);
-            let request = match file {
-                Some((bytes, name)) => {
+            let request = if files.is_empty() {
+                request.json(&payload)
+            } else {
+                let mut form =
+                    reqwest::multipart::Form::new().text("payload_json", payload.to_string());
+                for (i, (bytes, name)) in files.iter().enumerate() {
                     let part =
                         reqwest::multipart::Part::bytes(bytes.to_vec()).file_name(name.to_string());
-                    let form = reqwest::multipart::Form::new()
-                        .text("payload_json", payload.to_string())
-                        .part("files[0]", part);
-                    request.multipart(form)
+                    form = form.part(format!("files[{i}]"), part);
                 }
-                None => request.json(&payload),
+                request.multipart(form)
             };
             let response = request.send().await.map_err(HttpError::Request)?;
             let status = response.status();

@@ -116,6 +116,8 @@ const MIGRATIONS: &[&str] = &[
         model           TEXT,
         permission_mode TEXT
     );",
+    // 6: the files a reply attaches (JSON: name, path, size).
+    "ALTER TABLE outbox ADD COLUMN files TEXT NOT NULL DEFAULT '[]';",
 ];
 
 /// How to open the store.

@@ -81,6 +81,8 @@ pub struct Outgoing {
     pub state: String,
     /// Why it failed, if it did.
     pub error: Option<String>,
+    /// Files to attach.
+    pub files: Vec<crate::files::ReplyFile>,
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -94,7 +96,7 @@ pub(super) fn insert(conn: &Connection, o: &Outgoing) -> rusqlite::Result<()> {
     conn.prepare_cached(
         "INSERT OR REPLACE INTO outbox (message_id, conversation_id, conversation, channel_id, author_id, \
          kind, is_error, text, session_id, cost_usd, parts_sent, state, attempts, error, created_at_ms, \
-         updated_at_ms) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, 0, 'pending', 0, NULL, ?11, ?11)",
+         updated_at_ms, files) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, 0, 'pending', 0, NULL, ?11, ?11, ?12)",
     )?
     .execute(params![
         to_sql_id(o.message_id),
@@ -108,6 +110,7 @@ pub(super) fn insert(conn: &Connection, o: &Outgoing) -> rusqlite::Result<()> {
         o.session_id,
         o.cost_usd,
         now,
+        serde_json::to_string(&o.files).unwrap_or_else(|_| "[]".into()),
     ])?;
     Ok(())
 }
@@ -127,6 +130,8 @@ fn row_to_outgoing(r: &Row<'_>) -> rusqlite::Result<Outgoing> {
         parts_sent: r.get::<_, i64>(10)?.max(0) as usize,
         state: r.get(11)?,
         error: r.get(12)?,
+        // Written by us as JSON; a row edited by hand loses only its files.
+        files: serde_json::from_str(&r.get::<_, String>(13)?).unwrap_or_default(),
     })
 }
 
@@ -169,7 +174,7 @@ impl Handler<ListUndelivered> for SessionStoreActor {
             let mut stmt = conn
                 .prepare_cached(
                     "SELECT message_id, conversation_id, conversation, channel_id, author_id, kind, is_error, \
-                     text, session_id, cost_usd, parts_sent, state, error FROM outbox \
+                     text, session_id, cost_usd, parts_sent, state, error, files FROM outbox \
                      WHERE state != 'sent' AND (?1 IS NULL OR conversation_id = ?1) ORDER BY message_id",
                 )
                 .map_err(StoreError::database)?;

@@ -145,8 +145,8 @@ async fn data_survives_reopening_and_migrations_run_once() {
         .pragma_query_value(None, "user_version", |r| r.get(0))
         .expect("pragma");
     assert_eq!(
-        version, 5,
-        "conversations; rules and the approvals audit; the CLI processes running; inbox and outbox; sessions, run costs, overrides"
+        version, 6,
+        "conversations; rules and the approvals audit; the CLI processes running; inbox and outbox; sessions, run costs, overrides; outbox files"
     );
     let mode: String = conn
         .pragma_query_value(None, "journal_mode", |r| r.get(0))
@@ -316,6 +316,7 @@ fn reply_to(id: u64, conversation: u64) -> actors::store::Outgoing {
         parts_sent: 0,
         state: "pending".into(),
         error: None,
+        files: Vec::new(),
     }
 }
 

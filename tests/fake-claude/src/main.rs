@@ -25,6 +25,7 @@
 //! | `ASKQ` / `ASKQ2` | ask `AskUserQuestion` (`p_41`); `ASKQ2` adds a multi-select question    |
 //! | `USAGELIMIT:<t>` | until unix second `t`: a subscription's usage limit as observed (`u_oauth_limit_*`): a `rate_limit_event` (once per process), the error line with `api_error_params`, the `usage_limit_reached` result, exit 1; after `t`, as usual |
 //! | `API429:<t>`    | until unix second `t`: the API key's 429 of `u_api429_*` (no reset time); after `t`, as usual |
+//! | `WRITEFILE:<name>[:<bytes>]` | write a file (a line of text, or `<bytes>` bytes) to `$CLAUDE_COORDINATOR_OUTBOX` |
 //!
 //! A prompt starting with `/<name>` where `<name>` is a built-in command runs it locally with no
 //! model call, like the real CLI, whatever `--disable-slash-commands` says (with it, the answer
@@ -391,6 +392,29 @@ fn usage_limited(
     TurnEnd::Done {
         code,
         is_error: true,
+    }
+}
+
+/// `WRITEFILE:<name>[:<bytes>]`: writes a file to `$CLAUDE_COORDINATOR_OUTBOX`, as Claude
+/// would with its Write tool (`<name>` may be hostile: it is joined as given).
+fn write_outbox_files(prompt: &str) {
+    let Some(dir) = std::env::var_os("CLAUDE_COORDINATOR_OUTBOX") else {
+        return;
+    };
+    for word in prompt.split_whitespace() {
+        let Some(spec) = word.strip_prefix("WRITEFILE:") else {
+            continue;
+        };
+        let (name, size) = match spec.rsplit_once(':') {
+            Some((n, s)) if s.parse::<usize>().is_ok() => (n, s.parse().unwrap_or(0)),
+            _ => (spec, 0),
+        };
+        let body = if size > 0 {
+            vec![b'x'; size]
+        } else {
+            format!("written by the stand-in: {name}\n").into_bytes()
+        };
+        let _ = std::fs::write(Path::new(&dir).join(name), body);
     }
 }
 
@@ -1292,6 +1316,7 @@ fn turn(
         };
     }
 
+    write_outbox_files(prompt);
     let mut num_turns = 1;
     let mut answer = format!("echo: {prompt}");
     if let Some(cmd) = prompt
