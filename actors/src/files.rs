@@ -99,8 +99,15 @@ pub fn sanitize_name(raw: &str) -> String {
     format!("{}{ext}", stem.chars().take(keep).collect::<String>())
 }
 
-/// `<project>/<files.dir>`, created with a `.gitignore` of `*` if missing.
+/// `<project>/<files.dir>`, created with a `.gitignore` of `*` if missing (the project
+/// directory itself never is: a missing one is the run's error to report).
 pub fn root(project: &Path, config: &FilesConfig) -> std::io::Result<PathBuf> {
+    if !project.is_dir() {
+        return Err(std::io::Error::new(
+            std::io::ErrorKind::NotFound,
+            format!("{} is not a directory", project.display()),
+        ));
+    }
     let root = project.join(&config.dir);
     std::fs::create_dir_all(&root)?;
     let ignore = root.join(".gitignore");
