@@ -443,8 +443,22 @@ impl Settings {
         let (c, d) = (&self.claude, &self.discord);
         let r = &self.recovery;
         let f = &self.files;
-        let checks: [(&str, u64, u64, u64); 21] = [
+        let checks: [(&str, u64, u64, u64); 25] = [
             ("files.max_attachments", f.max_attachments as u64, 0, 10),
+            ("files.max_bytes", f.max_bytes, 0, 500 * 1024 * 1024),
+            ("files.max_images", f.max_images as u64, 0, 20),
+            (
+                "files.max_image_bytes",
+                f.max_image_bytes,
+                0,
+                20 * 1024 * 1024,
+            ),
+            (
+                "files.download_timeout_secs",
+                f.download_timeout_secs,
+                1,
+                600,
+            ),
             (
                 "files.max_attachment_bytes",
                 f.max_attachment_bytes,

@@ -101,7 +101,16 @@ impl Application {
         let metrics = self.metrics.clone().recipient();
         let warm = WarmPool::new(self.settings.claude.max_warm_sessions);
         let usage = UsageGate::new(self.settings.channels.usage_backoff());
-        let files = self.settings.files.clone();
+        let mut files = self.settings.files.clone();
+        if self.settings.discord.is_proxied() {
+            // Attachments are served by the configured server then.
+            let base = &self.settings.discord.api_base_url;
+            let host = base
+                .trim_start_matches("https://")
+                .trim_start_matches("http://")
+                .trim_end_matches('/');
+            files.download_hosts.push(host.to_string());
+        }
         move |front| {
             let idle = limits.idle();
             let deps = ChannelDeps {

@@ -1,6 +1,12 @@
 //! Files in and out of a conversation, on disk under `<project_dir>/<files.dir>`
 //! (`.claude-coordinator` by default, with a `.gitignore` of `*` so git never sees it):
 //!
+//! - `inbox/<message id>/`: files attached to a message (other than images Claude sees
+//!   inline), downloaded when the message runs — only from Discord's attachment hosts (or, in
+//!   proxy mode, the configured server), with a timeout, at most `files.max_bytes` each — and
+//!   named in the prompt. Images (png, jpeg, gif, webp; at most `files.max_images`, each at
+//!   most `files.max_image_bytes`) go to Claude as image blocks of the turn instead (a one-shot
+//!   run, which has no turn to carry them, gets them as files too).
 //! - `outbox/<conversation>/`: the directory a run's `CLAUDE_COORDINATOR_OUTBOX` names. After
 //!   each run, the regular files Claude wrote there are moved to `sent/<message id>/` and
 //!   attached to the reply — at most `files.max_attachments`, each at most
@@ -10,7 +16,8 @@
 //! (no separators, no `..`, no control characters, length capped), only regular files are
 //! taken (a symlink could point anywhere), and sizes are checked before anything is read.
 //!
-//! Blocking: call these on a blocking thread, never on an actor's.
+//! Blocking: call the file-system functions on a blocking thread, never on an actor's;
+//! [`fetch_attachments`] is async.
 
 use std::fmt::Write as _;
 use std::path::{Path, PathBuf};
@@ -28,6 +35,16 @@ pub struct FilesConfig {
     pub max_attachments: usize,
     /// Bytes per attached file (Discord's limit for bots without boosts is 10 MiB).
     pub max_attachment_bytes: u64,
+    /// Bytes per file a user attaches; larger ones are not downloaded, and the user is told.
+    pub max_bytes: u64,
+    /// Images per message sent to Claude as image blocks.
+    pub max_images: usize,
+    /// Bytes per image (the API takes at most 5 MB).
+    pub max_image_bytes: u64,
+    /// Hosts attachments are downloaded from; any other URL is refused.
+    pub download_hosts: Vec<String>,
+    /// Seconds a download may take.
+    pub download_timeout_secs: u64,
 }
 
 impl Default for FilesConfig {
@@ -36,6 +53,11 @@ impl Default for FilesConfig {
             dir: PathBuf::from(".claude-coordinator"),
             max_attachments: 10,
             max_attachment_bytes: 10 * 1024 * 1024,
+            max_bytes: 25 * 1024 * 1024,
+            max_images: 4,
+            max_image_bytes: 5 * 1024 * 1024,
+            download_hosts: vec!["cdn.discordapp.com".into(), "media.discordapp.net".into()],
+            download_timeout_secs: 30,
         }
     }
 }
@@ -131,6 +153,228 @@ pub fn outbox_dir(
         .join(conversation.to_string());
     std::fs::create_dir_all(&dir)?;
     Ok(dir)
+}
+
+/// An image for the turn, as its API block needs it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Image {
+    /// `image/png`, `image/jpeg`, `image/gif` or `image/webp`.
+    pub media_type: String,
+    /// The bytes.
+    pub bytes: Vec<u8>,
+}
+
+/// What a message's attachments became.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Fetched {
+    /// Images for the turn's content blocks.
+    pub images: Vec<Image>,
+    /// Files saved in the inbox, as paths relative to the project directory.
+    pub saved: Vec<(PathBuf, u64)>,
+    /// What the user is told: refused or failed attachments.
+    pub notes: Vec<String>,
+}
+
+impl Fetched {
+    /// The lines added to the prompt, naming the saved files.
+    pub fn prompt_note(&self) -> Option<String> {
+        if self.saved.is_empty() {
+            return None;
+        }
+        let mut text = String::from("[Files attached to this message, saved in the project:");
+        for (path, size) in &self.saved {
+            let _ = write!(text, "\n- {} ({size} bytes)", path.display());
+        }
+        text.push(']');
+        Some(text)
+    }
+}
+
+/// The image media type of an attachment, if it is one Claude takes inline.
+fn image_type(a: &crate::store::AttachmentMeta) -> Option<&'static str> {
+    let by_type = a
+        .content_type
+        .as_deref()
+        .and_then(|t| match t.split(';').next()?.trim() {
+            "image/png" => Some("image/png"),
+            "image/jpeg" => Some("image/jpeg"),
+            "image/gif" => Some("image/gif"),
+            "image/webp" => Some("image/webp"),
+            _ => None,
+        });
+    by_type.or_else(|| {
+        let ext = a.name.rsplit_once('.')?.1.to_ascii_lowercase();
+        match ext.as_str() {
+            "png" => Some("image/png"),
+            "jpg" | "jpeg" => Some("image/jpeg"),
+            "gif" => Some("image/gif"),
+            "webp" => Some("image/webp"),
+            _ => None,
+        }
+    })
+}
+
+/// Whether `url` may be downloaded: http(s) on one of `hosts` (any port for a host given
+/// with one, e.g. `127.0.0.1:4242` in proxy mode).
+pub fn allowed_url(url: &str, hosts: &[String]) -> bool {
+    let Ok(u) = reqwest::Url::parse(url) else {
+        return false;
+    };
+    if !matches!(u.scheme(), "https" | "http") || !u.username().is_empty() {
+        return false;
+    }
+    let Some(host) = u.host_str() else {
+        return false;
+    };
+    let with_port = u.port().map(|p| format!("{host}:{p}"));
+    hosts
+        .iter()
+        .any(|h| h.eq_ignore_ascii_case(host) || with_port.as_deref().is_some_and(|w| h == w))
+}
+
+/// Downloads `url` (at most `limit` bytes, within `timeout`), checking the status and that the
+/// length is the `expected` one.
+async fn download(
+    client: &reqwest::Client,
+    url: &str,
+    limit: u64,
+    expected: u64,
+) -> Result<Vec<u8>, String> {
+    let mut response = client.get(url).send().await.map_err(|e| {
+        if e.is_timeout() {
+            "the download timed out".to_string()
+        } else {
+            "the download failed".to_string()
+        }
+    })?;
+    if !response.status().is_success() {
+        return Err(format!(
+            "the download failed (HTTP {})",
+            response.status().as_u16()
+        ));
+    }
+    let mut bytes = Vec::new();
+    while let Some(chunk) = response
+        .chunk()
+        .await
+        .map_err(|_| "the download was cut off".to_string())?
+    {
+        if (bytes.len() + chunk.len()) as u64 > limit {
+            return Err("it is larger than it said".into());
+        }
+        bytes.extend_from_slice(&chunk);
+    }
+    if bytes.len() as u64 != expected {
+        return Err(format!("{} of {expected} bytes arrived", bytes.len()));
+    }
+    Ok(bytes)
+}
+
+/// Fetches a message's attachments: images for the turn (when `inline_images`), the rest saved
+/// to `<root>/inbox/<message>/`. Nothing here fails the run: what cannot be had is a note.
+pub async fn fetch_attachments(
+    attachments: &[crate::store::AttachmentMeta],
+    project: &Path,
+    config: &FilesConfig,
+    message: u64,
+    inline_images: bool,
+) -> Fetched {
+    let mut out = Fetched::default();
+    if attachments.is_empty() {
+        return out;
+    }
+    let client = reqwest::Client::builder()
+        .timeout(std::time::Duration::from_secs(
+            config.download_timeout_secs.max(1),
+        ))
+        .redirect(reqwest::redirect::Policy::none())
+        .build()
+        .unwrap_or_default();
+    let mut to_save: Vec<(String, Vec<u8>)> = Vec::new();
+    for a in attachments {
+        let name = sanitize_name(&a.name);
+        let image = image_type(a).filter(|_| inline_images && out.images.len() < config.max_images);
+        let limit = if image.is_some() {
+            config.max_image_bytes
+        } else {
+            config.max_bytes
+        };
+        if a.size > limit {
+            out.notes.push(format!(
+                "`{name}` ({} bytes) was not read: files may have at most {limit} bytes here.",
+                a.size
+            ));
+            continue;
+        }
+        if !allowed_url(&a.url, &config.download_hosts) {
+            warn!(file = %name, "an attachment not on Discord's attachment hosts; not downloaded");
+            out.notes.push(format!(
+                "`{name}` was not read: it is not on Discord's attachment hosts."
+            ));
+            continue;
+        }
+        match download(&client, &a.url, limit, a.size).await {
+            Ok(bytes) => match image {
+                Some(media_type) => out.images.push(Image {
+                    media_type: media_type.to_string(),
+                    bytes,
+                }),
+                None => to_save.push((name, bytes)),
+            },
+            Err(why) => {
+                warn!(file = %name, %why, "an attachment could not be downloaded");
+                out.notes.push(format!(
+                    "`{name}` could not be read: {why}. The message ran without it."
+                ));
+            }
+        }
+    }
+    if to_save.is_empty() {
+        return out;
+    }
+    let (project, config) = (project.to_path_buf(), config.clone());
+    let save = move || save_inbox(&project, &config, message, to_save);
+    match tokio::task::spawn_blocking(save).await {
+        Ok(Ok(saved)) => out.saved = saved,
+        Ok(Err(e)) => {
+            warn!(error = %e, "could not save attachments to the inbox");
+            out.notes
+                .push("The attached files could not be saved on the server.".into());
+        }
+        Err(_) => {}
+    }
+    out
+}
+
+/// Writes `files` to `<root>/inbox/<message>/`; answers their paths relative to `project`.
+fn save_inbox(
+    project: &Path,
+    config: &FilesConfig,
+    message: u64,
+    files: Vec<(String, Vec<u8>)>,
+) -> std::io::Result<Vec<(PathBuf, u64)>> {
+    let dir = root(project, config)?
+        .join("inbox")
+        .join(message.to_string());
+    std::fs::create_dir_all(&dir)?;
+    let mut saved = Vec::new();
+    let mut names = std::collections::HashSet::new();
+    for (name, bytes) in files {
+        let mut unique = name.clone();
+        let mut n = 1;
+        while !names.insert(unique.clone()) {
+            unique = format!("{n}-{name}");
+            n += 1;
+        }
+        let path = dir.join(&unique);
+        std::fs::write(&path, &bytes)?;
+        let relative = path
+            .strip_prefix(project)
+            .map(Path::to_path_buf)
+            .unwrap_or(path);
+        saved.push((relative, bytes.len() as u64));
+    }
+    Ok(saved)
 }
 
 /// Moves what is in `outbox` to `<root>/sent/<message>/` and says what to attach.
@@ -242,6 +486,39 @@ mod tests {
         assert_eq!(cut.rsplit_once('.').map(|(_, e)| e), Some("txt"));
         let wide = "é".repeat(300);
         assert_eq!(sanitize_name(&wide).chars().count(), MAX_NAME);
+    }
+
+    #[test]
+    fn only_discords_attachment_hosts_are_downloaded_from() {
+        let hosts = FilesConfig::default().download_hosts;
+        assert!(allowed_url(
+            "https://cdn.discordapp.com/attachments/1/2/a.png",
+            &hosts
+        ));
+        assert!(allowed_url("https://media.discordapp.net/x.png", &hosts));
+        assert!(!allowed_url(
+            "https://cdn.discordapp.com.evil.example/a.png",
+            &hosts
+        ));
+        assert!(!allowed_url(
+            "https://evil.example/cdn.discordapp.com/a.png",
+            &hosts
+        ));
+        assert!(!allowed_url(
+            "https://user@cdn.discordapp.com/a.png",
+            &hosts
+        ));
+        assert!(!allowed_url("file:///etc/passwd", &hosts));
+        assert!(!allowed_url("not a url", &hosts));
+        let proxied = vec!["127.0.0.1:4242".to_string()];
+        assert!(allowed_url(
+            "http://127.0.0.1:4242/attachments/1/a.txt",
+            &proxied
+        ));
+        assert!(!allowed_url(
+            "http://127.0.0.1:9999/attachments/1/a.txt",
+            &proxied
+        ));
     }
 
     #[test]

@@ -1129,3 +1129,102 @@ async fn files_claude_writes_to_its_outbox_come_back_as_attachments() {
         "a listed file stays where it is listed"
     );
 }
+
+#[actix_rt::test]
+async fn an_image_reaches_claude_as_an_image_block_and_a_file_lands_in_the_inbox_with_a_safe_name()
+{
+    let env = TestEnv::new();
+    let s = start(&env).await;
+    let png = [&b"\x89PNG\r\n\x1a\n"[..], &[7_u8; 64][..]].concat();
+    let image = s.server.attachment("pic.png", &png, "image/png", png.len());
+    let hostile = s
+        .server
+        .attachment("../../etc/passwd", b"root:x:0:0\n", "text/plain", 11);
+    let id = s.server.say_with(ALPHA, ALICE, "look at these", |m| {
+        m["attachments"] = serde_json::json!([image, hostile]);
+    });
+    s.server
+        .wait("the answer", |srv| {
+            srv.answer_texts(ALPHA)
+                .iter()
+                .any(|t| t.starts_with("echo: look at these"))
+        })
+        .await;
+    let line = env
+        .records()
+        .into_iter()
+        .rev()
+        .find(|r| r["event"] == "user_line")
+        .expect("a user line");
+    assert_eq!(line["blocks"][0]["type"], "image");
+    assert_eq!(line["blocks"][0]["media_type"], "image/png");
+    // base64 of 72 bytes.
+    assert_eq!(line["blocks"][0]["bytes"], 96);
+    assert_eq!(line["blocks"][1]["type"], "text");
+    let saved = env.path(&format!("proj/.claude-coordinator/inbox/{id}/passwd"));
+    assert_eq!(
+        std::fs::read(&saved).expect("saved in the inbox"),
+        b"root:x:0:0\n"
+    );
+    assert!(
+        !env.path("etc").exists(),
+        "nothing written outside the inbox"
+    );
+    let prompt = env.prompts().pop().expect("a prompt");
+    assert!(
+        prompt.contains(&format!(".claude-coordinator/inbox/{id}/passwd (11 bytes)")),
+        "{prompt}"
+    );
+    let ignore = std::fs::read_to_string(env.path("proj/.claude-coordinator/.gitignore"))
+        .expect("a .gitignore");
+    assert!(ignore.lines().any(|l| l == "*"));
+}
+
+#[actix_rt::test]
+async fn oversize_foreign_or_broken_files_are_told_and_the_message_still_runs() {
+    let env = TestEnv::new();
+    let s = start_with(&env, |st| st.files.max_bytes = 1000).await;
+    let big = s
+        .server
+        .attachment("big.zip", b"PK", "application/zip", 30_000_000);
+    let short = s
+        .server
+        .attachment("short.txt", b"only this", "text/plain", 500);
+    let foreign = serde_json::json!({"id": "5", "filename": "x.txt", "size": 3,
+        "url": "http://evil.example/x.txt", "proxy_url": "http://evil.example/x.txt"});
+    s.server.say_with(ALPHA, ALICE, "here", |m| {
+        m["attachments"] = serde_json::json!([big, short, foreign]);
+    });
+    s.server
+        .wait("the answer", |srv| {
+            srv.answer_texts(ALPHA)
+                .iter()
+                .any(|t| t.contains("echo: here"))
+        })
+        .await;
+    let answer = s
+        .server
+        .answer_texts(ALPHA)
+        .into_iter()
+        .find(|t| t.contains("echo: here"))
+        .expect("answer");
+    assert!(
+        answer.contains("`big.zip` (30000000 bytes) was not read"),
+        "{answer}"
+    );
+    assert!(
+        answer.contains("`short.txt` could not be read: 9 of 500 bytes arrived"),
+        "{answer}"
+    );
+    assert!(
+        answer.contains("`x.txt` was not read: it is not on Discord's attachment hosts"),
+        "{answer}"
+    );
+    assert!(
+        !s.server
+            .requests()
+            .iter()
+            .any(|r| r.path.contains("big.zip")),
+        "an oversize file is not downloaded at all"
+    );
+}

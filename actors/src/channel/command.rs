@@ -400,6 +400,7 @@ impl ChannelActor {
                             prompt: m.text,
                             late: false,
                             stored: true,
+                            attachments: m.attachments,
                         },
                         ctx,
                     );

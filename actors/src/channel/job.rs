@@ -56,6 +56,10 @@ pub(super) struct Job {
     pub(super) progress: Recipient<ShowProgress>,
     pub(super) origin: Origin,
     pub(super) prompt: String,
+    /// Its files, fetched when it runs.
+    pub(super) attachments: Vec<crate::store::AttachmentMeta>,
+    /// The images among them, for the turn's content blocks.
+    pub(super) images: Vec<crate::files::Image>,
     /// Posted while the service was down: the reply says it is late.
     pub(super) late: bool,
     /// In the inbox: its reply goes to the outbox.
@@ -146,6 +150,20 @@ impl Job {
         if self.late {
             notes.push(LATE_NOTE.to_string());
         }
+        let attachments = std::mem::take(&mut self.attachments);
+        let fetched = crate::files::fetch_attachments(
+            &attachments,
+            &profile.project_dir,
+            &self.files,
+            self.origin.message_id,
+            self.live_mode,
+        )
+        .await;
+        notes.extend(fetched.notes.iter().cloned());
+        if let Some(note) = fetched.prompt_note() {
+            self.prompt = format!("{}\n\n{note}", self.prompt);
+        }
+        self.images = fetched.images;
         let resume = match (&prior.session_id, &prior.project_dir) {
             (Some(s), Some(dir)) if *dir == profile.project_dir => Some(s.clone()),
             (Some(_), Some(dir)) => {
@@ -324,7 +342,7 @@ impl Job {
                 }
             }
         };
-        let user_line = self.runner.user_line(&self.prompt);
+        let user_line = self.runner.user_line_with(&self.prompt, &self.images);
         let timeout = self.runner.config().timeout();
         let result = live
             .turn(user_line, on_event, &self.cancel, timeout, req)

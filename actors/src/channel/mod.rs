@@ -292,6 +292,8 @@ impl ChannelStatus {
 struct Pending {
     origin: Origin,
     prompt: String,
+    /// Its files (fetched when it runs).
+    attachments: Vec<AttachmentMeta>,
     late: bool,
     /// In the inbox (false only if the store could not take it).
     stored: bool,
@@ -300,8 +302,9 @@ struct Pending {
 /// The message being worked on.
 struct Current {
     origin: Origin,
-    /// Its text and flags, to queue it again if the usage limit refuses it.
+    /// Its text, files and flags, to queue it again if the usage limit refuses it.
     prompt: String,
+    attachments: Vec<AttachmentMeta>,
     late: bool,
     stored: bool,
     accepted_at: SystemTime,
@@ -520,6 +523,7 @@ impl ChannelActor {
         self.queue.push_front(Pending {
             origin: c.origin,
             prompt: c.prompt,
+            attachments: c.attachments,
             late: c.late,
             stored: c.stored,
         });
@@ -681,6 +685,7 @@ impl ChannelActor {
         self.current = Some(Current {
             origin: next.origin,
             prompt: next.prompt.clone(),
+            attachments: next.attachments.clone(),
             late: next.late,
             stored: next.stored,
             accepted_at: SystemTime::now(),
@@ -695,6 +700,8 @@ impl ChannelActor {
             progress: self.deps.progress.clone(),
             origin: next.origin,
             prompt: next.prompt,
+            attachments: next.attachments,
+            images: Vec::new(),
             late: next.late,
             stored: next.stored,
             model: self.overrides.model.clone(),
@@ -889,6 +896,7 @@ impl Handler<SubmitMessage> for ChannelActor {
         let pending = Pending {
             origin: msg.origin,
             prompt: msg.text,
+            attachments: msg.attachments,
             late: msg.late,
             stored: msg.inbox != Durability::Transient,
         };
@@ -904,7 +912,7 @@ impl Handler<SubmitMessage> for ChannelActor {
             channel_id: msg.origin.channel_id,
             author_id: msg.origin.author_id,
             text: pending.prompt.clone(),
-            attachments: msg.attachments,
+            attachments: pending.attachments.clone(),
             late: msg.late,
         }));
         // Wait: messages are queued in the order they were written.

@@ -32,6 +32,34 @@ pub fn user_line(prompt: &str, passthrough: &[String]) -> String {
     line.to_string()
 }
 
+/// [`user_line`] with `images` as image blocks before the text (the last block: the one the
+/// CLI reads for commands, so the escape still holds).
+pub fn user_line_with_images(
+    prompt: &str,
+    passthrough: &[String],
+    images: &[crate::files::Image],
+) -> String {
+    use base64::Engine as _;
+    if images.is_empty() {
+        return user_line(prompt, passthrough);
+    }
+    let mut content: Vec<serde_json::Value> = images
+        .iter()
+        .map(|i| {
+            serde_json::json!({"type": "image", "source": {"type": "base64", "media_type": i.media_type,
+                "data": base64::engine::general_purpose::STANDARD.encode(&i.bytes)}})
+        })
+        .collect();
+    content.push(serde_json::json!({"type": "text", "text": cli_prompt(prompt, passthrough)}));
+    serde_json::json!({
+        "type": "user",
+        "message": {"role": "user", "content": content},
+        "parent_tool_use_id": null,
+        "session_id": "",
+    })
+    .to_string()
+}
+
 /// The command-line arguments for a one-shot run of `req` (everything after the binary name).
 pub fn args(config: &ClaudeConfig, req: &RunRequest) -> Vec<OsString> {
     let mut args = words(&["-p", "--output-format", "stream-json", "--verbose"]);

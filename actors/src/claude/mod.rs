@@ -276,6 +276,11 @@ impl ClaudeRunner {
         user_line(prompt, &self.config.passthrough_commands)
     }
 
+    /// The user line of a turn with `images` before its text (image blocks, base64).
+    pub fn user_line_with(&self, prompt: &str, images: &[crate::files::Image]) -> String {
+        args::user_line_with_images(prompt, &self.config.passthrough_commands, images)
+    }
+
     /// The settings.
     pub fn config(&self) -> &ClaudeConfig {
         &self.config

@@ -133,7 +133,20 @@ impl Input {
             return Taken::Other;
         };
         match v["type"].as_str() {
-            Some("user") => crate::user_text(line).map_or(Taken::Other, Taken::User),
+            Some("user") => {
+                // What the turn carries besides its text, for the tests: image blocks.
+                let blocks: Vec<Value> = v["message"]["content"]
+                    .as_array()
+                    .into_iter()
+                    .flatten()
+                    .map(|b| {
+                        json!({"type": b["type"], "media_type": b["source"]["media_type"],
+                               "bytes": b["source"]["data"].as_str().map_or(0, str::len)})
+                    })
+                    .collect();
+                super::log_event("user_line", &json!({"blocks": blocks}));
+                crate::user_text(line).map_or(Taken::Other, Taken::User)
+            }
             Some("control_response") => {
                 let r = &v["response"];
                 Taken::Response(

@@ -70,6 +70,8 @@ struct Inner {
     hold_after: Mutex<Option<usize>>,
     /// How long a history read takes.
     history_delay: Mutex<Duration>,
+    /// Attachment downloads: path → bytes.
+    attachments: Mutex<HashMap<String, Vec<u8>>>,
     /// Posts to answer with 429, and the `retry_after` (seconds) each names.
     rate_limits: Mutex<VecDeque<f64>>,
     /// Interactions dispatched, and whether each has had its callback.
@@ -131,6 +133,7 @@ impl DiscordServer {
                 "/api/v10/applications/{app}/guilds/{guild}/commands",
                 axum::routing::put(overwrite_commands).post(unknown),
             )
+            .route("/attachments/{id}/{name}", get(attachment))
             .route("/gateway", get(websocket))
             .fallback(any(unknown))
             .with_state(Arc::clone(&inner));
@@ -270,6 +273,21 @@ impl DiscordServer {
 
     fn connected(&self) -> bool {
         self.inner.connection.lock().expect("lock").is_some()
+    }
+
+    /// An attachment for a message payload (`attachments: [...]`), served by this server;
+    /// `size` is what the payload claims (normally the length of `bytes`).
+    pub fn attachment(&self, name: &str, bytes: &[u8], content_type: &str, size: usize) -> Value {
+        let id = snowflake(&self.inner);
+        let path = format!("/attachments/{id}/{}", urlencode(name));
+        self.inner
+            .attachments
+            .lock()
+            .expect("lock")
+            .insert(path.clone(), bytes.to_vec());
+        json!({"id": id.to_string(), "filename": name, "size": size,
+               "url": format!("{}{path}", self.base), "proxy_url": format!("{}{path}", self.base),
+               "content_type": content_type})
     }
 
     /// Whether a bot is connected to the gateway.
@@ -607,6 +625,42 @@ async fn channel(
     match (failure, found) {
         (None, Some(c)) => Json(c).into_response(),
         _ => error_response(status),
+    }
+}
+
+fn urlencode(s: &str) -> String {
+    s.bytes()
+        .map(|b| {
+            if b.is_ascii_alphanumeric() || b"-_.".contains(&b) {
+                (b as char).to_string()
+            } else {
+                format!("%{b:02X}")
+            }
+        })
+        .collect()
+}
+
+/// `GET /attachments/{id}/{name}`: an attachment's bytes (recorded: a test can tell what was
+/// downloaded).
+async fn attachment(
+    State(inner): State<Arc<Inner>>,
+    Path((id, name)): Path<(String, String)>,
+    headers: HeaderMap,
+) -> Response {
+    let path = format!("/attachments/{id}/{}", urlencode(&name));
+    let found = inner.attachments.lock().expect("lock").get(&path).cloned();
+    record(
+        &inner,
+        "GET",
+        path,
+        Value::Null,
+        Vec::new(),
+        &headers,
+        if found.is_some() { 200 } else { 404 },
+    );
+    match found {
+        Some(bytes) => bytes.into_response(),
+        None => StatusCode::NOT_FOUND.into_response(),
     }
 }
 
