@@ -142,6 +142,13 @@ pub struct ChannelSettings {
     /// `bypassPermissions`.
     #[serde(default)]
     pub allow_mode_change: bool,
+    /// Each thread gets its own git worktree of `project_dir` (a git repository), on branch
+    /// `claude/<thread name>-<id>`; removed when the thread is archived or deleted, if clean.
+    #[serde(default)]
+    pub thread_worktrees: bool,
+    /// Where the worktrees go (default `<project_dir>/../<repo>.worktrees`).
+    #[serde(default)]
+    pub worktree_root: Option<PathBuf>,
 }
 
 impl ChannelSettings {
@@ -157,6 +164,8 @@ impl ChannelSettings {
             disallowed_tools: self.disallowed_tools.clone(),
             permission_mode: self.permission_mode,
             allow_mode_change: self.allow_mode_change,
+            thread_worktrees: self.thread_worktrees,
+            worktree_root: self.worktree_root.clone(),
         }
     }
 

@@ -27,6 +27,10 @@ pub struct ChannelProfile {
     pub permission_mode: Option<crate::claude::PermissionMode>,
     /// Approvers may change the permission mode from chat (`mode`).
     pub allow_mode_change: bool,
+    /// Each thread works in its own git worktree of `project_dir`.
+    pub thread_worktrees: bool,
+    /// Where the worktrees go (else `<project_dir>/../<repo>.worktrees`).
+    pub worktree_root: Option<PathBuf>,
 }
 
 /// Which conversation a message belongs to: a configured channel, or a thread under one

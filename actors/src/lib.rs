@@ -57,6 +57,7 @@ pub mod recovery;
 pub mod registry;
 pub mod store;
 pub mod text;
+pub mod worktree;
 
 pub use claude::{ClaudeConfig, ClaudeRunner};
 pub use conversation::{ChannelProfile, ConversationRef};

@@ -150,10 +150,14 @@ impl Job {
         if self.late {
             notes.push(LATE_NOTE.to_string());
         }
+        let cwd = match self.workdir(&mut notes).await {
+            Ok(cwd) => cwd,
+            Err(reply) => return JobEnd::NotRun(Box::new(reply), self.live),
+        };
         let attachments = std::mem::take(&mut self.attachments);
         let fetched = crate::files::fetch_attachments(
             &attachments,
-            &profile.project_dir,
+            &cwd,
             &self.files,
             self.origin.message_id,
             self.live_mode,
@@ -165,12 +169,12 @@ impl Job {
         }
         self.images = fetched.images;
         let resume = match (&prior.session_id, &prior.project_dir) {
-            (Some(s), Some(dir)) if *dir == profile.project_dir => Some(s.clone()),
+            (Some(s), Some(dir)) if *dir == cwd => Some(s.clone()),
             (Some(_), Some(dir)) => {
                 notes.push(format!(
                     "The project directory changed from `{}` to `{}`, so this message starts a new conversation.",
                     dir.display(),
-                    profile.project_dir.display()
+                    cwd.display()
                 ));
                 None
             }
@@ -179,7 +183,7 @@ impl Job {
         let mut req = RunRequest {
             conversation_id: id,
             prompt: self.prompt.clone(),
-            cwd: profile.project_dir.clone(),
+            cwd: cwd.clone(),
             resume,
             model: self.model.clone().or_else(|| profile.model.clone()),
             system_prompt: profile.system_prompt.clone(),
@@ -187,7 +191,7 @@ impl Job {
             disallowed_tools: profile.disallowed_tools.clone(),
             permission_mode: Some(self.permission_mode),
             allowed_tools: Vec::new(),
-            outbox: self.outbox_dir().await,
+            outbox: self.outbox_dir(&cwd).await,
         };
         self.progress.do_send(ShowProgress {
             conversation_id: id,
@@ -210,7 +214,7 @@ impl Job {
             }
         }
         drop(permit);
-        let collected = self.collect_outbox(req.outbox.as_deref()).await;
+        let collected = self.collect_outbox(&cwd, req.outbox.as_deref()).await;
         if let Some(resets_at) = result.as_ref().ok().and_then(RunReport::usage_limit) {
             warn!(resets_at = ?resets_at, "the account's usage limit refused the run; the message waits");
             return JobEnd::Limited {
@@ -227,14 +231,57 @@ impl Job {
         JobEnd::Ran(Box::new(ran))
     }
 
-    /// The conversation's outbox directory, created (off the actors' thread); `None`, with a
-    /// warning, if it cannot be.
-    async fn outbox_dir(&self) -> Option<PathBuf> {
-        let (project, files, id) = (
-            self.conversation.profile.project_dir.clone(),
-            self.files.clone(),
+    /// Where this run works: the channel's project directory, or — for a thread of a channel
+    /// with `thread_worktrees` — the thread's own git worktree, made on its first run (and the
+    /// user told where). A worktree that cannot be made stops the run: two threads must never
+    /// share a checkout.
+    async fn workdir(&self, notes: &mut Vec<String>) -> Result<PathBuf, DeliverReply> {
+        let profile = &self.conversation.profile;
+        let is_thread = self.conversation.id != profile.id;
+        if !(is_thread && profile.thread_worktrees) {
+            return Ok(profile.project_dir.clone());
+        }
+        let (project, root, id) = (
+            profile.project_dir.clone(),
+            profile.worktree_root.clone(),
             self.conversation.id,
         );
+        let name = self
+            .conversation
+            .name
+            .split_once('/')
+            .map_or(self.conversation.name.clone(), |(_, t)| t.to_string());
+        let ensure = move || crate::worktree::ensure(&project, root.as_deref(), id, &name);
+        let made = tokio::task::spawn_blocking(ensure)
+            .await
+            .map_err(|e| crate::worktree::WorktreeError::Git(std::io::Error::other(e)))
+            .and_then(|r| r);
+        match made {
+            Ok(wt) => {
+                if wt.created {
+                    notes.push(format!(
+                        "This thread works in its own git worktree: `{}`, on branch `{}`.",
+                        wt.path.display(),
+                        wt.branch
+                    ));
+                }
+                Ok(wt.path)
+            }
+            Err(e) => {
+                warn!(error = %e, "could not make the thread's git worktree");
+                Err(self.reply(
+                    ReplyKind::Failure,
+                    format!("This thread's git worktree could not be made ({e}), so the message was not run."),
+                    true,
+                ))
+            }
+        }
+    }
+
+    /// The conversation's outbox directory, created (off the actors' thread); `None`, with a
+    /// warning, if it cannot be.
+    async fn outbox_dir(&self, cwd: &std::path::Path) -> Option<PathBuf> {
+        let (project, files, id) = (cwd.to_path_buf(), self.files.clone(), self.conversation.id);
         match tokio::task::spawn_blocking(move || crate::files::outbox_dir(&project, &files, id))
             .await
         {
@@ -248,12 +295,16 @@ impl Job {
     }
 
     /// What the run left in `outbox`, moved aside for its reply (off the actors' thread).
-    async fn collect_outbox(&self, outbox: Option<&std::path::Path>) -> crate::files::Collected {
+    async fn collect_outbox(
+        &self,
+        cwd: &std::path::Path,
+        outbox: Option<&std::path::Path>,
+    ) -> crate::files::Collected {
         let Some(dir) = outbox.map(std::path::Path::to_path_buf) else {
             return crate::files::Collected::default();
         };
         let (project, files, message) = (
-            self.conversation.profile.project_dir.clone(),
+            cwd.to_path_buf(),
             self.files.clone(),
             self.origin.message_id,
         );

@@ -247,6 +247,8 @@ pub struct ChannelStatus {
     pub pending_approvals: usize,
     /// Runs wait for the account's usage limit until then.
     pub paused_until: Option<SystemTime>,
+    /// Where it works, when not the channel's project directory (a thread's worktree).
+    pub workdir: Option<String>,
 }
 
 impl ChannelStatus {
@@ -275,6 +277,9 @@ impl ChannelStatus {
         }
         if self.warm {
             text.push_str(" Claude's process is warm.");
+        }
+        if let Some(dir) = &self.workdir {
+            let _ = write!(text, " Works in `{dir}`.");
         }
         if let Some(until) = self.paused_until {
             let _ = write!(
@@ -505,6 +510,9 @@ impl ChannelActor {
             warm: self.warm.is_some(),
             pending_approvals: self.approvals.len(),
             paused_until: self.deps.usage.paused().map(|p| p.until),
+            workdir: record
+                .map(|r| r.project_dir.clone())
+                .filter(|d| std::path::Path::new(d) != self.conversation.profile.project_dir),
         }
     }
 

@@ -3,14 +3,14 @@
 
 use serenity::all::{
     ChannelId, ChannelType, Context as SerenityContext, EventHandler, GuildChannel, Interaction,
-    Message as DiscordMessage, Ready, ResumedEvent,
+    Message as DiscordMessage, PartialGuildChannel, Ready, ResumedEvent,
 };
 
 use actix::Addr;
 
 use super::gateway::{
-    DiscordGateway, LearnChannel, MarkReady, MarkResumed, ReceiveAutocomplete, ReceiveClick,
-    ReceiveCommand, ReceiveMessage,
+    CloseThread, DiscordGateway, LearnChannel, MarkReady, MarkResumed, ReceiveAutocomplete,
+    ReceiveClick, ReceiveCommand, ReceiveMessage,
 };
 
 /// Serenity's event handler: forwards to the gateway actor and returns at once.
@@ -58,7 +58,24 @@ impl EventHandler for Forward {
         _: Option<GuildChannel>,
         thread: GuildChannel,
     ) {
+        let archived = thread.thread_metadata.is_some_and(|m| m.archived);
         self.gateway.do_send(learn(&thread));
+        if archived {
+            self.gateway.do_send(CloseThread {
+                id: thread.id.get(),
+            });
+        }
+    }
+
+    async fn thread_delete(
+        &self,
+        _: SerenityContext,
+        thread: PartialGuildChannel,
+        _: Option<GuildChannel>,
+    ) {
+        self.gateway.do_send(CloseThread {
+            id: thread.id.get(),
+        });
     }
 }
 

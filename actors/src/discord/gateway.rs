@@ -87,6 +87,14 @@ pub struct LearnChannel {
     pub name: String,
 }
 
+/// A thread was archived or deleted (`THREAD_UPDATE`, `THREAD_DELETE`).
+#[derive(Debug, Message)]
+#[rtype(result = "()")]
+pub struct CloseThread {
+    /// The thread.
+    pub id: u64,
+}
+
 /// Handle a click on one of the bot's buttons (`INTERACTION_CREATE`, a component).
 #[derive(Debug, Message)]
 #[rtype(result = "()")]
@@ -791,6 +799,20 @@ impl Handler<LearnChannel> for DiscordGateway {
         };
         if !self.channels.contains_key(&msg.id) {
             self.known.insert(msg.id, known);
+        }
+    }
+}
+
+impl Handler<CloseThread> for DiscordGateway {
+    type Result = ();
+
+    fn handle(&mut self, msg: CloseThread, _: &mut Self::Context) {
+        self.stats.events.fetch_add(1, Ordering::Relaxed);
+        if let Some((conversation, _)) = self.conversation_of(msg.id) {
+            if conversation.id != conversation.profile.id {
+                self.registry
+                    .do_send(crate::registry::CloseWorktree { conversation });
+            }
         }
     }
 }

@@ -166,6 +166,24 @@ impl DiscordServer {
         );
     }
 
+    /// Archives thread `id` (`THREAD_UPDATE` with `thread_metadata.archived`).
+    pub fn archive_thread(&self, id: u64) {
+        let mut thread = self
+            .inner
+            .channels
+            .lock()
+            .expect("lock")
+            .get(&id)
+            .cloned()
+            .expect("a thread added with add_thread");
+        thread["thread_metadata"]["archived"] = json!(true);
+        // A payload serenity cannot parse would silently become Event::Unknown.
+        if let Err(e) = serde_json::from_value::<serenity::all::GuildChannel>(thread.clone()) {
+            panic!("serenity cannot parse this thread ({e}): {thread}");
+        }
+        self.dispatch("THREAD_UPDATE", &thread);
+    }
+
     /// The next `n` message posts fail with `status` (e.g. 429, 500).
     pub fn fail_next_posts(&self, statuses: &[u16]) {
         self.inner

@@ -82,7 +82,7 @@ impl DiscordGateway {
 
     /// The conversation of channel `id` (a configured channel, or a known thread of one) and
     /// the channel whose settings apply.
-    fn conversation_of(
+    pub(super) fn conversation_of(
         &self,
         id: u64,
     ) -> Option<(ConversationRef, &crate::discord::DiscordChannel)> {
