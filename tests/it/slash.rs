@@ -126,6 +126,7 @@ async fn each_subcommand_is_answered_within_discords_three_seconds() {
     assert_eq!(callback.body["type"], 5, "deferred");
     assert!(ephemeral(&callback), "status is private");
     assert!(text.contains("Idle") && text.contains("alpha"), "{text}");
+    assert!(text.contains("permission mode default"), "{text}");
 
     // A prompt, so there is a session and a cost.
     s.server.say(ALPHA, ALICE, "hello");
@@ -135,10 +136,10 @@ async fn each_subcommand_is_answered_within_discords_three_seconds() {
         })
         .await;
     let token = s.server.command(ALPHA, ALICE, "usage", &json!([]));
-    assert!(answered(&s.server, &token)
-        .await
-        .1
-        .contains("this conversation $0.0500"));
+    let usage = answered(&s.server, &token).await.1;
+    assert!(usage.contains("this conversation $0.0500"), "{usage}");
+    // The warm process was asked too (get_usage).
+    assert!(usage.contains("The CLI counts $0.0500"), "{usage}");
     let token = s.server.command(ALPHA, ALICE, "sessions", &json!([]));
     assert!(answered(&s.server, &token).await.1.contains("← current"));
     let token = s.server.command(ALPHA, ALICE, "cancel", &json!([]));
@@ -150,11 +151,37 @@ async fn each_subcommand_is_answered_within_discords_three_seconds() {
         .await
         .1
         .contains("No \"always\" rules"));
+    let conn = rusqlite::Connection::open(env.db()).expect("db");
+    let session: String = conn
+        .query_row(
+            "SELECT session_id FROM conversations WHERE id = ?1",
+            [i64::try_from(ALPHA).expect("id")],
+            |r| r.get(0),
+        )
+        .expect("a session");
     let token = s.server.command(ALPHA, ALICE, "new", &json!([]));
     assert!(answered(&s.server, &token)
         .await
         .1
         .contains("fresh Claude session"));
+    let token = s.server.command(
+        ALPHA,
+        ALICE,
+        "resume",
+        &json!([{"type": 3, "name": "id", "value": session}]),
+    );
+    let text = answered(&s.server, &token).await.1;
+    assert!(
+        text.contains(&format!("continues session `{session}`")),
+        "{text}"
+    );
+    let token = s.server.command(ALPHA, ALICE, "help", &json!([]));
+    assert!(answered(&s.server, &token).await.1.contains("/claude"));
+    let token = s.server.command(ALPHA, ALICE, "retry", &json!([]));
+    assert!(answered(&s.server, &token)
+        .await
+        .1
+        .contains("No interrupted message"));
     let token = s.server.command(ALPHA, ALICE, "model", &json!([]));
     assert!(answered(&s.server, &token).await.1.starts_with("Model:"));
     let token = s.server.command(ALPHA, ALICE, "mode", &json!([]));

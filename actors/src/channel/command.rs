@@ -268,8 +268,24 @@ impl ChannelActor {
             profile_id: self.conversation.profile.id,
             day_start_ms,
         });
-        ctx.spawn(ask.into_actor(self).map(move |res, act, _| {
-            let (text, is_error) = match res.map_err(StoreError::from).and_then(|r| r) {
+        // The CLI's own count, where there is a warm process to ask (`get_usage`, p_22).
+        let control = self
+            .warm
+            .as_ref()
+            .and_then(crate::claude::LiveSession::control);
+        let work = async move {
+            let stored = ask.await;
+            let cli = match control {
+                Some(c) => c.ask("get_usage", Duration::from_secs(2)).await,
+                None => None,
+            };
+            (
+                stored,
+                cli.and_then(|v| v["session"]["total_cost_usd"].as_f64()),
+            )
+        };
+        ctx.spawn(work.into_actor(self).map(move |(res, cli), act, _| {
+            let (mut text, is_error) = match res.map_err(StoreError::from).and_then(|r| r) {
                 Ok(u) => (
                     format!(
                         "Cost: this conversation ${:.4}; its channel and threads ${:.4}; today (UTC), all conversations ${:.4} over {} run(s).",
@@ -279,6 +295,9 @@ impl ChannelActor {
                 ),
                 Err(e) => (format!("Could not read the costs: {e}"), true),
             };
+            if let Some(usd) = cli {
+                let _ = write!(text, " The CLI counts ${usd:.4} for its warm process's session.");
+            }
             act.reply(origin, ReplyKind::Command, text, is_error);
         }));
     }

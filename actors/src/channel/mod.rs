@@ -249,6 +249,10 @@ pub struct ChannelStatus {
     pub paused_until: Option<SystemTime>,
     /// Where it works, when not the channel's project directory (a thread's worktree).
     pub workdir: Option<String>,
+    /// The model of the next run (chosen here, the channel's, or the CLI's last report).
+    pub model: Option<String>,
+    /// The permission mode of the next run.
+    pub permission_mode: String,
 }
 
 impl ChannelStatus {
@@ -264,9 +268,10 @@ impl ChannelStatus {
             .session_id
             .as_deref()
             .map_or_else(|| "no session yet".to_string(), |s| format!("session {s}"));
+        let model = self.model.as_deref().unwrap_or("the CLI's default");
         let mut text = format!(
-            "{activity}; {} waiting. Conversation `{}`: {session}, {} message(s), ${:.4} spent.",
-            self.queued, self.name, self.message_count, self.total_cost_usd
+            "{activity}; {} waiting. Conversation `{}`: {session}, {} message(s), ${:.4} spent; model {model}, permission mode {}.",
+            self.queued, self.name, self.message_count, self.total_cost_usd, self.permission_mode
         );
         if self.pending_approvals > 0 {
             let _ = write!(
@@ -513,6 +518,13 @@ impl ChannelActor {
             workdir: record
                 .map(|r| r.project_dir.clone())
                 .filter(|d| std::path::Path::new(d) != self.conversation.profile.project_dir),
+            model: self
+                .overrides
+                .model
+                .clone()
+                .or_else(|| self.conversation.profile.model.clone())
+                .or_else(|| record.and_then(|r| r.model.clone())),
+            permission_mode: self.permission_mode().as_str().to_string(),
         }
     }
 

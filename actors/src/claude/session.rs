@@ -44,6 +44,9 @@ struct Shared {
     /// Set, under this lock, just before the leader is reaped.
     reaped: Mutex<bool>,
     stderr_tail: Mutex<String>,
+    /// Control requests waiting for their answer, by request id.
+    asked:
+        Mutex<std::collections::HashMap<String, tokio::sync::oneshot::Sender<serde_json::Value>>>,
 }
 
 fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
@@ -87,6 +90,23 @@ impl SessionControl {
         let _ = self
             .stdin
             .send(control_line("coordinator-interrupt", "interrupt"));
+    }
+
+    /// Asks the CLI `subtype` (`get_usage`, …) and waits up to `wait` for its answer; `None`
+    /// if it refused, did not answer in time, or has ended.
+    pub async fn ask(&self, subtype: &str, wait: Duration) -> Option<serde_json::Value> {
+        static NEXT: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(1);
+        let n = NEXT.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        let id = format!("coordinator-{subtype}-{n}");
+        let (tx, rx) = tokio::sync::oneshot::channel();
+        lock(&self.shared.asked).insert(id.clone(), tx);
+        let _ = self.stdin.send(control_line(&id, subtype));
+        let answer = tokio::time::timeout(wait, rx)
+            .await
+            .ok()
+            .and_then(Result::ok);
+        lock(&self.shared.asked).remove(&id);
+        answer
     }
 
     /// Sends the control request `subtype` with `field` = `value` (`set_model`,
@@ -136,6 +156,7 @@ impl LiveSession {
             pgid,
             reaped: Mutex::new(false),
             stderr_tail: Mutex::new(String::new()),
+            asked: Mutex::new(std::collections::HashMap::new()),
         });
         let (stdin, stdout, stderr) =
             (child.stdin.take(), child.stdout.take(), child.stderr.take());
@@ -218,7 +239,8 @@ impl LiveSession {
                 SessionEvent::Line(StreamEvent::ControlResponse {
                     request_id,
                     success: false,
-                }) => warn!(%request_id, "the CLI refused a control request"),
+                    payload,
+                }) => warn!(%request_id, error = %payload, "the CLI refused a control request"),
                 SessionEvent::Line(e) => debug!(event = ?e, "line between turns ignored"),
             }
         }
@@ -407,6 +429,19 @@ fn read_stdout(
             Ok(StreamEvent::Models(list)) => {
                 debug!(models = list.len(), "the CLI listed its models");
                 models.set(list);
+            }
+            Ok(StreamEvent::ControlResponse {
+                request_id,
+                success,
+                payload,
+            }) if lock(&shared.asked).contains_key(&request_id) => {
+                if let Some(tx) = lock(&shared.asked).remove(&request_id) {
+                    let _ = tx.send(if success {
+                        payload
+                    } else {
+                        serde_json::Value::Null
+                    });
+                }
             }
             Ok(ev) => {
                 let _ = events.send(SessionEvent::Line(ev));

@@ -57,6 +57,8 @@ pub enum StreamEvent {
         request_id: String,
         /// Whether it succeeded.
         success: bool,
+        /// What it answered (`response`), or why not (`error`).
+        payload: Value,
     },
     /// The answer to `list_models`: the models' `value`s (`p_22`).
     Models(Vec<String>),
@@ -260,6 +262,11 @@ pub fn parse_line(line: impl AsRef<[u8]>) -> Result<StreamEvent, serde_json::Err
             StreamEvent::ControlResponse {
                 request_id: r["request_id"].as_str().unwrap_or_default().to_string(),
                 success: r["subtype"] == "success",
+                payload: if r["subtype"] == "success" {
+                    r["response"].clone()
+                } else {
+                    r["error"].clone()
+                },
             }
         }
         (Some("rate_limit_event"), _) => StreamEvent::RateLimit(RateLimitInfo::parse(

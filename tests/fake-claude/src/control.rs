@@ -194,21 +194,12 @@ impl Input {
                         emit(&success(id, &json!({"model": req["model"]})));
                         Taken::Other
                     }
+                    "get_usage" => {
+                        emit(&success(id, &usage_answer(session.cost_usd)));
+                        Taken::Other
+                    }
                     "list_models" => {
-                        // p_22's answer, or FAKE_CLAUDE_MODELS (comma-separated values).
-                        let values: Vec<String> = std::env::var("FAKE_CLAUDE_MODELS").map_or_else(
-                            |_| {
-                                ["default", "opus", "fable", "sonnet", "haiku"]
-                                    .map(String::from)
-                                    .to_vec()
-                            },
-                            |v| v.split(',').map(str::to_string).collect(),
-                        );
-                        let models: Vec<Value> = values
-                            .iter()
-                            .map(|m| json!({"value": m, "displayName": m, "description": format!("{m} (stand-in)")}))
-                            .collect();
-                        emit(&success(id, &json!({"models": models})));
+                        emit(&success(id, &models_answer()));
                         Taken::Other
                     }
                     other => {
@@ -253,6 +244,32 @@ pub enum Answer {
 }
 
 /// What permissions and controls know of the process.
+/// `get_usage`, in the shape of `p_22`.
+fn usage_answer(cost_usd: f64) -> Value {
+    json!({"session": {"total_cost_usd": cost_usd, "total_api_duration_ms": 0,
+                       "total_duration_ms": 0, "total_lines_added": 0,
+                       "total_lines_removed": 0, "model_usage": {}},
+           "subscription_type": null, "rate_limits_available": false,
+           "rate_limits": null, "behaviors": null})
+}
+
+/// `list_models`: the values of `p_22`, or `FAKE_CLAUDE_MODELS` (comma-separated).
+fn models_answer() -> Value {
+    let values: Vec<String> = std::env::var("FAKE_CLAUDE_MODELS").map_or_else(
+        |_| {
+            ["default", "opus", "fable", "sonnet", "haiku"]
+                .map(String::from)
+                .to_vec()
+        },
+        |v| v.split(',').map(str::to_string).collect(),
+    );
+    let models: Vec<Value> = values
+        .iter()
+        .map(|m| json!({"value": m, "displayName": m, "description": format!("{m} (stand-in)")}))
+        .collect();
+    json!({"models": models})
+}
+
 pub struct SessionState {
     pub mode: String,
     pub version: String,
@@ -260,6 +277,8 @@ pub struct SessionState {
     pub prompt_tool: bool,
     /// Rules from `--allowedTools` / `--settings`, and "always" answers for this process.
     pub rules: Vec<Rule>,
+    /// What the session's turns cost so far (for `get_usage`).
+    pub cost_usd: f64,
     interrupt_id: Option<String>,
 }
 
@@ -270,6 +289,7 @@ impl SessionState {
             version: version.to_string(),
             prompt_tool,
             rules,
+            cost_usd: 0.0,
             interrupt_id: None,
         }
     }

@@ -891,6 +891,7 @@ impl Session {
             model: self.model.clone(),
         });
         append_turn(&self.path, self.turns.last().expect("just pushed"));
+        self.state.cost_usd = self.turns.iter().map(|t| t.cost).sum();
         total
     }
 
