@@ -62,6 +62,19 @@ impl Default for FilesConfig {
     }
 }
 
+/// One file attached to a message (its metadata; the file stays on Discord).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct AttachmentMeta {
+    /// The file name the user gave.
+    pub name: String,
+    /// Bytes.
+    pub size: u64,
+    /// MIME type, if Discord said.
+    pub content_type: Option<String>,
+    /// Where it can be downloaded.
+    pub url: String,
+}
+
 /// A file that goes with a reply.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct ReplyFile {
@@ -88,7 +101,7 @@ pub struct Collected {
 const MAX_NAME: usize = 100;
 
 /// A safe file name for `raw`: its last path component, without control characters or
-/// separators, never `.`/`..`/empty, at most [`MAX_NAME`] characters (the extension kept).
+/// separators, never `.`/`..`/empty, at most `MAX_NAME` characters (the extension kept).
 pub fn sanitize_name(raw: &str) -> String {
     let last = raw.rsplit(['/', '\\']).next().unwrap_or_default().trim();
     let cleaned: String = last
@@ -191,7 +204,7 @@ impl Fetched {
 }
 
 /// The image media type of an attachment, if it is one Claude takes inline.
-fn image_type(a: &crate::store::AttachmentMeta) -> Option<&'static str> {
+fn image_type(a: &AttachmentMeta) -> Option<&'static str> {
     let by_type = a
         .content_type
         .as_deref()
@@ -273,7 +286,7 @@ async fn download(
 /// Fetches a message's attachments: images for the turn (when `inline_images`), the rest saved
 /// to `<root>/inbox/<message>/`. Nothing here fails the run: what cannot be had is a note.
 pub async fn fetch_attachments(
-    attachments: &[crate::store::AttachmentMeta],
+    attachments: &[AttachmentMeta],
     project: &Path,
     config: &FilesConfig,
     message: u64,

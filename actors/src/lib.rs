@@ -41,9 +41,16 @@
 //!    ([`frontend::FrontEnd`]), so tests plug in a collector ([`frontend::ReplySink`]). The Discord gateway sends replies through
 //!    [`discord::outbound`], split by [`discord::chunking`].
 //!
+//! Around the run: [`files`] fetches a message's attachments (images become image blocks of the
+//! turn) and collects what Claude wrote to its outbox for the reply; [`worktree`] gives each
+//! thread of a `thread_worktrees` channel its own git checkout. Coordinator commands — the `!`
+//! ones, and `/claude` ([`discord::commands`]) — are one [`frontend::Command`], answered by the
+//! channel actor (`channel/command.rs`).
+//!
 //! [`metrics::MetricsActor`] writes one structured event per actor kind to the log, from what
 //! the others report. Every module uses only modules listed before it in that flow or below it
-//! (conversation, frontend, cost, text, metrics); the core never imports [`discord`].
+//! (conversation, frontend, cost, text, metrics, recovery, files, worktree); the core never
+//! imports [`discord`].
 
 pub mod channel;
 pub mod claude;

@@ -37,7 +37,7 @@ impl std::fmt::Debug for ProxiedPoster {
 }
 
 /// How long a 429 answer asks to wait: the `Retry-After` header, else the body's
-/// `retry_after`, in seconds (fractions allowed); at most [`MAX_WAIT`].
+/// `retry_after`, in seconds (fractions allowed); at most `MAX_WAIT`.
 pub fn retry_after(headers: &reqwest::header::HeaderMap, body: &[u8]) -> Option<Duration> {
     let from_header = headers
         .get(reqwest::header::RETRY_AFTER)

@@ -10,7 +10,8 @@
 
 use actix::{Handler, Message};
 use rusqlite::{params, Connection, OptionalExtension, Row};
-use serde::{Deserialize, Serialize};
+
+pub use crate::files::AttachmentMeta;
 
 use super::{from_sql_id, now_ms, to_sql_id, SessionStoreActor, StoreError};
 
@@ -106,19 +107,6 @@ impl InboxState {
             Self::Interrupted => &["running"],
         }
     }
-}
-
-/// One file attached to a message (its metadata; the file stays on Discord).
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-pub struct AttachmentMeta {
-    /// The file name the user gave.
-    pub name: String,
-    /// Bytes.
-    pub size: u64,
-    /// MIME type, if Discord said.
-    pub content_type: Option<String>,
-    /// Where it can be downloaded.
-    pub url: String,
 }
 
 /// An accepted message, as the inbox keeps it.
