@@ -909,32 +909,7 @@ async fn followup(
     Json(body): Json<Value>,
 ) -> Response {
     let path = format!("/api/v10/webhooks/{app}/{token}");
-    let (answered, channel) = inner
-        .interactions
-        .lock()
-        .expect("lock")
-        .get(&token)
-        .copied()
-        .unwrap_or((false, 1));
-    let content = body["content"].as_str().unwrap_or_default().to_string();
-    record(
-        &inner,
-        "POST",
-        path,
-        body,
-        Vec::new(),
-        &headers,
-        if answered { 200 } else { 404 },
-    );
-    if !answered {
-        return (
-            StatusCode::NOT_FOUND,
-            Json(json!({"message": "Unknown Webhook", "code": 10015})),
-        )
-            .into_response();
-    }
-    let mid = snowflake(&inner);
-    Json(message_json(mid, channel, BOT_ID, true, &content)).into_response()
+    webhook_message(&inner, "POST", path, &token, body, &headers)
 }
 
 /// `PATCH /webhooks/{app}/{token}/messages/@original`: fills in a deferred answer, only after
@@ -946,23 +921,28 @@ async fn edit_original(
     Json(body): Json<Value>,
 ) -> Response {
     let path = format!("/api/v10/webhooks/{app}/{token}/messages/@original");
+    webhook_message(&inner, "PATCH", path, &token, body, &headers)
+}
+
+/// A message through an interaction's webhook: recorded; a 404 (10015) before its callback.
+fn webhook_message(
+    inner: &Inner,
+    method: &str,
+    path: String,
+    token: &str,
+    body: Value,
+    headers: &HeaderMap,
+) -> Response {
     let (answered, channel) = inner
         .interactions
         .lock()
         .expect("lock")
-        .get(&token)
+        .get(token)
         .copied()
         .unwrap_or((false, 1));
     let content = body["content"].as_str().unwrap_or_default().to_string();
-    record(
-        &inner,
-        "PATCH",
-        path,
-        body,
-        Vec::new(),
-        &headers,
-        if answered { 200 } else { 404 },
-    );
+    let status = if answered { 200 } else { 404 };
+    record(inner, method, path, body, Vec::new(), headers, status);
     if !answered {
         return (
             StatusCode::NOT_FOUND,
@@ -970,7 +950,7 @@ async fn edit_original(
         )
             .into_response();
     }
-    let mid = snowflake(&inner);
+    let mid = snowflake(inner);
     Json(message_json(mid, channel, BOT_ID, true, &content)).into_response()
 }
 
