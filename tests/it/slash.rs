@@ -353,3 +353,46 @@ async fn a_model_chosen_with_claude_model_reaches_the_warm_process_with_set_mode
         .1
         .contains("`sonnet` (chosen here"));
 }
+
+#[actix_rt::test]
+async fn a_mode_chosen_by_an_approver_reaches_the_warm_process_and_bypass_never_does() {
+    let env = TestEnv::new();
+    let s = start_with(&env, |st| st.channel[1].allow_mode_change = true).await;
+    s.server.say(BETA, ALICE, "warm up");
+    s.server
+        .wait("the answer", |srv| {
+            srv.answer_texts(BETA).iter().any(|t| t == "echo: warm up")
+        })
+        .await;
+    let mode = |m: &str| json!([{"type": 3, "name": "mode", "value": m}]);
+    let token = s
+        .server
+        .command(BETA, ALICE, "mode", &mode("bypassPermissions"));
+    assert!(answered(&s.server, &token)
+        .await
+        .1
+        .contains("cannot be chosen from chat"));
+    let token = s.server.command(BETA, ALICE, "mode", &mode("plan"));
+    assert!(answered(&s.server, &token).await.1.contains("`plan`"));
+    wait_until(
+        || {
+            env.records().iter().any(|r| {
+                r["event"] == "control"
+                    && r["request"]["subtype"] == "set_permission_mode"
+                    && r["request"]["mode"] == "plan"
+            })
+        },
+        "set_permission_mode sent to the warm process",
+    )
+    .await;
+    assert!(!env
+        .records()
+        .iter()
+        .any(|r| r["request"]["mode"] == "bypassPermissions"));
+    // Alpha does not allow it at all.
+    let token = s.server.command(ALPHA, ALICE, "mode", &mode("plan"));
+    assert!(answered(&s.server, &token)
+        .await
+        .1
+        .contains("allow_mode_change"));
+}
