@@ -1325,4 +1325,21 @@ async fn threads_work_in_their_own_worktrees_and_archiving_removes_only_clean_on
         .await;
     assert!(w2.join("notes.md").exists(), "a dirty worktree is kept");
     assert!(!git(&repo, &["worktree", "list"]).contains(&format!("fix-login-{t1}")));
+    // A deleted thread's clean worktree goes too.
+    let t3 = 880_000_000_000_000_013;
+    s.server.add_thread(t3, ALPHA, "short lived");
+    s.server.say(t3, ALICE, "three");
+    s.server
+        .wait("the third thread's answer", |srv| {
+            !srv.answer_texts(t3).is_empty()
+        })
+        .await;
+    let w3 = worktrees.join(format!("short-lived-{t3}"));
+    assert!(w3.exists());
+    s.server.dispatch(
+        "THREAD_DELETE",
+        &serde_json::json!({"id": t3.to_string(), "guild_id": support::discord::GUILD_ID.to_string(),
+                            "parent_id": ALPHA.to_string(), "type": 11}),
+    );
+    support::wait_until(|| !w3.exists(), "the deleted thread's worktree removed").await;
 }
