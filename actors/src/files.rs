@@ -245,6 +245,18 @@ pub fn allowed_url(url: &str, hosts: &[String]) -> bool {
         .any(|h| h.eq_ignore_ascii_case(host) || with_port.as_deref().is_some_and(|w| h == w))
 }
 
+/// The client for attachment downloads: one for the service, built once, its connections
+/// reused; it follows no redirect (one could lead off Discord's hosts).
+fn downloads() -> &'static reqwest::Client {
+    static CLIENT: std::sync::OnceLock<reqwest::Client> = std::sync::OnceLock::new();
+    CLIENT.get_or_init(|| {
+        reqwest::Client::builder()
+            .redirect(reqwest::redirect::Policy::none())
+            .build()
+            .unwrap_or_default()
+    })
+}
+
 /// Downloads `url` (at most `limit` bytes, within `timeout`), checking the status and that the
 /// length is the `expected` one.
 async fn download(
@@ -252,8 +264,9 @@ async fn download(
     url: &str,
     limit: u64,
     expected: u64,
+    timeout: std::time::Duration,
 ) -> Result<Vec<u8>, String> {
-    let mut response = client.get(url).send().await.map_err(|e| {
+    let mut response = client.get(url).timeout(timeout).send().await.map_err(|e| {
         if e.is_timeout() {
             "the download timed out".to_string()
         } else {
@@ -296,13 +309,8 @@ pub async fn fetch_attachments(
     if attachments.is_empty() {
         return out;
     }
-    let client = reqwest::Client::builder()
-        .timeout(std::time::Duration::from_secs(
-            config.download_timeout_secs.max(1),
-        ))
-        .redirect(reqwest::redirect::Policy::none())
-        .build()
-        .unwrap_or_default();
+    let client = downloads();
+    let timeout = std::time::Duration::from_secs(config.download_timeout_secs.max(1));
     let mut to_save: Vec<(String, Vec<u8>)> = Vec::new();
     for a in attachments {
         let name = sanitize_name(&a.name);
@@ -326,7 +334,7 @@ pub async fn fetch_attachments(
             ));
             continue;
         }
-        match download(&client, &a.url, limit, a.size).await {
+        match download(client, &a.url, limit, a.size, timeout).await {
             Ok(bytes) => match image {
                 Some(media_type) => out.images.push(Image {
                     media_type: media_type.to_string(),
