@@ -103,6 +103,38 @@ fn the_metrics_log_counts_a_scripted_conversation() {
 }
 
 #[test]
+fn the_metrics_log_shows_a_usage_limit_pause_and_the_console_waits_it_out() {
+    let env = TestEnv::new();
+    let overlay = env.overlay(
+        "",
+        "[metrics]\ninterval_secs = 0\n[log]\nformat = \"json\"\nfilter = \"info\"\n",
+    );
+    let reset = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .expect("clock")
+        .as_secs()
+        + 2;
+    let (status, out, err) = run_with_config(
+        &overlay,
+        &["console", "--channel", "alpha", "--json"],
+        &format!("wait USAGELIMIT:{reset}\n"),
+        &[],
+    );
+    assert!(status.success(), "{err}");
+    let lines = json_lines(&out);
+    // The notice, then the answer once the limit reset.
+    assert!(lines.iter().any(|l| l["kind"] == "notice"), "{out}");
+    assert!(
+        lines.iter().any(|l| l["reply"]
+            .as_str()
+            .is_some_and(|r| r.starts_with("echo: wait"))),
+        "{out}"
+    );
+    let usage = last(&metrics(&err), "usage");
+    assert_eq!(usage["pauses"], 1, "{usage}");
+}
+
+#[test]
 fn approvals_are_counted_in_the_metrics_log() {
     let env = TestEnv::new();
     let overlay = env.overlay(
