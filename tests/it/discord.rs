@@ -1014,19 +1014,10 @@ async fn questions_are_select_menus_answered_once_all_are_chosen() {
         .server
         .select(ALPHA, &message, &second, &["S", "L"], ALICE);
     assert_eq!(s.server.callback(&token).await.body["type"], 6);
-    s.server
-        .wait("the answer", |srv| {
-            srv.answer_texts(ALPHA)
-                .iter()
-                .any(|t| t.starts_with("tool said"))
-        })
-        .await;
     let reply = s
         .server
-        .answer_texts(ALPHA)
-        .into_iter()
-        .find(|t| t.starts_with("tool said"))
-        .expect("reply");
+        .answer_where(ALPHA, "the answer", |t| t.starts_with("tool said"))
+        .await;
     assert!(
         reply.contains(r#""Which color should the button be?"="Blue""#),
         "{reply}"
@@ -1195,19 +1186,10 @@ async fn oversize_foreign_or_broken_files_are_told_and_the_message_still_runs() 
     s.server.say_with(ALPHA, ALICE, "here", |m| {
         m["attachments"] = serde_json::json!([big, short, foreign]);
     });
-    s.server
-        .wait("the answer", |srv| {
-            srv.answer_texts(ALPHA)
-                .iter()
-                .any(|t| t.contains("echo: here"))
-        })
-        .await;
     let answer = s
         .server
-        .answer_texts(ALPHA)
-        .into_iter()
-        .find(|t| t.contains("echo: here"))
-        .expect("answer");
+        .answer_where(ALPHA, "the answer", |t| t.contains("echo: here"))
+        .await;
     assert!(
         answer.contains("`big.zip` (30000000 bytes) was not read"),
         "{answer}"

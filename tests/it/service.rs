@@ -514,18 +514,11 @@ async fn at_shutdown_no_channel_starts_a_queued_run_and_the_queued_one_runs_at_t
         server.answer_texts(1002)
     );
     let child = spawn_run_with(&env, &server, &extra, Some("tok"), &JSON_LOGS);
-    server
-        .wait("the queued message answered after the restart", |s| {
-            s.answer_texts(1002)
-                .iter()
-                .any(|t| t.contains("echo: queued for beta"))
+    let answer = server
+        .answer_where(1002, "the queued message answered after the restart", |t| {
+            t.contains("echo: queued for beta")
         })
         .await;
-    let answer = server
-        .answer_texts(1002)
-        .into_iter()
-        .find(|t| t.contains("echo: queued for beta"))
-        .expect("answer");
     assert!(answer.contains("Answered late"), "{answer}");
     stop_with(child, Signal::SIGTERM).await;
 }

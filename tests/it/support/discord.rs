@@ -283,6 +283,23 @@ impl DiscordServer {
         }
     }
 
+    /// Waits for a reply in `channel` whose text satisfies `pred`; returns its text.
+    pub async fn answer_where(
+        &self,
+        channel: u64,
+        what: &str,
+        pred: impl Fn(&str) -> bool,
+    ) -> String {
+        self.wait(what, |srv| {
+            srv.answer_texts(channel).iter().any(|t| pred(t))
+        })
+        .await;
+        self.answer_texts(channel)
+            .into_iter()
+            .find(|t| pred(t))
+            .expect("the answer waited for")
+    }
+
     /// Waits for a gateway session (READY sent).
     pub async fn wait_ready(&self, n: u64) {
         self.wait("READY", |s| s.readies() >= n && s.connected())
