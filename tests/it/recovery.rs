@@ -376,6 +376,16 @@ async fn an_undelivered_reply_is_shown_as_failed_and_sent_at_the_next_start() {
     assert!(status.success(), "{err}");
     assert!(out.contains("undelivered:   1"), "{out}");
     assert!(out.contains("failed") && out.contains("HTTP 403"), "{out}");
+    let (status, out, err) = crate::support::run_with_config(
+        &overlay,
+        &["sessions", "show", "alpha", "--json"],
+        "",
+        &[],
+    );
+    assert!(status.success(), "{err}");
+    let shown: Value = serde_json::from_str(&out).expect("json");
+    assert_eq!(shown["undelivered"][0]["message_id"], id, "{shown}");
+    assert_eq!(shown["undelivered"][0]["state"], "failed", "{shown}");
 
     let child = spawn_run_with(&env, &server, &extra, Some("tok"), &LOGS);
     let answer = wait_answered(&server, ALPHA, id, "the reply, at last").await;

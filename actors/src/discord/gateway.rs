@@ -245,7 +245,8 @@ pub struct DiscordGateway {
     /// answered before an older one the history holds.
     held: HashMap<u64, Vec<DiscordMessage>>,
     /// `/claude` invocations acknowledged and waiting for the core's answer, by interaction id.
-    slash: HashMap<u64, Box<serenity::all::CommandInteraction>>,
+    /// An interaction's token lives 15 minutes: older entries are forgotten.
+    slash: HashMap<u64, (Instant, Box<serenity::all::CommandInteraction>)>,
     /// The models to offer in autocomplete.
     models: crate::claude::models::ModelCatalog,
 }

@@ -110,7 +110,7 @@ impl DiscordGateway {
     /// The core's answer to an invocation, if `reply` is one: edits its deferred response.
     /// Answers whether it was.
     pub(super) fn answer_command(&mut self, reply: &DeliverReply, ctx: &mut Context<Self>) -> bool {
-        let Some(interaction) = self.slash.remove(&reply.origin.message_id) else {
+        let Some((_, interaction)) = self.slash.remove(&reply.origin.message_id) else {
             return false;
         };
         let out = self.outbound.clone();
@@ -214,7 +214,11 @@ impl Handler<ReceiveCommand> for DiscordGateway {
             async move { out.respond_command(&first, defer).await },
             ctx,
         );
-        self.slash.insert(lane, interaction);
+        // Its token lives 15 minutes: an answer later than that could not be delivered.
+        let expired = std::time::Duration::from_secs(15 * 60);
+        self.slash.retain(|_, (at, _)| at.elapsed() < expired);
+        self.slash
+            .insert(lane, (std::time::Instant::now(), interaction));
         self.registry.do_send(RouteCommand {
             conversation,
             origin: Origin {
