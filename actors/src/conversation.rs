@@ -54,4 +54,28 @@ impl ConversationRef {
             profile,
         }
     }
+
+    /// The conversation of thread `id`, named `thread`, under the configured channel of
+    /// `profile`: named `<channel>/<thread>`.
+    pub fn thread(profile: Arc<ChannelProfile>, id: u64, thread: &str) -> Self {
+        Self {
+            id,
+            name: format!("{}/{thread}", profile.name),
+            profile,
+        }
+    }
+
+    /// Whether it is a thread (not the configured channel itself).
+    pub fn is_thread(&self) -> bool {
+        self.id != self.profile.id
+    }
+
+    /// A thread's own name (its channel's prefix taken off); the channel's name otherwise.
+    pub fn thread_name(&self) -> &str {
+        self.name
+            .strip_prefix(self.profile.name.as_str())
+            .and_then(|rest| rest.strip_prefix('/'))
+            .filter(|_| self.is_thread())
+            .unwrap_or(&self.name)
+    }
 }

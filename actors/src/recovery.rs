@@ -19,8 +19,16 @@ pub struct RecoveryConfig {
     pub catch_up_max: usize,
     /// Messages older than this are not caught up.
     pub catch_up_max_age_secs: u64,
-    /// Milliseconds between two history fetches of the catch-up.
+    /// Milliseconds between two history pages of one channel during the catch-up.
     pub catch_up_interval_ms: u64,
+    /// Channel histories read at once during the catch-up (each is its own rate-limit bucket
+    /// on Discord's side; all of them together stay under Discord's global limit).
+    #[serde(default = "default_concurrency")]
+    pub catch_up_concurrency: usize,
+}
+
+fn default_concurrency() -> usize {
+    4
 }
 
 impl Default for RecoveryConfig {
@@ -31,6 +39,7 @@ impl Default for RecoveryConfig {
             catch_up_max: 50,
             catch_up_max_age_secs: 86_400,
             catch_up_interval_ms: 250,
+            catch_up_concurrency: default_concurrency(),
         }
     }
 }

@@ -3,6 +3,7 @@
 //! and the real serenity client against a Discord-compatible server on 127.0.0.1.
 
 mod channels;
+mod conformance;
 mod console;
 mod discord;
 mod live;

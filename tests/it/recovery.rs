@@ -2,6 +2,8 @@
 //! what was posted while the service was down, replayed events — through the real binary, the
 //! real serenity client and the test server.
 
+use std::fmt::Write as _;
+
 use nix::sys::signal::Signal;
 use serde_json::Value;
 
@@ -392,4 +394,106 @@ async fn an_undelivered_reply_is_shown_as_failed_and_sent_at_the_next_start() {
     assert!(answer.contains("echo: undeliverable for now"), "{answer}");
     assert_eq!(env.prompts().len(), 1, "not run again");
     stop_with(child, Signal::SIGTERM).await;
+}
+
+#[actix_rt::test]
+async fn a_member_allowed_by_role_is_caught_up_once_their_roles_are_read() {
+    const ROLE: u64 = 4_242;
+    let env = TestEnv::new();
+    let server = DiscordServer::start().await;
+    // Only a role lets anyone in; history carries no member, so the roles must be read.
+    let extra = format!("[access]\nallowed_roles = [{ROLE}]\n");
+    server.set_roles(ALICE, &[ROLE]);
+    server.set_roles(BOB, &[]);
+    let child = spawn_run_with(&env, &server, &extra, Some("tok"), &LOGS);
+    server.wait_ready(1).await;
+    let live = server.say(ALPHA, ALICE, "live");
+    wait_answered(&server, ALPHA, live, "the live answer").await;
+    stop_with(child, Signal::SIGTERM).await;
+    wait_until(|| !server.is_connected(), "the bot to be gone").await;
+
+    let before_restart = server.requests().len();
+    let one = server.say(ALPHA, ALICE, "down one");
+    let stranger = server.say(ALPHA, BOB, "no role");
+    let two = server.say(ALPHA, ALICE, "down two");
+    let child = spawn_run_with(&env, &server, &extra, Some("tok"), &LOGS);
+    let a1 = wait_answered(&server, ALPHA, one, "down one").await;
+    let a2 = wait_answered(&server, ALPHA, two, "down two").await;
+    assert!(
+        a1.contains("Answered late") && a1.contains("echo: down one"),
+        "{a1}"
+    );
+    assert!(a2.contains("echo: down two"), "{a2}");
+    let probe = server.say(ALPHA, ALICE, "probe");
+    wait_answered(&server, ALPHA, probe, "the probe").await;
+    assert!(
+        answers_to(&server, ALPHA, stranger).is_empty(),
+        "no late refusal, no answer"
+    );
+    assert_eq!(env.prompts(), ["live", "down one", "down two", "probe"]);
+    // Each author's roles were read once after the restart (then kept), in the channel's guild.
+    let lookups: Vec<String> = server.requests()[before_restart..]
+        .iter()
+        .filter(|r| r.path.contains("/members/"))
+        .map(|r| r.path.clone())
+        .collect();
+    let guild = crate::support::discord::GUILD_ID;
+    assert_eq!(
+        lookups,
+        [
+            format!("/api/v10/guilds/{guild}/members/{ALICE}"),
+            format!("/api/v10/guilds/{guild}/members/{BOB}")
+        ]
+    );
+    stop_with(child, Signal::SIGTERM).await;
+}
+
+#[actix_rt::test]
+async fn histories_are_read_several_at_a_time_and_a_live_message_is_never_called_caught_up() {
+    let env = TestEnv::new();
+    let server = DiscordServer::start().await;
+    // Eight more channels besides the three of every test deployment.
+    let mut extra =
+        allow_alice("[recovery]\ncatch_up_concurrency = 4\ncatch_up_interval_ms = 10\n");
+    for i in 0..8_u64 {
+        let _ = write!(
+            extra,
+            "[[channel]]\nid = {}\nname = \"more{i}\"\nproject_dir = \"{}\"\n",
+            2001 + i,
+            env.path("proj").display()
+        );
+    }
+    let old = server.say(BETA, ALICE, "posted while down");
+    server.slow_history(std::time::Duration::from_millis(400));
+    let child = spawn_run_with(&env, &server, &extra, Some("tok"), &LOGS);
+    server.wait_ready(1).await;
+    let live = server.say(ALPHA, ALICE, "posted just now");
+    wait_answered(&server, ALPHA, live, "the live message").await;
+    wait_answered(&server, BETA, old, "the old one").await;
+    let output = stop_with(child, Signal::SIGTERM).await;
+    let (all, one) = server.history_peak();
+    assert!(all > 1, "histories read one at a time");
+    assert!(all <= 4, "more than catch_up_concurrency at once: {all}");
+    assert_eq!(one, 1, "one channel's pages are read one after another");
+    // The log calls only the old message caught up.
+    let logs = String::from_utf8_lossy(&output.stderr);
+    let caught: Vec<Value> = logs
+        .lines()
+        .filter_map(|l| serde_json::from_str::<Value>(l).ok())
+        .filter(|v| {
+            v["message"]
+                .as_str()
+                .is_some_and(|m| m.starts_with("caught up"))
+        })
+        .collect();
+    let ids: Vec<String> = caught
+        .iter()
+        .map(|v| v["message_ids"].to_string())
+        .collect();
+    assert_eq!(caught.len(), 1, "{ids:?}");
+    assert!(ids[0].contains(&old.to_string()), "{ids:?}");
+    assert!(
+        !ids.iter().any(|i| i.contains(&live.to_string())),
+        "{ids:?}"
+    );
 }

@@ -84,6 +84,22 @@ impl AccessConfig {
 }
 
 impl AccessConfig {
+    /// Whether `user`'s roles decide if they may talk in `channel` (they are not allowed by
+    /// id, and a role list applies): a message without its author's roles cannot be routed.
+    pub fn decides_by_roles(&self, channel: &ChannelAccess, user: u64) -> bool {
+        let (users, roles) = if channel.has_own_list() {
+            (
+                channel.allowed_users.as_deref().unwrap_or_default(),
+                channel.allowed_roles.as_deref().unwrap_or_default(),
+            )
+        } else if self.allow_everyone {
+            return false;
+        } else {
+            (self.allowed_users.as_slice(), self.allowed_roles.as_slice())
+        };
+        !users.contains(&user) && !roles.is_empty()
+    }
+
     /// Whether `user` (with `roles`) may answer permission requests in `channel`: its own
     /// approvers, else the global ones, else whoever may talk there.
     pub fn approves(&self, channel: &ChannelAccess, user: u64, roles: &[u64]) -> bool {
@@ -141,6 +157,16 @@ mod tests {
             "a channel's own list wins over allow_everyone"
         );
         assert!(everyone.allows(&own, 11, &[]));
+        assert!(
+            access.decides_by_roles(&open, 99),
+            "a stranger, and a role list"
+        );
+        assert!(!access.decides_by_roles(&open, 10), "allowed by id");
+        assert!(
+            !access.decides_by_roles(&own, 99),
+            "the channel's own list has no roles"
+        );
+        assert!(!everyone.decides_by_roles(&open, 99));
     }
 
     #[test]

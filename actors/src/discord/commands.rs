@@ -2,10 +2,8 @@
 //! overwrite, so a restart replaces it and never adds a second), how an invocation becomes the
 //! core's [`Command`] (the same one the `!` commands parse to), and autocomplete choices.
 
-use serenity::all::{
-    CommandData, CommandDataOption, CommandDataOptionValue, CommandOptionType, CreateCommand,
-    CreateCommandOption,
-};
+use serde_json::{json, Value};
+use serenity::all::{CommandData, CommandDataOption, CommandDataOptionValue};
 
 use crate::claude::PermissionMode;
 use crate::frontend::Command;
@@ -16,59 +14,55 @@ pub const NAME: &str = "claude";
 /// Discord allows at most 25 autocomplete choices.
 pub const MAX_CHOICES: usize = 25;
 
-/// The `/claude` command with its subcommands.
-pub fn definition() -> CreateCommand {
-    let sub = |name: &str, description: &str| {
-        CreateCommandOption::new(CommandOptionType::SubCommand, name, description)
+/// The `/claude` command with its subcommands, as Discord's `ApplicationCommandUpdateRequest`
+/// (`../shared/discord/openapi.json`). Written out rather than built with serenity's
+/// `CreateCommand`, which also sends fields the spec does not have (`nsfw`, and `channel_types`,
+/// `min_length`, `max_length`… on every option).
+pub fn definition() -> Value {
+    let sub = |name: &str, description: &str, options: Vec<Value>| json!({"type": OPTION_SUBCOMMAND, "name": name, "description": description, "options": options});
+    let string = |name: &str, description: &str, required: bool, autocomplete: bool| {
+        json!({"type": OPTION_STRING, "name": name, "description": description,
+               "required": required, "autocomplete": autocomplete})
     };
-    let mut mode = CreateCommandOption::new(
-        CommandOptionType::String,
+    let mut mode = string(
         "mode",
         "The permission mode (approvers, where the channel allows it)",
-    )
-    .required(false);
-    for m in PermissionMode::CHAT {
-        mode = mode.add_string_choice(m.as_str(), m.as_str());
-    }
-    CreateCommand::new(NAME)
-        .description("Claude Code in this channel")
-        .dm_permission(false)
-        .add_option(sub("status", "What Claude is doing here"))
-        .add_option(sub("cancel", "Stop the run in flight"))
-        .add_option(sub("new", "Start a new Claude session here"))
-        .add_option(sub("retry", "Run again the message a restart interrupted"))
-        .add_option(sub(
-            "usage",
-            "What this conversation, its channel and today cost",
-        ))
-        .add_option(sub("sessions", "This conversation's Claude sessions"))
-        .add_option(
-            sub("resume", "Go back to one of this conversation's sessions").add_sub_option(
-                CreateCommandOption::new(CommandOptionType::String, "id", "The session id")
-                    .required(true)
-                    .set_autocomplete(true),
-            ),
-        )
-        .add_option(
-            sub("model", "Show or set the model for this conversation").add_sub_option(
-                CreateCommandOption::new(CommandOptionType::String, "name", "The model")
-                    .required(false)
-                    .set_autocomplete(true),
-            ),
-        )
-        .add_option(sub("mode", "Show or set the permission mode").add_sub_option(mode))
-        .add_option(
-            sub("rules", "The \"always\" rules of this conversation").add_sub_option(
-                CreateCommandOption::new(
-                    CommandOptionType::Boolean,
-                    "clear",
-                    "Forget them (approvers)",
-                )
-                .required(false),
-            ),
-        )
-        .add_option(sub("help", "The commands"))
+        false,
+        false,
+    );
+    mode["choices"] = PermissionMode::CHAT
+        .iter()
+        .map(|m| json!({"name": m.as_str(), "value": m.as_str()}))
+        .collect();
+    json!({
+        "name": NAME,
+        "type": 1,
+        "description": "Claude Code in this channel",
+        "dm_permission": false,
+        "options": [
+            sub("status", "What Claude is doing here", vec![]),
+            sub("cancel", "Stop the run in flight", vec![]),
+            sub("new", "Start a new Claude session here", vec![]),
+            sub("retry", "Run again the message a restart interrupted", vec![]),
+            sub("usage", "What this conversation, its channel and today cost", vec![]),
+            sub("sessions", "This conversation's Claude sessions", vec![]),
+            sub("resume", "Go back to one of this conversation's sessions",
+                vec![string("id", "The session id", true, true)]),
+            sub("model", "Show or set the model for this conversation",
+                vec![string("name", "The model", false, true)]),
+            sub("mode", "Show or set the permission mode", vec![mode]),
+            sub("rules", "The \"always\" rules of this conversation", vec![
+                json!({"type": OPTION_BOOLEAN, "name": "clear", "description": "Forget them (approvers)", "required": false})
+            ]),
+            sub("help", "The commands", vec![]),
+        ]
+    })
 }
+
+/// Discord's application command option types used here.
+const OPTION_SUBCOMMAND: u8 = 1;
+const OPTION_STRING: u8 = 3;
+const OPTION_BOOLEAN: u8 = 5;
 
 /// The string option `name` of a subcommand's options.
 fn string(options: &[CommandDataOption], name: &str) -> Option<String> {
@@ -148,7 +142,6 @@ pub fn choices(candidates: &[String], typed: &str) -> Vec<String> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use serde_json::json;
 
     fn data(sub: &str, options: &serde_json::Value) -> CommandData {
         serde_json::from_value(json!({
@@ -199,7 +192,7 @@ mod tests {
 
     #[test]
     fn the_definition_serializes_as_discord_expects() {
-        let v = serde_json::to_value(definition()).expect("json");
+        let v = definition();
         assert_eq!(v["name"], "claude");
         let subs: Vec<&str> = v["options"]
             .as_array()

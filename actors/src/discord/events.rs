@@ -2,8 +2,8 @@
 //! returns at once, so the shard never waits on the actors.
 
 use serenity::all::{
-    ChannelId, ChannelType, Context as SerenityContext, EventHandler, GuildChannel, Interaction,
-    Message as DiscordMessage, PartialGuildChannel, Ready, ResumedEvent,
+    Context as SerenityContext, EventHandler, GuildChannel, Interaction, Message as DiscordMessage,
+    PartialGuildChannel, Ready, ResumedEvent,
 };
 
 use actix::Addr;
@@ -12,6 +12,10 @@ use super::gateway::{
     CloseThread, DiscordGateway, LearnChannel, MarkReady, MarkResumed, ReceiveAutocomplete,
     ReceiveClick, ReceiveCommand, ReceiveMessage,
 };
+
+fn learn(c: &GuildChannel) -> LearnChannel {
+    LearnChannel::of(c)
+}
 
 /// Serenity's event handler: forwards to the gateway actor and returns at once.
 pub(super) struct Forward {
@@ -76,17 +80,5 @@ impl EventHandler for Forward {
         self.gateway.do_send(CloseThread {
             id: thread.id.get(),
         });
-    }
-}
-
-pub(super) fn learn(c: &GuildChannel) -> LearnChannel {
-    LearnChannel {
-        id: c.id.get(),
-        parent_id: c.parent_id.map(ChannelId::get),
-        is_thread: matches!(
-            c.kind,
-            ChannelType::PublicThread | ChannelType::PrivateThread | ChannelType::NewsThread
-        ),
-        name: c.name.clone(),
     }
 }

@@ -17,6 +17,8 @@
 //! Delivery: a reply from the outbox is posted from its first unposted chunk, and each chunk
 //! posted is recorded, so a restart resumes it instead of posting it twice.
 
+mod catch_up;
+mod router;
 mod slash;
 
 use std::collections::{HashMap, VecDeque};
@@ -25,19 +27,16 @@ use std::sync::Arc;
 use std::time::Instant;
 
 use actix::prelude::*;
-use serenity::all::GetMessages;
 use serenity::all::{
     ChannelId, ComponentInteraction, ComponentInteractionDataKind, CreateInteractionResponse,
-    CreateInteractionResponseMessage, Message as DiscordMessage, MessageId, MessageType,
+    CreateInteractionResponseMessage, GuildId, Message as DiscordMessage, MessageId, UserId,
 };
 use tokio::sync::mpsc::{unbounded_channel, UnboundedSender};
 use tracing::{debug, error, info, instrument, warn};
 
 use super::access::{AccessConfig, DiscordChannel};
 use super::approvals::{answer_of, outcome, parse_custom_id, parse_stop, prompt, Action};
-use super::events::learn;
 use super::outbound::{status_of, Outbound};
-use crate::conversation::ConversationRef;
 use crate::frontend::{
     AnswerApproval, ApprovalAnswer, ApprovalState, DeliverReply, Origin, ProgressStep, ReplyKind,
     RouteMessage, ShowApproval, ShowProgress,
@@ -45,7 +44,9 @@ use crate::frontend::{
 use crate::metrics::GatewayStats;
 use crate::recovery::RecoveryConfig;
 use crate::registry::ChannelRegistry;
-use crate::store::{AttachmentMeta, ListLastSeen, RecordDelivery, SessionStoreActor};
+use crate::store::{AttachmentMeta, RecordDelivery, SessionStoreActor};
+pub use router::LearnChannel;
+use router::{Lookup, Parked, Route, Router, Source};
 
 // ---------------------------------------------------------------------------------------------
 // Messages
@@ -73,20 +74,6 @@ pub struct MarkReady {
 #[rtype(result = "()")]
 pub struct MarkResumed;
 
-/// Remember a thread and its parent (from `THREAD_CREATE` / `THREAD_UPDATE`, or a REST lookup).
-#[derive(Debug, Message)]
-#[rtype(result = "()")]
-pub struct LearnChannel {
-    /// The channel or thread id.
-    pub id: u64,
-    /// Its parent channel, for threads.
-    pub parent_id: Option<u64>,
-    /// Whether it is a thread.
-    pub is_thread: bool,
-    /// Its name.
-    pub name: String,
-}
-
 /// A thread was archived or deleted (`THREAD_UPDATE`, `THREAD_DELETE`).
 #[derive(Debug, Message)]
 #[rtype(result = "()")]
@@ -108,20 +95,6 @@ struct PromptPosted {
     message: Option<MessageId>,
 }
 
-/// Route messages that history shows were posted in `channel` while the service was down,
-/// oldest first; then the live ones held back meanwhile.
-#[derive(Debug, Message)]
-#[rtype(result = "()")]
-struct CatchUp {
-    channel: u64,
-    found: Vec<DiscordMessage>,
-}
-
-/// The catch-up has ended: route every live message still held back.
-#[derive(Debug, Message)]
-#[rtype(result = "()")]
-struct CatchUpDone;
-
 /// Answer once every reply and progress update under way has been sent (for shutdown).
 #[derive(Debug, Message)]
 #[rtype(result = "()")]
@@ -130,55 +103,6 @@ pub struct FlushOutbound;
 // ---------------------------------------------------------------------------------------------
 // The actor
 // ---------------------------------------------------------------------------------------------
-
-/// Channels and threads remembered for routing; the oldest is forgotten beyond this (it costs
-/// one more lookup if it speaks again).
-const MAX_KNOWN: usize = 10_000;
-/// Refusals remembered for the cooldown; beyond this, expired ones are forgotten first.
-const MAX_REFUSED: usize = 10_000;
-
-/// What a channel or thread id is, as far as routing goes.
-#[derive(Debug, Clone)]
-enum Known {
-    /// A thread under configured channel `parent`.
-    Thread { parent: u64, name: String },
-    /// Anything else: not ours.
-    Foreign,
-}
-
-/// A map from ids that forgets its oldest entries beyond `cap`.
-struct Recent<V> {
-    map: HashMap<u64, V>,
-    /// Ids, oldest first.
-    order: VecDeque<u64>,
-    cap: usize,
-}
-
-impl<V> Recent<V> {
-    fn new(cap: usize) -> Self {
-        Self {
-            map: HashMap::new(),
-            order: VecDeque::new(),
-            cap: cap.max(1),
-        }
-    }
-
-    fn get(&self, id: u64) -> Option<&V> {
-        self.map.get(&id)
-    }
-
-    fn insert(&mut self, id: u64, value: V) {
-        if self.map.insert(id, value).is_none() {
-            self.order.push_back(id);
-        }
-        while self.map.len() > self.cap {
-            let Some(old) = self.order.pop_front() else {
-                break;
-            };
-            self.map.remove(&old);
-        }
-    }
-}
 
 /// One channel's sends, in order.
 #[derive(Default)]
@@ -213,19 +137,10 @@ pub struct DiscordGateway {
     pending: usize,
     /// Waiting for `pending` to reach zero.
     flush_waiters: Vec<tokio::sync::oneshot::Sender<()>>,
-    channels: HashMap<u64, DiscordChannel>,
-    access: AccessConfig,
-    bot_id: Option<u64>,
-    /// Channels and threads seen, other than the configured ones.
-    known: Recent<Known>,
-    /// Message ids already taken, so a replayed `MESSAGE_CREATE` (a resumed gateway session
-    /// may send one again) is not answered twice.
-    seen: Recent<()>,
-    /// Messages waiting while a channel's parent is looked up, in arrival order (and whether
-    /// each is late).
-    resolving: HashMap<u64, Vec<(DiscordMessage, bool)>>,
-    /// (user, conversation) → when the user was last told they are not allowed.
-    refused: HashMap<(u64, u64), Instant>,
+    /// Which conversation a message belongs to, and whether it reaches Claude.
+    router: Router,
+    /// Whether a gateway session has been ready before (a second READY is a reconnect).
+    was_ready: bool,
     /// Message being worked on → its progress task's input.
     working: HashMap<u64, UnboundedSender<Option<String>>>,
     /// Permission prompts shown, by token.
@@ -284,13 +199,8 @@ impl DiscordGateway {
             models: links.models,
             pending: 0,
             flush_waiters: Vec::new(),
-            channels: channels.into_iter().map(|c| (c.profile.id, c)).collect(),
-            access,
-            bot_id: None,
-            known: Recent::new(MAX_KNOWN),
-            seen: Recent::new(MAX_KNOWN),
-            resolving: HashMap::new(),
-            refused: HashMap::new(),
+            router: Router::new(channels, access),
+            was_ready: false,
             working: HashMap::new(),
             prompts: HashMap::new(),
             lanes: HashMap::new(),
@@ -301,15 +211,6 @@ impl DiscordGateway {
 
 impl Actor for DiscordGateway {
     type Context = Context<Self>;
-}
-
-/// What to do with a message.
-enum Route {
-    Ignore(&'static str),
-    Resolve,
-    /// The conversation, the text, and whether the author is an approver there.
-    Deliver(ConversationRef, String, bool),
-    Refuse(u64),
 }
 
 impl DiscordGateway {
@@ -365,95 +266,39 @@ impl DiscordGateway {
         }));
     }
 
-    fn route(&self, msg: &DiscordMessage) -> Route {
-        if msg.author.bot || Some(msg.author.id.get()) == self.bot_id {
-            return Route::Ignore("from a bot");
-        }
-        // Thread created, pins, joins, renames… carry text too (a thread's name, a channel's
-        // new name), but no one asked Claude anything.
-        if !matches!(msg.kind, MessageType::Regular | MessageType::InlineReply) {
-            return Route::Ignore("a system message");
-        }
-        if msg.guild_id.is_none() {
-            return Route::Ignore("direct message");
-        }
-        let id = msg.channel_id.get();
-        let (conversation, channel) = if let Some(channel) = self.channels.get(&id) {
-            (
-                ConversationRef::channel(Arc::clone(&channel.profile)),
-                channel,
-            )
-        } else {
-            match self.known.get(id) {
-                None => return Route::Resolve,
-                Some(Known::Foreign) => return Route::Ignore("not a configured channel"),
-                Some(Known::Thread { parent, name }) => match self.channels.get(parent) {
-                    Some(channel) => (
-                        ConversationRef {
-                            id,
-                            name: format!("{}/{name}", channel.profile.name),
-                            profile: Arc::clone(&channel.profile),
-                        },
-                        channel,
-                    ),
-                    None => return Route::Ignore("thread of another channel"),
-                },
-            }
-        };
-        let mut text = msg.content.clone();
-        if channel.access.require_mention {
-            let Some(bot) = self.bot_id else {
-                return Route::Ignore("mention required, bot id not known yet");
-            };
-            if !msg.mentions.iter().any(|u| u.id.get() == bot) {
-                return Route::Ignore("bot not mentioned");
-            }
-            text = text
-                .replace(&format!("<@{bot}>"), "")
-                .replace(&format!("<@!{bot}>"), "")
-                .trim()
-                .to_string();
-        }
-        let roles: Vec<u64> = msg
-            .member
-            .as_ref()
-            .map(|m| m.roles.iter().map(|r| r.get()).collect())
-            .unwrap_or_default();
-        if !self
-            .access
-            .allows(&channel.access, msg.author.id.get(), &roles)
-        {
-            return Route::Refuse(conversation.id);
-        }
-        if text.trim().is_empty() {
-            return Route::Ignore("no text");
-        }
-        let approver = self
-            .access
-            .approves(&channel.access, msg.author.id.get(), &roles);
-        Route::Deliver(conversation, text, approver)
-    }
-
-    /// Routes a message; `late`: found by catch-up.
-    fn handle_message(&mut self, msg: Box<DiscordMessage>, late: bool, ctx: &mut Context<Self>) {
+    /// Routes a message (see [`router`]); one waiting for a look-up of its channel waits, in
+    /// order, behind it.
+    fn handle_message(&mut self, msg: DiscordMessage, source: Source, ctx: &mut Context<Self>) {
         let channel = msg.channel_id.get();
-        if let Some(waiting) = self.resolving.get_mut(&channel) {
-            waiting.push((*msg, late));
+        if self.router.is_waiting(channel) {
+            self.router.park(
+                channel,
+                Parked {
+                    message: msg,
+                    source,
+                },
+            );
             return;
         }
-        match self.route(&msg) {
+        match self.router.route(&msg, source) {
             Route::Ignore(why) => debug!(
                 channel_id = channel,
                 message_id = msg.id.get(),
                 why,
                 "message ignored"
             ),
-            Route::Resolve => {
-                self.resolving.insert(channel, vec![(*msg, late)]);
-                self.resolve(channel, ctx);
+            Route::LookUp(lookup) => {
+                self.router.park(
+                    channel,
+                    Parked {
+                        message: msg,
+                        source,
+                    },
+                );
+                self.look_up(channel, lookup, ctx);
             }
             // Not told late: the refusal would answer something long past.
-            Route::Refuse(_) if late => debug!(
+            Route::Refuse(_) if source.late() => debug!(
                 channel_id = channel,
                 message_id = msg.id.get(),
                 "a late message from a user not on the allowlist"
@@ -479,7 +324,7 @@ impl DiscordGateway {
                             url: a.url.clone(),
                         })
                         .collect(),
-                    late,
+                    late: source.late(),
                     durable: true,
                     approver,
                 });
@@ -487,41 +332,36 @@ impl DiscordGateway {
         }
     }
 
-    /// Looks up an unknown channel's parent over REST (retried), then routes what waited for
-    /// it. Only a definite answer is remembered: the channel, or "unknown / no access" (404,
-    /// 403). After any other failure its waiting messages are dropped with a warning and the
-    /// next message looks it up again.
-    fn resolve(&mut self, channel: u64, ctx: &mut Context<Self>) {
+    /// Looks up what channel `channel`'s waiting messages need (over REST, retried), then
+    /// routes them. A definite answer is remembered: the channel, "unknown / no access" (404,
+    /// 403), the author's roles (none if not a member). After any other failure the messages
+    /// keep waiting and the look-up is tried again later: nothing is dropped.
+    fn look_up(&mut self, channel: u64, lookup: Lookup, ctx: &mut Context<Self>) {
         let out = self.outbound.clone();
-        let lookup = async move {
-            out.with_retry("look up channel", || {
-                ChannelId::new(channel.max(1)).to_channel(&*out.http)
-            })
-            .await
+        let work = async move {
+            match lookup {
+                Lookup::Channel => look_up_channel(&out, channel).await.map(Learned::Channel),
+                Lookup::Roles { guild, user } => look_up_roles(&out, channel, guild, user)
+                    .await
+                    .map(Learned::Roles),
+            }
         };
-        ctx.spawn(lookup.into_actor(self).map(move |res, act, ctx| {
-            let waiting = act.resolving.remove(&channel).unwrap_or_default();
-            let known = match res {
-                Ok(c) => match c.guild() {
-                    Some(g) => {
-                        let l = learn(&g);
-                        match (l.is_thread, l.parent_id) {
-                            (true, Some(parent)) => Known::Thread { parent, name: l.name },
-                            _ => Known::Foreign,
-                        }
-                    }
-                    None => Known::Foreign,
-                },
-                Err(e) if matches!(status_of(&e), Some(403 | 404)) => Known::Foreign,
+        ctx.spawn(work.into_actor(self).map(move |res, act, ctx| {
+            match res {
+                Ok(Learned::Channel(Some(c))) => act.router.learn(&c),
+                Ok(Learned::Channel(None)) => act.router.learn_foreign(channel),
+                Ok(Learned::Roles((guild, user, roles))) => {
+                    act.router.learn_roles(guild, user, roles);
+                }
                 Err(e) => {
-                    let ids: Vec<u64> = waiting.iter().map(|(m, _)| m.id.get()).collect();
-                    warn!(channel_id = channel, message_ids = ?ids, error = %e, "could not look up the channel; these messages are dropped, the next one looks it up again");
+                    let (wait, ids) = act.router.failed(channel);
+                    warn!(channel_id = channel, message_ids = ?ids, error = %e, retry_in_secs = wait.as_secs(), "a look-up failed; the channel's messages wait for the next try");
+                    ctx.run_later(wait, move |act, ctx| act.look_up(channel, lookup, ctx));
                     return;
                 }
-            };
-            act.known.insert(channel, known);
-            for (msg, late) in waiting {
-                act.handle_message(Box::new(msg), late, ctx);
+            }
+            for parked in act.router.release(channel) {
+                act.handle_message(parked.message, parked.source, ctx);
             }
         }));
     }
@@ -534,24 +374,9 @@ impl DiscordGateway {
             user_id = user,
             "message from a user not on the allowlist"
         );
-        let cooldown = self.access.refusal_cooldown();
-        let now = Instant::now();
-        if self
-            .refused
-            .get(&(user, conversation))
-            .is_some_and(|t| now.duration_since(*t) < cooldown)
-        {
+        if !self.router.tell_refusal(user, conversation) {
             return;
         }
-        if self.refused.len() >= MAX_REFUSED {
-            self.refused
-                .retain(|_, t| now.duration_since(*t) < cooldown);
-            if self.refused.len() >= MAX_REFUSED {
-                // Forgetting a refusal only means that user may be told once more.
-                self.refused.clear();
-            }
-        }
-        self.refused.insert((user, conversation), now);
         let out = self.outbound.clone();
         let (channel, reply_to) = (msg.channel_id.get(), msg.id.get());
         self.send_in_order(
@@ -565,6 +390,68 @@ impl DiscordGateway {
     }
 }
 
+/// What a look-up found.
+enum Learned {
+    /// The channel (`None`: unknown, or not visible to the bot).
+    Channel(Option<LearnChannel>),
+    /// (guild, user, roles).
+    Roles((u64, u64, Vec<u64>)),
+}
+
+/// The channel `id` (`None` if Discord answers 403 or 404).
+async fn look_up_channel(out: &Outbound, id: u64) -> Result<Option<LearnChannel>, serenity::Error> {
+    let found = out
+        .with_retry("look up channel", || {
+            ChannelId::new(id.max(1)).to_channel(&*out.http)
+        })
+        .await;
+    match found {
+        Ok(c) => Ok(Some(c.guild().map_or(
+            LearnChannel {
+                id,
+                guild_id: None,
+                parent_id: None,
+                is_thread: false,
+                name: String::new(),
+            },
+            |g| LearnChannel::of(&g),
+        ))),
+        Err(e) if matches!(status_of(&e), Some(403 | 404)) => Ok(None),
+        Err(e) => Err(e),
+    }
+}
+
+/// The roles of `user` in the guild of `channel` (`guild`, or looked up): none if they are not
+/// a member (404) or the bot may not see them (403).
+async fn look_up_roles(
+    out: &Outbound,
+    channel: u64,
+    guild: Option<u64>,
+    user: u64,
+) -> Result<(u64, u64, Vec<u64>), serenity::Error> {
+    let guild = match guild {
+        Some(g) => g,
+        None => match look_up_channel(out, channel).await? {
+            Some(LearnChannel {
+                guild_id: Some(g), ..
+            }) => g,
+            // Not in a guild: no roles to read.
+            _ => return Ok((0, user, Vec::new())),
+        },
+    };
+    let member = out
+        .with_retry("look up member", || {
+            out.http
+                .get_member(GuildId::new(guild.max(1)), UserId::new(user.max(1)))
+        })
+        .await;
+    match member {
+        Ok(m) => Ok((guild, user, m.roles.iter().map(|r| r.get()).collect())),
+        Err(e) if matches!(status_of(&e), Some(403 | 404)) => Ok((guild, user, Vec::new())),
+        Err(e) => Err(e),
+    }
+}
+
 impl Handler<ReceiveMessage> for DiscordGateway {
     type Result = ();
 
@@ -572,191 +459,16 @@ impl Handler<ReceiveMessage> for DiscordGateway {
     fn handle(&mut self, msg: ReceiveMessage, ctx: &mut Self::Context) {
         self.stats.events.fetch_add(1, Ordering::Relaxed);
         let id = msg.0.id.get();
-        if self.seen.get(id).is_some() {
+        if !self.router.first_sight(id) {
             debug!(message_id = id, "a message delivered again; already taken");
             return;
         }
-        self.seen.insert(id, ());
         if let Some(held) = self.held.get_mut(&msg.0.channel_id.get()) {
             held.push(*msg.0);
             return;
         }
-        self.handle_message(msg.0, false, ctx);
+        self.handle_message(*msg.0, Source::Live, ctx);
     }
-}
-
-impl Handler<CatchUp> for DiscordGateway {
-    type Result = ();
-
-    fn handle(&mut self, msg: CatchUp, ctx: &mut Self::Context) {
-        for m in msg.found {
-            let id = m.id.get();
-            if self.seen.get(id).is_some() {
-                continue;
-            }
-            self.seen.insert(id, ());
-            let late = id < self.session_since;
-            self.stats
-                .caught_up
-                .fetch_add(u64::from(late), Ordering::Relaxed);
-            self.handle_message(Box::new(m), late, ctx);
-        }
-        self.release_held(msg.channel, ctx);
-    }
-}
-
-impl Handler<CatchUpDone> for DiscordGateway {
-    type Result = ();
-
-    fn handle(&mut self, _: CatchUpDone, ctx: &mut Self::Context) {
-        self.catching_up = false;
-        let channels: Vec<u64> = self.held.keys().copied().collect();
-        for channel in channels {
-            self.release_held(channel, ctx);
-        }
-    }
-}
-
-/// Discord's epoch (2015-01-01) in unix milliseconds: snowflakes count from it.
-const DISCORD_EPOCH_MS: u64 = 1_420_070_400_000;
-
-/// The smallest snowflake of time `at`.
-fn snowflake_at(at: std::time::SystemTime) -> u64 {
-    let ms = at
-        .duration_since(std::time::UNIX_EPOCH)
-        .map_or(0, |d| d.as_millis() as u64);
-    ms.saturating_sub(DISCORD_EPOCH_MS) << 22
-}
-
-impl DiscordGateway {
-    /// Routes the live messages of `channel` held back during its catch-up.
-    fn release_held(&mut self, channel: u64, ctx: &mut Context<Self>) {
-        for m in self.held.remove(&channel).unwrap_or_default() {
-            self.handle_message(Box::new(m), false, ctx);
-        }
-    }
-
-    /// Fetches what was posted while the service was down (see the module's docs) and routes
-    /// it, late. One at a time: a second `READY` during a catch-up starts none.
-    fn catch_up(&mut self, ctx: &mut Context<Self>) {
-        let max = self.recovery.catch_up_max;
-        if max == 0 || self.catching_up {
-            return;
-        }
-        self.catching_up = true;
-        let floor = snowflake_at(
-            std::time::SystemTime::now()
-                .checked_sub(self.recovery.catch_up_max_age())
-                .unwrap_or(std::time::UNIX_EPOCH),
-        );
-        let configured: Vec<u64> = self.channels.keys().copied().collect();
-        // Live messages of the configured channels wait until their history is read. (A
-        // thread's live messages do not: the inbox knows the thread only once it is read.)
-        for id in &configured {
-            self.held.entry(*id).or_default();
-        }
-        let (store, out, me) = (self.store.clone(), self.outbound.clone(), ctx.address());
-        let pause = self.recovery.catch_up_interval();
-        let work = async move {
-            let seen = match store.send(ListLastSeen).await {
-                Ok(Ok(seen)) => seen,
-                Ok(Err(e)) => {
-                    warn!(error = %e, "could not read the inbox; no catch-up");
-                    return;
-                }
-                Err(_) => return,
-            };
-            let last = |id: u64| {
-                seen.iter()
-                    .find(|l| l.conversation_id == id)
-                    .map(|l| l.message_id)
-            };
-            // Configured channels, then the threads the inbox knows that are recent enough.
-            let mut targets: Vec<(u64, u64)> = configured
-                .iter()
-                .map(|&id| (id, last(id).unwrap_or(0).max(floor)))
-                .collect();
-            targets.extend(
-                seen.iter()
-                    .filter(|l| l.conversation_id != l.profile_id && l.message_id >= floor)
-                    .filter(|l| configured.contains(&l.profile_id))
-                    .map(|l| (l.conversation_id, l.message_id)),
-            );
-            let mut total = 0;
-            for (i, (channel, after)) in targets.into_iter().enumerate() {
-                if i > 0 {
-                    tokio::time::sleep(pause).await;
-                }
-                let found = fetch_after(&out, channel, after, max, pause).await;
-                total += found.len();
-                if !found.is_empty() {
-                    info!(
-                        channel_id = channel,
-                        messages = found.len(),
-                        "caught up on messages posted while the service was down"
-                    );
-                }
-                me.do_send(CatchUp { channel, found });
-            }
-            debug!(total, "catch-up done");
-        };
-        // Done, or given up: whatever is still held goes on, after the catch-ups sent.
-        ctx.spawn(
-            work.into_actor(self)
-                .map(|(), _, ctx| ctx.address().do_send(CatchUpDone)),
-        );
-    }
-}
-
-/// Up to `max` messages of `channel` after id `after`, oldest first (pages of at most 100,
-/// `pause` apart). A failed fetch ends this channel's catch-up with a warning.
-async fn fetch_after(
-    out: &Outbound,
-    channel: u64,
-    mut after: u64,
-    max: usize,
-    pause: std::time::Duration,
-) -> Vec<DiscordMessage> {
-    let channel_id = ChannelId::new(channel.max(1));
-    let mut found: Vec<DiscordMessage> = Vec::new();
-    while found.len() < max {
-        let limit = (max - found.len()).min(100) as u8;
-        let page = out
-            .with_retry("fetch history", || {
-                channel_id.messages(
-                    &*out.http,
-                    GetMessages::new()
-                        .after(MessageId::new(after.max(1)))
-                        .limit(limit),
-                )
-            })
-            .await;
-        let mut page = match page {
-            Ok(page) => page,
-            Err(e) => {
-                warn!(channel_id = channel, error = %e, "could not fetch the channel's history; its catch-up stops here");
-                break;
-            }
-        };
-        // Discord answers newest first.
-        page.sort_by_key(|m| m.id);
-        let full = page.len() >= usize::from(limit);
-        let Some(newest) = page.last().map(|m| m.id.get()) else {
-            break;
-        };
-        if newest <= after {
-            break;
-        }
-        after = newest;
-        // The bot's own replies are history too, but never something to answer.
-        found.extend(page.into_iter().filter(|m| !m.author.bot));
-        if !full {
-            break;
-        }
-        tokio::time::sleep(pause).await;
-    }
-    found.truncate(max);
-    found
 }
 
 impl Handler<MarkReady> for DiscordGateway {
@@ -764,13 +476,14 @@ impl Handler<MarkReady> for DiscordGateway {
 
     fn handle(&mut self, msg: MarkReady, ctx: &mut Self::Context) {
         self.stats.events.fetch_add(1, Ordering::Relaxed);
-        if self.bot_id.is_some() {
+        if self.was_ready {
             self.stats.reconnects.fetch_add(1, Ordering::Relaxed);
         }
+        self.was_ready = true;
         info!(bot_id = msg.bot_id, "connected to Discord");
-        self.bot_id = Some(msg.bot_id);
+        self.router.set_bot(msg.bot_id);
         // A new session (not a resumed one): what was posted meanwhile was never delivered.
-        self.session_since = snowflake_at(std::time::SystemTime::now());
+        self.session_since = catch_up::snowflake_at(std::time::SystemTime::now());
         self.catch_up(ctx);
         self.register_commands(msg.application_id, ctx);
     }
@@ -791,16 +504,7 @@ impl Handler<LearnChannel> for DiscordGateway {
 
     fn handle(&mut self, msg: LearnChannel, _: &mut Self::Context) {
         self.stats.events.fetch_add(1, Ordering::Relaxed);
-        let known = match (msg.is_thread, msg.parent_id) {
-            (true, Some(parent)) => Known::Thread {
-                parent,
-                name: msg.name,
-            },
-            _ => Known::Foreign,
-        };
-        if !self.channels.contains_key(&msg.id) {
-            self.known.insert(msg.id, known);
-        }
+        self.router.learn(&msg);
     }
 }
 
@@ -809,8 +513,8 @@ impl Handler<CloseThread> for DiscordGateway {
 
     fn handle(&mut self, msg: CloseThread, _: &mut Self::Context) {
         self.stats.events.fetch_add(1, Ordering::Relaxed);
-        if let Some((conversation, _)) = self.conversation_of(msg.id) {
-            if conversation.id != conversation.profile.id {
+        if let Some((conversation, _)) = self.router.conversation_of(msg.id) {
+            if conversation.is_thread() {
                 self.registry
                     .do_send(crate::registry::CloseWorktree { conversation });
             }
@@ -901,15 +605,6 @@ impl Handler<DeliverReply> for DiscordGateway {
 }
 
 impl DiscordGateway {
-    /// The configured channel whose settings apply to conversation `id` (itself, or a
-    /// thread's parent).
-    fn channel_of(&self, id: u64) -> Option<&DiscordChannel> {
-        self.channels.get(&id).or_else(|| match self.known.get(id) {
-            Some(Known::Thread { parent, .. }) => self.channels.get(parent),
-            _ => None,
-        })
-    }
-
     fn close_prompt(&mut self, token: &str, state: &ApprovalState, ctx: &mut Context<Self>) {
         let Some(p) = self.prompts.get_mut(token) else {
             return;
@@ -1042,8 +737,9 @@ impl DiscordGateway {
     ) {
         let out = self.outbound.clone();
         let allowed = self
-            .channel_of(conversation)
-            .is_some_and(|c| self.access.allows(&c.access, user, roles));
+            .router
+            .may(conversation, user, roles)
+            .is_some_and(|(talk, _)| talk);
         if !allowed {
             let response = whisper("You are not allowed to stop Claude here.");
             self.send_later(async move { out.respond(&click, response).await }, ctx);
@@ -1092,8 +788,9 @@ impl DiscordGateway {
         };
         let conversation = self.prompts.get(&token).map_or(0, |p| p.conversation_id);
         let allowed = self
-            .channel_of(conversation)
-            .is_some_and(|c| self.access.approves(&c.access, user, roles));
+            .router
+            .may(conversation, user, roles)
+            .is_some_and(|(_, approve)| approve);
         if !allowed {
             info!(
                 user_id = user,
@@ -1178,22 +875,5 @@ impl Handler<FlushOutbound> for DiscordGateway {
         Box::pin(async move {
             let _ = rx.await;
         })
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn remembered_channels_are_bounded_oldest_first() {
-        let mut known = Recent::new(100);
-        for id in 0..250 {
-            known.insert(id, Known::Foreign);
-        }
-        known.insert(249, Known::Foreign);
-        assert_eq!(known.map.len(), 100);
-        assert_eq!(known.order.len(), 100);
-        assert!(known.get(149).is_none() && known.get(150).is_some());
     }
 }

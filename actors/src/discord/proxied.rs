@@ -87,7 +87,8 @@ impl ProxiedPoster {
             payload["attachments"] = files
                 .iter()
                 .enumerate()
-                .map(|(i, (_, name))| serde_json::json!({"id": i, "filename": name}))
+                // Discord's attachment ids are snowflakes, which its spec types as strings.
+                .map(|(i, (_, name))| serde_json::json!({"id": i.to_string(), "filename": name}))
                 .collect();
         }
         let token = self.token.expose_secret();

@@ -21,6 +21,8 @@ use axum::{Json, Router};
 use serde_json::{json, Value};
 use tokio::sync::mpsc::{unbounded_channel, UnboundedSender};
 
+use super::gateway_docs::check_dispatch;
+use super::openapi::Spec;
 use super::{TestEnv, PATIENCE};
 
 /// The bot's user id, as the server reports it.
@@ -85,6 +87,14 @@ struct Inner {
     readies: AtomicU64,
     resumes: AtomicU64,
     base: Mutex<String>,
+    /// Where a request or an answer differed from Discord's spec, or a dispatch from its pages.
+    violations: Mutex<Vec<String>>,
+    /// Guild members' roles, by user (`GET /guilds/{g}/members/{u}`; others are not members).
+    roles: Mutex<HashMap<u64, Vec<u64>>>,
+    /// History reads under way now, per channel, and the most at once (in all, and of one
+    /// channel).
+    history_now: Mutex<HashMap<u64, usize>>,
+    history_peak: Mutex<(usize, usize)>,
 }
 
 /// The running server.
@@ -95,7 +105,28 @@ pub struct DiscordServer {
     pub base: String,
 }
 
+impl Drop for DiscordServer {
+    /// Every test that used the server fails if anything crossed it that Discord would not
+    /// send or take (each clone checks; the test's own handle is dropped at its end).
+    fn drop(&mut self) {
+        if std::thread::panicking() {
+            return;
+        }
+        let found = self.violations();
+        assert!(
+            found.is_empty(),
+            "the test server saw what Discord's published API does not have:\n{}",
+            found.join("\n")
+        );
+    }
+}
+
 impl DiscordServer {
+    /// What crossed the server that Discord's spec (REST) or pages (gateway) do not allow.
+    pub fn violations(&self) -> Vec<String> {
+        self.inner.violations.lock().expect("lock").clone()
+    }
+
     /// Starts the server on an ephemeral port of 127.0.0.1 (on the current runtime).
     pub async fn start() -> Self {
         let now_ms = std::time::SystemTime::now()
@@ -120,6 +151,7 @@ impl DiscordServer {
                 patch(edit_message).delete(delete_message),
             )
             .route("/api/v10/channels/{id}/typing", post(typing))
+            .route("/api/v10/guilds/{guild}/members/{user}", get(member))
             .route(
                 "/api/v10/interactions/{id}/{token}/callback",
                 post(interaction_callback),
@@ -136,6 +168,10 @@ impl DiscordServer {
             .route("/attachments/{id}/{name}", get(attachment))
             .route("/gateway", get(websocket))
             .fallback(any(unknown))
+            .layer(axum::middleware::from_fn_with_state(
+                Arc::clone(&inner),
+                conform,
+            ))
             .with_state(Arc::clone(&inner));
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
             .await
@@ -144,10 +180,11 @@ impl DiscordServer {
         inner.base.lock().expect("lock").clone_from(&base);
         // The configured channels of the tests' settings, as guild text channels.
         for id in [1001_u64, 1002, 1003] {
-            inner.channels.lock().expect("lock").insert(
-                id,
-                json!({"id": id.to_string(), "type": 0, "guild_id": GUILD_ID.to_string(), "name": format!("channel-{id}")}),
-            );
+            inner
+                .channels
+                .lock()
+                .expect("lock")
+                .insert(id, guild_channel_json(id, &format!("channel-{id}")));
         }
         tokio::spawn(async move {
             let _ = axum::serve(listener, app).await;
@@ -157,13 +194,11 @@ impl DiscordServer {
 
     /// Makes `GET /channels/{id}` answer with a thread under `parent`.
     pub fn add_thread(&self, id: u64, parent: u64, name: &str) {
-        self.inner.channels.lock().expect("lock").insert(
-            id,
-            json!({"id": id.to_string(), "type": 11, "guild_id": GUILD_ID.to_string(),
-                   "parent_id": parent.to_string(), "name": name,
-                   "thread_metadata": {"archived": false, "auto_archive_duration": 1440,
-                                       "archive_timestamp": "2026-11-23T10:00:00+00:00", "locked": false}}),
-        );
+        self.inner
+            .channels
+            .lock()
+            .expect("lock")
+            .insert(id, thread_json(id, parent, name));
     }
 
     /// Archives thread `id` (`THREAD_UPDATE` with `thread_metadata.archived`).
@@ -224,6 +259,20 @@ impl DiscordServer {
         self.inner.rate_limits.lock().expect("lock").extend(waits);
     }
 
+    /// Makes `user` a member of the guild with `roles`.
+    pub fn set_roles(&self, user: u64, roles: &[u64]) {
+        self.inner
+            .roles
+            .lock()
+            .expect("lock")
+            .insert(user, roles.to_vec());
+    }
+
+    /// The most history reads that were under way at once: in all, and of one channel.
+    pub fn history_peak(&self) -> (usize, usize) {
+        *self.inner.history_peak.lock().expect("lock")
+    }
+
     /// History reads take `delay` from now on.
     pub fn slow_history(&self, delay: Duration) {
         *self.inner.history_delay.lock().expect("lock") = delay;
@@ -278,7 +327,11 @@ impl DiscordServer {
     pub async fn wait(&self, what: &str, mut cond: impl FnMut(&Self) -> bool) {
         let deadline = Instant::now() + PATIENCE;
         while !cond(self) {
-            assert!(Instant::now() < deadline, "timed out waiting for {what}");
+            assert!(
+                Instant::now() < deadline,
+                "timed out waiting for {what}; what differed from Discord's API so far: {:#?}",
+                self.violations()
+            );
             tokio::time::sleep(Duration::from_millis(20)).await;
         }
     }
@@ -332,6 +385,7 @@ impl DiscordServer {
 
     /// Sends a dispatch event on the current gateway connection.
     pub fn dispatch(&self, event: &str, data: &Value) {
+        note_dispatch(&self.inner, event, data);
         let seq = self.inner.seq.fetch_add(1, Ordering::SeqCst) + 1;
         let frame = json!({"op": 0, "s": seq, "t": event, "d": data.clone()});
         let conn = self.inner.connection.lock().expect("lock");
@@ -361,13 +415,16 @@ impl DiscordServer {
         edit: impl FnOnce(&mut Value),
     ) -> u64 {
         let id = snowflake(&self.inner);
-        let mut data = message_json(id, channel, author, false, content);
-        data["member"] = json!({"roles": [], "joined_at": "2026-01-01T00:00:00+00:00", "deaf": false, "mute": false});
+        let mut data = gateway_message(
+            &self.inner,
+            message_json(id, channel, author, false, content),
+        );
         edit(&mut data);
         self.keep(channel, &data);
         // No bot connected: it is only in the history, as on Discord while a bot is down (or
         // one that is dying: what is in flight on its connection is lost with it).
         let seq = self.inner.seq.fetch_add(1, Ordering::SeqCst) + 1;
+        note_dispatch(&self.inner, "MESSAGE_CREATE", &data);
         let frame = json!({"op": 0, "s": seq, "t": "MESSAGE_CREATE", "d": data});
         if let Some(conn) = self.inner.connection.lock().expect("lock").as_ref() {
             let _ = conn.send(WsCommand::Send(frame));
@@ -377,13 +434,12 @@ impl DiscordServer {
 
     /// Delivers message `id` of `channel` again (as a resumed gateway session may).
     pub fn replay(&self, channel: u64, id: u64) {
-        let mut message = self
+        let message = self
             .history(channel)
             .into_iter()
             .find(|m| m["id"].as_str().and_then(|s| s.parse::<u64>().ok()) == Some(id))
             .expect("a message of this channel");
-        message["member"] = json!({"roles": [], "joined_at": "2026-01-01T00:00:00+00:00", "deaf": false, "mute": false});
-        self.dispatch("MESSAGE_CREATE", &message);
+        self.dispatch("MESSAGE_CREATE", &gateway_message(&self.inner, message));
     }
 
     /// Every message of `channel`, oldest first (the users' and the bot's).
@@ -399,9 +455,11 @@ impl DiscordServer {
 
     fn keep(&self, channel: u64, message: &Value) {
         let mut kept = message.clone();
-        // History has no member object.
+        // History is REST's message object: no `guild_id`, no `member` (only the gateway's
+        // MESSAGE_CREATE adds them).
         if let Some(m) = kept.as_object_mut() {
             m.remove("member");
+            m.remove("guild_id");
         }
         self.inner
             .history
@@ -490,11 +548,11 @@ impl DiscordServer {
             "id": n.to_string(), "application_id": "555555555555555555", "type": kind,
             "data": data,
             "guild_id": GUILD_ID.to_string(), "channel_id": channel.to_string(),
-            "member": {"user": {"id": user.to_string(), "username": "clicker", "discriminator": "0000"},
-                       "roles": [], "joined_at": "2026-01-01T00:00:00+00:00", "deaf": false, "mute": false,
-                       "flags": 0},
-            "user": {"id": user.to_string(), "username": "clicker", "discriminator": "0000"},
-            "token": token, "version": 1, "locale": "en-US",
+            // In a guild Discord sends `member` (with the user and their permissions), not `user`.
+            "member": interaction_member(user),
+            "token": token, "version": 1, "locale": "en-US", "guild_locale": "en-US",
+            "app_permissions": "2248473465835073", "context": 0,
+            "authorizing_integration_owners": {"0": GUILD_ID.to_string()},
             "entitlements": [], "attachment_size_limit": 26_214_400
         });
         if let Some(m) = message {
@@ -564,15 +622,77 @@ fn snowflake(inner: &Inner) -> u64 {
     }
 }
 
+/// A message as REST answers it (Discord's `MessageResponse`: no `guild_id`, no `member`).
 fn message_json(id: u64, channel: u64, author: u64, bot: bool, content: &str) -> Value {
     json!({
-        "id": id.to_string(), "channel_id": channel.to_string(), "guild_id": GUILD_ID.to_string(),
-        "author": {"id": author.to_string(), "username": if bot { "coordinator" } else { "someone" },
-                   "discriminator": "0000", "bot": bot},
-        "content": content, "timestamp": "2026-11-23T12:00:00+00:00", "tts": false,
-        "mention_everyone": false, "mentions": [], "mention_roles": [], "attachments": [],
-        "embeds": [], "pinned": false, "type": 0
+        "id": id.to_string(), "channel_id": channel.to_string(),
+        "author": user_json(author, if bot { "coordinator" } else { "someone" }, bot),
+        "content": content, "timestamp": "2026-11-23T12:00:00+00:00", "edited_timestamp": null,
+        "tts": false, "mention_everyone": false, "mentions": [], "mention_roles": [],
+        "attachments": [], "embeds": [], "components": [], "pinned": false, "flags": 0, "type": 0
     })
+}
+
+/// `message` as the gateway's `MESSAGE_CREATE` carries it in a guild: with `guild_id` and the
+/// author's partial `member` (no `user`), with the roles [`DiscordServer::set_roles`] gave.
+fn gateway_message(inner: &Inner, mut message: Value) -> Value {
+    let author = message["author"]["id"]
+        .as_str()
+        .and_then(|a| a.parse::<u64>().ok());
+    let roles: Vec<String> = author
+        .and_then(|a| inner.roles.lock().expect("lock").get(&a).cloned())
+        .unwrap_or_default()
+        .iter()
+        .map(ToString::to_string)
+        .collect();
+    message["guild_id"] = json!(GUILD_ID.to_string());
+    message["member"] = json!({"roles": roles, "joined_at": "2026-01-01T00:00:00+00:00",
+        "deaf": false, "mute": false, "flags": 0, "pending": false, "nick": null, "avatar": null,
+        "banner": null, "premium_since": null, "communication_disabled_until": null});
+    message
+}
+
+/// A user object (Discord's `UserResponse`).
+pub fn user_json(id: u64, name: &str, bot: bool) -> Value {
+    let mut user = json!({"id": id.to_string(), "username": name, "discriminator": "0",
+        "avatar": null, "public_flags": 0, "flags": 0, "global_name": null, "primary_guild": null});
+    if bot {
+        user["bot"] = json!(true);
+    }
+    user
+}
+
+/// A guild member (Discord's `GuildMemberResponse`), with `roles`.
+fn member_json(user: u64, roles: &[u64]) -> Value {
+    json!({"user": user_json(user, "someone", false),
+        "roles": roles.iter().map(ToString::to_string).collect::<Vec<_>>(),
+        "joined_at": "2026-01-01T00:00:00+00:00", "deaf": false, "mute": false, "flags": 0,
+        "pending": false, "nick": null, "avatar": null, "banner": null, "premium_since": null,
+        "communication_disabled_until": null})
+}
+
+/// The invoking member of an interaction: a member with its `permissions`.
+fn interaction_member(user: u64) -> Value {
+    let mut member = member_json(user, &[]);
+    member["permissions"] = json!("2248473465835073");
+    member
+}
+
+/// A guild text channel (Discord's `GuildChannelResponse`).
+fn guild_channel_json(id: u64, name: &str) -> Value {
+    json!({"id": id.to_string(), "type": 0, "guild_id": GUILD_ID.to_string(), "name": name,
+        "flags": 0, "position": 0, "parent_id": null, "last_message_id": null,
+        "rate_limit_per_user": 0, "topic": null, "nsfw": false, "permission_overwrites": []})
+}
+
+/// A public thread under `parent` (Discord's `ThreadResponse`).
+fn thread_json(id: u64, parent: u64, name: &str) -> Value {
+    json!({"id": id.to_string(), "type": 11, "guild_id": GUILD_ID.to_string(),
+        "parent_id": parent.to_string(), "name": name, "flags": 0, "owner_id": "1",
+        "message_count": 0, "member_count": 1, "total_message_sent": 0, "last_message_id": null,
+        "rate_limit_per_user": 0,
+        "thread_metadata": {"archived": false, "auto_archive_duration": 1440,
+                            "archive_timestamp": "2026-11-23T10:00:00+00:00", "locked": false}})
 }
 
 /// Records a request that created a message.
@@ -617,6 +737,73 @@ fn record(
     });
 }
 
+/// Records what is wrong with a dispatch the server is about to send.
+fn note_dispatch(inner: &Inner, event: &str, data: &Value) {
+    let found = check_dispatch(event, data);
+    inner.violations.lock().expect("lock").extend(found);
+}
+
+/// Checks every REST request the service sends, and every answer the server gives, against
+/// Discord's OpenAPI spec (`support::openapi`); what differs is kept for the test to fail on.
+async fn conform(
+    State(inner): State<Arc<Inner>>,
+    req: Request,
+    next: axum::middleware::Next,
+) -> Response {
+    let path = req.uri().path().to_string();
+    if !path.starts_with("/api/v10/") {
+        return next.run(req).await;
+    }
+    let method = req.method().as_str().to_string();
+    let query: Vec<(String, String)> = req
+        .uri()
+        .query()
+        .map(|q| {
+            url::form_urlencoded::parse(q.as_bytes())
+                .map(|(k, v)| (k.into_owned(), v.into_owned()))
+                .collect()
+        })
+        .unwrap_or_default();
+    let (parts, body) = req.into_parts();
+    let bytes = axum::body::to_bytes(body, usize::MAX)
+        .await
+        .unwrap_or_default();
+    let headers = parts.headers.clone();
+    let sent = if bytes.is_empty() {
+        None
+    } else {
+        let mut copy = Request::new(axum::body::Body::from(bytes.clone()));
+        *copy.headers_mut() = headers.clone();
+        Some(read_post(copy, &headers).await.0)
+    };
+    let mut found = Spec::get().check_request(&method, &path, &query, sent.as_ref());
+    // The original parts: they carry the matched route's parameters.
+    let response = next
+        .run(Request::from_parts(parts, axum::body::Body::from(bytes)))
+        .await;
+    let status = response.status().as_u16();
+    let (rparts, rbody) = response.into_parts();
+    let answer = axum::body::to_bytes(rbody, usize::MAX)
+        .await
+        .unwrap_or_default();
+    let answered = if answer.is_empty() {
+        None
+    } else {
+        match serde_json::from_slice::<Value>(&answer) {
+            Ok(v) => Some(v),
+            Err(e) => {
+                found.push(format!(
+                    "{method} {path} {status}: an answer that is not JSON ({e})"
+                ));
+                None
+            }
+        }
+    };
+    found.extend(Spec::get().check_response(&method, &path, status, answered.as_ref()));
+    inner.violations.lock().expect("lock").extend(found);
+    Response::from_parts(rparts, axum::body::Body::from(answer))
+}
+
 async fn gateway_url(State(inner): State<Arc<Inner>>) -> Json<Value> {
     let base = inner.base.lock().expect("lock").replace("http://", "ws://");
     Json(json!({"url": format!("{base}/gateway")}))
@@ -629,9 +816,10 @@ async fn gateway_bot(State(inner): State<Arc<Inner>>) -> Json<Value> {
 }
 
 async fn me() -> Json<Value> {
-    Json(
-        json!({"id": BOT_ID.to_string(), "username": "coordinator", "discriminator": "0000", "bot": true}),
-    )
+    let mut me = user_json(BOT_ID, "coordinator", true);
+    me["mfa_enabled"] = json!(false);
+    me["locale"] = json!("en-US");
+    Json(me)
 }
 
 async fn channel(
@@ -675,6 +863,35 @@ fn urlencode(s: &str) -> String {
         .collect()
 }
 
+/// `GET /guilds/{guild}/members/{user}`: the member with their roles, or 404 (10007) for a
+/// user who is not one.
+async fn member(
+    State(inner): State<Arc<Inner>>,
+    Path((guild, user)): Path<(u64, u64)>,
+    headers: HeaderMap,
+) -> Response {
+    let roles = inner.roles.lock().expect("lock").get(&user).cloned();
+    let path = format!("/api/v10/guilds/{guild}/members/{user}");
+    let status = if roles.is_some() { 200 } else { 404 };
+    record(
+        &inner,
+        "GET",
+        path,
+        Value::Null,
+        Vec::new(),
+        &headers,
+        status,
+    );
+    match roles {
+        Some(roles) => Json(member_json(user, &roles)).into_response(),
+        None => (
+            StatusCode::NOT_FOUND,
+            Json(json!({"message": "Unknown Member", "code": 10007})),
+        )
+            .into_response(),
+    }
+}
+
 /// `GET /attachments/{id}/{name}`: an attachment's bytes (recorded: a test can tell what was
 /// downloaded).
 async fn attachment(
@@ -706,8 +923,18 @@ async fn history(
     axum::extract::Query(query): axum::extract::Query<HashMap<String, String>>,
     headers: HeaderMap,
 ) -> Response {
+    {
+        let mut now = inner.history_now.lock().expect("lock");
+        *now.entry(id).or_default() += 1;
+        let (all, one) = (now.values().sum::<usize>(), now[&id]);
+        let mut peak = inner.history_peak.lock().expect("lock");
+        *peak = (peak.0.max(all), peak.1.max(one));
+    }
     let delay = *inner.history_delay.lock().expect("lock");
     tokio::time::sleep(delay).await;
+    if let Some(n) = inner.history_now.lock().expect("lock").get_mut(&id) {
+        *n -= 1;
+    }
     let after: u64 = query.get("after").and_then(|v| v.parse().ok()).unwrap_or(0);
     let limit: usize = query
         .get("limit")
@@ -845,8 +1072,8 @@ async fn create_message(
     body["__id"] = json!(mid);
     let mut message = message_json(mid, id, BOT_ID, true, &content);
     if let Some(reference) = body["message_reference"]["message_id"].as_str() {
-        message["message_reference"] =
-            json!({"message_id": reference, "channel_id": id.to_string()});
+        message["message_reference"] = json!({"type": 0, "message_id": reference, "channel_id": id.to_string(),
+                   "guild_id": GUILD_ID.to_string()});
     }
     {
         let mut all = inner.history.lock().expect("lock");
@@ -990,8 +1217,9 @@ async fn overwrite_commands(
             c["id"] = json!(snowflake(&inner).to_string());
             c["application_id"] = json!(app);
             c["guild_id"] = json!(guild);
-            c["version"] = json!("1");
+            c["version"] = json!(snowflake(&inner).to_string());
             c["type"] = json!(1);
+            c["default_member_permissions"] = Value::Null;
             c
         })
         .collect();
@@ -1123,7 +1351,7 @@ async fn session(inner: Arc<Inner>, mut socket: WebSocket) {
                         let seq = inner.seq.fetch_add(1, Ordering::SeqCst) + 1;
                         Some(json!({"op": 0, "s": seq, "t": "READY", "d": {
                             "v": 10,
-                            "user": {"id": BOT_ID.to_string(), "username": "coordinator", "discriminator": "0000", "bot": true},
+                            "user": user_json(BOT_ID, "coordinator", true),
                             "guilds": [{"id": GUILD_ID.to_string(), "unavailable": true}],
                             "session_id": "test-session",
                             "resume_gateway_url": format!("{base}/gateway"),
@@ -1137,6 +1365,9 @@ async fn session(inner: Arc<Inner>, mut socket: WebSocket) {
                     _ => None,
                 };
                 if let Some(r) = reply {
+                    if let Some(event) = r["t"].as_str() {
+                        note_dispatch(&inner, event, &r["d"]);
+                    }
                     let op = v["op"].as_u64();
                     if socket.send(WsMessage::Text(r.to_string().into())).await.is_err() {
                         break;

@@ -4,6 +4,8 @@
 //! stand-in `claude` recorded.
 
 pub mod discord;
+pub mod gateway_docs;
+pub mod openapi;
 
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};

@@ -15,8 +15,8 @@ use serenity::all::{
 };
 use tracing::{info, warn};
 
-use super::{DiscordGateway, Known};
-use crate::conversation::ConversationRef;
+use super::router::LearnChannel;
+use super::DiscordGateway;
 use crate::discord::commands::{self, choices};
 use crate::frontend::{DeliverReply, Origin, RouteCommand};
 use crate::store::ListSessions;
@@ -46,7 +46,8 @@ impl DiscordGateway {
         let out = self.outbound.clone();
         out.http
             .set_application_id(ApplicationId::new(application_id.max(1)));
-        let channels: Vec<u64> = self.channels.keys().copied().collect();
+        let channels = self.router.configured();
+        let me = ctx.address();
         let work = async move {
             let mut guilds = HashSet::new();
             for id in channels {
@@ -55,9 +56,11 @@ impl DiscordGateway {
                         ChannelId::new(id.max(1)).to_channel(&*out.http)
                     })
                     .await;
-                match found.map(|c| c.guild().map(|g| g.guild_id.get())) {
-                    Ok(Some(guild)) => {
-                        guilds.insert(guild);
+                match found.map(serenity::all::Channel::guild) {
+                    Ok(Some(g)) => {
+                        guilds.insert(g.guild_id.get());
+                        // The router keeps its guild: roles are read there.
+                        me.do_send(LearnChannel::of(&g));
                     }
                     Ok(None) => warn!(channel_id = id, "a configured channel is not in a guild"),
                     Err(e) => {
@@ -65,10 +68,13 @@ impl DiscordGateway {
                     }
                 }
             }
+            let definition = [commands::definition()];
             for guild in guilds {
                 let set = out
                     .with_retry("register commands", || {
-                        GuildId::new(guild).set_commands(&*out.http, vec![commands::definition()])
+                        // A PUT: a bulk overwrite.
+                        out.http
+                            .create_guild_commands(GuildId::new(guild), &definition)
                     })
                     .await;
                 match set {
@@ -78,33 +84,6 @@ impl DiscordGateway {
             }
         };
         self.send_later(work, ctx);
-    }
-
-    /// The conversation of channel `id` (a configured channel, or a known thread of one) and
-    /// the channel whose settings apply.
-    pub(super) fn conversation_of(
-        &self,
-        id: u64,
-    ) -> Option<(ConversationRef, &crate::discord::DiscordChannel)> {
-        if let Some(c) = self.channels.get(&id) {
-            return Some((
-                ConversationRef::channel(std::sync::Arc::clone(&c.profile)),
-                c,
-            ));
-        }
-        match self.known.get(id) {
-            Some(Known::Thread { parent, name }) => self.channels.get(parent).map(|c| {
-                (
-                    ConversationRef {
-                        id,
-                        name: format!("{}/{name}", c.profile.name),
-                        profile: std::sync::Arc::clone(&c.profile),
-                    },
-                    c,
-                )
-            }),
-            _ => None,
-        }
     }
 
     /// The core's answer to an invocation, if `reply` is one: edits its deferred response.
@@ -169,17 +148,17 @@ impl Handler<ReceiveCommand> for DiscordGateway {
             .as_ref()
             .map(|m| m.roles.iter().map(|r| r.get()).collect())
             .unwrap_or_default();
-        let Some((conversation, dc)) = self.conversation_of(channel) else {
+        let Some((conversation, _)) = self.router.conversation_of(channel) else {
             return self.refuse_command(
                 interaction,
                 "Claude does not work in this channel.".into(),
                 ctx,
             );
         };
-        let (allowed, approver) = (
-            self.access.allows(&dc.access, user, &roles),
-            self.access.approves(&dc.access, user, &roles),
-        );
+        let (allowed, approver) = self
+            .router
+            .may(conversation.id, user, &roles)
+            .unwrap_or_default();
         if !allowed {
             info!(
                 channel_id = channel,
@@ -248,9 +227,12 @@ impl Handler<ReceiveAutocomplete> for DiscordGateway {
             .as_ref()
             .map(|m| m.roles.iter().map(|r| r.get()).collect())
             .unwrap_or_default();
+        let channel = interaction.channel_id.get();
         let allowed = self
-            .conversation_of(interaction.channel_id.get())
-            .filter(|(_, dc)| self.access.allows(&dc.access, user, &roles))
+            .router
+            .may(channel, user, &roles)
+            .filter(|(talk, _)| *talk)
+            .and(self.router.conversation_of(channel))
             .map(|(c, _)| c.id);
         let models = self.models.known();
         let store = self.store.clone();
