@@ -452,7 +452,7 @@ impl Settings {
         let (c, d) = (&self.claude, &self.discord);
         let r = &self.recovery;
         let f = &self.files;
-        let checks: [(&str, u64, u64, u64); 25] = [
+        let checks: [(&str, u64, u64, u64); 27] = [
             ("files.max_attachments", f.max_attachments as u64, 0, 10),
             ("files.max_bytes", f.max_bytes, 0, 500 * 1024 * 1024),
             ("files.max_images", f.max_images as u64, 0, 20),
@@ -475,6 +475,13 @@ impl Settings {
                 500 * 1024 * 1024,
             ),
             ("recovery.retention_days", r.retention_days, 1, 3650),
+            ("files.retention_days", f.retention_days, 0, 3650),
+            (
+                "recovery.catch_up_concurrency",
+                r.catch_up_concurrency as u64,
+                1,
+                32,
+            ),
             (
                 "channels.usage_backoff_secs",
                 self.channels.usage_backoff_secs,

@@ -197,14 +197,24 @@ impl Application {
     }
 
     /// Forgets finished inbox rows and delivered replies older than `recovery.retention_days`,
-    /// now and every six hours.
+    /// now and every six hours; and the inbox's and `sent/`'s files older than
+    /// `files.retention_days`, now and every day.
     fn prune_periodically(&self) {
         let store = self.store.clone();
         let retention = self.settings.recovery.retention();
+        let files = self.settings.files.clone();
+        let configured: Vec<std::path::PathBuf> = self
+            .channels
+            .iter()
+            .map(|c| c.project_dir.clone())
+            .collect();
         actix::spawn(async move {
             let mut every = tokio::time::interval(Duration::from_secs(6 * 3600));
-            loop {
+            for tick in 0_u64.. {
                 every.tick().await;
+                if tick % 4 == 0 {
+                    prune_files(&store, &files, configured.clone()).await;
+                }
                 let before_ms = unix_ms().saturating_sub(retention.as_millis() as i64);
                 match store.send(PruneDelivered { before_ms }).await {
                     Ok(Ok(0)) => {}
@@ -331,6 +341,40 @@ impl ProcessLog for StoreProcessLog {
 }
 
 /// See [`Application::kill_left_processes`].
+/// Applies `files.retention_days` to every project directory the service has worked in: the
+/// configured ones and those its conversations recorded (threads' worktrees).
+async fn prune_files(
+    store: &Addr<SessionStoreActor>,
+    files: &actors::files::FilesConfig,
+    mut projects: Vec<std::path::PathBuf>,
+) {
+    let Some(retention) = files.retention() else {
+        return;
+    };
+    if let Ok(Ok(all)) = store.send(actors::store::ListConversations).await {
+        projects.extend(
+            all.into_iter()
+                .map(|c| std::path::PathBuf::from(c.project_dir)),
+        );
+    }
+    projects.sort();
+    projects.dedup();
+    let before = std::time::SystemTime::now()
+        .checked_sub(retention)
+        .unwrap_or(std::time::UNIX_EPOCH);
+    let files = files.clone();
+    let prune = move || actors::files::prune_all(&projects, &files, before);
+    if let Ok(pruned) = actix_rt::task::spawn_blocking(prune).await {
+        if pruned.directories + pruned.files > 0 {
+            info!(
+                directories = pruned.directories,
+                files = pruned.files,
+                "pruned the coordinator's inbox and sent files"
+            );
+        }
+    }
+}
+
 async fn kill_left_processes(store: &Addr<SessionStoreActor>) {
     let left = match store.send(TakeLeftProcesses).await {
         Ok(Ok(left)) => left,

@@ -720,3 +720,32 @@ async fn the_model_and_mode_chosen_from_chat_are_used_and_kept() {
     h.send("beta", "!mode");
     assert!(h.reply().await.text.contains("`plan`"));
 }
+
+#[actix_rt::test]
+async fn an_image_an_older_cli_sends_again_every_turn_starts_a_new_session_instead_of_failing_on() {
+    let env = TestEnv::new();
+    let mut s = env.settings();
+    // 2.1.197 keeps an image the API refused in the session (2.1.330 removes it itself).
+    s.claude
+        .env
+        .insert("FAKE_CLAUDE_VERSION".into(), "2.1.197".into());
+    let mut h = Harness::start(s).await;
+    h.send("alpha", "hello");
+    let first = h.reply().await;
+    h.send("alpha", "look BADIMAGE");
+    let stuck = h.reply().await;
+    assert!(stuck.is_error);
+    assert!(
+        stuck.text.contains("could not process an image")
+            && stuck
+                .text
+                .contains("next message starts a new Claude session"),
+        "{}",
+        stuck.text
+    );
+    h.send("alpha", "and now?");
+    let after = h.reply().await;
+    assert!(!after.is_error, "{}", after.text);
+    assert_eq!(after.text, "echo: and now?");
+    assert_ne!(after.session_id, first.session_id, "a new session");
+}

@@ -1114,12 +1114,112 @@ async fn files_claude_writes_to_its_outbox_come_back_as_attachments() {
         line.contains("CLAUDE_COORDINATOR_OUTBOX") && line.contains(&outbox),
         "{line}"
     );
+    // Both were moved out of the outbox into sent/, kept there until files.retention_days.
     let sent = env.path(&format!("proj/.claude-coordinator/sent/{id}"));
-    support::wait_until(|| !sent.join("report.md").exists(), "the sent copy removed").await;
-    assert!(
-        sent.join("big.bin").exists(),
-        "a listed file stays where it is listed"
+    assert!(sent.join("report.md").exists() && sent.join("big.bin").exists());
+    assert_eq!(
+        std::fs::read_dir(env.path(&format!("proj/.claude-coordinator/outbox/{ALPHA}")))
+            .expect("the outbox")
+            .count(),
+        0
     );
+}
+
+/// Plants a symbolic link at `link` pointing at `target` (directories made as needed).
+fn plant_link(target: &std::path::Path, link: &std::path::Path) {
+    if let Some(parent) = link.parent() {
+        std::fs::create_dir_all(parent).expect("mkdir");
+    }
+    std::os::unix::fs::symlink(target, link).expect("symlink");
+}
+
+#[actix_rt::test]
+async fn a_link_planted_at_any_level_of_the_files_root_is_refused_and_the_user_told() {
+    let env = TestEnv::new();
+    // Outside every project: what a link could reach (the service's data, the CLI's login).
+    let outside = env.path("outside");
+    std::fs::create_dir_all(&outside).expect("mkdir");
+    std::fs::write(outside.join("token"), "SECRET-TOKEN").expect("write");
+    for proj in ["proj", "proj2", "proj3", "proj4"] {
+        std::fs::create_dir_all(env.path(proj)).expect("mkdir");
+        std::fs::write(env.path(proj).join("main.rs"), "fn main() {}").expect("write");
+    }
+    // beta: the files root is a link; gamma: an entry of its outbox; delta: `outbox` itself.
+    plant_link(&outside, &env.path("proj2/.claude-coordinator"));
+    plant_link(
+        &outside.join("token"),
+        &env.path("proj3/.claude-coordinator/outbox/1003/token.txt"),
+    );
+    plant_link(&outside, &env.path("proj4/.claude-coordinator/outbox"));
+    let s = start_with(&env, |st| {
+        st.channel.push(ChannelSettings {
+            id: 1004,
+            name: "delta".into(),
+            project_dir: env.path("proj4"),
+            ..st.channel[0].clone()
+        });
+    })
+    .await;
+    // alpha: Claude replaces its outbox with a link to the project (`ln -s ../..`).
+    let asked = [
+        (ALPHA, "LINKOUTBOX:../.. WRITEFILE:a.txt"),
+        (1002, "WRITEFILE:b.txt"),
+        (1003, "WRITEFILE:c.txt"),
+        (1004, "WRITEFILE:d.txt"),
+    ];
+    for (channel, prompt) in asked {
+        s.server.say(channel, ALICE, prompt);
+    }
+    for (channel, _) in asked {
+        s.server
+            .wait("an answer", |srv| !srv.answers(channel).is_empty())
+            .await;
+    }
+    let text = |channel: u64| s.server.answer_texts(channel).join("\n");
+    for channel in [ALPHA, 1002, 1004] {
+        let t = text(channel);
+        assert!(t.contains("is a symbolic link"), "the user is told: {t}");
+    }
+    let t = text(1003);
+    assert!(
+        t.contains("token.txt") && t.contains("left where they are"),
+        "{t}"
+    );
+    // gamma's own file is attached; the link is not read.
+    s.server
+        .wait("gamma's files", |srv| {
+            srv.posts(1003).iter().any(|r| !r.files.is_empty())
+        })
+        .await;
+    let attached: Vec<(String, Vec<u8>)> = s
+        .server
+        .requests()
+        .into_iter()
+        .flat_map(|r| r.files)
+        .map(|(_, name, bytes)| (name, bytes))
+        .collect();
+    assert_eq!(attached.len(), 1, "{attached:?}");
+    assert_eq!(attached[0].0, "c.txt");
+    assert!(!attached.iter().any(|(_, b)| b == b"SECRET-TOKEN"));
+    // Nothing outside was written, moved or deleted; no project lost a file.
+    let outside_now: Vec<String> = std::fs::read_dir(&outside)
+        .expect("outside")
+        .map(|e| e.expect("entry").file_name().to_string_lossy().into_owned())
+        .collect();
+    assert_eq!(outside_now, ["token"]);
+    assert_eq!(
+        std::fs::read_to_string(outside.join("token")).expect("token"),
+        "SECRET-TOKEN"
+    );
+    for proj in ["proj", "proj2", "proj3", "proj4"] {
+        assert_eq!(
+            std::fs::read_to_string(env.path(proj).join("main.rs")).expect("a project file"),
+            "fn main() {}",
+            "{proj}"
+        );
+    }
+    // What Claude wrote through its own link stays where it wrote it.
+    assert!(env.path("proj/a.txt").exists());
 }
 
 #[actix_rt::test]
@@ -1127,21 +1227,32 @@ async fn an_image_reaches_claude_as_an_image_block_and_a_file_lands_in_the_inbox
 {
     let env = TestEnv::new();
     let s = start(&env).await;
-    let png = [&b"\x89PNG\r\n\x1a\n"[..], &[7_u8; 64][..]].concat();
+    // A PNG header of 64×32 pixels, then its (here meaningless) data.
+    let mut png = b"\x89PNG\r\n\x1a\n\0\0\0\rIHDR\0\0\0\x40\0\0\0\x20\x08\x02\0\0\0".to_vec();
+    png.resize(72, 7);
     let image = s.server.attachment("pic.png", &png, "image/png", png.len());
     let hostile = s
         .server
         .attachment("../../etc/passwd", b"root:x:0:0\n", "text/plain", 11);
+    // Named and typed as an image, but its bytes are not one: saved as a file, and said so.
+    let fake = s
+        .server
+        .attachment("fake.png", b"<script>not a png</script>", "image/png", 26);
     let id = s.server.say_with(ALPHA, ALICE, "look at these", |m| {
-        m["attachments"] = serde_json::json!([image, hostile]);
+        m["attachments"] = serde_json::json!([image, hostile, fake]);
     });
-    s.server
-        .wait("the answer", |srv| {
-            srv.answer_texts(ALPHA)
-                .iter()
-                .any(|t| t.starts_with("echo: look at these"))
-        })
+    let answer = s
+        .server
+        .answer_where(ALPHA, "the answer", |t| t.contains("echo: look at these"))
         .await;
+    assert!(
+        answer.contains("`fake.png` was not shown to Claude as an image")
+            && answer.contains("saved as a file"),
+        "{answer}"
+    );
+    assert!(env
+        .path(&format!("proj/.claude-coordinator/inbox/{id}/fake.png"))
+        .exists());
     let line = env
         .records()
         .into_iter()
@@ -1170,6 +1281,33 @@ async fn an_image_reaches_claude_as_an_image_block_and_a_file_lands_in_the_inbox
     let ignore = std::fs::read_to_string(env.path("proj/.claude-coordinator/.gitignore"))
         .expect("a .gitignore");
     assert!(ignore.lines().any(|l| l == "*"));
+    // An image whose header is fine but the API cannot process: the CLI removes it and Claude
+    // answers without it (observed-image-unprocessable.md); the user is told, and the next
+    // message goes on in the same session.
+    let mut broken = png.clone();
+    broken.extend_from_slice(b"BADPIXELS");
+    let bad = s
+        .server
+        .attachment("broken.png", &broken, "image/png", broken.len());
+    s.server.say_with(ALPHA, ALICE, "and this one", |m| {
+        m["attachments"] = serde_json::json!([bad]);
+    });
+    let answer = s
+        .server
+        .answer_where(ALPHA, "the answer without the image", |t| {
+            t.contains("echo: and this one")
+        })
+        .await;
+    assert!(
+        answer.contains("could not process an image") && answer.contains("answered without it"),
+        "{answer}"
+    );
+    s.server.say(ALPHA, ALICE, "go on");
+    s.server
+        .answer_where(ALPHA, "the next answer", |t| t == "echo: go on")
+        .await;
+    // One warm process throughout: the conversation was not restarted.
+    assert_eq!(env.starts().len(), 1);
 }
 
 #[actix_rt::test]

@@ -497,3 +497,68 @@ async fn histories_are_read_several_at_a_time_and_a_live_message_is_never_called
         "{ids:?}"
     );
 }
+
+#[actix_rt::test]
+async fn an_undelivered_reply_keeps_its_files_bytes_not_a_path_into_the_project() {
+    let env = TestEnv::new();
+    let server = DiscordServer::start().await;
+    let extra = allow_alice("");
+    let vars = [
+        LOGS[0],
+        LOGS[1],
+        ("COORDINATOR__DISCORD__SEND_RETRIES", "0"),
+    ];
+    let child = spawn_run_with(&env, &server, &extra, Some("tok"), &vars);
+    server.wait_ready(1).await;
+    // The reply, its file fallback and the notice all refused.
+    server.fail_next_posts(&[403, 403, 403]);
+    let id = server.say(ALPHA, ALICE, "WRITEFILE:report.md");
+    wait_until(
+        || {
+            let conn = rusqlite::Connection::open(env.db()).expect("db");
+            conn.query_row("SELECT state FROM outbox", [], |r| r.get::<_, String>(0))
+                .is_ok_and(|s| s == "failed")
+        },
+        "the reply marked failed",
+    )
+    .await;
+    stop_with(child, Signal::SIGTERM).await;
+    // While it is down, the kept copy in the project is replaced by a link to a secret.
+    let secret = env.path("secret");
+    std::fs::write(&secret, "SECRET").expect("write");
+    let kept = env.path(&format!("proj/.claude-coordinator/sent/{id}/report.md"));
+    std::fs::remove_file(&kept).expect("the kept copy");
+    std::os::unix::fs::symlink(&secret, &kept).expect("symlink");
+
+    let child = spawn_run_with(&env, &server, &extra, Some("tok"), &LOGS);
+    server
+        .wait("the files, at last", |s| {
+            s.posts(ALPHA).iter().any(|r| !r.files.is_empty())
+        })
+        .await;
+    let files: Vec<(String, String, Vec<u8>)> = server
+        .posts(ALPHA)
+        .into_iter()
+        .flat_map(|r| r.files)
+        .collect();
+    assert_eq!(files.len(), 1);
+    assert_eq!(files[0].1, "report.md");
+    assert_eq!(
+        files[0].2, b"written by the stand-in: report.md\n",
+        "the bytes read when the run ended"
+    );
+    // Delivered: the service's copy of the bytes is gone too.
+    wait_until(
+        || {
+            let conn = rusqlite::Connection::open(env.db()).expect("db");
+            conn.query_row("SELECT COUNT(*) FROM outbox_files", [], |r| {
+                r.get::<_, i64>(0)
+            })
+            .is_ok_and(|n| n == 0)
+        },
+        "the bytes forgotten once delivered",
+    )
+    .await;
+    assert_eq!(std::fs::read_to_string(&secret).expect("secret"), "SECRET");
+    stop_with(child, Signal::SIGTERM).await;
+}

@@ -191,7 +191,7 @@ impl Job {
             disallowed_tools: profile.disallowed_tools.clone(),
             permission_mode: Some(self.permission_mode),
             allowed_tools: Vec::new(),
-            outbox: self.outbox_dir(&cwd).await,
+            outbox: self.outbox_dir(&cwd, &mut notes).await,
         };
         self.progress.do_send(ShowProgress {
             conversation_id: id,
@@ -214,7 +214,11 @@ impl Job {
             }
         }
         drop(permit);
-        let collected = self.collect_outbox(&cwd, req.outbox.as_deref()).await;
+        let (files, file_notes) = if req.outbox.is_some() {
+            self.collect_outbox(&cwd).await
+        } else {
+            (Vec::new(), Vec::new())
+        };
         if let Some(resets_at) = result.as_ref().ok().and_then(RunReport::usage_limit) {
             warn!(resets_at = ?resets_at, "the account's usage limit refused the run; the message waits");
             return JobEnd::Limited {
@@ -223,11 +227,11 @@ impl Job {
             };
         }
         let mut ran = self.finish(req, &prior, &notes, &result, started);
-        if let Some(note) = crate::files::listed_note(&collected) {
+        for note in file_notes {
             ran.reply.text.push_str("\n\n");
             ran.reply.text.push_str(&note);
         }
-        ran.reply.files = collected.attach;
+        ran.reply.files = files;
         JobEnd::Ran(Box::new(ran))
     }
 
@@ -278,44 +282,51 @@ impl Job {
         }
     }
 
-    /// The conversation's outbox directory, created (off the actors' thread); `None`, with a
-    /// warning, if it cannot be.
-    async fn outbox_dir(&self, cwd: &std::path::Path) -> Option<PathBuf> {
+    /// The conversation's outbox directory, created (off the actors' thread); `None` — with a
+    /// note for the user — if it cannot be (a link planted in the project, say).
+    async fn outbox_dir(&self, cwd: &std::path::Path, notes: &mut Vec<String>) -> Option<PathBuf> {
         let (project, files, id) = (cwd.to_path_buf(), self.files.clone(), self.conversation.id);
-        match tokio::task::spawn_blocking(move || crate::files::outbox_dir(&project, &files, id))
-            .await
-        {
+        let open = move || crate::files::FilesRoot::open(&project, &files)?.outbox(id);
+        match tokio::task::spawn_blocking(open).await {
             Ok(Ok(dir)) => Some(dir),
             Ok(Err(e)) => {
-                warn!(error = %e, "could not create the outbox directory; no files are attached");
+                warn!(error = %e, "no outbox for this run");
+                notes.push(format!(
+                    "Files Claude writes cannot be attached this time: {e}."
+                ));
                 None
             }
             Err(_) => None,
         }
     }
 
-    /// What the run left in `outbox`, moved aside for its reply (off the actors' thread).
+    /// What the run left in its outbox, taken for its reply (off the actors' thread): the files
+    /// to attach, and notes for the user (what was not attached, or why nothing could be).
     async fn collect_outbox(
         &self,
         cwd: &std::path::Path,
-        outbox: Option<&std::path::Path>,
-    ) -> crate::files::Collected {
-        let Some(dir) = outbox.map(std::path::Path::to_path_buf) else {
-            return crate::files::Collected::default();
-        };
-        let (project, files, message) = (
+    ) -> (Vec<crate::files::ReplyFile>, Vec<String>) {
+        let (project, files, id, message) = (
             cwd.to_path_buf(),
             self.files.clone(),
+            self.conversation.id,
             self.origin.message_id,
         );
-        let collect = move || crate::files::collect_outbox(&dir, &project, &files, message);
+        let collect =
+            move || crate::files::FilesRoot::open(&project, &files)?.collect(id, message, &files);
         match tokio::task::spawn_blocking(collect).await {
-            Ok(Ok(c)) => c,
-            Ok(Err(e)) => {
-                warn!(error = %e, "could not read the outbox; no files are attached");
-                crate::files::Collected::default()
+            Ok(Ok(c)) => {
+                let note = crate::files::listed_note(&c);
+                (c.attach, note.into_iter().collect())
             }
-            Err(_) => crate::files::Collected::default(),
+            Ok(Err(e)) => {
+                warn!(error = %e, "could not take the files of the outbox");
+                (
+                    Vec::new(),
+                    vec![format!("Files Claude wrote were not attached: {e}.")],
+                )
+            }
+            Err(_) => (Vec::new(), Vec::new()),
         }
     }
 
@@ -471,11 +482,32 @@ impl Job {
             ),
         };
         let report = result.as_ref().ok();
+        let mut notes = notes.to_vec();
+        if report.is_some_and(|r| r.media_removed > 0) {
+            notes.push(
+                "⚠️ Claude's API could not process an image in this conversation, so it was removed \
+                 and Claude answered without it. Send it again in another format (PNG or JPEG) if it matters."
+                    .into(),
+            );
+        }
+        // An image the API refuses, which this CLI would send again with every turn: the next
+        // message starts a new session rather than fail the same way until `!reset`.
+        let stuck = report.is_some_and(RunReport::image_stuck);
+        if stuck {
+            warn!("the API refuses an image of the session; the next message starts a new one");
+            notes.push(
+                "⚠️ Claude's API could not process an image in this conversation, and this version of \
+                 the CLI would send it again with every message, so the next message starts a new Claude \
+                 session (this one can still be resumed, but it will fail the same way)."
+                    .into(),
+            );
+        }
         // The session to keep: the one the CLI reported, else the one we resumed (None after a
         // stale session, so the next message does not try it again).
         let session_id = report
             .and_then(|r| r.session_id.clone())
-            .or_else(|| req.resume.clone());
+            .or_else(|| req.resume.clone())
+            .filter(|_| !stuck);
         // The one place a run's cost is worked out: for the reply, the record and the next run.
         let cost = CostUpdate::after(
             report.and_then(|r| r.cost),

@@ -103,6 +103,8 @@ pub struct RunReport {
     pub result: Option<ResultLine>,
     /// The last `rate_limit_event`, if any.
     pub rate_limit: Option<stream_json::RateLimitInfo>,
+    /// Images the API could not process, which the CLI removed before going on without them.
+    pub media_removed: usize,
     /// Set when the run was cancelled or timed out.
     pub stopped: Option<StopReason>,
     /// The reported cost, read per [`CostReporting`].
@@ -114,6 +116,14 @@ pub struct RunReport {
 }
 
 impl RunReport {
+    /// The run failed because the API could not process an image in the session, and the CLI
+    /// (older than 2.1.330, which removes it itself) would send it again with every turn.
+    pub fn image_stuck(&self) -> bool {
+        self.result
+            .as_ref()
+            .is_some_and(|r| r.is_error && r.text().contains("Could not process image"))
+    }
+
     /// Whether the user should see this as a failure.
     pub fn is_error(&self) -> bool {
         self.stopped.is_some() || self.result.as_ref().is_none_or(|r| r.is_error)

@@ -16,6 +16,8 @@ pub(super) struct StreamState {
     pub(super) result: Option<ResultLine>,
     /// The last `rate_limit_event`.
     pub(super) rate_limit: Option<RateLimitInfo>,
+    /// Images (or other media) the API refused and the CLI removed.
+    pub(super) media_removed: usize,
     pub(super) unparsed: usize,
     /// Lines longer than [`MAX_LINE_BYTES`], dropped.
     pub(super) too_long: usize,
@@ -45,6 +47,7 @@ impl StreamState {
             }
             StreamEvent::Result(r) => self.result = Some(r.clone()),
             StreamEvent::RateLimit(r) => self.rate_limit = Some(r.clone()),
+            StreamEvent::MediaRemoved { .. } => self.media_removed += 1,
             _ => {}
         }
     }
@@ -136,6 +139,7 @@ pub(super) fn report(
         model: state.model,
         result: state.result,
         rate_limit: state.rate_limit,
+        media_removed: state.media_removed,
         stopped,
         cost,
         exit,

@@ -67,6 +67,12 @@ pub enum StreamEvent {
     /// prints the event only once: `u_oauth_limit_live`): where the account stands against its
     /// usage limits. Parsed defensively.
     RateLimit(RateLimitInfo),
+    /// The API refused an image (or other media) in the conversation and the CLI removed it and
+    /// went on without it (`api_error: media_removed`: `i_image_unprocessable_live`).
+    MediaRemoved {
+        /// `api_error_params.media`, e.g. `image`.
+        media: String,
+    },
     /// Anything else (tool results, partial messages, hooks).
     Other,
 }
@@ -235,10 +241,17 @@ pub fn parse_line(line: impl AsRef<[u8]>) -> Result<StreamEvent, serde_json::Err
             error_status: l.error_status,
         },
         (Some("assistant"), _) => {
-            match l.api_error_params.as_ref().map(|p| &p["rate_limit_info"]) {
+            let params = l.api_error_params.as_ref();
+            match params.map(|p| &p["rate_limit_info"]) {
                 Some(info) if info.is_object() => {
                     StreamEvent::RateLimit(RateLimitInfo::parse(info))
                 }
+                _ if l.api_error.as_deref() == Some("media_removed") => StreamEvent::MediaRemoved {
+                    media: params
+                        .and_then(|p| p["media"].as_str())
+                        .unwrap_or("image")
+                        .to_string(),
+                },
                 _ => assistant_event(l.message),
             }
         }

@@ -248,37 +248,17 @@ impl Outbound {
         Ok(())
     }
 
-    /// The files Claude wrote, attached to one message (a file gone since is named as such).
+    /// The files Claude wrote, attached to one message, from the bytes the reply carries (read
+    /// when the run ended; nothing is read from the project now).
     async fn send_files(
         &self,
         channel: ChannelId,
         reply_to: u64,
         files: &[ReplyFile],
     ) -> Result<(), String> {
-        let mut loaded: Vec<(Vec<u8>, String)> = Vec::new();
-        let mut missing = Vec::new();
-        for f in files {
-            match tokio::fs::read(&f.path).await {
-                Ok(bytes) => loaded.push((bytes, f.name.clone())),
-                Err(e) => {
-                    warn!(file = %f.path.display(), error = %e, "an outbox file is gone");
-                    missing.push(f.name.clone());
-                }
-            }
-        }
-        let mut content = format!("📎 {} file(s) from Claude", loaded.len());
-        if !missing.is_empty() {
-            let _ = write!(
-                content,
-                " ({} could not be read: {})",
-                missing.len(),
-                missing.join(", ")
-            );
-        }
-        let attach: Vec<(&[u8], &str)> = loaded
-            .iter()
-            .map(|(b, n)| (b.as_slice(), n.as_str()))
-            .collect();
+        let content = format!("📎 {} file(s) from Claude", files.len());
+        let attach: Vec<(&[u8], &str)> =
+            files.iter().map(|f| (&*f.bytes, f.name.as_str())).collect();
         let sent = self
             .send_one(
                 channel,
@@ -288,19 +268,10 @@ impl Outbound {
                 &Part::Files(reply_to),
             )
             .await;
-        match sent {
-            Ok(_) => {
-                for f in files {
-                    // Delivered: the copy on disk is no longer needed.
-                    let _ = tokio::fs::remove_file(&f.path).await;
-                }
-                Ok(())
-            }
-            Err(e) => {
-                error!(channel_id = channel.get(), message_id = reply_to, error = %e, "the reply's files could not be delivered");
-                Err(short_reason(&e))
-            }
-        }
+        sent.map(|_| ()).map_err(|e| {
+            error!(channel_id = channel.get(), message_id = reply_to, error = %e, "the reply's files could not be delivered");
+            short_reason(&e)
+        })
     }
 
     /// Posts a notice about message `about` (one message, cut to Discord's limit).

@@ -355,6 +355,11 @@ impl Handler<PruneDelivered> for SessionStoreActor {
             let costs = tx
                 .execute("DELETE FROM run_costs WHERE at_ms < ?1", [msg.before_ms])
                 .map_err(StoreError::database)?;
+            tx.execute(
+                "DELETE FROM outbox_files WHERE message_id NOT IN (SELECT message_id FROM outbox)",
+                [],
+            )
+            .map_err(StoreError::database)?;
             tx.commit().map_err(StoreError::database)?;
             Ok(inbox + outbox + costs)
         })

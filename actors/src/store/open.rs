@@ -116,8 +116,17 @@ const MIGRATIONS: &[&str] = &[
         model           TEXT,
         permission_mode TEXT
     );",
-    // 6: the files a reply attaches (JSON: name, path, size).
+    // 6: the files a reply attaches (JSON: name, path, size). Unused since 7: a path into a
+    // project directory is not to be opened again.
     "ALTER TABLE outbox ADD COLUMN files TEXT NOT NULL DEFAULT '[]';",
+    // 7: the bytes of the files a reply attaches, read when its run ended, until delivered.
+    "CREATE TABLE outbox_files (
+        message_id INTEGER NOT NULL,
+        position   INTEGER NOT NULL,
+        name       TEXT    NOT NULL,
+        bytes      BLOB    NOT NULL,
+        PRIMARY KEY (message_id, position)
+    );",
 ];
 
 /// How to open the store.

@@ -81,7 +81,7 @@ pub struct Outgoing {
     pub state: String,
     /// Why it failed, if it did.
     pub error: Option<String>,
-    /// Files to attach.
+    /// Files to attach, with their bytes (kept in `outbox_files` until delivered).
     pub files: Vec<crate::files::ReplyFile>,
 }
 
@@ -96,7 +96,7 @@ pub(super) fn insert(conn: &Connection, o: &Outgoing) -> rusqlite::Result<()> {
     conn.prepare_cached(
         "INSERT OR REPLACE INTO outbox (message_id, conversation_id, conversation, channel_id, author_id, \
          kind, is_error, text, session_id, cost_usd, parts_sent, state, attempts, error, created_at_ms, \
-         updated_at_ms, files) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, 0, 'pending', 0, NULL, ?11, ?11, ?12)",
+         updated_at_ms) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, 0, 'pending', 0, NULL, ?11, ?11)",
     )?
     .execute(params![
         to_sql_id(o.message_id),
@@ -110,9 +110,35 @@ pub(super) fn insert(conn: &Connection, o: &Outgoing) -> rusqlite::Result<()> {
         o.session_id,
         o.cost_usd,
         now,
-        serde_json::to_string(&o.files).unwrap_or_else(|_| "[]".into()),
     ])?;
+    conn.prepare_cached("DELETE FROM outbox_files WHERE message_id = ?1")?
+        .execute([to_sql_id(o.message_id)])?;
+    for (i, f) in o.files.iter().enumerate() {
+        conn.prepare_cached(
+            "INSERT INTO outbox_files (message_id, position, name, bytes) VALUES (?1, ?2, ?3, ?4)",
+        )?
+        .execute(params![
+            to_sql_id(o.message_id),
+            i as i64,
+            f.name,
+            &*f.bytes
+        ])?;
+    }
     Ok(())
+}
+
+/// The files of the reply to `message_id`, in order.
+fn files_of(conn: &Connection, message_id: i64) -> rusqlite::Result<Vec<crate::files::ReplyFile>> {
+    let mut stmt = conn.prepare_cached(
+        "SELECT name, bytes FROM outbox_files WHERE message_id = ?1 ORDER BY position",
+    )?;
+    let rows = stmt.query_map([message_id], |r| {
+        Ok(crate::files::ReplyFile {
+            name: r.get(0)?,
+            bytes: r.get::<_, Vec<u8>>(1)?.into(),
+        })
+    })?;
+    rows.collect()
 }
 
 fn row_to_outgoing(r: &Row<'_>) -> rusqlite::Result<Outgoing> {
@@ -130,8 +156,7 @@ fn row_to_outgoing(r: &Row<'_>) -> rusqlite::Result<Outgoing> {
         parts_sent: r.get::<_, i64>(10)?.max(0) as usize,
         state: r.get(11)?,
         error: r.get(12)?,
-        // Written by us as JSON; a row edited by hand loses only its files.
-        files: serde_json::from_str(&r.get::<_, String>(13)?).unwrap_or_default(),
+        files: Vec::new(),
     })
 }
 
@@ -150,10 +175,15 @@ impl Handler<RecordDelivery> for SessionStoreActor {
                      WHERE message_id = ?1 AND state != 'sent'",
                     params![id, *n as i64, now_ms()],
                 ),
-                Delivery::Sent => conn.execute(
-                    "UPDATE outbox SET state = 'sent', error = NULL, updated_at_ms = ?2 WHERE message_id = ?1",
-                    params![id, now_ms()],
-                ),
+                // Delivered: its files' bytes are no longer needed.
+                Delivery::Sent => conn
+                    .execute("DELETE FROM outbox_files WHERE message_id = ?1", [id])
+                    .and_then(|_| {
+                        conn.execute(
+                            "UPDATE outbox SET state = 'sent', error = NULL, updated_at_ms = ?2 WHERE message_id = ?1",
+                            params![id, now_ms()],
+                        )
+                    }),
                 Delivery::Failed(why) => conn.execute(
                     "UPDATE outbox SET state = 'failed', attempts = attempts + 1, error = ?2, updated_at_ms = ?3 \
                      WHERE message_id = ?1 AND state != 'sent'",
@@ -174,15 +204,20 @@ impl Handler<ListUndelivered> for SessionStoreActor {
             let mut stmt = conn
                 .prepare_cached(
                     "SELECT message_id, conversation_id, conversation, channel_id, author_id, kind, is_error, \
-                     text, session_id, cost_usd, parts_sent, state, error, files FROM outbox \
+                     text, session_id, cost_usd, parts_sent, state, error FROM outbox \
                      WHERE state != 'sent' AND (?1 IS NULL OR conversation_id = ?1) ORDER BY message_id",
                 )
                 .map_err(StoreError::database)?;
             let rows = stmt
                 .query_map([msg.conversation_id.map(to_sql_id)], row_to_outgoing)
                 .map_err(StoreError::database)?;
-            rows.collect::<rusqlite::Result<Vec<_>>>()
-                .map_err(StoreError::database)
+            let mut rows = rows
+                .collect::<rusqlite::Result<Vec<_>>>()
+                .map_err(StoreError::database)?;
+            for row in &mut rows {
+                row.files = files_of(&conn, to_sql_id(row.message_id)).map_err(StoreError::database)?;
+            }
+            Ok(rows)
         })
     }
 }

@@ -145,8 +145,8 @@ async fn data_survives_reopening_and_migrations_run_once() {
         .pragma_query_value(None, "user_version", |r| r.get(0))
         .expect("pragma");
     assert_eq!(
-        version, 6,
-        "conversations; rules and the approvals audit; the CLI processes running; inbox and outbox; sessions, run costs, overrides; outbox files"
+        version, 7,
+        "conversations; rules and the approvals audit; the CLI processes running; inbox and outbox; sessions, run costs, overrides; outbox files; their bytes"
     );
     let mode: String = conn
         .pragma_query_value(None, "journal_mode", |r| r.get(0))
@@ -572,4 +572,53 @@ async fn sessions_costs_and_choices_are_kept_per_conversation() {
         .expect("mailbox")
         .expect("load");
     assert_eq!(none, Overrides::default());
+}
+
+#[actix_rt::test]
+async fn a_replys_files_are_kept_as_bytes_until_it_is_delivered() {
+    use actors::files::ReplyFile;
+    use actors::store::{AcceptMessage, Delivery, ListUndelivered, RecordDelivery};
+    let dir = tempfile::tempdir().expect("tmp");
+    let cfg = config(&dir);
+    let store = start(&cfg);
+    store
+        .send(AcceptMessage(inbound(30, 3)))
+        .await
+        .expect("mailbox")
+        .expect("accept");
+    let mut r = run(3, "s1", first_run(0.01));
+    let mut reply = reply_to(30, 3);
+    reply.files = vec![
+        ReplyFile {
+            name: "a.bin".into(),
+            bytes: vec![0, 1, 2, 255].into(),
+        },
+        ReplyFile {
+            name: "b.txt".into(),
+            bytes: b"bee".to_vec().into(),
+        },
+    ];
+    r.reply = Some(reply.clone());
+    store.send(r).await.expect("mailbox").expect("record");
+    let pending = store
+        .send(ListUndelivered {
+            conversation_id: Some(3),
+        })
+        .await
+        .expect("mailbox")
+        .expect("list");
+    assert_eq!(pending[0].files, reply.files, "the same bytes, in order");
+    store
+        .send(RecordDelivery {
+            message_id: 30,
+            state: Delivery::Sent,
+        })
+        .await
+        .expect("mailbox")
+        .expect("sent");
+    let conn = rusqlite::Connection::open(&cfg.path).expect("open");
+    let left: i64 = conn
+        .query_row("SELECT COUNT(*) FROM outbox_files", [], |r| r.get(0))
+        .expect("count");
+    assert_eq!(left, 0, "delivered: the bytes are not kept");
 }

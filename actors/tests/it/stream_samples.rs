@@ -96,3 +96,28 @@ fn a_warm_process_names_the_reset_time_again_in_its_error_line() {
     assert!(limits.iter().any(|&i| i < results[0]));
     assert!(limits.iter().any(|&i| i > results[0] && i < results[1]));
 }
+
+#[test]
+fn an_image_the_api_could_not_process_is_reported_removed_and_the_turn_still_succeeds() {
+    let text = sample("i_image_unprocessable_live.stdout");
+    let events: Vec<StreamEvent> = text.lines().map(|l| parse_line(l).expect("json")).collect();
+    let removed: Vec<&StreamEvent> = events
+        .iter()
+        .filter(|e| matches!(e, StreamEvent::MediaRemoved { .. }))
+        .collect();
+    assert_eq!(
+        removed,
+        [&StreamEvent::MediaRemoved {
+            media: "image".into()
+        }]
+    );
+    let results: Vec<&ResultLine> = events
+        .iter()
+        .filter_map(|e| match e {
+            StreamEvent::Result(r) => Some(r),
+            _ => None,
+        })
+        .collect();
+    assert_eq!(results.len(), 2, "two turns");
+    assert!(results.iter().all(|r| !r.is_error));
+}

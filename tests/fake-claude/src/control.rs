@@ -145,6 +145,17 @@ impl Input {
                     })
                     .collect();
                 super::log_event("user_line", &json!({"blocks": blocks}));
+                // The mock API cannot process an image whose bytes hold `BADPIXELS`.
+                session.bad_image = v["message"]["content"]
+                    .as_array()
+                    .into_iter()
+                    .flatten()
+                    .filter_map(|b| b["source"]["data"].as_str())
+                    .filter_map(|d| {
+                        use base64::Engine as _;
+                        base64::engine::general_purpose::STANDARD.decode(d).ok()
+                    })
+                    .any(|bytes| bytes.windows(9).any(|w| w == b"BADPIXELS"));
                 crate::user_text(line).map_or(Taken::Other, Taken::User)
             }
             Some("control_response") => {
@@ -279,6 +290,8 @@ pub struct SessionState {
     pub rules: Vec<Rule>,
     /// What the session's turns cost so far (for `get_usage`).
     pub cost_usd: f64,
+    /// The last user line carried an image the (mock) API cannot process.
+    pub bad_image: bool,
     interrupt_id: Option<String>,
 }
 
@@ -290,6 +303,7 @@ impl SessionState {
             prompt_tool,
             rules,
             cost_usd: 0.0,
+            bad_image: false,
             interrupt_id: None,
         }
     }

@@ -26,6 +26,8 @@
 //! | `USAGELIMIT:<t>` | until unix second `t`: a subscription's usage limit as observed (`u_oauth_limit_*`): a `rate_limit_event` (once per process), the error line with `api_error_params`, the `usage_limit_reached` result, exit 1; after `t`, as usual |
 //! | `API429:<t>`    | until unix second `t`: the API key's 429 of `u_api429_*` (no reset time); after `t`, as usual |
 //! | `WRITEFILE:<name>[:<bytes>]` | write a file (a line of text, or `<bytes>` bytes) to `$CLAUDE_COORDINATOR_OUTBOX` |
+//! | `BADIMAGE`      | (or an image block whose bytes hold `BADPIXELS`) the API refuses an image: the synthetic `media_removed` assistant line of `i_image_unprocessable_live`, then the answer; as `2.1.197`, an error result for this and every later turn of the session |
+//! | `LINKOUTBOX:<target>` | replace `$CLAUDE_COORDINATOR_OUTBOX` with a symbolic link to `<target>` (Claude's `ln -s`), before any `WRITEFILE` |
 //!
 //! A prompt starting with `/<name>` where `<name>` is a built-in command runs it locally with no
 //! model call, like the real CLI, whatever `--disable-slash-commands` says (with it, the answer
@@ -401,6 +403,13 @@ fn write_outbox_files(prompt: &str) {
     let Some(dir) = std::env::var_os("CLAUDE_COORDINATOR_OUTBOX") else {
         return;
     };
+    for target in prompt
+        .split_whitespace()
+        .filter_map(|w| w.strip_prefix("LINKOUTBOX:"))
+    {
+        let _ = std::fs::remove_dir_all(&dir);
+        let _ = std::os::unix::fs::symlink(target, &dir);
+    }
     for word in prompt.split_whitespace() {
         let Some(spec) = word.strip_prefix("WRITEFILE:") else {
             continue;
@@ -1317,6 +1326,39 @@ fn turn(
         };
     }
 
+    let bad_image = std::mem::take(&mut s.state.bad_image) || prompt.contains("BADIMAGE");
+    if s.version == "2.1.197"
+        && (bad_image || s.turns.iter().any(|t| t.prompt.contains("BADIMAGE")))
+    {
+        // An older CLI keeps the image the API refused and sends it again with every turn.
+        let text = r#"API Error: 400 {"type":"error","error":{"type":"invalid_request_error","message":"Could not process image"}}"#;
+        let total = s.record(&format!("{prompt} BADIMAGE"), 0.0);
+        s.result(
+            out,
+            "success",
+            true,
+            Some(text),
+            None,
+            total,
+            1,
+            "api_error",
+            Some(400),
+            started,
+        );
+        return TurnEnd::Done {
+            code: 1,
+            is_error: true,
+        };
+    }
+    if bad_image {
+        // As observed: the CLI removes the image, says so in one synthetic line, and goes on.
+        out.line(&json!({"type": "assistant", "message": {"id": new_uuid(), "model": "<synthetic>",
+            "role": "assistant", "stop_reason": "tool_use", "type": "message",
+            "content": [{"type": "text", "text": "API Error: an image in the conversation could not be processed and was removed. Re-read the file with a different approach if you still need it."}]},
+            "parent_tool_use_id": null, "session_id": s.id, "uuid": new_uuid(),
+            "error": "invalid_request", "is_api_error_message": true, "api_error": "media_removed",
+            "api_error_params": {"media": "image", "media_reason": "unprocessable"}}));
+    }
     write_outbox_files(prompt);
     let mut num_turns = 1;
     let mut answer = format!("echo: {prompt}");
