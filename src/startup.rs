@@ -111,6 +111,8 @@ impl Application {
                 .trim_end_matches('/');
             files.download_hosts.push(host.to_string());
         }
+        let git = actors::worktree::Git::new(self.runner.helper_env());
+        let state_dir = self.state_dir();
         move |front| {
             let idle = limits.idle();
             let deps = ChannelDeps {
@@ -126,6 +128,8 @@ impl Application {
                 warm,
                 usage,
                 files,
+                git,
+                state_dir,
             };
             let registry = ChannelRegistry::new(deps, idle).start();
             if let Some(restore) = restore {
@@ -140,6 +144,17 @@ impl Application {
             }
             registry
         }
+    }
+
+    /// The service's own state directory: the database's (absolute, so it means the same
+    /// whatever directory the service runs in).
+    fn state_dir(&self) -> std::path::PathBuf {
+        let db = &self.settings.store.path;
+        let dir = db
+            .parent()
+            .filter(|p| !p.as_os_str().is_empty())
+            .unwrap_or_else(|| std::path::Path::new("."));
+        std::path::absolute(dir).unwrap_or_else(|_| dir.to_path_buf())
     }
 
     /// Connects to Discord and starts the gateway with its own registry.

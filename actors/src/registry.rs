@@ -13,8 +13,8 @@ use actix::prelude::*;
 use tracing::{debug, info, warn};
 
 use crate::channel::{
-    CancelReason, CancelRun, ChannelActor, ChannelDeps, ChannelStatus, Drain, Durability,
-    GetStatus, RunCommand, StopIfIdle, SubmitMessage,
+    CancelReason, CancelRun, ChannelActor, ChannelDeps, ChannelStatus, CloseWorktree, Drain,
+    Durability, GetStatus, RunCommand, StopIfIdle, SubmitMessage,
 };
 use crate::conversation::{ChannelProfile, ConversationRef};
 use crate::frontend::{
@@ -78,15 +78,6 @@ pub fn interrupted_notice(prefix: &str) -> String {
         "⚠️ The service stopped while Claude was working on this message, so it may be half done \
          (its tools may already have run). Say `{prefix}retry` to run it again."
     )
-}
-
-/// A thread was archived or deleted: remove its git worktree if it has no uncommitted
-/// changes; else keep it and tell the parent channel.
-#[derive(Debug, Message)]
-#[rtype(result = "()")]
-pub struct CloseWorktree {
-    /// The thread's conversation.
-    pub conversation: ConversationRef,
 }
 
 /// Count live channel actors.
@@ -225,44 +216,14 @@ impl Handler<RouteMessage> for ChannelRegistry {
 impl Handler<CloseWorktree> for ChannelRegistry {
     type Result = ();
 
+    /// A live conversation closes its worktree once it is idle; otherwise it is closed now.
     fn handle(&mut self, msg: CloseWorktree, ctx: &mut Self::Context) {
-        let c = msg.conversation;
-        if !c.profile.thread_worktrees || c.id == c.profile.id {
-            return;
+        if let Some(addr) = self.live(msg.conversation.id) {
+            addr.do_send(msg);
+        } else {
+            let work = crate::channel::closing_now(msg.conversation, self.deps.clone());
+            ctx.spawn(work.into_actor(self));
         }
-        let (project, root, id) = (
-            c.profile.project_dir.clone(),
-            c.profile.worktree_root.clone(),
-            c.id,
-        );
-        let name = c
-            .name
-            .split_once('/')
-            .map_or(c.name.clone(), |(_, t)| t.to_string());
-        let close = move || crate::worktree::close(&project, root.as_deref(), id, &name);
-        let work = async move { tokio::task::spawn_blocking(close).await };
-        ctx.spawn(work.into_actor(self).map(move |res, act, _| {
-            let text = match res {
-                Ok(Ok(crate::worktree::Closed::Removed(path))) => {
-                    info!(channel_id = c.id, path = %path.display(), "thread closed; its clean worktree removed");
-                    return;
-                }
-                Ok(Ok(crate::worktree::Closed::Kept(path))) => format!(
-                    "The thread `{}` was closed; its worktree `{}` has uncommitted changes, so it was kept.",
-                    c.name,
-                    path.display()
-                ),
-                Ok(Err(e)) => format!("The thread `{}` was closed; its worktree could not be removed: {e}", c.name),
-                Ok(Ok(crate::worktree::Closed::None)) | Err(_) => return,
-            };
-            warn!(channel_id = c.id, "{text}");
-            let origin = Origin {
-                channel_id: c.profile.id,
-                message_id: c.id,
-                author_id: 0,
-            };
-            act.deps.replies.do_send(DeliverReply::new(&c, origin, ReplyKind::Notice, text, false));
-        }));
     }
 }
 

@@ -19,18 +19,18 @@ const MALLORY: u64 = 666;
 const ALPHA: u64 = 1001;
 const BETA: u64 = 1002;
 
-struct Service {
-    app: Application,
-    conn: DiscordConnection,
-    server: DiscordServer,
+pub(crate) struct Service {
+    pub(crate) app: Application,
+    pub(crate) conn: DiscordConnection,
+    pub(crate) server: DiscordServer,
 }
 
-async fn start(env: &TestEnv) -> Service {
+pub(crate) async fn start(env: &TestEnv) -> Service {
     start_with(env, |_| {}).await
 }
 
 /// The service against a fresh Discord-compatible server, after `change` adjusts the settings.
-async fn start_with(env: &TestEnv, change: impl FnOnce(&mut Settings)) -> Service {
+pub(crate) async fn start_with(env: &TestEnv, change: impl FnOnce(&mut Settings)) -> Service {
     let server = DiscordServer::start().await;
     let mut settings = env.settings();
     settings.discord.api_base_url.clone_from(&server.base);
@@ -1348,119 +1348,4 @@ async fn oversize_foreign_or_broken_files_are_told_and_the_message_still_runs() 
             .any(|r| r.path.contains("big.zip")),
         "an oversize file is not downloaded at all"
     );
-}
-
-fn git(dir: &std::path::Path, args: &[&str]) -> String {
-    let out = std::process::Command::new("git")
-        .arg("-C")
-        .arg(dir)
-        .args(args)
-        .env("GIT_AUTHOR_NAME", "t")
-        .env("GIT_AUTHOR_EMAIL", "t@example.com")
-        .env("GIT_COMMITTER_NAME", "t")
-        .env("GIT_COMMITTER_EMAIL", "t@example.com")
-        .output()
-        .expect("git");
-    assert!(
-        out.status.success(),
-        "git {args:?}: {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    String::from_utf8_lossy(&out.stdout).to_string()
-}
-
-#[actix_rt::test]
-async fn threads_work_in_their_own_worktrees_and_archiving_removes_only_clean_ones() {
-    let env = TestEnv::new();
-    let repo = env.path("proj");
-    git(&repo, &["init", "-q", "-b", "main"]);
-    std::fs::write(repo.join("README"), "hello\n").expect("write");
-    git(&repo, &["add", "README"]);
-    git(&repo, &["commit", "-q", "-m", "init"]);
-    let s = start_with(&env, |st| st.channel[0].thread_worktrees = true).await;
-    let (t1, t2) = (880_000_000_000_000_011, 880_000_000_000_000_012);
-    s.server.add_thread(t1, ALPHA, "Fix login");
-    s.server.add_thread(t2, ALPHA, "Add tests");
-    s.server.say(t1, ALICE, "one");
-    s.server.say(t2, ALICE, "two");
-    for t in [t1, t2] {
-        s.server
-            .wait("the thread's answer", |srv| !srv.answer_texts(t).is_empty())
-            .await;
-    }
-    let worktrees = env.path("proj.worktrees");
-    let (w1, w2) = (
-        worktrees.join(format!("fix-login-{t1}")),
-        worktrees.join(format!("add-tests-{t2}")),
-    );
-    let first = s.server.answer_texts(t1).remove(0);
-    assert!(
-        first.contains("own git worktree") && first.contains(&format!("claude/fix-login-{t1}")),
-        "{first}"
-    );
-    // Each ran in its own checkout.
-    let cwds: Vec<String> = env
-        .starts()
-        .iter()
-        .filter_map(|r| r["cwd"].as_str().map(str::to_string))
-        .collect();
-    assert!(
-        cwds.iter()
-            .any(|c| std::path::Path::new(c) == w1.canonicalize().expect("w1")),
-        "{cwds:?}"
-    );
-    assert!(
-        cwds.iter()
-            .any(|c| std::path::Path::new(c) == w2.canonicalize().expect("w2")),
-        "{cwds:?}"
-    );
-    // Claude edits the second thread's checkout: the first and the main one do not see it.
-    std::fs::write(w2.join("notes.md"), "work in progress\n").expect("write");
-    assert!(!w1.join("notes.md").exists() && !repo.join("notes.md").exists());
-    // The next message of a thread reuses its worktree, without a word about it.
-    s.server.say(t1, ALICE, "again");
-    s.server
-        .wait("the second answer", |srv| srv.answer_texts(t1).len() >= 2)
-        .await;
-    assert!(!s.server.answer_texts(t1)[1].contains("worktree"));
-    s.server.say(t1, ALICE, "!status");
-    s.server
-        .wait("the status", |srv| srv.answer_texts(t1).len() >= 3)
-        .await;
-    let status = s.server.answer_texts(t1).remove(2);
-    assert!(status.contains(&format!("fix-login-{t1}")), "{status}");
-
-    s.server.archive_thread(t1);
-    support::wait_until(|| !w1.exists(), "the clean worktree removed").await;
-    assert!(
-        git(&repo, &["branch", "--list", "claude/*"]).contains(&format!("claude/fix-login-{t1}")),
-        "the branch stays"
-    );
-    s.server.archive_thread(t2);
-    s.server
-        .wait("the channel told", |srv| {
-            srv.answer_texts(ALPHA)
-                .iter()
-                .any(|t| t.contains("uncommitted changes"))
-        })
-        .await;
-    assert!(w2.join("notes.md").exists(), "a dirty worktree is kept");
-    assert!(!git(&repo, &["worktree", "list"]).contains(&format!("fix-login-{t1}")));
-    // A deleted thread's clean worktree goes too.
-    let t3 = 880_000_000_000_000_013;
-    s.server.add_thread(t3, ALPHA, "short lived");
-    s.server.say(t3, ALICE, "three");
-    s.server
-        .wait("the third thread's answer", |srv| {
-            !srv.answer_texts(t3).is_empty()
-        })
-        .await;
-    let w3 = worktrees.join(format!("short-lived-{t3}"));
-    assert!(w3.exists());
-    s.server.dispatch(
-        "THREAD_DELETE",
-        &serde_json::json!({"id": t3.to_string(), "guild_id": support::discord::GUILD_ID.to_string(),
-                            "parent_id": ALPHA.to_string(), "type": 11}),
-    );
-    support::wait_until(|| !w3.exists(), "the deleted thread's worktree removed").await;
 }

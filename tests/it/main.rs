@@ -11,3 +11,4 @@ mod recovery;
 mod service;
 mod slash;
 mod support;
+mod worktrees;

@@ -70,6 +70,8 @@ pub(super) struct Job {
     pub(super) permission_mode: crate::claude::PermissionMode,
     /// Where files in and out go.
     pub(super) files: crate::files::FilesConfig,
+    /// Runs git for the thread's worktree.
+    pub(super) git: crate::worktree::Git,
     pub(super) cancel: CancellationToken,
     /// Carried over from the run before, if its record is not written yet; else the store
     /// is read.
@@ -236,26 +238,21 @@ impl Job {
     }
 
     /// Where this run works: the channel's project directory, or — for a thread of a channel
-    /// with `thread_worktrees` — the thread's own git worktree, made on its first run (and the
-    /// user told where). A worktree that cannot be made stops the run: two threads must never
-    /// share a checkout.
+    /// with `thread_worktrees` — its place in the thread's own git worktree, made on its first
+    /// run (and the user told where). A worktree that cannot be made stops the run: two threads
+    /// must never share a checkout.
     async fn workdir(&self, notes: &mut Vec<String>) -> Result<PathBuf, DeliverReply> {
         let profile = &self.conversation.profile;
-        let is_thread = self.conversation.id != profile.id;
-        if !(is_thread && profile.thread_worktrees) {
+        if !(self.conversation.is_thread() && profile.thread_worktrees) {
             return Ok(profile.project_dir.clone());
         }
-        let (project, root, id) = (
+        let (git, project, root, id) = (
+            self.git.clone(),
             profile.project_dir.clone(),
             profile.worktree_root.clone(),
             self.conversation.id,
         );
-        let name = self
-            .conversation
-            .name
-            .split_once('/')
-            .map_or(self.conversation.name.clone(), |(_, t)| t.to_string());
-        let ensure = move || crate::worktree::ensure(&project, root.as_deref(), id, &name);
+        let ensure = move || crate::worktree::ensure(&git, &project, root.as_deref(), id);
         let made = tokio::task::spawn_blocking(ensure)
             .await
             .map_err(|e| crate::worktree::WorktreeError::Git(std::io::Error::other(e)))
@@ -265,11 +262,11 @@ impl Job {
                 if wt.created {
                     notes.push(format!(
                         "This thread works in its own git worktree: `{}`, on branch `{}`.",
-                        wt.path.display(),
+                        wt.cwd.display(),
                         wt.branch
                     ));
                 }
-                Ok(wt.path)
+                Ok(wt.cwd)
             }
             Err(e) => {
                 warn!(error = %e, "could not make the thread's git worktree");

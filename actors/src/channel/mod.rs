@@ -27,11 +27,13 @@
 //! conversations), `usage` (the shared usage-limit pause).
 
 mod approvals;
+mod closing;
 mod command;
 mod job;
 mod usage;
 mod warm;
 
+pub use closing::{close_now as closing_now, CloseWorktree};
 pub use usage::{Pause, UsageGate};
 pub use warm::WarmPool;
 
@@ -220,6 +222,11 @@ pub struct ChannelDeps {
     pub usage: UsageGate,
     /// `[files]`.
     pub files: crate::files::FilesConfig,
+    /// Runs git for threads' worktrees, with none of a repository's configured programs.
+    pub git: crate::worktree::Git,
+    /// The service's own state directory (the database's): what a removed worktree's
+    /// coordinator files are kept in.
+    pub state_dir: std::path::PathBuf,
 }
 
 /// What a channel is doing.
@@ -358,6 +365,8 @@ pub struct ChannelActor {
     pause: PauseState,
     /// The model and permission mode chosen for it from chat.
     overrides: Overrides,
+    /// Its thread was closed: the worktree goes once the conversation is idle.
+    close_worktree: bool,
 }
 
 /// A conversation's view of the usage-limit pause.
@@ -389,6 +398,7 @@ impl ChannelActor {
             approvals: Approvals::default(),
             pause: PauseState::default(),
             overrides: Overrides::default(),
+            close_worktree: false,
         }
     }
 
@@ -727,6 +737,7 @@ impl ChannelActor {
             model: self.overrides.model.clone(),
             permission_mode: self.permission_mode(),
             files: self.deps.files.clone(),
+            git: self.deps.git.clone(),
             cancel: cancel.clone(),
             prior: self.carry.clone(),
             live: self.warm.take(),
@@ -808,6 +819,7 @@ impl ChannelActor {
         // The next run first: its spawn is on the critical path, the save is not.
         self.start_next(ctx);
         self.save_next(ctx);
+        self.try_close_worktree(ctx);
     }
 
     /// Writes the oldest unwritten record, unless one is being written; then sends its reply.
@@ -855,6 +867,7 @@ impl ChannelActor {
             }));
             act.deps.replies.do_send(reply);
             act.save_next(ctx);
+            act.try_close_worktree(ctx);
         }));
     }
 }

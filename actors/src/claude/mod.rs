@@ -248,6 +248,16 @@ impl std::fmt::Debug for ClaudeRunner {
 }
 
 impl ClaudeRunner {
+    /// The environment for the helper programs the service runs beside the CLI (git): the
+    /// CLI's, without its OAuth token.
+    pub fn helper_env(&self) -> Vec<(OsString, OsString)> {
+        self.env
+            .iter()
+            .filter(|(k, _)| k != "CLAUDE_CODE_OAUTH_TOKEN")
+            .cloned()
+            .collect()
+    }
+
     /// A runner with these settings; the CLI's environment is taken from this process's now.
     pub fn new(config: ClaudeConfig) -> Self {
         let env = cli_environment(&config, std::env::vars_os());

@@ -516,7 +516,7 @@ impl Handler<CloseThread> for DiscordGateway {
         if let Some((conversation, _)) = self.router.conversation_of(msg.id) {
             if conversation.is_thread() {
                 self.registry
-                    .do_send(crate::registry::CloseWorktree { conversation });
+                    .do_send(crate::channel::CloseWorktree { conversation });
             }
         }
     }

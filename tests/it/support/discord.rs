@@ -201,6 +201,19 @@ impl DiscordServer {
             .insert(id, thread_json(id, parent, name));
     }
 
+    /// Renames thread `id` (`THREAD_UPDATE` with its new name; lookups answer it too).
+    pub fn rename_thread(&self, id: u64, name: &str) {
+        let thread = {
+            let mut channels = self.inner.channels.lock().expect("lock");
+            let thread = channels
+                .get_mut(&id)
+                .expect("a thread added with add_thread");
+            thread["name"] = json!(name);
+            thread.clone()
+        };
+        self.dispatch("THREAD_UPDATE", &thread);
+    }
+
     /// Archives thread `id` (`THREAD_UPDATE` with `thread_metadata.archived`).
     pub fn archive_thread(&self, id: u64) {
         let mut thread = self
