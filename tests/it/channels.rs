@@ -714,11 +714,66 @@ async fn the_model_and_mode_chosen_from_chat_are_used_and_kept() {
     );
     // Kept across a restart of the service.
     drop(h);
-    let mut h = Harness::start(settings).await;
+    let mut h = Harness::start(settings.clone()).await;
     h.send("alpha", "!model");
     assert!(h.reply().await.text.contains("`sonnet` (chosen here"));
     h.send("beta", "!mode");
     assert!(h.reply().await.text.contains("`plan`"));
+    drop(h);
+    // The channel's policy changes: the choice made under the old one no longer holds —
+    // neither once mode changes are no longer allowed, nor once its own mode is another.
+    let mut stricter = settings.clone();
+    stricter.channel[1].allow_mode_change = false;
+    let mut h = Harness::start(stricter).await;
+    h.send("beta", "after the change");
+    h.reply().await;
+    let argv = argv_of(env.starts().last().expect("a start"));
+    assert_eq!(
+        flag_value(&argv, "--permission-mode").as_deref(),
+        Some("default")
+    );
+    drop(h);
+    let mut other = settings.clone();
+    other.channel[1].permission_mode = Some(actors::claude::PermissionMode::DontAsk);
+    let mut h = Harness::start(other).await;
+    h.send("beta", "and another");
+    h.reply().await;
+    let argv = argv_of(env.starts().last().expect("a start"));
+    assert_eq!(
+        flag_value(&argv, "--permission-mode").as_deref(),
+        Some("dontAsk")
+    );
+    drop(h);
+    // Back as it was: the choice holds again.
+    let mut h = Harness::start(settings).await;
+    h.send("beta", "as before");
+    h.reply().await;
+    let argv = argv_of(env.starts().last().expect("a start"));
+    assert_eq!(
+        flag_value(&argv, "--permission-mode").as_deref(),
+        Some("plan")
+    );
+}
+
+#[actix_rt::test]
+async fn a_reset_by_anyone_keeps_the_always_rules_only_approvers_may_clear() {
+    let env = TestEnv::new();
+    let h = Harness::start(env.settings()).await;
+    h.app
+        .store()
+        .send(actors::store::AddRules {
+            id: 1001,
+            rules: vec!["Bash(touch x)".into()],
+        })
+        .await
+        .expect("store")
+        .expect("add");
+    let mut h = h;
+    h.send("alpha", "!reset");
+    assert!(h.reply().await.text.contains("new conversation"));
+    h.send("alpha", "!rules");
+    let rules = h.reply().await.text;
+    assert!(rules.contains("Bash(touch x)"), "{rules}");
 }
 
 #[actix_rt::test]

@@ -166,6 +166,9 @@ fn the_cli_gets_none_of_the_services_secrets_or_settings() {
             ("COORDINATOR__DISCORD__TOKEN", "bot-token-SECRET-2"),
             ("COORDINATOR__CLAUDE__OAUTH_TOKEN", "oauth-SECRET-3"),
             ("COORDINATOR__STORE__POOL_SIZE", "3"),
+            // The settings read these too, whatever their case: so they are withheld too.
+            ("coordinator__discord__token_file", "/run/secret-SECRET-4"),
+            ("Discord_Token", "bot-token-SECRET-5"),
             ("CLAUDECODE", "1"),
             ("KEEP_ME", "visible"),
         ],
@@ -177,12 +180,16 @@ fn the_cli_gets_none_of_the_services_secrets_or_settings() {
     assert_eq!(vars["CLAUDE_CODE_OAUTH_TOKEN"], "oauth-SECRET-3");
     assert_eq!(vars["FAKE_CLAUDE_SLOW_MS"], "30000", "claude.env is passed");
     for name in vars.keys() {
+        let upper = name.to_ascii_uppercase();
         assert!(
-            !(name.starts_with("COORDINATOR") || name == "DISCORD_TOKEN" || name == "CLAUDECODE"),
+            !(upper.starts_with("COORDINATOR")
+                || upper == "DISCORD_TOKEN"
+                || upper == "CLAUDECODE"),
             "{name} reached the CLI"
         );
     }
     assert!(!start.to_string().contains("bot-token-SECRET"), "{start}");
+    assert!(!start.to_string().contains("SECRET-4"), "{start}");
 }
 
 #[test]

@@ -1001,19 +1001,21 @@ async fn questions_are_select_menus_answered_once_all_are_chosen() {
     let first = menu(0)["custom_id"].as_str().expect("id").to_string();
     let second = menu(1)["custom_id"].as_str().expect("id").to_string();
     // An option that is not offered is refused.
-    let token = s.server.select(ALPHA, &message, &first, &["Green"], ALICE);
+    let token = s.server.select(ALPHA, &message, &first, &["7"], ALICE);
     assert_eq!(s.server.callback(&token).await.body["data"]["flags"], 64);
     // The first answer alone is only acknowledged.
-    let token = s.server.select(ALPHA, &message, &first, &["Blue"], ALICE);
+    let blue = value_of(&menu(0), "Blue");
+    let token = s.server.select(ALPHA, &message, &first, &[&blue], ALICE);
     assert_eq!(s.server.callback(&token).await.body["type"], 6);
     assert!(s
         .server
         .answers(ALPHA)
         .iter()
         .all(|r| !content(r).starts_with("tool said")));
+    let (small, large) = (value_of(&menu(1), "S"), value_of(&menu(1), "L"));
     let token = s
         .server
-        .select(ALPHA, &message, &second, &["S", "L"], ALICE);
+        .select(ALPHA, &message, &second, &[&small, &large], ALICE);
     assert_eq!(s.server.callback(&token).await.body["type"], 6);
     let reply = s
         .server
@@ -1027,6 +1029,79 @@ async fn questions_are_select_menus_answered_once_all_are_chosen() {
         reply.contains(r#""Which sizes should it come in?"="S, L""#),
         "{reply}"
     );
+}
+
+/// The value of the option labelled `label` in select menu `menu`.
+fn value_of(menu: &Value, label: &str) -> String {
+    menu["options"]
+        .as_array()
+        .and_then(|o| o.iter().find(|x| x["label"] == label))
+        .and_then(|x| x["value"].as_str())
+        .expect("the option")
+        .to_string()
+}
+
+#[actix_rt::test]
+async fn questions_whose_labels_repeat_or_run_long_are_still_shown_and_answered() {
+    let env = TestEnv::new();
+    let s = start(&env).await;
+    s.server.say(ALPHA, ALICE, "ASKQODD");
+    let is_prompt = |r: &support::discord::Recorded| content(r).starts_with("❓");
+    s.server
+        .wait("the question", |srv| srv.posts(ALPHA).iter().any(is_prompt))
+        .await;
+    let prompt = s
+        .server
+        .posts(ALPHA)
+        .into_iter()
+        .find(is_prompt)
+        .expect("prompt");
+    let menu = prompt.body["components"][0]["components"][0].clone();
+    let labels: Vec<&str> = menu["options"]
+        .as_array()
+        .expect("options")
+        .iter()
+        .filter_map(|o| o["label"].as_str())
+        .collect();
+    assert_eq!(labels[..2], ["Same", "Same"]);
+    assert!(labels[2].chars().count() <= 100, "{}", labels[2]);
+    let message = support::discord::DiscordServer::message_of(&prompt, ALPHA);
+    let id = menu["custom_id"].as_str().expect("id").to_string();
+    let second = menu["options"][1]["value"]
+        .as_str()
+        .expect("value")
+        .to_string();
+    s.server.select(ALPHA, &message, &id, &[&second], ALICE);
+    let reply = s
+        .server
+        .answer_where(ALPHA, "the answer", |t| t.starts_with("tool said"))
+        .await;
+    assert!(reply.contains(r#""Which one?"="Same""#), "{reply}");
+}
+
+#[actix_rt::test]
+async fn a_prompt_discord_refuses_to_post_is_denied_at_once_and_the_channel_told() {
+    let env = TestEnv::new();
+    // A day's timeout: only an immediate denial lets this test end.
+    let s = start_with(&env, |st| st.claude.approval_timeout_secs = 86_400).await;
+    s.server.refuse_next_prompts(1);
+    s.server.say(ALPHA, ALICE, "TOOL:touch refused.txt");
+    let note = s
+        .server
+        .answer_where(ALPHA, "the channel told", |t| {
+            t.contains("could not be shown here")
+        })
+        .await;
+    assert!(note.contains("denied"), "{note}");
+    let reply = s
+        .server
+        .answer_where(ALPHA, "Claude's answer", |t| t.starts_with("tool said"))
+        .await;
+    assert!(
+        reply.contains("could not be shown"),
+        "Claude was told why: {reply}"
+    );
+    assert!(!env.path("proj/refused.txt").exists());
 }
 
 #[actix_rt::test]

@@ -158,11 +158,21 @@ impl ChannelActor {
     /// The permission mode of this conversation: chosen here, else the channel's, else
     /// `claude.permission_mode`.
     pub(super) fn permission_mode(&self) -> PermissionMode {
+        let configured = self.configured_mode();
+        // A choice from chat holds only while the channel allows it and its own mode is the
+        // one it was chosen under: tightening the channel's policy ends it.
         self.overrides
             .permission_mode
-            .as_deref()
-            .and_then(PermissionMode::parse)
-            .or(self.conversation.profile.permission_mode)
+            .filter(|_| self.conversation.profile.allow_mode_change)
+            .filter(|_| self.overrides.mode_under == Some(configured))
+            .unwrap_or(configured)
+    }
+
+    /// The channel's own mode: its `permission_mode`, else `claude.permission_mode`.
+    fn configured_mode(&self) -> PermissionMode {
+        self.conversation
+            .profile
+            .permission_mode
             .unwrap_or(self.deps.runner.config().permission_mode)
     }
 
@@ -212,7 +222,8 @@ impl ChannelActor {
             return self.reply(origin, ReplyKind::Command, text, true);
         }
         let overrides = Overrides {
-            permission_mode: Some(parsed.as_str().to_string()),
+            permission_mode: Some(parsed),
+            mode_under: Some(self.configured_mode()),
             ..self.overrides.clone()
         };
         if let Some(live) = &self.warm {

@@ -14,9 +14,10 @@ use secrecy::ExposeSecret;
 use super::ClaudeConfig;
 
 /// Variables of the service's own environment that the CLI (and every tool it runs) must not
-/// see: secrets, and settings that may carry them.
+/// see: secrets, and settings that may carry them — in any case, since the settings loader
+/// reads `coordinator__…` as readily as `COORDINATOR__…`.
 fn is_withheld(name: &OsStr) -> bool {
-    let name = name.as_encoded_bytes();
+    let name = name.as_encoded_bytes().to_ascii_uppercase();
     name == b"DISCORD_TOKEN"
         || name == b"COORDINATOR_CONFIG"
         || name == b"CREDENTIALS_DIRECTORY"
@@ -67,6 +68,8 @@ mod tests {
             ("DISCORD_TOKEN", "bot-secret"),
             ("COORDINATOR__CLAUDE__OAUTH_TOKEN", "oauth-secret"),
             ("COORDINATOR__STORE__PATH", "/x"),
+            ("coordinator__discord__token_file", "/run/secret"),
+            ("Discord_Token", "bot-secret"),
             ("COORDINATOR_CONFIG", "/etc/c.toml"),
             ("CREDENTIALS_DIRECTORY", "/run/credentials/c"),
             ("CLAUDECODE", "1"),

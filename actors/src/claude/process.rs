@@ -11,6 +11,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use nix::sys::signal::{killpg, Signal};
+use nix::sys::wait::{waitid, Id, WaitPidFlag, WaitStatus};
 use nix::unistd::Pid;
 use rustix::event::{poll, PollFd, PollFlags, Timespec};
 use rustix::io::Errno;
@@ -281,7 +282,7 @@ impl<'a, F: FnMut(&StreamEvent)> Drive<'a, F> {
 
     /// Reaps the child if it has exited; output is then read for [`DRAIN_AFTER_EXIT`] more.
     fn reap(&mut self) -> Result<(), RunError> {
-        self.status = self.proc.try_reap(self.stopped.is_some())?;
+        self.status = self.proc.try_reap()?;
         if self.status.is_some() {
             self.drain_until = Some(Instant::now() + DRAIN_AFTER_EXIT);
         }
@@ -363,17 +364,22 @@ impl Process {
         signal_group(self.pgid, signal);
     }
 
-    /// Reaps the child if it has exited. After a cancel or timeout, whatever it started that
-    /// is still in its group is killed too.
-    fn try_reap(&mut self, stopped: bool) -> Result<Option<ExitStatus>, RunError> {
+    /// Reaps the child if it has exited — however it ended, whatever it started and left in
+    /// its group (a background job of a tool) is killed first. The exit is seen without
+    /// reaping (`WNOWAIT`), so the group's id cannot have been reused when it is signalled.
+    fn try_reap(&mut self) -> Result<Option<ExitStatus>, RunError> {
+        let flags = WaitPidFlag::WEXITED | WaitPidFlag::WNOWAIT | WaitPidFlag::WNOHANG;
+        match waitid(Id::Pid(self.pgid), flags) {
+            Ok(WaitStatus::StillAlive) => return Ok(None),
+            Ok(_) => self.signal(Signal::SIGKILL),
+            // Not waitable (already reaped): fall through to what std knows.
+            Err(_) => {}
+        }
         let status = self.child.try_wait().map_err(RunError::Wait)?;
         if status.is_some() {
             self.reaped = true;
             if let Some(log) = &self.log {
                 log.ended(self.pgid.as_raw());
-            }
-            if stopped {
-                self.signal(Signal::SIGKILL);
             }
         }
         Ok(status)
@@ -537,14 +543,29 @@ mod tests {
             let _ = done_tx.send(ran.map_err(|e| e.to_string()));
         });
         let outcome = done_rx.recv_timeout(Duration::from_secs(60));
-        if let Ok(pid) = std::fs::read_to_string(dir.path().join("claude.pid")) {
-            if let Ok(pid) = pid.trim().parse() {
-                let _ = nix::sys::signal::kill(Pid::from_raw(pid), Signal::SIGKILL);
-            }
-        }
+        let leftover: Option<i32> = std::fs::read_to_string(dir.path().join("claude.pid"))
+            .ok()
+            .and_then(|pid| pid.trim().parse().ok());
+        let alive = leftover.is_some_and(|pid| {
+            let alive = std::fs::read_to_string(format!("/proc/{pid}/stat")).is_ok_and(|s| {
+                !s.rsplit(')')
+                    .next()
+                    .unwrap_or_default()
+                    .trim_start()
+                    .starts_with('Z')
+            });
+            let _ = nix::sys::signal::kill(Pid::from_raw(pid), Signal::SIGKILL);
+            alive
+        });
         let (exited_ok, text) = outcome.expect("the run ended").expect("ran");
         assert!(exited_ok);
         assert_eq!(text.as_deref(), Some("done"));
+        // It exited normally, and what it left running in its group went with it.
+        assert!(
+            leftover.is_some(),
+            "the script wrote its background job's pid"
+        );
+        assert!(!alive, "the background job outlived the run");
     }
 
     #[test]

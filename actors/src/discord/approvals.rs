@@ -33,6 +33,25 @@ pub enum Action {
 
 /// The questions a prompt can offer: Discord allows five rows, one is for **Decline**.
 pub const MAX_QUESTIONS: usize = 4;
+/// Options of a select menu (Discord's limit).
+pub const MAX_OPTIONS: usize = 25;
+/// Characters of an option's label (Discord's limit).
+const MAX_LABEL: usize = 100;
+
+/// The options a click chose, from their values (indices into `options`); `None` if any is not
+/// one of them.
+pub fn chosen<'a>(values: &[String], options: &'a [String]) -> Option<Vec<&'a str>> {
+    values
+        .iter()
+        .map(|v| {
+            v.parse::<usize>()
+                .ok()
+                .filter(|n| *n < MAX_OPTIONS)
+                .and_then(|n| options.get(n))
+                .map(String::as_str)
+        })
+        .collect()
+}
 
 /// The `custom_id` of `action` for the request with `token`.
 pub fn custom_id(action: &Action, token: &str) -> String {
@@ -103,11 +122,22 @@ pub fn prompt(state: &ApprovalState, token: &str) -> (String, Vec<CreateActionRo
         let mut rows = Vec::new();
         for (i, q) in questions.iter().take(MAX_QUESTIONS).enumerate() {
             let _ = write!(text, "\n**{}.** {}", i + 1, q.question.replace('*', "\\*"));
+            // Claude's labels may repeat or run long: the value is the option's index (unique,
+            // as Discord requires), the label cut to Discord's 100 characters.
             let options: Vec<CreateSelectMenuOption> = q
                 .options
                 .iter()
-                .take(25)
-                .map(|label| CreateSelectMenuOption::new(label.clone(), label.clone()))
+                .take(MAX_OPTIONS)
+                .enumerate()
+                .map(|(n, label)| {
+                    let label = crate::text::truncate_chars(label.trim(), MAX_LABEL - 1);
+                    let label = if label.is_empty() {
+                        format!("({})", n + 1)
+                    } else {
+                        label
+                    };
+                    CreateSelectMenuOption::new(label, n.to_string())
+                })
                 .collect();
             let most = if q.multi_select { options.len() } else { 1 };
             rows.push(CreateActionRow::SelectMenu(

@@ -32,6 +32,8 @@ const FENCE: &str = "```";
 const CLOSE: &str = "\n```";
 
 fn units(s: &str) -> usize {
+    #[cfg(test)]
+    tests::SCANNED.with(|n| n.set(n.get() + s.len()));
     s.encode_utf16().count()
 }
 
@@ -44,7 +46,9 @@ fn max_fence_units(limit: usize) -> usize {
 pub fn fence_info(line: &str, limit: usize) -> Option<&str> {
     let body = line.strip_suffix('\n').unwrap_or(line);
     let body = body.strip_suffix('\r').unwrap_or(body);
-    if units(body) > max_fence_units(limit) {
+    // Counted only as far as it matters: a long line is text, however long.
+    let most = max_fence_units(limit);
+    if body.len() > 4 * most || body.encode_utf16().take(most + 1).count() > most {
         return None;
     }
     body.trim_start_matches([' ', '\t'])
@@ -129,11 +133,6 @@ impl<'a> Splitter<'a> {
         self.used = self.reopen.as_deref().map_or(0, units);
     }
 
-    fn push(&mut self, piece: &str) {
-        self.end += piece.len();
-        self.used += units(piece);
-    }
-
     /// Room left in the current chunk for text that keeps `open` as it is.
     fn room(&self) -> usize {
         self.limit
@@ -147,33 +146,37 @@ impl<'a> Splitter<'a> {
             (Some(i), None) => Some((*i).to_string()),
             (None, o) => o.clone(),
         };
-        let need = units(line) + Self::close_cost(next_open.as_ref());
+        let line_units = units(line);
+        let need = line_units + Self::close_cost(next_open.as_ref());
         if self.used + need > self.limit && self.has_body() {
             self.flush();
         }
         if self.used + need <= self.limit {
-            self.push(line);
+            self.end += line.len();
+            self.used += line_units;
             self.open = next_open;
             return;
         }
         // Only a text line gets here: a fence line is at most a quarter of the limit, and so is
         // a reopen line, which leaves room for both and the close.
         debug_assert!(info.is_none());
-        self.long_line(line);
+        self.long_line(line, line_units);
     }
 
-    /// Cuts a text line that does not fit in a chunk of its own.
-    fn long_line(&mut self, line: &'a str) {
+    /// Cuts a text line that does not fit in a chunk of its own. Linear in the line's length:
+    /// its units are counted once, and each cut only looks as far as the chunk's room.
+    fn long_line(&mut self, line: &'a str, line_units: usize) {
         // Longer than a fence line may be, even when the last piece's line ending (up to two
         // units, not counted in a fence line) is taken off, and when a surrogate pair at the
         // cut leaves a head one unit short.
         let min_piece = max_fence_units(self.limit) + 3;
         let mut rest = line;
+        let mut left = line_units;
         loop {
             let room = self.room();
-            let left = units(rest);
             if left <= room {
-                self.push(rest);
+                self.end += rest.len();
+                self.used += left;
                 return;
             }
             // Leave the rest long enough that it cannot be taken for a fence line.
@@ -182,8 +185,10 @@ impl<'a> Splitter<'a> {
             } else {
                 room
             };
-            let cut = cut_point(rest, min_piece, most);
-            self.push(&rest[..cut]);
+            let (cut, head_units) = cut_point(rest, min_piece, most);
+            self.end += cut;
+            self.used += head_units;
+            left -= head_units;
             rest = &rest[cut..];
             self.flush();
         }
@@ -222,36 +227,44 @@ pub fn split_message(text: &str, limit: usize) -> Vec<String> {
         .collect()
 }
 
-/// The byte index at which to cut `s`: the head holds at least `least` and at most `most` UTF-16
-/// units (`least <= most`), ending after the last whitespace in that range if there is one,
-/// else at the last character boundary that fits. A character is never split, so the head may
-/// hold one unit less than `least` when a surrogate pair straddles it.
-fn cut_point(s: &str, least: usize, most: usize) -> usize {
+/// Where to cut `s`, and the UTF-16 units of the head: the head holds at least `least` and at
+/// most `most` units (`least <= most`), ending after the last whitespace in that range if there
+/// is one, else at the last character boundary that fits. A character is never split, so the
+/// head may hold one unit less than `least` when a surrogate pair straddles it. Reads at most
+/// `most` units of `s`.
+fn cut_point(s: &str, least: usize, most: usize) -> (usize, usize) {
     let mut used = 0;
-    let mut last_fit = 0;
+    let mut last_fit = (0, 0);
     let mut last_space = None;
     for (i, c) in s.char_indices() {
-        used += c.len_utf16();
-        if used > most {
+        if used + c.len_utf16() > most {
             break;
         }
-        last_fit = i + c.len_utf8();
+        used += c.len_utf16();
+        last_fit = (i + c.len_utf8(), used);
         if c.is_whitespace() && used >= least {
             last_space = Some(last_fit);
         }
     }
     let cut = last_space.unwrap_or(last_fit);
-    if cut == 0 {
-        s.chars().next().map_or(s.len(), char::len_utf8)
+    if cut.0 == 0 {
+        s.chars()
+            .next()
+            .map_or((s.len(), 0), |c| (c.len_utf8(), c.len_utf16()))
     } else {
         cut
     }
 }
 
 /// The first part of `text` as a preview of at most `limit` units (fences balanced), for a
-/// reply that is sent as a file.
+/// reply that is sent as a file. Only the text's beginning is split: a preview of a huge reply
+/// costs no more than one of a short one.
 pub fn preview(text: &str, limit: usize) -> String {
-    split_message(text, limit)
+    let mut head = text.len().min(8 * limit.max(MIN_LIMIT));
+    while !text.is_char_boundary(head) {
+        head -= 1;
+    }
+    split_message(&text[..head], limit)
         .into_iter()
         .next()
         .unwrap_or_default()
@@ -330,6 +343,36 @@ mod tests {
     use std::fmt::Write as _;
 
     use super::*;
+
+    thread_local! {
+        /// Bytes whose UTF-16 units were counted on this thread: the splitter's work.
+        pub(super) static SCANNED: std::cell::Cell<usize> = const { std::cell::Cell::new(0) };
+    }
+
+    /// Splits `text` and answers how many bytes were scanned per byte of text.
+    fn work(text: &str) -> f64 {
+        SCANNED.with(|n| n.set(0));
+        let parts = split_message(text, DISCORD_LIMIT);
+        assert!(!parts.is_empty());
+        SCANNED.with(std::cell::Cell::get) as f64 / text.len() as f64
+    }
+
+    #[test]
+    fn the_work_of_a_split_grows_linearly_with_the_text() {
+        // One line of 4 MB, as a reply of minified output can be; and many lines.
+        for unit in ["x", "é", "word ", "🙂"] {
+            for size in [10_000, 1_000_000, 4_000_000] {
+                let line = unit.repeat(size / unit.len());
+                let per_byte = work(&line);
+                assert!(
+                    per_byte <= 2.0,
+                    "{unit:?} × {size}: {per_byte} bytes scanned per byte"
+                );
+            }
+        }
+        let lines = "a line of text\n".repeat(300_000);
+        assert!(work(&lines) <= 2.0);
+    }
 
     fn balanced(chunk: &str) -> bool {
         chunk

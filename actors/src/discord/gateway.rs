@@ -92,7 +92,8 @@ pub struct ReceiveClick(pub Box<ComponentInteraction>);
 #[rtype(result = "()")]
 struct PromptPosted {
     token: String,
-    message: Option<MessageId>,
+    /// Its message, or why Discord would not post it.
+    message: Result<MessageId, String>,
 }
 
 /// Answer once every reply and progress update under way has been sent (for shutdown).
@@ -117,6 +118,8 @@ struct Prompt {
     request_id: String,
     /// Where it was posted.
     channel_id: u64,
+    /// The message whose run asked.
+    reply_to: u64,
     /// Its message, once posted.
     message: Option<MessageId>,
     /// Its text, to which the outcome is added.
@@ -649,6 +652,7 @@ impl Handler<ShowApproval> for DiscordGateway {
                 conversation_id: msg.conversation_id,
                 request_id: msg.request_id,
                 channel_id: msg.origin.channel_id,
+                reply_to: msg.origin.message_id,
                 message: None,
                 text: text.clone(),
                 chosen: vec![None; questions.len()],
@@ -681,7 +685,21 @@ impl Handler<PromptPosted> for DiscordGateway {
         let Some(p) = self.prompts.get_mut(&msg.token) else {
             return;
         };
-        p.message = msg.message;
+        let why = match msg.message {
+            Ok(id) => {
+                p.message = Some(id);
+                None
+            }
+            Err(why) => Some(why),
+        };
+        if let Some(why) = why {
+            // Nobody can answer a prompt nobody sees: denied now, not at the timeout.
+            let Some(p) = self.prompts.remove(&msg.token) else {
+                return;
+            };
+            self.prompt_not_shown(p, msg.token, &why, ctx);
+            return;
+        }
         if let (Some(text), Some(message)) = (p.closed.take(), p.message) {
             let (out, channel) = (self.outbound.clone(), p.channel_id);
             self.prompts.remove(&msg.token);
@@ -690,6 +708,33 @@ impl Handler<PromptPosted> for DiscordGateway {
                 ctx,
             );
         }
+    }
+}
+
+impl DiscordGateway {
+    /// A permission prompt Discord would not post: the request is denied at once (Claude is
+    /// told why) and the channel told.
+    fn prompt_not_shown(&mut self, p: Prompt, token: String, why: &str, ctx: &mut Context<Self>) {
+        warn!(channel_id = p.channel_id, request_id = %p.request_id, %why, "a permission prompt could not be shown; denied");
+        self.registry.do_send(AnswerApproval {
+            conversation_id: p.conversation_id,
+            request_id: p.request_id,
+            token,
+            answer: ApprovalAnswer::Deny(Some(format!(
+                "The request could not be shown to anyone in the chat ({why}), so it was denied."
+            ))),
+            by: "the coordinator".into(),
+        });
+        let out = self.outbound.clone();
+        let (channel, about) = (p.channel_id, p.reply_to);
+        let text = format!(
+            "⚠️ Claude asked for a permission, but the request could not be shown here ({why}), so it was denied and Claude was told."
+        );
+        self.send_in_order(
+            channel,
+            async move { out.send_note(channel, about, &text).await },
+            ctx,
+        );
     }
 }
 
@@ -808,15 +853,17 @@ impl DiscordGateway {
                 ComponentInteractionDataKind::StringSelect { values } => values.clone(),
                 _ => Vec::new(),
             };
-            let valid = p.questions.get(n).is_some_and(|(_, options)| {
-                !values.is_empty() && values.iter().all(|v| options.contains(v))
-            });
-            if !valid {
+            let picked = p
+                .questions
+                .get(n)
+                .filter(|_| !values.is_empty())
+                .and_then(|(_, options)| super::approvals::chosen(&values, options));
+            let Some(picked) = picked else {
                 let response = whisper("That option does not exist.");
                 self.send_later(async move { out.respond(&click, response).await }, ctx);
                 return;
-            }
-            p.chosen[n] = Some(values.join(", "));
+            };
+            p.chosen[n] = Some(picked.join(", "));
             if p.chosen.iter().any(Option::is_none) {
                 // More questions to answer: acknowledged, nothing sent yet.
                 let ack = CreateInteractionResponse::Acknowledge;

@@ -161,7 +161,7 @@ impl Outbound {
         report: &dyn Fn(Delivery),
     ) {
         let channel_id = ChannelId::new(channel.max(1));
-        let chunks = split_message(text, DISCORD_LIMIT);
+        let chunks = split_off_thread(text).await;
         let as_file = chunks.len() > self.max_chunks;
         let text_parts = if as_file { 1 } else { chunks.len() };
         if from < text_parts {
@@ -401,7 +401,7 @@ impl Outbound {
     }
 
     /// Posts a message with buttons (a permission prompt, a progress message), replying to
-    /// `reply_to`, with `nonce` (at most 25 characters); its id, if posted.
+    /// `reply_to`, with `nonce` (at most 25 characters); its id, or why Discord would not.
     pub async fn post_with_buttons(
         &self,
         channel: u64,
@@ -409,7 +409,7 @@ impl Outbound {
         text: &str,
         components: Vec<CreateActionRow>,
         nonce: String,
-    ) -> Option<MessageId> {
+    ) -> Result<MessageId, String> {
         let channel_id = ChannelId::new(channel.max(1));
         let build = || {
             CreateMessage::new()
@@ -424,10 +424,10 @@ impl Outbound {
             .with_retry("post prompt", || self.create(channel_id, build(), &[]))
             .await
         {
-            Ok(m) => Some(m.id),
+            Ok(m) => Ok(m.id),
             Err(e) => {
-                error!(channel_id = channel, message_id = reply_to, error = %e, "permission prompt could not be posted");
-                None
+                error!(channel_id = channel, message_id = reply_to, error = %e, "a message with buttons could not be posted");
+                Err(short_reason(&e))
             }
         }
     }
@@ -579,8 +579,24 @@ impl Outbound {
             let nonce = Part::Progress(reply_to).nonce();
             self.post_with_buttons(channel.get(), reply_to, text, stop, nonce)
                 .await
+                .ok()
         }
     }
+}
+
+/// Above this many bytes a reply is split on a blocking thread: a split is linear, but a few
+/// megabytes of it would still hold up every other conversation's replies on the actors' thread.
+const SPLIT_OFF_THREAD: usize = 64 * 1024;
+
+/// The messages of `text` ([`split_message`]), split off the actors' thread when it is large.
+async fn split_off_thread(text: &str) -> Vec<String> {
+    if text.len() <= SPLIT_OFF_THREAD {
+        return split_message(text, DISCORD_LIMIT);
+    }
+    let owned = text.to_string();
+    tokio::task::spawn_blocking(move || split_message(&owned, DISCORD_LIMIT))
+        .await
+        .unwrap_or_else(|_| split_message(text, DISCORD_LIMIT))
 }
 
 /// The progress message: the last few steps, and how many there were.

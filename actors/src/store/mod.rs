@@ -90,8 +90,8 @@ pub struct RecordRun {
     pub reply: Option<Outgoing>,
 }
 
-/// Forget a conversation's session id (and its "always" rules), so its next message starts a
-/// new Claude session. Counters and cost totals are kept.
+/// Forget a conversation's session id, so its next message starts a new Claude session.
+/// Counters, cost totals and its "always" rules (which only approvers may clear) are kept.
 #[derive(Debug, Message)]
 #[rtype(result = "Result<bool, StoreError>")]
 pub struct ResetConversation {
@@ -516,22 +516,14 @@ impl Handler<ResetConversation> for SessionStoreActor {
 
     fn handle(&mut self, msg: ResetConversation, _: &mut Self::Context) -> Self::Result {
         self.write(|s| {
-            let mut conn = s.conn()?;
-            let tx = conn.transaction().map_err(StoreError::database)?;
-            let changed = tx
+            let changed = s
+                .conn()?
                 .execute(
                     "UPDATE conversations SET session_id = NULL, session_cost_usd = 0, last_error = NULL,
                          updated_at_ms = ?2 WHERE id = ?1",
                     params![to_sql_id(msg.id), now_ms()],
                 )
                 .map_err(StoreError::database)?;
-            // A new session starts without the old one's "always" rules.
-            tx.execute(
-                "DELETE FROM permission_rules WHERE conversation_id = ?1",
-                [to_sql_id(msg.id)],
-            )
-            .map_err(StoreError::database)?;
-            tx.commit().map_err(StoreError::database)?;
             Ok(changed > 0)
         })
     }

@@ -127,6 +127,9 @@ const MIGRATIONS: &[&str] = &[
         bytes      BLOB    NOT NULL,
         PRIMARY KEY (message_id, position)
     );",
+    // 8: the channel's configured permission mode when a mode was chosen from chat (the choice
+    // holds only while that stays the channel's mode).
+    "ALTER TABLE overrides ADD COLUMN mode_under TEXT;",
 ];
 
 /// How to open the store.

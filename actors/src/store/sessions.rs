@@ -8,6 +8,8 @@ use actix::{Handler, Message};
 use rusqlite::{params, Connection, OptionalExtension};
 use serde::Serialize;
 
+use crate::claude::PermissionMode;
+
 use super::{now_ms, to_sql_id, SessionStoreActor, StoreError};
 
 // ---------------------------------------------------------------------------------------------
@@ -100,8 +102,11 @@ pub struct Usage {
 pub struct Overrides {
     /// `--model`.
     pub model: Option<String>,
-    /// `--permission-mode`, as the CLI spells it.
-    pub permission_mode: Option<String>,
+    /// `--permission-mode`.
+    pub permission_mode: Option<PermissionMode>,
+    /// The channel's configured mode when `permission_mode` was chosen: the choice holds only
+    /// while that is still the channel's mode (and the channel allows mode changes).
+    pub mode_under: Option<PermissionMode>,
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -236,12 +241,16 @@ impl Handler<LoadOverrides> for SessionStoreActor {
         self.timed(|s| {
             s.conn()?
                 .query_row(
-                    "SELECT model, permission_mode FROM overrides WHERE conversation_id = ?1",
+                    "SELECT model, permission_mode, mode_under FROM overrides WHERE conversation_id = ?1",
                     [to_sql_id(msg.conversation_id)],
                     |r| {
+                        let mode = |i| -> rusqlite::Result<Option<PermissionMode>> {
+                            Ok(r.get::<_, Option<String>>(i)?.as_deref().and_then(PermissionMode::parse))
+                        };
                         Ok(Overrides {
                             model: r.get(0)?,
-                            permission_mode: r.get(1)?,
+                            permission_mode: mode(1)?,
+                            mode_under: mode(2)?,
                         })
                     },
                 )
@@ -259,12 +268,13 @@ impl Handler<SaveOverrides> for SessionStoreActor {
         self.write(|s| {
             s.conn()?
                 .execute(
-                    "INSERT INTO overrides (conversation_id, model, permission_mode) VALUES (?1, ?2, ?3) \
-                     ON CONFLICT (conversation_id) DO UPDATE SET model = ?2, permission_mode = ?3",
+                    "INSERT INTO overrides (conversation_id, model, permission_mode, mode_under) VALUES (?1, ?2, ?3, ?4) \
+                     ON CONFLICT (conversation_id) DO UPDATE SET model = ?2, permission_mode = ?3, mode_under = ?4",
                     params![
                         to_sql_id(msg.conversation_id),
                         msg.overrides.model,
-                        msg.overrides.permission_mode
+                        msg.overrides.permission_mode.map(PermissionMode::as_str),
+                        msg.overrides.mode_under.map(PermissionMode::as_str),
                     ],
                 )
                 .map(|_| ())

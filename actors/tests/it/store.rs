@@ -145,8 +145,8 @@ async fn data_survives_reopening_and_migrations_run_once() {
         .pragma_query_value(None, "user_version", |r| r.get(0))
         .expect("pragma");
     assert_eq!(
-        version, 7,
-        "conversations; rules and the approvals audit; the CLI processes running; inbox and outbox; sessions, run costs, overrides; outbox files; their bytes"
+        version, 8,
+        "conversations; rules and the approvals audit; the CLI processes running; inbox and outbox; sessions, run costs, overrides; outbox files; their bytes; the mode a chat choice was made under"
     );
     let mode: String = conn
         .pragma_query_value(None, "journal_mode", |r| r.get(0))
@@ -550,7 +550,8 @@ async fn sessions_costs_and_choices_are_kept_per_conversation() {
     // Choices made from chat.
     let choice = Overrides {
         model: Some("sonnet".into()),
-        permission_mode: Some("plan".into()),
+        permission_mode: Some(actors::claude::PermissionMode::Plan),
+        mode_under: Some(actors::claude::PermissionMode::Default),
     };
     store
         .send(SaveOverrides {

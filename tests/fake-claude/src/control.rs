@@ -395,14 +395,35 @@ pub fn bash_request(request_id: &str, tool_use_id: &str, command: &str, cwd: &st
 
 /// The `AskUserQuestion` request of `p_41`; with `two`, a second question allowing several
 /// answers (`multiSelect`, as the input schema has it).
-pub fn question_request(request_id: &str, tool_use_id: &str, two: bool) -> Value {
+/// Which questions `ASKQ…` asks.
+#[derive(Clone, Copy, PartialEq, Eq)]
+pub enum Questions {
+    /// `ASKQ`: one.
+    One,
+    /// `ASKQ2`: two, the second multi-select.
+    Two,
+    /// `ASKQODD`: one whose labels repeat and run past Discord's 100 characters.
+    Odd,
+}
+
+pub fn question_request(request_id: &str, tool_use_id: &str, which: Questions) -> Value {
+    if which == Questions::Odd {
+        let long = "L".repeat(150);
+        let questions = vec![json!({"question": "Which one?", "header": "Odd",
+            "options": [{"label": "Same"}, {"label": "Same"}, {"label": long}],
+            "multiSelect": false})];
+        return json!({"type": "control_request", "request_id": request_id, "request": {
+            "subtype": "can_use_tool", "tool_name": "AskUserQuestion", "display_name": "AskUserQuestion",
+            "input": {"questions": questions}, "requires_user_interaction": true,
+            "tool_use_id": tool_use_id}});
+    }
     let mut questions = vec![
         json!({"question": "Which color should the button be?", "header": "Color",
         "options": [{"label": "Blue", "description": "A calm blue"},
                     {"label": "Red", "description": "A bold red"}],
         "multiSelect": false}),
     ];
-    if two {
+    if which == Questions::Two {
         questions.push(json!({"question": "Which sizes should it come in?", "header": "Sizes",
             "options": [{"label": "S", "description": "small"}, {"label": "M", "description": "medium"},
                         {"label": "L", "description": "large"}],

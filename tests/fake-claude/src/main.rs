@@ -22,7 +22,7 @@
 //! | `TOOL` / `TOOL:<cmd>` | call Bash (`echo hi` or `<cmd>`, really run in the cwd) and report it |
 //! | `HISTORY`       | answer with the earlier prompts of this session                           |
 //! | `REPLYFILE:<path>` | answer with the contents of `<path>` (hostile replies in tests)        |
-//! | `ASKQ` / `ASKQ2` | ask `AskUserQuestion` (`p_41`); `ASKQ2` adds a multi-select question    |
+//! | `ASKQ` / `ASKQ2` / `ASKQODD` | ask `AskUserQuestion` (`p_41`); `ASKQ2` adds a multi-select question; `ASKQODD` asks one whose labels repeat and are 150 characters long |
 //! | `USAGELIMIT:<t>` | until unix second `t`: a subscription's usage limit as observed (`u_oauth_limit_*`): a `rate_limit_event` (once per process), the error line with `api_error_params`, the `usage_limit_reached` result, exit 1; after `t`, as usual |
 //! | `API429:<t>`    | until unix second `t`: the API key's 429 of `u_api429_*` (no reset time); after `t`, as usual |
 //! | `WRITEFILE:<name>[:<bytes>]` | write a file (a line of text, or `<bytes>` bytes) to `$CLAUDE_COORDINATOR_OUTBOX` |
@@ -780,14 +780,14 @@ fn ask_question(
     s: &mut Session,
     out: &mut Out,
     input: Option<&mut Input>,
-    two: bool,
+    which: control::Questions,
     started: Instant,
 ) -> Result<String, TurnEnd> {
     let tool_use_id = format!("toolu_mock_{}", &new_uuid().replace('-', "")[..20]);
     let Some(input) = input.filter(|_| s.state.prompt_tool) else {
         return Ok("The user did not answer the questions.".to_string());
     };
-    let request = control::question_request(&new_uuid(), &tool_use_id, two);
+    let request = control::question_request(&new_uuid(), &tool_use_id, which);
     out.line(&assistant_value(
         &s.id,
         &s.model,
@@ -1407,7 +1407,14 @@ fn turn(
         answer = format!("tool said: {said}");
         num_turns = 2;
     } else if prompt.contains("ASKQ") {
-        match ask_question(s, out, input, prompt.contains("ASKQ2"), started) {
+        let which = if prompt.contains("ASKQ2") {
+            control::Questions::Two
+        } else if prompt.contains("ASKQODD") {
+            control::Questions::Odd
+        } else {
+            control::Questions::One
+        };
+        match ask_question(s, out, input, which, started) {
             Ok(said) => answer = format!("tool said: {said}"),
             Err(end) => return end,
         }

@@ -89,6 +89,8 @@ struct Inner {
     base: Mutex<String>,
     /// Where a request or an answer differed from Discord's spec, or a dispatch from its pages.
     violations: Mutex<Vec<String>>,
+    /// Permission prompts (posts starting with 🔐) still to refuse with 400.
+    refuse_prompts: AtomicU64,
     /// Guild members' roles, by user (`GET /guilds/{g}/members/{u}`; others are not members).
     roles: Mutex<HashMap<u64, Vec<u64>>>,
     /// History reads under way now, per channel, and the most at once (in all, and of one
@@ -270,6 +272,12 @@ impl DiscordServer {
     /// value, in seconds.
     pub fn rate_limit_next_posts(&self, waits: &[f64]) {
         self.inner.rate_limits.lock().expect("lock").extend(waits);
+    }
+
+    /// The next `n` permission prompts (posts starting with 🔐) are refused with 400, as Discord
+    /// refuses a message it finds malformed.
+    pub fn refuse_next_prompts(&self, n: u64) {
+        self.inner.refuse_prompts.store(n, Ordering::SeqCst);
     }
 
     /// Makes `user` a member of the guild with `roles`.
@@ -1028,6 +1036,34 @@ async fn read_post(req: Request, headers: &HeaderMap) -> (Value, Vec<(String, St
     }
 }
 
+/// Whether Discord refuses this message post as malformed (400, 50035): a select menu whose
+/// options repeat a value — Discord's own behaviour, which the OpenAPI spec does not state (its
+/// options have no `uniqueItems`) — or a prompt the test asked to be refused.
+fn refused_as_malformed(inner: &Inner, body: &Value) -> bool {
+    let repeated = body["components"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .flat_map(|row| row["components"].as_array().cloned().unwrap_or_default())
+        .any(|c| {
+            let values: Vec<&Value> = c["options"]
+                .as_array()
+                .map(|o| o.iter().map(|x| &x["value"]).collect())
+                .unwrap_or_default();
+            let distinct: std::collections::HashSet<String> =
+                values.iter().map(ToString::to_string).collect();
+            distinct.len() != values.len()
+        });
+    let refuse_prompt = body["content"]
+        .as_str()
+        .is_some_and(|c| c.starts_with("🔐"))
+        && inner
+            .refuse_prompts
+            .fetch_update(Ordering::SeqCst, Ordering::SeqCst, |n| n.checked_sub(1))
+            .is_ok();
+    repeated || refuse_prompt
+}
+
 async fn create_message(
     State(inner): State<Arc<Inner>>,
     Path(id): Path<u64>,
@@ -1064,6 +1100,11 @@ async fn create_message(
         } else {
             json!({"message": "Invalid Form Body", "code": 50035})
         };
+        return (StatusCode::BAD_REQUEST, Json(error)).into_response();
+    }
+    if refused_as_malformed(&inner, &body) {
+        record(&inner, "POST", path, body, files, &headers, 400);
+        let error = json!({"message": "Invalid Form Body", "code": 50035});
         return (StatusCode::BAD_REQUEST, Json(error)).into_response();
     }
     // A nonce seen before with enforce_nonce: the message created then, not a second one.

@@ -313,7 +313,12 @@ impl Harness {
             rx,
             progress: Vec::new(),
             approvals: Vec::new(),
-            next_message: 0,
+            // Ids from the clock: a harness started again on the same database must not
+            // send ids its inbox already holds (they would be dropped as copies).
+            next_message: std::time::SystemTime::now()
+                .duration_since(std::time::UNIX_EPOCH)
+                .map_or(0, |d| d.as_millis() as u64)
+                * 1000,
         }
     }
 
