@@ -65,6 +65,11 @@ pub fn check(settings: &Settings, for_run: bool) -> Vec<Finding> {
         format!("loaded; {} channel(s)", settings.channel.len()),
     )];
     out.push(check_claude(settings));
+    out.push(finding(
+        Level::Ok,
+        "processes",
+        settings.claude.warm_cap().to_string(),
+    ));
     out.extend(check_root_bypass(settings));
     out.push(check_store(settings));
     for ch in &settings.channel {

@@ -448,20 +448,28 @@ impl Settings {
     /// Numbers that become durations, counts or sizes: bounded, so none can overflow a clock or
     /// a counter at run time.
     fn validate_ranges(&self) -> Result<(), SettingsError> {
+        for (key, value, least, most) in self.ranges() {
+            if !(least..=most).contains(&value) {
+                return Err(invalid(
+                    key,
+                    format!("{value} is out of range: must be between {least} and {most}"),
+                ));
+            }
+        }
+        Ok(())
+    }
+
+    /// Every bounded number: (key, value, least, most).
+    fn ranges(&self) -> Vec<(&'static str, u64, u64, u64)> {
         const DAY: u64 = 86_400;
-        let (c, d) = (&self.claude, &self.discord);
-        let r = &self.recovery;
-        let f = &self.files;
-        let checks: [(&str, u64, u64, u64); 27] = [
-            ("files.max_attachments", f.max_attachments as u64, 0, 10),
-            ("files.max_bytes", f.max_bytes, 0, 500 * 1024 * 1024),
-            ("files.max_images", f.max_images as u64, 0, 20),
-            (
-                "files.max_image_bytes",
-                f.max_image_bytes,
-                0,
-                20 * 1024 * 1024,
-            ),
+        const MIB: u64 = 1024 * 1024;
+        let (c, d, r, f) = (&self.claude, &self.discord, &self.recovery, &self.files);
+        let count = |v: usize| v as u64;
+        vec![
+            ("files.max_attachments", count(f.max_attachments), 0, 10),
+            ("files.max_bytes", f.max_bytes, 0, 500 * MIB),
+            ("files.max_images", count(f.max_images), 0, 20),
+            ("files.max_image_bytes", f.max_image_bytes, 0, 20 * MIB),
             (
                 "files.download_timeout_secs",
                 f.download_timeout_secs,
@@ -472,23 +480,17 @@ impl Settings {
                 "files.max_attachment_bytes",
                 f.max_attachment_bytes,
                 1,
-                500 * 1024 * 1024,
+                500 * MIB,
             ),
-            ("recovery.retention_days", r.retention_days, 1, 3650),
             ("files.retention_days", f.retention_days, 0, 3650),
+            ("recovery.retention_days", r.retention_days, 1, 3650),
             (
                 "recovery.catch_up_concurrency",
-                r.catch_up_concurrency as u64,
+                count(r.catch_up_concurrency),
                 1,
                 32,
             ),
-            (
-                "channels.usage_backoff_secs",
-                self.channels.usage_backoff_secs,
-                1,
-                1800,
-            ),
-            ("recovery.catch_up_max", r.catch_up_max as u64, 0, 1000),
+            ("recovery.catch_up_max", count(r.catch_up_max), 0, 1000),
             (
                 "recovery.catch_up_max_age_secs",
                 r.catch_up_max_age_secs,
@@ -505,9 +507,15 @@ impl Settings {
             ("claude.kill_grace_secs", c.kill_grace_secs, 0, 3600),
             (
                 "claude.max_concurrent_runs",
-                c.max_concurrent_runs as u64,
+                count(c.max_concurrent_runs),
                 1,
                 256,
+            ),
+            (
+                "claude.max_warm_sessions",
+                count(c.max_warm_sessions),
+                0,
+                1024,
             ),
             (
                 "store.busy_timeout_ms",
@@ -515,14 +523,21 @@ impl Settings {
                 0,
                 600_000,
             ),
+            ("store.pool_size", u64::from(self.store.pool_size), 1, 64),
+            (
+                "channels.usage_backoff_secs",
+                self.channels.usage_backoff_secs,
+                1,
+                1800,
+            ),
             (
                 "channels.queue_limit",
-                self.channels.queue_limit as u64,
+                count(self.channels.queue_limit),
                 0,
                 100_000,
             ),
             ("channels.idle_secs", self.channels.idle_secs, 0, 30 * DAY),
-            ("discord.max_chunks", d.max_chunks as u64, 1, 100),
+            ("discord.max_chunks", count(d.max_chunks), 1, 100),
             ("discord.send_retries", u64::from(d.send_retries), 0, 20),
             ("discord.retry_backoff_ms", d.retry_backoff_ms, 1, 60_000),
             ("discord.progress_edit_secs", d.progress_edit_secs, 0, 3600),
@@ -534,17 +549,7 @@ impl Settings {
             ),
             ("metrics.interval_secs", self.metrics.interval_secs, 0, DAY),
             ("shutdown.grace_secs", self.shutdown.grace_secs, 0, DAY),
-            ("store.pool_size", u64::from(self.store.pool_size), 1, 64),
-        ];
-        for (key, value, least, most) in checks {
-            if !(least..=most).contains(&value) {
-                return Err(invalid(
-                    key,
-                    format!("{value} is out of range: must be between {least} and {most}"),
-                ));
-            }
-        }
-        Ok(())
+        ]
     }
 
     /// The configured channel called `name`.

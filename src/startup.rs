@@ -99,7 +99,7 @@ impl Application {
         let run_slots = Arc::clone(&self.run_slots);
         let limits = self.settings.channels.clone();
         let metrics = self.metrics.clone().recipient();
-        let warm = WarmPool::new(self.settings.claude.max_warm_sessions);
+        let warm = WarmPool::new(self.settings.claude.warm_cap().max);
         let usage = UsageGate::new(self.settings.channels.usage_backoff());
         let mut files = self.settings.files.clone();
         if self.settings.discord.is_proxied() {

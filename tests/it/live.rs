@@ -450,3 +450,66 @@ async fn a_stored_session_the_cli_no_longer_knows_starts_a_new_one_and_says_so()
     assert!(argv_of(&starts[1]).contains(&old));
     assert!(!argv_of(&starts[2]).contains(&"--resume".to_string()));
 }
+
+/// The most live stand-in processes at once, from their start and end records (one with no end
+/// counts as running to the end).
+fn peak_live_processes(env: &TestEnv) -> usize {
+    let records = env.records();
+    let mut edges: Vec<(u64, i32)> = Vec::new();
+    for start in records
+        .iter()
+        .filter(|r| r["event"] == "start" && crate::support::is_live(r))
+    {
+        let at = start["at_ms"].as_u64().unwrap_or_default();
+        let end = records
+            .iter()
+            .find(|e| e["event"] == "end" && e["pid"] == start["pid"])
+            .and_then(|e| e["at_ms"].as_u64())
+            .unwrap_or(u64::MAX);
+        edges.push((at, 1));
+        edges.push((end, -1));
+    }
+    edges.sort_unstable();
+    let (mut now, mut peak) = (0_i32, 0_i32);
+    for (_, d) in edges {
+        now += d;
+        peak = peak.max(now);
+    }
+    peak as usize
+}
+
+#[actix_rt::test]
+async fn the_cap_on_live_processes_holds_at_every_moment() {
+    let env = TestEnv::new();
+    let mut s = env.settings();
+    s.claude.max_warm_sessions = 2;
+    s.claude.max_concurrent_runs = 4;
+    s.claude
+        .env
+        .insert("FAKE_CLAUDE_SLOW_MS".into(), "300".into());
+    // Six conversations, two messages each, all at once.
+    for i in 0..3_u64 {
+        let mut more = s.channel[0].clone();
+        more.id = 2001 + i;
+        more.name = format!("more{i}");
+        s.channel.push(more);
+    }
+    let names: Vec<String> = s.channel.iter().map(|c| c.name.clone()).collect();
+    let mut h = Harness::start(s).await;
+    for round in 0..2 {
+        for name in &names {
+            h.send(name, &format!("SLOW {name} {round}"));
+        }
+    }
+    let replies = h.replies(names.len() * 2).await;
+    assert!(replies.iter().all(|r| !r.is_error), "{replies:?}");
+    let peak = peak_live_processes(&env);
+    assert!(
+        peak <= 2,
+        "{peak} live processes at once, over the cap of 2"
+    );
+    assert!(
+        env.starts().len() >= names.len(),
+        "every conversation got a process"
+    );
+}

@@ -72,6 +72,8 @@ pub(super) struct Job {
     pub(super) files: crate::files::FilesConfig,
     /// Runs git for the thread's worktree.
     pub(super) git: crate::worktree::Git,
+    /// The cap on live processes, and who may be asked to end for this run.
+    pub(super) warm: super::WarmPool,
     pub(super) cancel: CancellationToken,
     /// Carried over from the run before, if its record is not written yet; else the store
     /// is read.
@@ -352,11 +354,19 @@ impl Job {
                 }
                 let mut spawn = req.clone();
                 spawn.allowed_tools = self.stored_rules().await;
+                // A place under `claude.max_warm_sessions` first: the cap holds at every moment.
+                let slot = tokio::select! {
+                    slot = self.warm.acquire(self.conversation.id) => slot,
+                    () = self.cancel.cancelled() => {
+                        return Ok(RunReport::cancelled_before_start());
+                    }
+                };
                 // fork and exec block: not on the actors' thread.
                 let runner = self.runner.clone();
-                let live = tokio::task::spawn_blocking(move || LiveSession::spawn(&runner, &spawn))
-                    .await
-                    .map_err(|e| RunError::Wait(std::io::Error::other(e)))??;
+                let live =
+                    tokio::task::spawn_blocking(move || LiveSession::spawn(&runner, &spawn, slot))
+                        .await
+                        .map_err(|e| RunError::Wait(std::io::Error::other(e)))??;
                 self.metrics
                     .do_send(RecordMetric(Metric::Session(SessionMetric::Spawned {
                         resumed: req.resume.is_some(),

@@ -738,20 +738,17 @@ impl ChannelActor {
             permission_mode: self.permission_mode(),
             files: self.deps.files.clone(),
             git: self.deps.git.clone(),
+            warm: self.deps.warm.clone(),
             cancel: cancel.clone(),
             prior: self.carry.clone(),
-            live: self.warm.take(),
+            // Taken once the run has its slot: until then the process idles, and may be ended
+            // for another conversation's run.
+            live: None,
             live_mode: self.deps.runner.config().live_sessions,
             asks: ctx.address().recipient(),
             withdrawn: ctx.address().recipient(),
             metrics: self.deps.metrics.clone(),
         };
-        if job.live_mode {
-            self.warm_gen += 1;
-            self.deps
-                .warm
-                .busy(self.conversation.id, ctx.address().recipient());
-        }
         let slots = Arc::clone(&self.deps.run_slots);
         let wait_for_slot = async move {
             tokio::select! {
@@ -761,7 +758,16 @@ impl ChannelActor {
         };
         let fut = wait_for_slot
             .into_actor(self)
-            .then(move |permit, act, _| {
+            .then(move |permit, act, ctx| {
+                let mut job = job;
+                if job.live_mode {
+                    // The turn runs now: the process is busy, no longer to be ended for others.
+                    job.live = act.warm.take();
+                    act.warm_gen += 1;
+                    act.deps
+                        .warm
+                        .busy(act.conversation.id, ctx.address().recipient());
+                }
                 if permit.is_some() {
                     if let Some(c) = act.current.as_mut() {
                         c.started_at = Some(SystemTime::now());
@@ -1097,8 +1103,7 @@ impl Handler<EndWarmSession> for ChannelActor {
     type Result = ();
 
     fn handle(&mut self, msg: EndWarmSession, _: &mut Self::Context) {
-        if self.current.is_none() {
-            self.end_warm(msg.reason);
-        }
+        // Between turns the process is here (a run waiting for its slot has not taken it yet).
+        self.end_warm(msg.reason);
     }
 }

@@ -152,9 +152,10 @@ pub struct ClaudeConfig {
     /// Idle seconds before a warm process is ended (0: end it after every turn).
     #[serde(default = "default_keep_warm")]
     pub keep_warm_secs: u64,
-    /// Warm processes across all conversations; beyond it the least recently used idle one is
-    /// ended first.
-    #[serde(default = "default_max_warm")]
+    /// Live CLI processes across all conversations, at every moment; a run that needs one more
+    /// ends the least recently used idle one, or waits. 0: derived from the machine's memory
+    /// ([`ClaudeConfig::warm_cap`]).
+    #[serde(default)]
     pub max_warm_sessions: usize,
     /// Seconds a permission request waits for an answer before it is denied (the CLI itself
     /// would wait for ever).
@@ -170,15 +171,86 @@ fn default_keep_warm() -> u64 {
     600
 }
 
-fn default_max_warm() -> usize {
-    4
-}
-
 fn default_approval_timeout() -> u64 {
     600
 }
 
+/// What one real CLI process holds: 210–260 MB resident were measured (2.1.330); the cap is
+/// worked out from the upper end.
+pub const CLI_RSS_BYTES: u64 = 260 * 1024 * 1024;
+
+/// The cap on live CLI processes, and where it comes from.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct WarmCap {
+    /// At most this many live processes.
+    pub max: usize,
+    /// The memory it was derived from (`None`: set in the settings).
+    pub memory: Option<u64>,
+}
+
+impl WarmCap {
+    /// The cap for `memory` bytes of memory: half of it, at [`CLI_RSS_BYTES`] per process, at
+    /// least 1 and at most 64.
+    pub fn for_memory(memory: u64) -> Self {
+        Self {
+            max: usize::try_from(memory / 2 / CLI_RSS_BYTES)
+                .unwrap_or(64)
+                .clamp(1, 64),
+            memory: Some(memory),
+        }
+    }
+}
+
+impl std::fmt::Display for WarmCap {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self.memory {
+            Some(m) => write!(
+                f,
+                "at most {} live CLI processes (half of {:.1} GiB of memory at ~{} MB each; set claude.max_warm_sessions to choose)",
+                self.max,
+                m as f64 / f64::from(1 << 30),
+                CLI_RSS_BYTES / (1024 * 1024)
+            ),
+            None => write!(f, "at most {} live CLI processes (claude.max_warm_sessions)", self.max),
+        }
+    }
+}
+
+/// The memory this service may use: the machine's (`MemTotal`), or its cgroup's limit if lower.
+pub fn machine_memory() -> Option<u64> {
+    let total = std::fs::read_to_string("/proc/meminfo")
+        .ok()
+        .and_then(|m| {
+            m.lines()
+                .find_map(|l| l.strip_prefix("MemTotal:"))
+                .and_then(|v| v.trim().trim_end_matches("kB").trim().parse::<u64>().ok())
+                .map(|kb| kb * 1024)
+        })?;
+    let cgroup = std::fs::read_to_string("/sys/fs/cgroup/memory.max")
+        .ok()
+        .and_then(|v| v.trim().parse::<u64>().ok());
+    Some(cgroup.map_or(total, |c| c.min(total)))
+}
+
 impl ClaudeConfig {
+    /// The cap on live CLI processes: `max_warm_sessions`, or derived from the memory (4 when
+    /// it cannot be read).
+    pub fn warm_cap(&self) -> WarmCap {
+        if self.max_warm_sessions > 0 {
+            return WarmCap {
+                max: self.max_warm_sessions,
+                memory: None,
+            };
+        }
+        machine_memory().map_or(
+            WarmCap {
+                max: 4,
+                memory: None,
+            },
+            WarmCap::for_memory,
+        )
+    }
+
     /// Wall-clock limit for one run.
     pub fn timeout(&self) -> Duration {
         Duration::from_secs(self.timeout_secs)
@@ -203,6 +275,22 @@ impl ClaudeConfig {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn the_warm_cap_follows_the_memory() {
+        const GIB: u64 = 1 << 30;
+        assert_eq!(
+            WarmCap::for_memory(GIB).max,
+            1,
+            "a small machine still gets one"
+        );
+        assert_eq!(WarmCap::for_memory(4 * GIB).max, 7);
+        assert_eq!(WarmCap::for_memory(24 * GIB).max, 47);
+        assert_eq!(WarmCap::for_memory(512 * GIB).max, 64, "bounded");
+        assert!(WarmCap::for_memory(24 * GIB)
+            .to_string()
+            .contains("24.0 GiB"));
+    }
 
     #[test]
     fn cost_reporting_follows_the_cli_version() {

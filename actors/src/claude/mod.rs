@@ -46,7 +46,7 @@ use tokio_util::sync::CancellationToken;
 use tracing::instrument;
 
 pub use args::{cli_prompt, user_line};
-pub use config::{ClaudeConfig, CostReporting, PermissionMode};
+pub use config::{machine_memory, ClaudeConfig, CostReporting, PermissionMode, WarmCap};
 pub use environment::cli_environment;
 pub use process::MAX_LINE_BYTES;
 pub use session::{LiveSession, SessionControl};
@@ -116,6 +116,21 @@ pub struct RunReport {
 }
 
 impl RunReport {
+    /// The report of a run cancelled before its process started: nothing ran.
+    pub fn cancelled_before_start() -> Self {
+        Self {
+            session_id: None,
+            model: None,
+            result: None,
+            rate_limit: None,
+            media_removed: 0,
+            stopped: Some(StopReason::Cancelled),
+            cost: None,
+            exit: "not started".into(),
+            stderr_tail: String::new(),
+        }
+    }
+
     /// The run failed because the API could not process an image in the session, and the CLI
     /// (older than 2.1.330, which removes it itself) would send it again with every turn.
     pub fn image_stuck(&self) -> bool {

@@ -146,8 +146,13 @@ impl std::fmt::Debug for LiveSession {
 }
 
 impl LiveSession {
-    /// Starts the CLI for `req` (its prompt unused), resuming `req.resume` if set.
-    pub fn spawn(runner: &ClaudeRunner, req: &RunRequest) -> Result<Self, RunError> {
+    /// Starts the CLI for `req` (its prompt unused), resuming `req.resume` if set. `held` (the
+    /// process's place under a cap) is kept until the process has been reaped.
+    pub fn spawn(
+        runner: &ClaudeRunner,
+        req: &RunRequest,
+        held: impl Send + 'static,
+    ) -> Result<Self, RunError> {
         let args = live_args(runner.config(), req);
         let mut child = spawn_child(runner, req, &args, Stdio::piped())?;
         // Linux pids fit in an i32 (pid_max is at most 2^22).
@@ -183,6 +188,8 @@ impl LiveSession {
         }
         std::thread::spawn(move || {
             read_stdout(stdout, child, &reaper, &ev_tx, &stderr_closed, &models);
+            // Reaped: its place under the cap is free.
+            drop(held);
             if let Some(log) = log {
                 log.ended(reaper.pgid.as_raw());
             }

@@ -1090,7 +1090,9 @@ async fn create_message(
     }
     let mut body = body;
     let content = body["content"].as_str().unwrap_or_default().to_string();
-    // Discord's rules: at most 2,000 UTF-16 units (50035), and not empty unless files are
+    // Discord's rules: at most 2,000 characters (message.mdx; the OpenAPI spec's `maxLength`
+    // says 4000, and the pages win), counted here in UTF-16 units — how Discord counts is settled
+    // by neither, so the stricter reading is taken — (50035), and not empty unless files are
     // attached (50006).
     let empty = content.trim().is_empty() && files.is_empty();
     if content.encode_utf16().count() > 2000 || empty {
@@ -1156,8 +1158,10 @@ async fn create_message(
     }
 }
 
-/// `POST /interactions/{id}/{token}/callback`: one callback per interaction (a second is a 400,
-/// code 40060, as on Discord); an unknown token is a 404, code 10062.
+/// `POST /interactions/{id}/{token}/callback`: within 3 s of the event (receiving-and-
+/// responding.mdx; later, the token is invalid: 404, code 10062) and once (a second is a 400,
+/// code 40060 — Discord's behaviour as SERENITY-LOCAL.md records it; neither the spec nor the
+/// pages give the codes).
 async fn interaction_callback(
     State(inner): State<Arc<Inner>>,
     Path((id, token)): Path<(String, String)>,
