@@ -546,14 +546,23 @@ mod tests {
         let leftover: Option<i32> = std::fs::read_to_string(dir.path().join("claude.pid"))
             .ok()
             .and_then(|pid| pid.trim().parse().ok());
-        let alive = leftover.is_some_and(|pid| {
-            let alive = std::fs::read_to_string(format!("/proc/{pid}/stat")).is_ok_and(|s| {
+        let running = |pid: i32| {
+            std::fs::read_to_string(format!("/proc/{pid}/stat")).is_ok_and(|s| {
                 !s.rsplit(')')
                     .next()
                     .unwrap_or_default()
                     .trim_start()
                     .starts_with('Z')
-            });
+            })
+        };
+        // A SIGKILL takes effect asynchronously: give the kernel a moment to
+        // carry it out before deciding the job survived it.
+        let alive = leftover.is_some_and(|pid| {
+            let deadline = std::time::Instant::now() + Duration::from_secs(10);
+            while running(pid) && std::time::Instant::now() < deadline {
+                std::thread::sleep(Duration::from_millis(20));
+            }
+            let alive = running(pid);
             let _ = nix::sys::signal::kill(Pid::from_raw(pid), Signal::SIGKILL);
             alive
         });
