@@ -18,7 +18,8 @@ use std::sync::Arc;
 use std::time::Instant;
 
 use actors::claude::WarmCap;
-use actors::frontend::{FrontEnd, FrontendEvent, Origin, ReplySink, RouteMessage};
+use actors::frontend::{Durability, FrontEnd, FrontendEvent, Origin, ReplySink, SubmitMessage};
+use actors::ids::{MessageId, UserId};
 use claude_coordinator::startup::Application;
 
 fn arg(name: &str, default: usize) -> usize {
@@ -62,22 +63,23 @@ fn run(conversations: usize, cap: usize, messages: usize) -> (usize, f64) {
         for id in 1..=messages as u64 {
             let profile = &channels[picks.next(channels.len())];
             let started = Instant::now();
-            registry.do_send(RouteMessage {
+            let id = MessageId(id);
+            registry.do_send(SubmitMessage {
                 conversation: actors::ConversationRef::channel(Arc::clone(profile)),
                 origin: Origin {
                     channel_id: profile.id,
                     message_id: id,
-                    author_id: 1,
+                    author_id: UserId(1),
                 },
                 text: format!("message {id}"),
                 attachments: Vec::new(),
                 late: false,
-                durable: true,
+                inbox: Durability::New,
                 approver: true,
             });
             loop {
                 match events.recv().await {
-                    Some(FrontendEvent::Reply(r)) if r.origin.message_id == id => break,
+                    Some(FrontendEvent::Reply(r)) if r.to.message_id() == Some(id) => break,
                     Some(_) => {}
                     None => panic!("the sink stopped"),
                 }

@@ -22,7 +22,8 @@ use std::time::Instant;
 
 use actors::claude::args::live_args;
 use actors::claude::{ClaudeRunner, RunRequest};
-use actors::frontend::{FrontEnd, FrontendEvent, Origin, ReplySink, RouteMessage};
+use actors::frontend::{Durability, FrontEnd, FrontendEvent, Origin, ReplySink, SubmitMessage};
+use actors::ids::{MessageId, UserId};
 use claude_coordinator::startup::Application;
 use hdrhistogram::Histogram;
 
@@ -62,21 +63,21 @@ fn through_coordinator(
         let mut rss = Vec::new();
         let mut id = 0;
         for round in 0..rounds {
-            let mut sent: HashMap<u64, Instant> = HashMap::new();
+            let mut sent: HashMap<MessageId, Instant> = HashMap::new();
             for profile in app.channels() {
                 id += 1;
-                sent.insert(id, Instant::now());
-                registry.do_send(RouteMessage {
+                sent.insert(MessageId(id), Instant::now());
+                registry.do_send(SubmitMessage {
                     conversation: actors::ConversationRef::channel(std::sync::Arc::clone(profile)),
                     origin: Origin {
                         channel_id: profile.id,
-                        message_id: id,
-                        author_id: 1,
+                        message_id: MessageId(id),
+                        author_id: UserId(1),
                     },
                     text: format!("message {round}"),
                     attachments: Vec::new(),
                     late: false,
-                    durable: true,
+                    inbox: Durability::New,
                     approver: true,
                 });
             }
@@ -84,7 +85,7 @@ fn through_coordinator(
                 match events.recv().await {
                     Some(FrontendEvent::Reply(r)) => {
                         assert!(!r.is_error, "{r:?}");
-                        if let Some(t) = sent.remove(&r.origin.message_id) {
+                        if let Some(t) = r.to.message_id().and_then(|m| sent.remove(&m)) {
                             if round > 0 {
                                 let _ = latencies.record(t.elapsed().as_micros() as u64);
                             }

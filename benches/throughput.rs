@@ -24,7 +24,8 @@ use std::time::{Duration, Instant};
 
 use actors::conversation::ConversationRef;
 use actors::cost::CostUpdate;
-use actors::frontend::{FrontEnd, FrontendEvent, Origin, ReplySink, RouteMessage};
+use actors::frontend::{Durability, FrontEnd, FrontendEvent, Origin, ReplySink, SubmitMessage};
+use actors::ids::{ChannelId, ConversationId};
 use actors::metrics::rss_kib;
 use actors::registry::CountChannels;
 use actors::store::{open_pool, GetStoreStats, RecordRun, SessionStoreActor};
@@ -149,9 +150,9 @@ fn floor_with_store(messages: usize, channels: usize, cap: usize) -> f64 {
             let started = Instant::now();
             floor_with(messages, channels, cap, |c, session| {
                 sender.do_send(RecordRun {
-                    id: 10_000 + c as u64,
+                    id: ConversationId(10_000 + c as u64),
                     name: format!("c{c}"),
-                    profile_id: 10_000 + c as u64,
+                    profile_id: ChannelId(10_000 + c as u64),
                     project_dir: project_dir.clone(),
                     model: None,
                     session_id: Some(session.to_string()),
@@ -292,9 +293,9 @@ fn idle_actors(n: usize) -> (u64, u64) {
         tokio::time::sleep(Duration::from_millis(200)).await;
         let before = rss_kib();
         for i in 0..n as u64 {
-            registry.do_send(RouteMessage {
+            registry.do_send(SubmitMessage {
                 conversation: ConversationRef {
-                    id: 1_000_000 + i,
+                    id: ConversationId(1_000_000 + i),
                     name: format!("idle-{i}"),
                     profile: Arc::clone(&profile),
                 },
@@ -302,7 +303,7 @@ fn idle_actors(n: usize) -> (u64, u64) {
                 text: "!status".into(),
                 attachments: Vec::new(),
                 late: false,
-                durable: true,
+                inbox: Durability::New,
                 approver: true,
             });
         }

@@ -13,7 +13,7 @@ use std::time::{Duration, Instant};
 use actors::claude::{cli_environment, PermissionMode};
 use actors::store::{check_writable, open_pool};
 
-use crate::settings::{ChannelSettings, Settings};
+use crate::settings::Settings;
 
 /// How bad a finding is.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -73,7 +73,7 @@ pub fn check(settings: &Settings, for_run: bool) -> Vec<Finding> {
     out.extend(check_root_bypass(settings));
     out.push(check_store(settings));
     for ch in &settings.channel {
-        out.push(check_project_dir(&ch.name, &ch.project_dir));
+        out.push(check_project_dir(&ch.profile.name, &ch.profile.project_dir));
     }
     let discord_level = if for_run { Level::Fail } else { Level::Warn };
     out.push(if settings.discord.token.is_some() {
@@ -85,11 +85,7 @@ pub fn check(settings: &Settings, for_run: bool) -> Vec<Finding> {
             "no token: set DISCORD_TOKEN for `run`",
         )
     });
-    let channels: Vec<_> = settings
-        .channel
-        .iter()
-        .map(ChannelSettings::access)
-        .collect();
+    let channels: Vec<_> = settings.channel.iter().map(|c| c.access.clone()).collect();
     out.push(if settings.access.allow_everyone {
         finding(Level::Warn, "access", "allow_everyone = true: anyone in these channels can run Claude")
     } else if settings.access.has_allowlist(&channels) {

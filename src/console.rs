@@ -9,9 +9,10 @@ use std::fmt::Write as _;
 
 use actix::Addr;
 use actors::frontend::{
-    AnswerApproval, ApprovalAnswer, ApprovalState, DeliverReply, FrontEnd, FrontendEvent, Origin,
-    ReplyKind, ReplySink, RouteMessage, ShowApproval,
+    AnswerApproval, ApprovalAnswer, ApprovalState, DeliverReply, Durability, FrontEnd,
+    FrontendEvent, Origin, ReplyKind, ReplySink, ShowApproval, SubmitMessage,
 };
+use actors::ids::{MessageId, UserId};
 use actors::registry::ChannelRegistry;
 use serde_json::json;
 use tokio::io::{AsyncBufRead, AsyncBufReadExt, AsyncWrite, AsyncWriteExt};
@@ -145,14 +146,18 @@ where
                     continue;
                 }
                 summary.sent += 1;
-                registry.do_send(RouteMessage {
+                registry.do_send(SubmitMessage {
                     conversation: conversation.clone(),
-                    origin: Origin { channel_id: conversation.id, message_id: line_no, author_id: 0 },
+                    origin: Origin {
+                        channel_id: conversation.id.into(),
+                        message_id: MessageId(line_no),
+                        author_id: UserId::default(),
+                    },
                     text: text.to_string(),
                     attachments: Vec::new(),
                     late: false,
                     // Nobody reads the console's answers after a restart.
-                    durable: false,
+                    inbox: Durability::Transient,
                     approver: true,
                 });
             }
@@ -183,12 +188,12 @@ fn format_reply(reply: &DeliverReply, json: bool) -> String {
     if json {
         let v = json!({
             "channel": reply.conversation,
-            "message": reply.origin.message_id,
+            "message": reply.to.message_id(),
             "reply": reply.text,
             "session_id": reply.session_id,
             "is_error": reply.is_error,
             "cost_usd": reply.cost_usd,
-            "kind": format!("{:?}", reply.kind).to_lowercase(),
+            "kind": reply.kind.as_str(),
         });
         format!("{v}\n")
     } else {

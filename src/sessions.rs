@@ -121,7 +121,7 @@ async fn find(store: &Addr<SessionStoreActor>, name: &str) -> anyhow::Result<Con
     }
     if let Ok(id) = name.parse::<u64>() {
         if let Some(c) = store
-            .send(LoadConversation { id })
+            .send(LoadConversation { id: id.into() })
             .await
             .map_err(StoreError::from)??
         {
@@ -166,7 +166,7 @@ fn undelivered_text(rows: &[Outgoing]) -> String {
             out,
             "  reply to message {} ({}, {} part(s) posted{}): {}",
             r.message_id,
-            r.state,
+            r.state.as_str(),
             r.parts_sent,
             r.error
                 .as_deref()

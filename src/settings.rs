@@ -5,11 +5,11 @@
 //! (`discord.token_file`, `claude.oauth_token_file`, or systemd's credentials directory), or
 //! from the environment.
 
-use std::collections::HashSet;
+use std::collections::{BTreeMap, HashSet};
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
-use actors::claude::{ClaudeConfig, PermissionMode};
+use actors::claude::ClaudeConfig;
 use actors::conversation::ChannelProfile;
 use actors::discord::{AccessConfig, ChannelAccess, DiscordConfig};
 use actors::files::FilesConfig;
@@ -100,82 +100,30 @@ pub struct Settings {
     pub files: FilesConfig,
 }
 
-/// A `[[channel]]`: a Discord channel bound to a project directory. The core gets
-/// [`ChannelSettings::profile`], the Discord front end [`ChannelSettings::access`] as well.
+/// A `[[channel]]`: a Discord channel bound to a project directory. One table, read twice: the
+/// core's part ([`ChannelProfile`]: id, name, `project_dir`, model, tools, modes, worktrees)
+/// and the Discord front end's ([`ChannelAccess`]: `require_mention` and the channel's own
+/// allowlists). A key neither knows is an error naming it, as everywhere else.
 #[derive(Debug, Clone, Deserialize, PartialEq)]
-#[serde(deny_unknown_fields)]
 pub struct ChannelSettings {
-    /// Discord channel id.
-    pub id: u64,
-    /// Human name, used by `console --channel NAME` and in logs.
-    pub name: String,
-    /// The directory `claude` runs in.
-    pub project_dir: PathBuf,
-    /// `--model` for this channel (else `claude.model`).
-    #[serde(default)]
-    pub model: Option<String>,
-    /// `--system-prompt` for this channel.
-    #[serde(default)]
-    pub system_prompt: Option<String>,
-    /// `--tools`: the built-in tools Claude may use here (absent = the CLI's default set).
-    #[serde(default)]
-    pub tools: Option<Vec<String>>,
-    /// `--disallowedTools`.
-    #[serde(default)]
-    pub disallowed_tools: Vec<String>,
-    /// `--permission-mode` here, else `claude.permission_mode`.
-    #[serde(default)]
-    pub permission_mode: Option<PermissionMode>,
-    /// Only answer messages that mention the bot (the mention is removed from the prompt).
-    #[serde(default)]
-    pub require_mention: bool,
-    /// Users allowed here, replacing `access.allowed_users` for this channel.
-    #[serde(default)]
-    pub allowed_users: Option<Vec<u64>>,
-    /// Roles allowed here, replacing `access.allowed_roles` for this channel.
-    #[serde(default)]
-    pub allowed_roles: Option<Vec<u64>>,
-    /// Who may answer Claude's permission requests here, replacing `access.approvers`.
-    #[serde(default)]
-    pub approvers: Option<Vec<u64>>,
-    /// Approvers may change the permission mode from chat (`/claude mode`, `!mode`); never to
-    /// `bypassPermissions`.
-    #[serde(default)]
-    pub allow_mode_change: bool,
-    /// Each thread gets its own git worktree of `project_dir` (a git repository), on branch
-    /// `claude/<thread name>-<id>`; removed when the thread is archived or deleted, if clean.
-    #[serde(default)]
-    pub thread_worktrees: bool,
-    /// Where the worktrees go (default `<project_dir>/../<repo>.worktrees`).
-    #[serde(default)]
-    pub worktree_root: Option<PathBuf>,
+    /// What the core needs.
+    #[serde(flatten)]
+    pub profile: ChannelProfile,
+    /// Who may talk here.
+    #[serde(flatten)]
+    pub access: ChannelAccess,
+    /// Keys neither part took.
+    #[serde(flatten, default)]
+    unknown: BTreeMap<String, serde_json::Value>,
 }
 
 impl ChannelSettings {
-    /// What the core needs of this channel.
-    pub fn profile(&self) -> ChannelProfile {
-        ChannelProfile {
-            id: self.id,
-            name: self.name.clone(),
-            project_dir: self.project_dir.clone(),
-            model: self.model.clone(),
-            system_prompt: self.system_prompt.clone(),
-            tools: self.tools.clone(),
-            disallowed_tools: self.disallowed_tools.clone(),
-            permission_mode: self.permission_mode,
-            allow_mode_change: self.allow_mode_change,
-            thread_worktrees: self.thread_worktrees,
-            worktree_root: self.worktree_root.clone(),
-        }
-    }
-
-    /// Who may talk in this channel, for the Discord front end.
-    pub fn access(&self) -> ChannelAccess {
-        ChannelAccess {
-            require_mention: self.require_mention,
-            allowed_users: self.allowed_users.clone(),
-            allowed_roles: self.allowed_roles.clone(),
-            approvers: self.approvers.clone(),
+    /// A channel's settings from its two parts.
+    pub fn new(profile: ChannelProfile, access: ChannelAccess) -> Self {
+        Self {
+            profile,
+            access,
+            unknown: BTreeMap::new(),
         }
     }
 }
@@ -417,9 +365,13 @@ impl Settings {
             ));
         }
         let (mut ids, mut names) = (HashSet::new(), HashSet::new());
-        for (i, ch) in self.channel.iter().enumerate() {
+        for (i, settings) in self.channel.iter().enumerate() {
             let key = |field: &str| format!("channel[{i}].{field}");
-            if ch.id == 0 {
+            if let Some(field) = settings.unknown.keys().next() {
+                return Err(invalid(key(field), "unknown key"));
+            }
+            let ch = &settings.profile;
+            if ch.id.get() == 0 {
                 return Err(invalid(key("id"), "must be a Discord channel id"));
             }
             if !ids.insert(ch.id) {
@@ -554,6 +506,6 @@ impl Settings {
 
     /// The configured channel called `name`.
     pub fn channel_named(&self, name: &str) -> Option<&ChannelSettings> {
-        self.channel.iter().find(|c| c.name == name)
+        self.channel.iter().find(|c| c.profile.name == name)
     }
 }

@@ -12,19 +12,21 @@ use actors::conversation::{ChannelProfile, ConversationRef};
 use actors::discord::{
     DiscordChannel, DiscordConnection, DiscordGateway, FlushOutbound, GatewayError, GatewaySetup,
 };
-use actors::frontend::{DeliverReply, FrontEnd};
+use actors::frontend::FrontEnd;
 use actors::metrics::{AttachGateway, EmitMetrics, MetricsActor};
-use actors::registry::{ChannelRegistry, RestoreInbox, Shutdown};
+use actors::registry::{CancelRuns, ChannelRegistry, RestoreInbox};
+use actors::shutdown::Shutdown;
 use actors::store::{
-    open_pool, unix_ms, Checkpoint, ForgetProcess, ListUndelivered, PruneDelivered, RecordProcess,
+    open_pool, Checkpoint, ForgetProcess, ListUndelivered, PruneDelivered, RecordProcess,
     SessionStoreActor, TakeLeftProcesses,
 };
+use actors::time::unix_ms;
 use anyhow::Context as _;
 use tokio::signal::unix::{signal, SignalKind};
 use tokio::sync::Semaphore;
 use tracing::{info, warn};
 
-use crate::settings::{ChannelSettings, Settings};
+use crate::settings::Settings;
 
 /// The core of the service: store, metrics, runner, run slots and channel profiles.
 pub struct Application {
@@ -34,6 +36,8 @@ pub struct Application {
     runner: ClaudeRunner,
     run_slots: Arc<Semaphore>,
     channels: Vec<Arc<ChannelProfile>>,
+    /// The stop every part listens to.
+    shutdown: Shutdown,
 }
 
 impl Application {
@@ -41,11 +45,8 @@ impl Application {
     /// needs. Must run inside an actix system.
     pub async fn build(settings: Settings) -> anyhow::Result<Self> {
         let store_config = settings.store.to_config();
-        let mut profiles: Vec<ChannelProfile> = settings
-            .channel
-            .iter()
-            .map(ChannelSettings::profile)
-            .collect();
+        let mut profiles: Vec<ChannelProfile> =
+            settings.channel.iter().map(|c| c.profile.clone()).collect();
         // File-system work happens on a blocking thread, not on the actors' thread.
         let (pool, profiles) = actix_rt::task::spawn_blocking(move || {
             // Absolute project directories, so a session's stored cwd means the same thing
@@ -71,6 +72,7 @@ impl Application {
             store,
             metrics,
             settings,
+            shutdown: Shutdown::new(),
         })
     }
 
@@ -113,6 +115,7 @@ impl Application {
         }
         let git = actors::worktree::Git::new(self.runner.helper_env());
         let state_dir = self.state_dir();
+        let shutdown = self.shutdown.clone();
         move |front| {
             let idle = limits.idle();
             let deps = ChannelDeps {
@@ -130,6 +133,7 @@ impl Application {
                 files,
                 git,
                 state_dir,
+                shutdown,
             };
             let registry = ChannelRegistry::new(deps, idle).start();
             if let Some(restore) = restore {
@@ -184,7 +188,7 @@ impl Application {
                 .zip(&self.settings.channel)
                 .map(|(profile, channel)| DiscordChannel {
                     profile: Arc::clone(profile),
-                    access: channel.access(),
+                    access: channel.access.clone(),
                 })
                 .collect(),
             start_registry: Box::new(move |gateway: Addr<DiscordGateway>| {
@@ -193,6 +197,7 @@ impl Application {
             store: self.store.clone(),
             recovery: self.settings.recovery.clone(),
             models: self.runner.models(),
+            shutdown: self.shutdown.clone(),
         }
         .connect()
         .await?;
@@ -203,7 +208,7 @@ impl Application {
             );
         }
         for row in undelivered {
-            connection.gateway.do_send(DeliverReply::from_outgoing(row));
+            connection.gateway.do_send(row.into_reply());
         }
         self.prune_periodically();
         self.metrics
@@ -241,14 +246,37 @@ impl Application {
         });
     }
 
-    /// Shuts a registry down: nothing new is accepted, runs in flight get `shutdown.grace_secs`
-    /// to finish, then are cancelled and their users told. Returns the number cancelled.
+    /// The stop (see [`Shutdown`]): once begun, no run starts — what is queued, and what
+    /// arrives, stays in the inbox for the next start. Runs in flight get `shutdown.grace_secs`
+    /// to finish and be saved; then they are cancelled (their users told) and their CLIs get
+    /// `claude.kill_grace_secs` (and a little more) to end. Returns the number cancelled.
     pub async fn drain(&self, registry: &Addr<ChannelRegistry>) -> usize {
-        let shutdown = Shutdown {
-            grace: self.settings.shutdown.grace(),
-            cancel_wait: self.settings.claude.kill_grace() + Duration::from_secs(10),
-        };
-        registry.send(shutdown).await.unwrap_or(0)
+        let shutdown = &self.shutdown;
+        shutdown.begin();
+        let grace = self.settings.shutdown.grace();
+        if tokio::time::timeout(grace, shutdown.settled())
+            .await
+            .is_ok()
+        {
+            return 0;
+        }
+        let cancelled = registry.send(CancelRuns).await.unwrap_or(0);
+        let cancel_wait = self.settings.claude.kill_grace() + Duration::from_secs(10);
+        if tokio::time::timeout(cancel_wait, shutdown.settled())
+            .await
+            .is_err()
+        {
+            warn!(
+                under_way = shutdown.under_way(),
+                "some work was still under way when the stop gave up waiting"
+            );
+        }
+        cancelled
+    }
+
+    /// The service's stop, for a front end that stops by other means.
+    pub fn shutdown(&self) -> &Shutdown {
+        &self.shutdown
     }
 
     /// The last steps of any stop: write the WAL back into the database and log the final

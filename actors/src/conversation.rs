@@ -5,12 +5,17 @@
 use std::path::PathBuf;
 use std::sync::Arc;
 
+use serde::Deserialize;
+
+use crate::ids::{ChannelId, ConversationId};
+
 /// What the core needs of a configured channel: its id and name, the project directory the CLI
-/// runs in, and how to run it there. (Who may talk in it is the front end's business.)
-#[derive(Debug, Clone, PartialEq, Default)]
+/// runs in, and how to run it there. (Who may talk in it is the front end's business.) Read
+/// from a `[[channel]]` table, beside the front end's part of it.
+#[derive(Debug, Clone, PartialEq, Default, Deserialize)]
 pub struct ChannelProfile {
-    /// Discord channel id.
-    pub id: u64,
+    /// The configured channel.
+    pub id: ChannelId,
     /// Human name, used by `console --channel NAME` and in logs.
     pub name: String,
     /// The directory `claude` runs in.
@@ -22,12 +27,16 @@ pub struct ChannelProfile {
     /// `--tools`: the built-in tools Claude may use here (absent = the CLI's default set).
     pub tools: Option<Vec<String>>,
     /// `--disallowedTools`.
+    #[serde(default)]
     pub disallowed_tools: Vec<String>,
     /// `--permission-mode` here, else `claude.permission_mode`.
     pub permission_mode: Option<crate::claude::PermissionMode>,
     /// Approvers may change the permission mode from chat (`mode`).
+    #[serde(default)]
     pub allow_mode_change: bool,
-    /// Each thread works in its own git worktree of `project_dir`.
+    /// Each thread works in its own git worktree of `project_dir` (a git repository), on branch
+    /// `claude/thread-<id>`; removed when the thread is archived or deleted, if clean.
+    #[serde(default)]
     pub thread_worktrees: bool,
     /// Where the worktrees go (else `<project_dir>/../<repo>.worktrees`).
     pub worktree_root: Option<PathBuf>,
@@ -37,8 +46,8 @@ pub struct ChannelProfile {
 /// (its own id and session, the parent's profile).
 #[derive(Debug, Clone)]
 pub struct ConversationRef {
-    /// Channel or thread id.
-    pub id: u64,
+    /// Its id: the channel's or the thread's.
+    pub id: ConversationId,
     /// Human name; `parent/thread` for threads.
     pub name: String,
     /// The channel settings that apply.
@@ -49,7 +58,7 @@ impl ConversationRef {
     /// The conversation of a configured channel itself.
     pub fn channel(profile: Arc<ChannelProfile>) -> Self {
         Self {
-            id: profile.id,
+            id: profile.id.into(),
             name: profile.name.clone(),
             profile,
         }
@@ -57,9 +66,9 @@ impl ConversationRef {
 
     /// The conversation of thread `id`, named `thread`, under the configured channel of
     /// `profile`: named `<channel>/<thread>`.
-    pub fn thread(profile: Arc<ChannelProfile>, id: u64, thread: &str) -> Self {
+    pub fn thread(profile: Arc<ChannelProfile>, id: ChannelId, thread: &str) -> Self {
         Self {
-            id,
+            id: id.into(),
             name: format!("{}/{thread}", profile.name),
             profile,
         }
@@ -67,7 +76,12 @@ impl ConversationRef {
 
     /// Whether it is a thread (not the configured channel itself).
     pub fn is_thread(&self) -> bool {
-        self.id != self.profile.id
+        self.id != self.profile.id.into()
+    }
+
+    /// Where its messages are posted: its channel or thread.
+    pub fn channel_id(&self) -> ChannelId {
+        self.id.into()
     }
 
     /// A thread's own name (its channel's prefix taken off); the channel's name otherwise.

@@ -1,6 +1,7 @@
 //! The edges between a front end (the console, the Discord gateway) and the core: what a front
-//! end sends in ([`RouteMessage`]), what it gets back ([`DeliverReply`], [`ShowProgress`]), and
-//! where a message came from.
+//! end sends in ([`SubmitMessage`], [`RunCommand`], [`CancelRun`], `channel::GetStatus`,
+//! [`AnswerApproval`] — each travels unchanged to the conversation's channel actor), what it gets
+//! back ([`DeliverReply`], [`ShowProgress`], [`ShowApproval`]), and where a message came from.
 //!
 //! Channel actors hold the outbound edges as `Recipient`s, so any front end can receive them;
 //! [`ReplySink`] is the one for the console, the tests and the benchmark. Every routed message
@@ -12,43 +13,83 @@ use actix::{Actor, Addr, Context, Handler, Message};
 use tokio::sync::mpsc::{unbounded_channel, UnboundedReceiver, UnboundedSender};
 
 use crate::conversation::ConversationRef;
-use crate::store::{AttachmentMeta, Outgoing};
+use crate::files::AttachmentMeta;
+use crate::ids::{ChannelId, CommandId, ConversationId, MessageId, UserId};
 
-/// Deliver a user's message to its conversation's channel actor, starting one if needed.
+/// A user's message for its conversation: a prompt for Claude, or a `!` command. The front end
+/// sends it to the registry, which hands this same message to the conversation's channel actor
+/// (starting one if needed). Exactly one [`DeliverReply`] answers it; a prompt is written to the
+/// inbox before it is queued (a copy of one already there is dropped).
 #[derive(Debug, Message)]
 #[rtype(result = "()")]
-pub struct RouteMessage {
+pub struct SubmitMessage {
     /// The conversation it belongs to.
     pub conversation: ConversationRef,
     /// Where it came from.
     pub origin: Origin,
-    /// What the user wrote.
+    /// What the user wrote, verbatim.
     pub text: String,
     /// Its files (metadata).
     pub attachments: Vec<AttachmentMeta>,
-    /// Posted while the service was down (found by catch-up): the reply says it is late.
+    /// Posted while the service was down (found by catch-up), or queued over a restart: the
+    /// reply says it is late.
     pub late: bool,
-    /// Kept in the inbox until answered, its reply in the outbox until delivered (false for
-    /// the console, which has no one to answer after a restart).
-    pub durable: bool,
+    /// Whether it is kept in the inbox (and its reply in the outbox).
+    pub inbox: Durability,
     /// The front end found the author an approver here (`!mode`, `!rules clear`).
     pub approver: bool,
 }
 
+/// Whether a message is kept in the inbox (and its reply in the outbox).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Durability {
+    /// Write it to the inbox before queueing it.
+    New,
+    /// It is in the inbox already (queued again at start-up, or by `!retry`).
+    Stored,
+    /// Not kept: the console's, which has no one to answer after a restart.
+    Transient,
+}
+
 /// Run a coordinator command in a conversation (a `/claude` application command; the `!`
-/// commands arrive as [`RouteMessage`] text and are parsed by the channel). Exactly one
-/// [`DeliverReply`] of kind [`ReplyKind::Command`] answers it.
+/// commands arrive as [`SubmitMessage`] text and are parsed by the channel). The registry hands
+/// it to the conversation's channel actor; exactly one [`DeliverReply`] of kind
+/// [`ReplyKind::Command`] answers it.
 #[derive(Debug, Message)]
 #[rtype(result = "()")]
-pub struct RouteCommand {
+pub struct RunCommand {
     /// The conversation it belongs to.
     pub conversation: ConversationRef,
-    /// Where it came from (for an application command: its interaction id as the message).
-    pub origin: Origin,
+    /// Where it came from.
+    pub origin: CommandOrigin,
     /// What to do.
     pub command: Command,
     /// The front end found the user to be an approver here (`mode`, `rules clear`).
     pub approver: bool,
+}
+
+/// Stop the run in flight in a conversation (SIGINT to the CLI, SIGKILL to its group if it
+/// lingers); queued messages stay queued. Answers whether there was a run to cancel (`false`
+/// too when the conversation has no live actor).
+#[derive(Debug, Message)]
+#[rtype(result = "bool")]
+pub struct CancelRun {
+    /// The conversation.
+    pub conversation_id: ConversationId,
+    /// Why; the user is told.
+    pub reason: CancelReason,
+    /// Only if the run in flight answers this message (a Stop button on an older run's progress
+    /// message must not stop a later one).
+    pub message_id: Option<MessageId>,
+}
+
+/// Why a run is cancelled.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum CancelReason {
+    /// A user asked (`!cancel`, the Stop button).
+    User,
+    /// The service is shutting down and the grace period is over.
+    Shutdown,
 }
 
 /// What the coordinator itself answers, rather than Claude: one implementation for the `!`
@@ -92,12 +133,70 @@ impl Command {
 /// Where a message came from, so the answer can go back to it.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Default)]
 pub struct Origin {
-    /// The Discord channel (or thread) to answer in; the conversation id for the console.
-    pub channel_id: u64,
+    /// The Discord channel (or thread) to answer in; the conversation's own for the console.
+    pub channel_id: ChannelId,
     /// The message being answered (the console numbers its input lines).
-    pub message_id: u64,
+    pub message_id: MessageId,
     /// Who wrote it.
-    pub author_id: u64,
+    pub author_id: UserId,
+}
+
+/// Where a command came from, so the answer can go back to it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Default)]
+pub struct CommandOrigin {
+    /// The Discord channel (or thread) it was run in; the conversation's own for the console.
+    pub channel_id: ChannelId,
+    /// The invocation (a Discord interaction, whose deferred response the answer edits).
+    pub command_id: CommandId,
+    /// Who ran it.
+    pub author_id: UserId,
+}
+
+/// What a reply answers: a message, or a command.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum ReplyTo {
+    /// A message ([`SubmitMessage`]).
+    Message(Origin),
+    /// A command ([`RunCommand`]).
+    Command(CommandOrigin),
+}
+
+impl ReplyTo {
+    /// Where the answer goes.
+    pub fn channel_id(self) -> ChannelId {
+        match self {
+            Self::Message(o) => o.channel_id,
+            Self::Command(o) => o.channel_id,
+        }
+    }
+
+    /// Who is answered.
+    pub fn author_id(self) -> UserId {
+        match self {
+            Self::Message(o) => o.author_id,
+            Self::Command(o) => o.author_id,
+        }
+    }
+
+    /// The message answered, if a message is.
+    pub fn message_id(self) -> Option<MessageId> {
+        match self {
+            Self::Message(o) => Some(o.message_id),
+            Self::Command(_) => None,
+        }
+    }
+}
+
+impl From<Origin> for ReplyTo {
+    fn from(o: Origin) -> Self {
+        Self::Message(o)
+    }
+}
+
+impl From<CommandOrigin> for ReplyTo {
+    fn from(o: CommandOrigin) -> Self {
+        Self::Command(o)
+    }
 }
 
 /// What kind of answer a [`DeliverReply`] carries.
@@ -128,7 +227,8 @@ impl ReplyKind {
         }
     }
 
-    fn parse(s: &str) -> Self {
+    /// From the outbox's name (an unknown one is an answer).
+    pub fn parse(s: &str) -> Self {
         match s {
             "busy" => Self::Busy,
             "command" => Self::Command,
@@ -143,12 +243,12 @@ impl ReplyKind {
 #[derive(Debug, Clone, Message)]
 #[rtype(result = "()")]
 pub struct DeliverReply {
-    /// The conversation (channel or thread id).
-    pub conversation_id: u64,
+    /// The conversation.
+    pub conversation_id: ConversationId,
     /// The conversation's human name.
     pub conversation: String,
-    /// The message this answers.
-    pub origin: Origin,
+    /// What this answers.
+    pub to: ReplyTo,
     /// What kind of reply.
     pub kind: ReplyKind,
     /// The text to show.
@@ -171,7 +271,7 @@ impl DeliverReply {
     /// A reply of `kind` to `origin` in `conversation`, with no session or cost yet.
     pub fn new(
         conversation: &ConversationRef,
-        origin: Origin,
+        to: impl Into<ReplyTo>,
         kind: ReplyKind,
         text: String,
         is_error: bool,
@@ -179,7 +279,7 @@ impl DeliverReply {
         Self {
             conversation_id: conversation.id,
             conversation: conversation.name.clone(),
-            origin,
+            to: to.into(),
             kind,
             text,
             is_error,
@@ -188,47 +288,6 @@ impl DeliverReply {
             durable: false,
             parts_sent: 0,
             files: Vec::new(),
-        }
-    }
-
-    /// The outbox row for this reply.
-    pub fn to_outgoing(&self) -> Outgoing {
-        Outgoing {
-            message_id: self.origin.message_id,
-            conversation_id: self.conversation_id,
-            conversation: self.conversation.clone(),
-            channel_id: self.origin.channel_id,
-            author_id: self.origin.author_id,
-            kind: self.kind.as_str().to_string(),
-            is_error: self.is_error,
-            text: self.text.clone(),
-            session_id: self.session_id.clone(),
-            cost_usd: self.cost_usd,
-            parts_sent: 0,
-            state: "pending".into(),
-            error: None,
-            files: self.files.clone(),
-        }
-    }
-
-    /// A reply from the outbox, to be sent again from its first unsent part.
-    pub fn from_outgoing(o: Outgoing) -> Self {
-        Self {
-            conversation_id: o.conversation_id,
-            conversation: o.conversation,
-            origin: Origin {
-                channel_id: o.channel_id,
-                message_id: o.message_id,
-                author_id: o.author_id,
-            },
-            kind: ReplyKind::parse(&o.kind),
-            text: o.text,
-            is_error: o.is_error,
-            session_id: o.session_id,
-            cost_usd: o.cost_usd,
-            durable: true,
-            parts_sent: o.parts_sent,
-            files: o.files,
         }
     }
 }
@@ -274,7 +333,7 @@ impl ProgressStep {
 #[rtype(result = "()")]
 pub struct ShowProgress {
     /// The conversation.
-    pub conversation_id: u64,
+    pub conversation_id: ConversationId,
     /// The message being worked on.
     pub origin: Origin,
     /// What is happening.
@@ -369,7 +428,7 @@ impl Handler<ShowApproval> for ReplySink {
 #[rtype(result = "()")]
 pub struct ShowApproval {
     /// The conversation.
-    pub conversation_id: u64,
+    pub conversation_id: ConversationId,
     /// The message whose run asked.
     pub origin: Origin,
     /// The CLI's request id.
@@ -392,7 +451,7 @@ pub enum ApprovalState {
         /// For `AskUserQuestion`: the questions and their options.
         questions: Vec<crate::claude::permission::Question>,
         /// Who sent the message that led to it.
-        requested_by: u64,
+        requested_by: UserId,
         /// The rules "Always allow" would store.
         always: Vec<String>,
     },
@@ -437,7 +496,7 @@ pub enum ApprovalAnswer {
 #[rtype(result = "Result<(), ApprovalError>")]
 pub struct AnswerApproval {
     /// The conversation.
-    pub conversation_id: u64,
+    pub conversation_id: ConversationId,
     /// The CLI's request id.
     pub request_id: String,
     /// The token the request was shown with.

@@ -2,55 +2,69 @@
 //!
 //! # Layout
 //!
-//! A message travels through these pieces, in this order:
+//! A message travels through these rooms, in this order; one concept per file, each actor a
+//! thin shell that owns them.
 //!
 //! 1. A **front end** — the console (`claude-coordinator console`, in the binary) or the Discord
-//!    gateway ([`discord`]: [`discord::gateway`] routes, [`discord::access`] decides who may
-//!    talk) — decides which conversation a message belongs to (a
+//!    gateway — decides which conversation a message belongs to (a
 //!    [`conversation::ConversationRef`]: a configured channel, or a thread under one) and sends
-//!    [`frontend::RouteMessage`] to the registry.
-//! 2. [`registry::ChannelRegistry`] looks up the conversation's [`channel::ChannelActor`], or
-//!    starts one, and forwards the message. It stops actors that stay idle.
-//! 3. [`channel::ChannelActor`] answers coordinator commands (`!status`, `!cancel`, `!reset`)
-//!    itself; a prompt joins its bounded queue. It runs one prompt at a time (a `Job` in
-//!    `channel/job.rs`): wait for one of the global run slots (`claude.max_concurrent_runs`),
-//!    load the session id from the store, run the CLI, then save the new session id and
-//!    [`cost`] — while the next queued prompt already runs with the session id it has in hand
-//!    (saves stay in order, one at a time).
+//!    [`frontend::SubmitMessage`] (a `/claude` command: [`frontend::RunCommand`]) to the
+//!    registry. The gateway ([`discord::gateway`]) owns, each in its file: the `router` (the one
+//!    place a Discord channel becomes a conversation; access, threads, de-duplication,
+//!    look-ups) and its side in the actor (`routing`), `catch_up` (what was posted while the
+//!    service was down), `prompts` (permission prompts and clicks, Stop), `delivery` (replies
+//!    and progress), `slash` (`/claude`) and `lanes` (every send, in order per channel).
+//!    Serenity's ids become the core's at [`discord::ids`]; the core's ids are [`ids`].
+//! 2. [`registry::ChannelRegistry`] hands that same message to the conversation's
+//!    [`channel::ChannelActor`], starting one if needed; it stops actors that stay idle.
+//! 3. [`channel::ChannelActor`] answers coordinator commands itself (`channel/command.rs`); a
+//!    prompt is written to the inbox and joins the `Queue` (`channel/queue.rs`: the bounded
+//!    queue and the run in flight). It runs one prompt at a time — a `Job` (`channel/job.rs`,
+//!    its answer's text in `channel/answer.rs`) waits for one of the global run slots
+//!    (`claude.max_concurrent_runs`), loads the session id, runs the CLI — and its record is
+//!    written by `Saves` (`channel/saving.rs`) while the next prompt already runs. Beside it:
+//!    the warm process between turns (`channel/warm.rs`, all of them capped by
+//!    [`channel::WarmPool`]), permission requests (`channel/approvals.rs`), the account's usage
+//!    pause (`channel/usage.rs`), a closed thread's worktree (`channel/closing.rs`), `!status`
+//!    (`channel/status.rs`) and its dependencies (`channel/deps.rs`).
 //! 4. With live sessions (the default) the run is a turn of the conversation's warm
 //!    [`claude::LiveSession`]: one `claude -p --input-format stream-json --permission-prompt-tool
 //!    stdio [--resume ID] …` process, the user line written to its stdin, its output read to the
-//!    turn's `result` (spawned, or replaced with `--resume` when it has died, as needed). Claude's
-//!    permission requests ([`claude::permission`]) go to the channel actor, which shows them to
-//!    the front end and writes the answer back. Otherwise [`claude::ClaudeRunner`] spawns one
-//!    `claude -p … -- PROMPT` and drives it from one blocking thread until it is reaped
-//!    (`claude/process.rs`). Either way the arguments come from [`claude::args`], the
-//!    environment from [`claude::environment`] (no service secrets), the lines are parsed by
-//!    [`claude::stream_json`], and tool use is passed on as progress.
-//! 5. [`store::SessionStoreActor`] (on a `SyncArbiter`, r2d2 pool of SQLite connections, WAL)
-//!    keeps conversation → session id, project directory, model, counts, cost, last error; and
-//!    the inbox (every accepted prompt, written before it is queued, until answered) and the
-//!    outbox (each run's reply, written with its record, until delivered). At start-up the
+//!    turn's `result`. Claude's permission requests ([`claude::permission`]) go to the channel
+//!    actor, which shows them to the front end and writes the answer back. Otherwise
+//!    [`claude::ClaudeRunner`] spawns one `claude -p … -- PROMPT` and drives it from one
+//!    blocking thread until it is reaped (`claude/process.rs`). Either way the arguments come
+//!    from [`claude::args`], the environment from [`claude::environment`] (no service secrets),
+//!    the lines are read bounded (`claude/lines.rs`) and parsed by [`claude::stream_json`].
+//! 5. [`store::SessionStoreActor`] (on a `SyncArbiter`, r2d2 pool of SQLite connections, WAL),
+//!    one module per table: `conversations` (session id, project directory, model, counts,
+//!    cost, last error), `sessions` (every session and its cost; choices made from chat),
+//!    `inbox` (every accepted prompt until answered), `outbox` (each run's reply until
+//!    delivered), `rules` ("always" answers), `audit` (who answered what), `processes` (CLI
+//!    processes to kill after a crash), `upkeep` (checkpoint, backup, stats). At start-up the
 //!    registry queues the inbox's unanswered messages again ([`registry::RestoreInbox`],
-//!    [`recovery`]), the gateway catches up on what was posted while the service was down, and
-//!    undelivered replies are sent again.
-//! 6. The channel actor sends exactly one [`frontend::DeliverReply`] per message back to the
-//!    front end once its run is saved, plus [`frontend::ShowProgress`] while the run is in
-//!    flight, and [`frontend::ShowApproval`] for each permission request and its outcome; the
-//!    front end answers with [`frontend::AnswerApproval`]. The edges are `Recipient`s
-//!    ([`frontend::FrontEnd`]), so tests plug in a collector ([`frontend::ReplySink`]). The Discord gateway sends replies through
-//!    [`discord::outbound`], split by [`discord::chunking`].
+//!    [`recovery`]), the gateway catches up, and undelivered replies are sent again.
+//! 6. The channel actor sends exactly one [`frontend::DeliverReply`] per message or command back
+//!    to the front end once its run is saved, plus [`frontend::ShowProgress`] while the run is
+//!    in flight, and [`frontend::ShowApproval`] for each permission request and its outcome;
+//!    the front end answers with [`frontend::AnswerApproval`]. The edges are `Recipient`s
+//!    ([`frontend::FrontEnd`]), so tests plug in a collector ([`frontend::ReplySink`]). Discord
+//!    posts replies with [`discord::replies`] (split by [`discord::chunking`]) and progress with
+//!    [`discord::progress`], both over [`discord::outbound`].
 //!
 //! Around the run: [`files`] fetches a message's attachments (images become image blocks of the
 //! turn) and collects what Claude wrote to its outbox for the reply; [`worktree`] gives each
 //! thread of a `thread_worktrees` channel its own git checkout. Coordinator commands — the `!`
-//! ones, and `/claude` ([`discord::commands`]) — are one [`frontend::Command`], answered by the
-//! channel actor (`channel/command.rs`).
+//! ones, and `/claude` ([`discord::commands`]) — are one [`frontend::Command`].
+//!
+//! The stop is one [`shutdown::Shutdown`]: once begun no run starts (what waits stays in the
+//! inbox), and every part holds a [`shutdown::Busy`] while it has work that must not be cut
+//! off — a run and its record, a send to Discord — so the stop waits exactly for those.
 //!
 //! [`metrics::MetricsActor`] writes one structured event per actor kind to the log, from what
 //! the others report. Every module uses only modules listed before it in that flow or below it
-//! (conversation, frontend, cost, text, metrics, recovery, files, worktree); the core never
-//! imports [`discord`].
+//! (conversation, frontend, ids, time, shutdown, cost, text, metrics, recovery, files,
+//! worktree); the core never imports [`discord`].
 
 pub mod channel;
 pub mod claude;
@@ -59,16 +73,19 @@ pub mod cost;
 pub mod discord;
 pub mod files;
 pub mod frontend;
+pub mod ids;
 pub mod metrics;
 pub mod recovery;
 pub mod registry;
+pub mod shutdown;
 pub mod store;
 pub mod text;
+pub mod time;
 pub mod worktree;
 
 pub use claude::{ClaudeConfig, ClaudeRunner};
 pub use conversation::{ChannelProfile, ConversationRef};
 pub use frontend::{
-    DeliverReply, FrontEnd, FrontendEvent, Origin, ReplySink, RouteMessage, ShowApproval,
-    ShowProgress,
+    DeliverReply, FrontEnd, FrontendEvent, Origin, ReplySink, ShowApproval, ShowProgress,
+    SubmitMessage,
 };

@@ -45,8 +45,8 @@ pub struct AttachGateway(pub Arc<GatewayStats>);
 pub enum Metric {
     /// A run got its slot and is starting.
     RunStarted {
-        /// Conversation id.
-        id: u64,
+        /// The conversation.
+        id: crate::ids::ConversationId,
         /// Conversation name.
         name: String,
     },
@@ -61,8 +61,8 @@ pub enum Metric {
     },
     /// A channel's queue changed.
     QueueDepth {
-        /// Conversation id.
-        id: u64,
+        /// The conversation.
+        id: crate::ids::ConversationId,
         /// Conversation name.
         name: String,
         /// Messages waiting now.
@@ -162,6 +162,33 @@ pub struct GatewayStats {
     pub rest: Arc<RestStats>,
 }
 
+impl GatewayStats {
+    /// A gateway event arrived.
+    pub fn event(&self) {
+        self.events.fetch_add(1, Ordering::Relaxed);
+    }
+
+    /// A message went on to its conversation.
+    pub fn routed(&self) {
+        self.routed.fetch_add(1, Ordering::Relaxed);
+    }
+
+    /// A message was refused (its author may not talk there).
+    pub fn refused(&self) {
+        self.refused.fetch_add(1, Ordering::Relaxed);
+    }
+
+    /// A gateway session started again, or resumed.
+    pub fn reconnected(&self) {
+        self.reconnects.fetch_add(1, Ordering::Relaxed);
+    }
+
+    /// Catch-up found `n` messages posted while the service was down.
+    pub fn caught_up(&self, n: usize) {
+        self.caught_up.fetch_add(n as u64, Ordering::Relaxed);
+    }
+}
+
 /// Discord REST work.
 #[derive(Debug, Default)]
 pub struct RestStats {
@@ -191,7 +218,7 @@ pub struct MetricsActor {
     window_start: Instant,
     store: Addr<SessionStoreActor>,
     gateway: Option<Arc<GatewayStats>>,
-    channels: HashMap<u64, PerChannel>,
+    channels: HashMap<crate::ids::ConversationId, PerChannel>,
     queue_max: usize,
     runs_started: u64,
     succeeded: u64,

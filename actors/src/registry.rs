@@ -1,49 +1,33 @@
 //! The channel registry: finds the channel actor for a conversation, or starts one.
 //!
 //! Its job is deliberately small — look up or spawn, and stop actors that have been idle for
-//! `channels.idle_secs` — so it never waits on anything slow. Front ends send it every user
-//! message ([`RouteMessage`]); status and cancel reach a live actor through it. Its messages
-//! other than `RouteMessage` (which belongs to the front-end edge) are at the top.
+//! `channels.idle_secs` — so it never waits on anything slow. Front ends send it every message
+//! for a conversation ([`SubmitMessage`], [`RunCommand`], [`CancelRun`], [`GetStatus`],
+//! [`AnswerApproval`]), and it hands that same message to the conversation's actor. Its own
+//! messages — restoring the inbox at start, closing a thread's worktree, cancelling every run
+//! at the end of a stop's grace — are below.
 
 use std::collections::HashMap;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
+use actix::dev::ToEnvelope;
 use actix::prelude::*;
 use tracing::{debug, info, warn};
 
-use crate::channel::{
-    CancelReason, CancelRun, ChannelActor, ChannelDeps, ChannelStatus, CloseWorktree, Drain,
-    Durability, GetStatus, RunCommand, StopIfIdle, SubmitMessage,
-};
+use crate::channel::{ChannelActor, ChannelDeps, CloseWorktree, GetStatus, StopIfIdle};
 use crate::conversation::{ChannelProfile, ConversationRef};
 use crate::frontend::{
-    AnswerApproval, ApprovalError, DeliverReply, Origin, ReplyKind, RouteCommand, RouteMessage,
+    AnswerApproval, ApprovalError, CancelReason, CancelRun, DeliverReply, Durability, Origin,
+    ReplyKind, RunCommand, SubmitMessage,
 };
+use crate::ids::{ChannelId, ConversationId};
 use crate::metrics::{Metric, RecordMetric};
 use crate::store::{InboxState, MarkMessage, StoreError, TakeUnfinished};
 
 // ---------------------------------------------------------------------------------------------
 // Messages
 // ---------------------------------------------------------------------------------------------
-
-/// Ask a live channel actor for its status (`None` if the conversation has no live actor).
-#[derive(Debug, Message)]
-#[rtype(result = "Option<ChannelStatus>")]
-pub struct QueryStatus {
-    /// Channel or thread id.
-    pub id: u64,
-}
-
-/// Cancel the run in flight in a conversation; answers whether one was cancelled.
-#[derive(Debug, Default, Message)]
-#[rtype(result = "bool")]
-pub struct CancelConversation {
-    /// Channel or thread id.
-    pub id: u64,
-    /// Only if the run in flight answers this message (the Stop button of its progress).
-    pub message_id: Option<u64>,
-}
 
 /// At start-up, before any new message: queue again, in their original order, the messages
 /// the inbox holds unanswered. One that was running when the service stopped is not run
@@ -53,7 +37,7 @@ pub struct CancelConversation {
 #[rtype(result = "Result<Restored, StoreError>")]
 pub struct RestoreInbox {
     /// The configured channels, by id (a message of a channel no longer configured is left).
-    pub profiles: HashMap<u64, Arc<ChannelProfile>>,
+    pub profiles: HashMap<ChannelId, Arc<ChannelProfile>>,
     /// `recovery.rerun_interrupted`.
     pub rerun_interrupted: bool,
 }
@@ -85,17 +69,11 @@ pub fn interrupted_notice(prefix: &str) -> String {
 #[rtype(result = "usize")]
 pub struct CountChannels;
 
-/// Shut down: accept nothing new, let runs in flight finish for up to `grace`, then cancel
-/// them (their users are told) and wait until they have ended and been recorded, at most
-/// `cancel_wait` more. Answers how many runs had to be cancelled.
+/// The stop's grace is over: cancel every run in flight (its users are told). Answers how many
+/// were cancelled.
 #[derive(Debug, Message)]
 #[rtype(result = "usize")]
-pub struct Shutdown {
-    /// How long runs in flight may take to finish.
-    pub grace: Duration,
-    /// After cancelling, how long to wait for the CLIs to stop (SIGINT, then SIGKILL).
-    pub cancel_wait: Duration,
-}
+pub struct CancelRuns;
 
 // ---------------------------------------------------------------------------------------------
 // The actor
@@ -110,10 +88,9 @@ struct Entry {
 pub struct ChannelRegistry {
     deps: ChannelDeps,
     idle_after: Duration,
-    channels: HashMap<u64, Entry>,
+    channels: HashMap<ConversationId, Entry>,
     spawned: u64,
     stopped_idle: u64,
-    draining: bool,
 }
 
 impl ChannelRegistry {
@@ -126,7 +103,6 @@ impl ChannelRegistry {
             channels: HashMap::new(),
             spawned: 0,
             stopped_idle: 0,
-            draining: false,
         }
     }
 
@@ -138,15 +114,59 @@ impl ChannelRegistry {
         }));
     }
 
-    fn live(&self, id: u64) -> Option<&Addr<ChannelActor>> {
+    fn live(&self, id: ConversationId) -> Option<&Addr<ChannelActor>> {
         self.channels
             .get(&id)
             .map(|e| &e.addr)
             .filter(|a| a.connected())
     }
 
+    /// The conversation's actor, started if needed.
+    fn actor(&mut self, conversation: &ConversationRef) -> Addr<ChannelActor> {
+        let id = conversation.id;
+        let spawned_now = !self.channels.get(&id).is_some_and(|e| e.addr.connected());
+        let entry = match self.channels.get_mut(&id) {
+            Some(e) if e.addr.connected() => e,
+            _ => {
+                debug!(channel_id = id.get(), name = %conversation.name, "starting channel actor");
+                let addr = ChannelActor::new(conversation.clone(), self.deps.clone()).start();
+                self.spawned += 1;
+                self.channels
+                    .entry(id)
+                    .insert_entry(Entry {
+                        addr,
+                        last_routed: Instant::now(),
+                    })
+                    .into_mut()
+            }
+        };
+        entry.last_routed = Instant::now();
+        let addr = entry.addr.clone();
+        if spawned_now {
+            self.observe();
+        }
+        addr
+    }
+
+    /// Hands `msg` to the live actor of `id` and answers what it answers; `none` without one.
+    fn ask_live<M>(&self, id: ConversationId, msg: M, none: M::Result) -> ResponseFuture<M::Result>
+    where
+        M: Message + Send + 'static,
+        M::Result: Send,
+        ChannelActor: Handler<M>,
+        <ChannelActor as Actor>::Context: ToEnvelope<ChannelActor, M>,
+    {
+        let addr = self.live(id).cloned();
+        Box::pin(async move {
+            match addr {
+                Some(a) => a.send(msg).await.unwrap_or(none),
+                None => none,
+            }
+        })
+    }
+
     fn sweep_idle(&mut self, ctx: &mut Context<Self>) {
-        let candidates: Vec<(u64, Addr<ChannelActor>)> = self
+        let candidates: Vec<(ConversationId, Addr<ChannelActor>)> = self
             .channels
             .iter()
             .filter(|(_, e)| e.last_routed.elapsed() >= self.idle_after)
@@ -193,23 +213,43 @@ impl Actor for ChannelRegistry {
     }
 }
 
-impl Handler<RouteMessage> for ChannelRegistry {
+impl Handler<SubmitMessage> for ChannelRegistry {
     type Result = ();
 
-    fn handle(&mut self, msg: RouteMessage, _: &mut Self::Context) {
-        let submit = SubmitMessage {
-            origin: msg.origin,
-            text: msg.text,
-            attachments: msg.attachments,
-            late: msg.late,
-            inbox: if msg.durable {
-                Durability::New
-            } else {
-                Durability::Transient
-            },
-            approver: msg.approver,
-        };
-        self.submit(msg.conversation, submit);
+    fn handle(&mut self, msg: SubmitMessage, _: &mut Self::Context) {
+        self.actor(&msg.conversation).do_send(msg);
+    }
+}
+
+impl Handler<RunCommand> for ChannelRegistry {
+    type Result = ();
+
+    fn handle(&mut self, msg: RunCommand, _: &mut Self::Context) {
+        self.actor(&msg.conversation).do_send(msg);
+    }
+}
+
+impl Handler<GetStatus> for ChannelRegistry {
+    type Result = ResponseFuture<Option<crate::channel::ChannelStatus>>;
+
+    fn handle(&mut self, msg: GetStatus, _: &mut Self::Context) -> Self::Result {
+        self.ask_live(msg.conversation_id, msg, None)
+    }
+}
+
+impl Handler<CancelRun> for ChannelRegistry {
+    type Result = ResponseFuture<bool>;
+
+    fn handle(&mut self, msg: CancelRun, _: &mut Self::Context) -> Self::Result {
+        self.ask_live(msg.conversation_id, msg, false)
+    }
+}
+
+impl Handler<AnswerApproval> for ChannelRegistry {
+    type Result = ResponseFuture<Result<(), ApprovalError>>;
+
+    fn handle(&mut self, msg: AnswerApproval, _: &mut Self::Context) -> Self::Result {
+        self.ask_live(msg.conversation_id, msg, Err(ApprovalError::NotPending))
     }
 }
 
@@ -224,56 +264,6 @@ impl Handler<CloseWorktree> for ChannelRegistry {
             let work = crate::channel::closing_now(msg.conversation, self.deps.clone());
             ctx.spawn(work.into_actor(self));
         }
-    }
-}
-
-impl Handler<RouteCommand> for ChannelRegistry {
-    type Result = ();
-
-    fn handle(&mut self, msg: RouteCommand, _: &mut Self::Context) {
-        let addr = self.actor(msg.conversation);
-        addr.do_send(RunCommand {
-            origin: msg.origin,
-            command: msg.command,
-            approver: msg.approver,
-        });
-    }
-}
-
-impl ChannelRegistry {
-    /// Hands `msg` to the conversation's actor, starting one if needed (while draining, one
-    /// that stores what it gets and runs nothing).
-    fn submit(&mut self, conversation: ConversationRef, msg: SubmitMessage) {
-        self.actor(conversation).do_send(msg);
-    }
-
-    /// The conversation's actor, started if needed.
-    fn actor(&mut self, conversation: ConversationRef) -> Addr<ChannelActor> {
-        let id = conversation.id;
-        let spawned_now = !self.channels.get(&id).is_some_and(|e| e.addr.connected());
-        let entry = match self.channels.get_mut(&id) {
-            Some(e) if e.addr.connected() => e,
-            _ => {
-                debug!(channel_id = id, name = %conversation.name, "starting channel actor");
-                let addr = ChannelActor::new(conversation, self.deps.clone())
-                    .draining(self.draining)
-                    .start();
-                self.spawned += 1;
-                self.channels
-                    .entry(id)
-                    .insert_entry(Entry {
-                        addr,
-                        last_routed: Instant::now(),
-                    })
-                    .into_mut()
-            }
-        };
-        entry.last_routed = Instant::now();
-        let addr = entry.addr.clone();
-        if spawned_now {
-            self.observe();
-        }
-        addr
     }
 }
 
@@ -306,7 +296,7 @@ impl Handler<RestoreInbox> for ChannelRegistry {
             for row in rows? {
                 let m = row.inbound;
                 let Some(profile) = msg.profiles.get(&m.profile_id) else {
-                    warn!(channel_id = m.conversation_id, message_id = m.message_id, "an unanswered message of a channel no longer configured; left in the inbox");
+                    warn!(channel_id = m.conversation_id.get(), message_id = m.message_id.get(), "an unanswered message of a channel no longer configured; left in the inbox");
                     restored.orphaned += 1;
                     continue;
                 };
@@ -338,6 +328,7 @@ impl Handler<RestoreInbox> for ChannelRegistry {
                     restored.queued += 1;
                 }
                 let submit = SubmitMessage {
+                    conversation,
                     origin,
                     text: m.text,
                     attachments: m.attachments,
@@ -346,7 +337,7 @@ impl Handler<RestoreInbox> for ChannelRegistry {
                     // Restored prompts run no command.
                     approver: false,
                 };
-                act.submit(conversation, submit);
+                act.actor(&submit.conversation).do_send(submit);
             }
             info!(
                 queued = restored.queued,
@@ -360,54 +351,6 @@ impl Handler<RestoreInbox> for ChannelRegistry {
     }
 }
 
-impl Handler<QueryStatus> for ChannelRegistry {
-    type Result = ResponseFuture<Option<ChannelStatus>>;
-
-    fn handle(&mut self, msg: QueryStatus, _: &mut Self::Context) -> Self::Result {
-        let addr = self.live(msg.id).cloned();
-        Box::pin(async move {
-            match addr {
-                Some(a) => a.send(GetStatus).await.ok(),
-                None => None,
-            }
-        })
-    }
-}
-
-impl Handler<CancelConversation> for ChannelRegistry {
-    type Result = ResponseFuture<bool>;
-
-    fn handle(&mut self, msg: CancelConversation, _: &mut Self::Context) -> Self::Result {
-        let addr = self.live(msg.id).cloned();
-        Box::pin(async move {
-            match addr {
-                Some(a) => a
-                    .send(CancelRun {
-                        reason: CancelReason::User,
-                        message_id: msg.message_id,
-                    })
-                    .await
-                    .unwrap_or(false),
-                None => false,
-            }
-        })
-    }
-}
-
-impl Handler<AnswerApproval> for ChannelRegistry {
-    type Result = ResponseFuture<Result<(), ApprovalError>>;
-
-    fn handle(&mut self, msg: AnswerApproval, _: &mut Self::Context) -> Self::Result {
-        let addr = self.live(msg.conversation_id).cloned();
-        Box::pin(async move {
-            match addr {
-                Some(a) => a.send(msg).await.unwrap_or(Err(ApprovalError::NotPending)),
-                None => Err(ApprovalError::NotPending),
-            }
-        })
-    }
-}
-
 impl Handler<CountChannels> for ChannelRegistry {
     type Result = usize;
 
@@ -416,50 +359,29 @@ impl Handler<CountChannels> for ChannelRegistry {
     }
 }
 
-impl Handler<Shutdown> for ChannelRegistry {
+impl Handler<CancelRuns> for ChannelRegistry {
     type Result = ResponseFuture<usize>;
 
-    fn handle(&mut self, msg: Shutdown, _: &mut Self::Context) -> Self::Result {
-        // From now on channel actors take messages into the inbox and run none.
-        self.draining = true;
-        let live: Vec<Addr<ChannelActor>> = self
+    fn handle(&mut self, _: CancelRuns, _: &mut Self::Context) -> Self::Result {
+        // Every channel is told at once (`send` queues the message when called).
+        let told: Vec<_> = self
             .channels
-            .values()
-            .map(|e| e.addr.clone())
-            .filter(Addr::connected)
-            .collect();
-        Box::pin(async move {
-            // Every channel is told at once (`send` queues the message when called), so none
-            // starts a queued run while another is still being waited for.
-            let drained = |live: Vec<Addr<ChannelActor>>| {
-                let told: Vec<_> = live.iter().map(|addr| addr.send(Drain)).collect();
-                async move {
-                    for answer in told {
-                        let _ = answer.await;
-                    }
-                }
-            };
-            if tokio::time::timeout(msg.grace, drained(live.clone()))
-                .await
-                .is_ok()
-            {
-                return 0;
-            }
-            let mut cancelled = 0;
-            for addr in &live {
-                let stop = addr.send(CancelRun {
+            .iter()
+            .filter(|(_, e)| e.addr.connected())
+            .map(|(id, e)| {
+                e.addr.send(CancelRun {
+                    conversation_id: *id,
                     reason: CancelReason::Shutdown,
                     message_id: None,
-                });
-                cancelled += usize::from(stop.await.unwrap_or(false));
+                })
+            })
+            .collect();
+        Box::pin(async move {
+            let mut cancelled = 0;
+            for answer in told {
+                cancelled += usize::from(answer.await.unwrap_or(false));
             }
             info!(cancelled, "grace period over; runs in flight cancelled");
-            if tokio::time::timeout(msg.cancel_wait, drained(live))
-                .await
-                .is_err()
-            {
-                warn!("runs did not end after cancel; their process groups are killed on exit");
-            }
             cancelled
         })
     }

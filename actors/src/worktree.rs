@@ -20,6 +20,8 @@ use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::sync::Arc;
 
+use crate::ids::ConversationId;
+
 /// Why a worktree could not be made or removed, in words for the channel.
 #[derive(Debug, thiserror::Error)]
 pub enum WorktreeError {
@@ -251,7 +253,7 @@ impl Repo {
 
     /// Thread `id`'s worktree directory: `thread-<id>`, or one an earlier version named
     /// `<name>-<id>`.
-    fn path_of(&self, id: u64) -> PathBuf {
+    fn path_of(&self, id: ConversationId) -> PathBuf {
         let keyed = self.worktrees.join(format!("thread-{id}"));
         if keyed.exists() {
             return keyed;
@@ -275,7 +277,7 @@ pub fn ensure(
     git: &Git,
     project: &Path,
     root: Option<&Path>,
-    id: u64,
+    id: ConversationId,
 ) -> Result<Worktree, WorktreeError> {
     let repo = Repo::of(git, project, root)?;
     let path = repo.path_of(id);
@@ -331,7 +333,7 @@ pub fn close(
     git: &Git,
     project: &Path,
     root: Option<&Path>,
-    id: u64,
+    id: ConversationId,
     files: &crate::files::FilesConfig,
     keep_to: &Path,
 ) -> Result<Closed, WorktreeError> {

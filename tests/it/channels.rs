@@ -5,7 +5,7 @@ use crate::support;
 
 use crate::support::{argv_of, max_overlap, process_alive, wait_until, Harness, TestEnv};
 use actors::frontend::{ProgressStep, ReplyKind};
-use actors::registry::{CancelConversation, CountChannels, QueryStatus};
+use actors::registry::CountChannels;
 use actors::store::LoadConversation;
 
 #[actix_rt::test]
@@ -46,7 +46,7 @@ async fn channels_run_in_parallel_up_to_the_global_cap() {
         h.send(ch, &format!("{ch} GATE:{}", gate.display()));
     }
     // Two run at once and block on the gate; only then is it opened.
-    env.wait_for_starts(2).await;
+    env.wait_for_runs(2).await;
     env.open_gate("g");
     let replies = h.replies(3).await;
     assert!(replies.iter().all(|r| !r.is_error), "{replies:?}");
@@ -74,7 +74,7 @@ async fn runs_waiting_for_the_cap_go_in_the_order_they_asked() {
         // Wait until this channel is queued for a slot before the next one asks.
         let deadline = std::time::Instant::now() + support::PATIENCE;
         loop {
-            let status = h.registry.send(QueryStatus { id }).await.expect("registry");
+            let status = h.status(id).await;
             if status.is_some_and(|s| s.waiting_since.is_some()) {
                 break;
             }
@@ -104,7 +104,7 @@ async fn a_full_queue_answers_busy_and_runs_nothing_more() {
     h.send("alpha", "two");
     let third = h.send("alpha", "three");
     let busy = h.reply().await;
-    assert_eq!(busy.origin.message_id, third);
+    assert_eq!(busy.to.message_id(), Some(third));
     assert_eq!(busy.kind, ReplyKind::Busy);
     assert!(busy.text.contains("1 more are waiting"), "{}", busy.text);
     env.open_gate("g");
@@ -127,12 +127,7 @@ async fn status_and_cancel_are_answered_while_a_run_is_in_flight() {
     let slow = h.send("alpha", "be SLOW please");
     env.wait_for_starts(1).await;
     h.send("alpha", "after the cancel");
-    let status = h
-        .registry
-        .send(QueryStatus { id: 1001 })
-        .await
-        .expect("registry")
-        .expect("live channel");
+    let status = h.status(1001).await.expect("live channel");
     assert!(status.running_since.is_some());
     assert_eq!(status.queued, 1);
     h.send("alpha", "!status");
@@ -145,17 +140,10 @@ async fn status_and_cancel_are_answered_while_a_run_is_in_flight() {
     );
     assert!(described.text.contains("1 waiting"), "{}", described.text);
 
-    let cancelled = h
-        .registry
-        .send(CancelConversation {
-            id: 1001,
-            ..CancelConversation::default()
-        })
-        .await
-        .expect("registry");
+    let cancelled = h.cancel(1001).await;
     assert!(cancelled);
     let reply = h.reply().await;
-    assert_eq!(reply.origin.message_id, slow);
+    assert_eq!(reply.to.message_id(), Some(slow));
     assert_eq!(reply.text, "Cancelled.");
     assert!(reply.is_error);
     // SIGINT is the CLI's clean stop: it printed its result and exited 0.
@@ -203,7 +191,9 @@ async fn a_run_past_its_timeout_is_killed_with_its_whole_process_group() {
     let stored = h
         .app
         .store()
-        .send(LoadConversation { id: 1001 })
+        .send(LoadConversation {
+            id: actors::ids::ConversationId(1001),
+        })
         .await
         .expect("store")
         .expect("load")
@@ -367,7 +357,9 @@ async fn error_results_are_reported_clearly() {
     let row = h
         .app
         .store()
-        .send(LoadConversation { id: 1001 })
+        .send(LoadConversation {
+            id: actors::ids::ConversationId(1001),
+        })
         .await
         .expect("store")
         .expect("load")
@@ -381,7 +373,7 @@ async fn a_missing_binary_or_project_dir_is_a_clear_error() {
     let env = TestEnv::new();
     let mut s = env.settings();
     s.claude.binary = env.path("no-such-claude");
-    s.channel[1].project_dir = env.path("no-such-dir");
+    s.channel[1].profile.project_dir = env.path("no-such-dir");
     let mut h = Harness::start(s).await;
     h.send("alpha", "hello");
     h.send("beta", "hello");
@@ -419,7 +411,9 @@ async fn cumulative_and_per_call_costs_are_both_stored_right() {
         let row = h
             .app
             .store()
-            .send(LoadConversation { id: 1001 })
+            .send(LoadConversation {
+                id: actors::ids::ConversationId(1001),
+            })
             .await
             .expect("store")
             .expect("load")
@@ -675,7 +669,7 @@ async fn usage_sessions_and_resume_work_from_chat() {
 async fn the_model_and_mode_chosen_from_chat_are_used_and_kept() {
     let env = TestEnv::new();
     let mut settings = env.one_shot();
-    settings.channel[1].allow_mode_change = true;
+    settings.channel[1].profile.allow_mode_change = true;
     let mut h = Harness::start(settings.clone()).await;
     h.send("alpha", "!model");
     assert!(h.reply().await.text.contains("CLI's default"));
@@ -723,7 +717,7 @@ async fn the_model_and_mode_chosen_from_chat_are_used_and_kept() {
     // The channel's policy changes: the choice made under the old one no longer holds —
     // neither once mode changes are no longer allowed, nor once its own mode is another.
     let mut stricter = settings.clone();
-    stricter.channel[1].allow_mode_change = false;
+    stricter.channel[1].profile.allow_mode_change = false;
     let mut h = Harness::start(stricter).await;
     h.send("beta", "after the change");
     h.reply().await;
@@ -734,7 +728,7 @@ async fn the_model_and_mode_chosen_from_chat_are_used_and_kept() {
     );
     drop(h);
     let mut other = settings.clone();
-    other.channel[1].permission_mode = Some(actors::claude::PermissionMode::DontAsk);
+    other.channel[1].profile.permission_mode = Some(actors::claude::PermissionMode::DontAsk);
     let mut h = Harness::start(other).await;
     h.send("beta", "and another");
     h.reply().await;
@@ -762,7 +756,7 @@ async fn a_reset_by_anyone_keeps_the_always_rules_only_approvers_may_clear() {
     h.app
         .store()
         .send(actors::store::AddRules {
-            id: 1001,
+            id: actors::ids::ConversationId(1001),
             rules: vec!["Bash(touch x)".into()],
         })
         .await

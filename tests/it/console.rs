@@ -267,7 +267,7 @@ fn durations_too_large_for_a_clock_are_refused_naming_the_key() {
 #[test]
 fn invalid_settings_fail_at_start_naming_the_key() {
     let env = TestEnv::new();
-    let cases: [(&str, &str, &str); 5] = [
+    let cases: [(&str, &str, &str); 6] = [
         ("timeout_secs = 0", "", "claude.timeout_secs"),
         ("permission_mode = \"yolo\"", "", "claude.permission_mode"),
         ("max_concurrent_runs = \"many\"", "", "max_concurrent_runs"),
@@ -276,6 +276,12 @@ fn invalid_settings_fail_at_start_naming_the_key() {
             "",
             "[[channel]]\nid = 1001\nname = \"delta\"\nproject_dir = \"/tmp\"",
             "channel[3].id",
+        ),
+        // A channel's table is read as two parts; a key neither takes is still named.
+        (
+            "",
+            "[[channel]]\nid = 1004\nname = \"delta\"\nproject_dir = \"/tmp\"\nrequire_mentoin = true",
+            "channel[3].require_mentoin",
         ),
     ];
     for (claude_extra, extra, key) in cases {

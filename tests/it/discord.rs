@@ -3,13 +3,12 @@
 
 use crate::support;
 
-use crate::support::discord::{
-    content, spawn_run, spawn_run_with, stop_with, wait_output, DiscordServer, BOT_ID,
-};
-use crate::support::TestEnv;
+use crate::support::discord::{content, DiscordServer, BOT_ID};
+use crate::support::{spawn_run, spawn_run_with, stop_with, wait_output, TestEnv};
 use actors::discord::DiscordConnection;
+use actors::ids::ChannelId;
 use actors::store::LoadConversation;
-use claude_coordinator::settings::{ChannelSettings, Settings};
+use claude_coordinator::settings::Settings;
 use claude_coordinator::startup::Application;
 use secrecy::SecretString;
 use serde_json::Value;
@@ -38,7 +37,7 @@ pub(crate) async fn start_with(env: &TestEnv, change: impl FnOnce(&mut Settings)
     settings.discord.send_retries = 3;
     settings.discord.retry_backoff_ms = 20;
     settings.discord.progress_edit_secs = 1;
-    settings.access.allowed_users = vec![ALICE];
+    settings.access.allowed_users = vec![actors::ids::UserId(ALICE)];
     settings.access.refusal_cooldown_secs = 3600;
     settings.discord.token = Some(SecretString::from("test-bot-token-e2e"));
     change(&mut settings);
@@ -95,7 +94,7 @@ async fn two_channels_are_answered_in_parallel() {
     s.server
         .say(BETA, ALICE, &format!("beta GATE:{}", gate.display()));
     // Both are running at once before either may finish.
-    env.wait_for_starts(2).await;
+    env.wait_for_runs(2).await;
     env.open_gate("g");
     s.server
         .wait("both replies", |srv| {
@@ -128,13 +127,17 @@ async fn a_thread_is_its_own_conversation_with_the_parents_settings() {
     assert_eq!(content(&replies[1]), "history: in the thread");
     let store = s.app.store();
     let t = store
-        .send(LoadConversation { id: thread })
+        .send(LoadConversation {
+            id: actors::ids::ConversationId(thread),
+        })
         .await
         .expect("mailbox")
         .expect("load")
         .expect("row");
     let c = store
-        .send(LoadConversation { id: ALPHA })
+        .send(LoadConversation {
+            id: actors::ids::ConversationId(ALPHA),
+        })
         .await
         .expect("mailbox")
         .expect("load")
@@ -357,13 +360,12 @@ async fn tool_use_shows_in_a_progress_message_that_is_edited_when_done() {
 async fn a_channel_that_requires_a_mention_answers_only_mentions() {
     let env = TestEnv::new();
     let s = start_with(&env, |s| {
-        s.channel.push(ChannelSettings {
-            id: 1004,
-            name: "delta".into(),
-            project_dir: "/tmp".into(),
-            require_mention: true,
-            ..s.channel[0].clone()
-        });
+        let mut delta = s.channel[0].clone();
+        delta.profile.id = ChannelId(1004);
+        delta.profile.name = "delta".into();
+        delta.profile.project_dir = "/tmp".into();
+        delta.access.require_mention = true;
+        s.channel.push(delta);
     })
     .await;
     s.server.say(1004, ALICE, "not for the bot");
@@ -1227,12 +1229,11 @@ async fn a_link_planted_at_any_level_of_the_files_root_is_refused_and_the_user_t
     );
     plant_link(&outside, &env.path("proj4/.claude-coordinator/outbox"));
     let s = start_with(&env, |st| {
-        st.channel.push(ChannelSettings {
-            id: 1004,
-            name: "delta".into(),
-            project_dir: env.path("proj4"),
-            ..st.channel[0].clone()
-        });
+        let mut delta = st.channel[0].clone();
+        delta.profile.id = ChannelId(1004);
+        delta.profile.name = "delta".into();
+        delta.profile.project_dir = env.path("proj4");
+        st.channel.push(delta);
     })
     .await;
     // alpha: Claude replaces its outbox with a link to the project (`ln -s ../..`).

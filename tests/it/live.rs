@@ -5,7 +5,6 @@
 use std::time::Duration;
 
 use actors::frontend::{ApprovalAnswer, ApprovalError, ApprovalState, ReplyKind};
-use actors::registry::{CancelConversation, QueryStatus};
 use actors::store::{ListApprovals, LoadRules};
 use serde_json::Value;
 
@@ -70,7 +69,7 @@ async fn allow_once_runs_the_tool_and_deny_does_not_and_the_turn_goes_on() {
         summary.starts_with("touch ") && summary.ends_with("allowed"),
         "{summary}"
     );
-    assert_eq!(*requested_by, 7);
+    assert_eq!(*requested_by, actors::ids::UserId(7));
     assert_eq!(always.len(), 1, "only the addRules suggestion: {always:?}");
     assert_eq!(asked.token.len(), 32);
     h.answer(&asked, ApprovalAnswer::AllowOnce, "alice")
@@ -106,7 +105,7 @@ async fn allow_once_runs_the_tool_and_deny_does_not_and_the_turn_goes_on() {
         .app
         .store()
         .send(ListApprovals {
-            conversation_id: Some(1001),
+            conversation_id: Some(actors::ids::ConversationId(1001)),
         })
         .await
         .expect("store")
@@ -136,12 +135,7 @@ async fn a_wrong_token_changes_nothing() {
         Err(ApprovalError::BadToken)
     );
     assert!(!env.path("proj/x").exists());
-    let status = h
-        .registry
-        .send(QueryStatus { id: 1001 })
-        .await
-        .expect("registry")
-        .expect("live");
+    let status = h.status(1001).await.expect("live");
     assert_eq!(status.pending_approvals, 1, "still waiting");
     h.answer(&asked, ApprovalAnswer::Deny(None), "alice")
         .await
@@ -176,7 +170,9 @@ async fn always_is_not_asked_again_in_the_process_nor_after_it_was_ended_and_res
     let rules = h
         .app
         .store()
-        .send(LoadRules { id: 1001 })
+        .send(LoadRules {
+            id: actors::ids::ConversationId(1001),
+        })
         .await
         .expect("store")
         .expect("rules");
@@ -239,14 +235,7 @@ async fn cancel_while_a_request_is_pending_withdraws_it_and_keeps_the_process_wa
     let mut h = Harness::start(env.settings()).await;
     h.send("alpha", &touch(&env, "never"));
     let asked = h.asked().await;
-    assert!(h
-        .registry
-        .send(CancelConversation {
-            id: 1001,
-            ..CancelConversation::default()
-        })
-        .await
-        .expect("registry"));
+    assert!(h.cancel(1001).await);
     let reply = h.reply().await;
     assert_eq!(reply.text, "Cancelled.");
     assert!(h
@@ -269,14 +258,7 @@ async fn cancel_during_a_slow_turn_interrupts_it_and_the_process_stays_warm() {
     let mut h = Harness::start(env.settings()).await;
     h.send("alpha", "be SLOW please");
     wait_until(|| !env.prompts().is_empty(), "the turn to start").await;
-    assert!(h
-        .registry
-        .send(CancelConversation {
-            id: 1001,
-            ..CancelConversation::default()
-        })
-        .await
-        .expect("registry"));
+    assert!(h.cancel(1001).await);
     assert_eq!(h.reply().await.text, "Cancelled.");
     h.send("alpha", "HISTORY");
     assert_eq!(h.reply().await.text, "history: be SLOW please");
@@ -400,7 +382,7 @@ async fn a_crash_mid_turn_is_told_and_the_next_message_resumes() {
 async fn a_channel_may_set_its_own_permission_mode() {
     let env = TestEnv::new();
     let mut s = env.settings();
-    s.channel[1].permission_mode = Some(actors::claude::PermissionMode::AcceptEdits);
+    s.channel[1].profile.permission_mode = Some(actors::claude::PermissionMode::AcceptEdits);
     let mut h = Harness::start(s).await;
     h.send("alpha", "hello");
     h.reply().await;
@@ -490,11 +472,11 @@ async fn the_cap_on_live_processes_holds_at_every_moment() {
     // Six conversations, two messages each, all at once.
     for i in 0..3_u64 {
         let mut more = s.channel[0].clone();
-        more.id = 2001 + i;
-        more.name = format!("more{i}");
+        more.profile.id = actors::ids::ChannelId(2001 + i);
+        more.profile.name = format!("more{i}");
         s.channel.push(more);
     }
-    let names: Vec<String> = s.channel.iter().map(|c| c.name.clone()).collect();
+    let names: Vec<String> = s.channel.iter().map(|c| c.profile.name.clone()).collect();
     let mut h = Harness::start(s).await;
     for round in 0..2 {
         for name in &names {

@@ -7,7 +7,8 @@ use std::fmt::Write as _;
 use nix::sys::signal::Signal;
 use serde_json::Value;
 
-use crate::support::discord::{content, spawn_run_with, stop_with, DiscordServer};
+use crate::support::discord::{content, DiscordServer};
+use crate::support::{spawn_run_with, stop_with};
 use crate::support::{wait_until, TestEnv};
 
 const ALICE: u64 = 7;
@@ -252,6 +253,38 @@ async fn a_live_message_during_catch_up_is_answered_after_the_older_ones() {
     wait_answered(&server, ALPHA, new, "the live message").await;
     assert_eq!(env.prompts(), ["posted while down", "posted just now"]);
     assert_eq!(answers_to(&server, ALPHA, old).len(), 1);
+    stop_with(child, Signal::SIGTERM).await;
+}
+
+#[actix_rt::test]
+async fn a_live_message_held_during_catch_up_is_answered_before_a_newer_one_the_history_shows() {
+    let env = TestEnv::new();
+    let server = DiscordServer::start().await;
+    let extra = allow_alice("");
+    let old = server.say(ALPHA, ALICE, "posted while down");
+    server.slow_history(std::time::Duration::from_millis(1500));
+    let child = spawn_run_with(&env, &server, &extra, Some("tok"), &LOGS);
+    server.wait_ready(1).await;
+    // While the history is read: one message arrives live (and waits for the history), a
+    // newer one is posted whose MESSAGE_CREATE only comes after the history was read.
+    let live = server.say(ALPHA, ALICE, "live, held");
+    let newer = server.say_unannounced(ALPHA, ALICE, "newer, announced late");
+    wait_answered(&server, ALPHA, newer, "the newer message").await;
+    server.replay(ALPHA, newer);
+    let probe = server.say(ALPHA, ALICE, "probe");
+    wait_answered(&server, ALPHA, probe, "the probe").await;
+    assert_eq!(
+        env.prompts(),
+        [
+            "posted while down",
+            "live, held",
+            "newer, announced late",
+            "probe"
+        ]
+    );
+    for id in [old, live, newer] {
+        assert_eq!(answers_to(&server, ALPHA, id).len(), 1);
+    }
     stop_with(child, Signal::SIGTERM).await;
 }
 

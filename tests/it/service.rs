@@ -5,8 +5,9 @@ use crate::support;
 
 use std::time::{Duration, Instant};
 
-use crate::support::discord::{spawn_run_with, stop_with, wait_output, DiscordServer};
+use crate::support::discord::DiscordServer;
 use crate::support::{json_lines, process_alive, run_with_config, wait_until, TestEnv};
+use crate::support::{spawn_run_with, stop_with, wait_output};
 use nix::sys::signal::Signal;
 use serde_json::Value;
 
@@ -245,6 +246,7 @@ async fn a_run_that_ends_within_the_grace_period_is_answered_normally() {
     let extra = format!("[access]\nallowed_users = [{ALICE}]\n[shutdown]\ngrace_secs = 60\n");
     let child = spawn_run_with(&env, &server, &extra, Some("tok"), &JSON_LOGS);
     server.wait_ready(1).await;
+    server.wait_histories_read(&[ALPHA]).await;
     let gate = env.gate("g");
     server.say(ALPHA, ALICE, &format!("finish GATE:{}", gate.display()));
     env.wait_for_starts(1).await;

@@ -30,7 +30,7 @@ async fn start_with(env: &TestEnv, change: impl FnOnce(&mut Settings)) -> Servic
     let mut settings = env.settings();
     settings.discord.api_base_url.clone_from(&server.base);
     settings.discord.retry_backoff_ms = 20;
-    settings.access.allowed_users = vec![ALICE];
+    settings.access.allowed_users = vec![actors::ids::UserId(ALICE)];
     settings.discord.token = Some(SecretString::from("test-bot-token-slash"));
     settings.claude.env.insert(
         "FAKE_CLAUDE_MODELS".into(),
@@ -204,8 +204,8 @@ async fn each_subcommand_is_answered_within_discords_three_seconds() {
 async fn refusals_are_private_and_nothing_is_run() {
     let env = TestEnv::new();
     let s = start_with(&env, |st| {
-        st.access.approvers = Some(vec![999]);
-        st.channel[1].allow_mode_change = true;
+        st.access.approvers = Some(vec![actors::ids::UserId(999)]);
+        st.channel[1].profile.allow_mode_change = true;
     })
     .await;
     let refused = |token: String| {
@@ -357,7 +357,7 @@ async fn a_model_chosen_with_claude_model_reaches_the_warm_process_with_set_mode
 #[actix_rt::test]
 async fn a_mode_chosen_by_an_approver_reaches_the_warm_process_and_bypass_never_does() {
     let env = TestEnv::new();
-    let s = start_with(&env, |st| st.channel[1].allow_mode_change = true).await;
+    let s = start_with(&env, |st| st.channel[1].profile.allow_mode_change = true).await;
     s.server.say(BETA, ALICE, "warm up");
     s.server
         .wait("the answer", |srv| {

@@ -28,7 +28,7 @@ fn repo(env: &TestEnv, extra: &[(&str, &str)]) -> PathBuf {
 }
 
 async fn with_worktrees(env: &TestEnv) -> Service {
-    start_with(env, |st| st.channel[0].thread_worktrees = true).await
+    start_with(env, |st| st.channel[0].profile.thread_worktrees = true).await
 }
 
 /// Waits for `n` answers in `thread`; answers the last.
@@ -143,7 +143,9 @@ async fn a_renamed_thread_keeps_its_worktree_branch_and_session() {
     let row = s
         .app
         .store()
-        .send(actors::store::ListSessions { conversation_id: t })
+        .send(actors::store::ListSessions {
+            conversation_id: actors::ids::ConversationId(t),
+        })
         .await
         .expect("store")
         .expect("sessions");
@@ -201,8 +203,8 @@ async fn a_project_dir_below_the_repository_root_is_the_same_place_in_the_worktr
     let env = TestEnv::new();
     repo(&env, &[("services/api/main.rs", "fn main() {}\n")]);
     let s = start_with(&env, |st| {
-        st.channel[0].project_dir = env.path("proj/services/api");
-        st.channel[0].thread_worktrees = true;
+        st.channel[0].profile.project_dir = env.path("proj/services/api");
+        st.channel[0].profile.thread_worktrees = true;
     })
     .await;
     let t = 880_000_000_000_000_041;

@@ -1,18 +1,44 @@
 //! One conversation's pending permission requests: each shown to people with an unguessable
-//! token, answered once (allow once, always, deny, or AskUserQuestion's answers), timed out into
-//! a denial, or withdrawn by the CLI. Answering writes the decision to the CLI; what to show,
-//! record and store is handed back to the channel actor.
+//! token, answered once (allow once, always, deny, or AskUserQuestion's answers), denied after
+//! `claude.approval_timeout_secs`, or withdrawn by the CLI. Answering writes the decision to the
+//! CLI; the actor then shows the outcome, records it in the audit, and stores "always" rules
+//! (passed again to every new process, since the CLI's own die with it).
 
 use std::collections::HashMap;
 use std::fmt::Write as _;
 use std::time::{Duration, Instant};
 
-use actix::SpawnHandle;
+use actix::prelude::*;
+use tracing::{info, instrument, warn};
 
+use super::ChannelActor;
 use crate::claude::permission::{Decision, PermissionRequest};
 use crate::claude::SessionControl;
-use crate::frontend::{ApprovalAnswer, ApprovalError, ApprovalState, Origin};
-use crate::metrics::ApprovalOutcome;
+use crate::frontend::{
+    AnswerApproval, ApprovalAnswer, ApprovalError, ApprovalState, Origin, ShowApproval,
+};
+use crate::metrics::{ApprovalOutcome, Metric, RecordMetric};
+use crate::store::{AddRules, RecordApproval};
+
+/// Claude asked for a permission during a turn (sent by the turn itself).
+#[derive(Debug, Message)]
+#[rtype(result = "()")]
+pub struct PermissionAsked {
+    /// What it asked.
+    pub request: PermissionRequest,
+    /// Where the answer goes.
+    pub control: SessionControl,
+    /// The message whose turn asked.
+    pub origin: Origin,
+}
+
+/// The CLI withdrew a permission request.
+#[derive(Debug, Message)]
+#[rtype(result = "()")]
+pub struct PermissionWithdrawn {
+    /// Its id.
+    pub request_id: String,
+}
 
 struct Pending {
     request: PermissionRequest,
@@ -243,5 +269,110 @@ fn resolution(
         by,
         rules,
         outcome,
+    }
+}
+
+impl ChannelActor {
+    /// Shows how a permission request ended, records it, stores its rules.
+    pub(super) fn publish(&mut self, r: Resolution, ctx: &mut Context<Self>) {
+        if let Some(timer) = r.timer {
+            ctx.cancel_future(timer);
+        }
+        info!(
+            channel_id = self.conversation.id.get(),
+            tool = %r.request.tool_name,
+            decision = r.decision,
+            by = r.by.as_deref().unwrap_or("-"),
+            "permission request resolved"
+        );
+        self.deps.approvals.do_send(ShowApproval {
+            conversation_id: self.conversation.id,
+            origin: r.origin,
+            request_id: r.request.request_id.clone(),
+            token: r.token.clone(),
+            state: r.state.clone(),
+        });
+        self.deps.metrics.do_send(RecordMetric(Metric::Approval {
+            outcome: r.outcome,
+            waited: r.waited,
+        }));
+        let record = RecordApproval {
+            conversation_id: self.conversation.id,
+            conversation: self.conversation.name.clone(),
+            tool: r.request.tool_name.clone(),
+            summary: r.request.summary(),
+            decision: r.decision.to_string(),
+            decided_by: r.by.clone(),
+            rule: (!r.rules.is_empty()).then(|| r.rules.join(", ")),
+            at_ms: crate::time::unix_ms(),
+        };
+        let id = self.conversation.id;
+        let store = self.deps.store.clone();
+        let rules = r.rules;
+        let save = async move {
+            if !rules.is_empty() {
+                if let Ok(Err(e)) = store.send(AddRules { id, rules }).await {
+                    warn!(channel_id = id.get(), error = %e, "could not store the \"always\" rule");
+                }
+            }
+            if let Ok(Err(e)) = store.send(record).await {
+                warn!(channel_id = id.get(), error = %e, "could not record the permission decision");
+            }
+        };
+        ctx.spawn(save.into_actor(self));
+    }
+}
+
+impl Handler<PermissionAsked> for ChannelActor {
+    type Result = ();
+
+    #[instrument(skip_all, fields(channel_id = self.conversation.id.get(), tool = %msg.request.tool_name))]
+    fn handle(&mut self, msg: PermissionAsked, ctx: &mut Self::Context) {
+        let timeout = self.deps.runner.config().approval_timeout();
+        let request_id = msg.request.request_id.clone();
+        let timer = ctx.run_later(timeout, move |act, ctx| {
+            if let Some(r) = act.approvals.time_out(&request_id, timeout) {
+                act.publish(r, ctx);
+            }
+        });
+        let request_id = msg.request.request_id.clone();
+        let (token, state) = self
+            .approvals
+            .ask(msg.request, msg.control, msg.origin, timer);
+        info!("Claude asks for a permission");
+        self.deps.metrics.do_send(RecordMetric(Metric::Approval {
+            outcome: ApprovalOutcome::Asked,
+            waited: Duration::ZERO,
+        }));
+        self.deps.approvals.do_send(ShowApproval {
+            conversation_id: self.conversation.id,
+            origin: msg.origin,
+            request_id,
+            token,
+            state,
+        });
+    }
+}
+
+impl Handler<PermissionWithdrawn> for ChannelActor {
+    type Result = ();
+
+    fn handle(&mut self, msg: PermissionWithdrawn, ctx: &mut Self::Context) {
+        if let Some(r) = self.approvals.withdraw(&msg.request_id) {
+            self.publish(r, ctx);
+        }
+    }
+}
+
+impl Handler<AnswerApproval> for ChannelActor {
+    type Result = Result<(), ApprovalError>;
+
+    #[instrument(skip_all, fields(channel_id = self.conversation.id.get()))]
+    fn handle(&mut self, msg: AnswerApproval, ctx: &mut Self::Context) -> Self::Result {
+        let r = self
+            .approvals
+            .answer(&msg.request_id, &msg.token, msg.answer, &msg.by)?;
+        self.publish(r, ctx);
+        Ok(())
     }
 }

@@ -11,6 +11,7 @@ use tracing::{info, warn};
 use super::{ChannelActor, ChannelDeps, EndReason};
 use crate::conversation::ConversationRef;
 use crate::frontend::{DeliverReply, Origin, ReplyKind};
+use crate::ids::{MessageId, UserId};
 use crate::worktree::Closed;
 
 /// Close the worktree of this thread's conversation once it is idle.
@@ -39,7 +40,7 @@ pub async fn close_now(conversation: ConversationRef, deps: ChannelDeps) {
     let close = move || crate::worktree::close(&git, &project, root.as_deref(), id, &files, &keep);
     let text = match tokio::task::spawn_blocking(close).await {
         Ok(Ok(Closed::Removed(path, kept))) => {
-            info!(channel_id = c.id, path = %path.display(), kept, "thread closed; its worktree removed");
+            info!(channel_id = c.id.get(), path = %path.display(), kept, "thread closed; its worktree removed");
             return;
         }
         Ok(Ok(Closed::Kept(path))) => format!(
@@ -53,11 +54,12 @@ pub async fn close_now(conversation: ConversationRef, deps: ChannelDeps) {
         ),
         Ok(Ok(Closed::None)) | Err(_) => return,
     };
-    warn!(channel_id = c.id, "{text}");
+    warn!(channel_id = c.id.get(), "{text}");
+    // About the thread, in its parent channel (no message of its own to answer).
     let origin = Origin {
         channel_id: c.profile.id,
-        message_id: c.id,
-        author_id: 0,
+        message_id: MessageId(c.id.get()),
+        author_id: UserId::default(),
     };
     deps.replies
         .do_send(DeliverReply::new(c, origin, ReplyKind::Notice, text, false));
@@ -70,7 +72,7 @@ impl ChannelActor {
         if !self.close_worktree || !self.is_idle() {
             return;
         }
-        if self.warm.is_some() {
+        if self.warm.is_warm() {
             self.end_warm(EndReason::Other);
             let exited = self.deps.runner.config().kill_grace() + Duration::from_secs(1);
             ctx.run_later(exited, Self::try_close_worktree);

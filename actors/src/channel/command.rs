@@ -9,10 +9,11 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 use actix::prelude::*;
 use tracing::info;
 
-use super::{CancelReason, ChannelActor, EndReason, Pending};
+use super::queue::Pending;
+use super::{ChannelActor, EndReason};
 use crate::claude::PermissionMode;
 pub use crate::frontend::Command;
-use crate::frontend::{Origin, ReplyKind};
+use crate::frontend::{CancelReason, Origin, ReplyKind, ReplyTo};
 use crate::store::{
     ClearRules, GetUsage, ListSessions, LoadRules, Overrides, ResetConversation, ResumeSession,
     RetryInterrupted, SaveOverrides, StoreError,
@@ -82,7 +83,7 @@ impl ChannelActor {
     pub(super) fn command(
         &mut self,
         cmd: &Command,
-        origin: Origin,
+        origin: ReplyTo,
         approver: bool,
         ctx: &mut Context<Self>,
     ) {
@@ -97,7 +98,7 @@ impl ChannelActor {
         let text = match cmd {
             Command::Status => self.status().describe(),
             Command::Cancel => {
-                if self.cancel_current(CancelReason::User) {
+                if self.queue.cancel(CancelReason::User, None) {
                     "Cancelling the current run.".to_string()
                 } else {
                     "Nothing is running.".to_string()
@@ -134,9 +135,9 @@ impl ChannelActor {
                 self.deps.command_prefix
             ),
             (None, Some(m)) => format!("Model: `{m}` (the channel's setting)."),
-            (None, None) => match self.deps.runner.config().model.as_str() {
-                "" => "Model: the CLI's default.".to_string(),
-                m => format!("Model: `{m}` (`claude.model`)."),
+            (None, None) => match &self.deps.runner.config().model {
+                None => "Model: the CLI's default.".to_string(),
+                Some(m) => format!("Model: `{m}` (`claude.model`)."),
             },
         }
     }
@@ -176,7 +177,7 @@ impl ChannelActor {
             .unwrap_or(self.deps.runner.config().permission_mode)
     }
 
-    fn set_model(&mut self, model: String, origin: Origin, ctx: &mut Context<Self>) {
+    fn set_model(&mut self, model: String, origin: ReplyTo, ctx: &mut Context<Self>) {
         let valid = !model.is_empty()
             && model.len() <= 100
             && model
@@ -199,13 +200,13 @@ impl ChannelActor {
             None => "Model: back to the channel's setting.".to_string(),
         };
         // The warm process is told at once; without one, the next spawn passes `--model`.
-        if let Some(live) = &self.warm {
-            live.set_model(chosen.as_deref().unwrap_or("default"));
+        if let Some(live) = self.warm.get() {
+            live.set_model(chosen.as_deref());
         }
         self.save_overrides(overrides, origin, text, ctx);
     }
 
-    fn set_mode(&mut self, mode: &str, origin: Origin, ctx: &mut Context<Self>) {
+    fn set_mode(&mut self, mode: &str, origin: ReplyTo, ctx: &mut Context<Self>) {
         if !self.conversation.profile.allow_mode_change {
             let text = "This channel does not allow changing the permission mode from chat (`allow_mode_change`).".to_string();
             return self.reply(origin, ReplyKind::Command, text, true);
@@ -226,11 +227,11 @@ impl ChannelActor {
             mode_under: Some(self.configured_mode()),
             ..self.overrides.clone()
         };
-        if let Some(live) = &self.warm {
-            live.set_permission_mode(parsed.as_str());
+        if let Some(live) = self.warm.get() {
+            live.set_permission_mode(parsed);
         }
         info!(
-            channel_id = self.conversation.id,
+            channel_id = self.conversation.id.get(),
             mode = parsed.as_str(),
             "permission mode changed from chat"
         );
@@ -244,7 +245,7 @@ impl ChannelActor {
     fn save_overrides(
         &mut self,
         overrides: Overrides,
-        origin: Origin,
+        origin: ReplyTo,
         text: String,
         ctx: &mut Context<Self>,
     ) {
@@ -269,7 +270,7 @@ impl ChannelActor {
         }));
     }
 
-    fn usage(&mut self, origin: Origin, ctx: &mut Context<Self>) {
+    fn usage(&mut self, origin: ReplyTo, ctx: &mut Context<Self>) {
         let now = SystemTime::now()
             .duration_since(UNIX_EPOCH)
             .unwrap_or_default();
@@ -282,7 +283,7 @@ impl ChannelActor {
         // The CLI's own count, where there is a warm process to ask (`get_usage`, p_22).
         let control = self
             .warm
-            .as_ref()
+            .get()
             .and_then(crate::claude::LiveSession::control);
         let work = async move {
             let stored = ask.await;
@@ -313,7 +314,7 @@ impl ChannelActor {
         }));
     }
 
-    fn sessions(&mut self, origin: Origin, ctx: &mut Context<Self>) {
+    fn sessions(&mut self, origin: ReplyTo, ctx: &mut Context<Self>) {
         let ask = self.deps.store.send(ListSessions {
             conversation_id: self.conversation.id,
         });
@@ -349,7 +350,7 @@ impl ChannelActor {
         }));
     }
 
-    fn resume(&mut self, session: String, origin: Origin, ctx: &mut Context<Self>) {
+    fn resume(&mut self, session: String, origin: ReplyTo, ctx: &mut Context<Self>) {
         let ask = self.deps.store.send(ResumeSession {
             conversation_id: self.conversation.id,
             session_id: session.clone(),
@@ -360,7 +361,7 @@ impl ChannelActor {
                 Ok(true) => {
                     // The warm process holds the other session.
                     act.end_warm(EndReason::Other);
-                    act.carry = None;
+                    act.saves.forget_carry();
                     if let Some(r) = act.record.as_mut() {
                         r.session_id = Some(session.clone());
                     }
@@ -373,7 +374,7 @@ impl ChannelActor {
         }));
     }
 
-    fn reset(&mut self, origin: Origin, ctx: &mut Context<Self>) {
+    fn reset(&mut self, origin: ReplyTo, ctx: &mut Context<Self>) {
         // A new session: the warm process holds the old one (and its session rules).
         self.end_warm(EndReason::Other);
         let reset = self.deps.store.send(ResetConversation {
@@ -395,7 +396,7 @@ impl ChannelActor {
         }));
     }
 
-    fn list_rules(&mut self, origin: Origin, ctx: &mut Context<Self>) {
+    fn list_rules(&mut self, origin: ReplyTo, ctx: &mut Context<Self>) {
         let load = self.deps.store.send(LoadRules {
             id: self.conversation.id,
         });
@@ -410,7 +411,7 @@ impl ChannelActor {
 
     /// `!retry`: queues again the newest message of this conversation that a restart
     /// interrupted; its answer replies to it.
-    fn retry(&mut self, origin: Origin, ctx: &mut Context<Self>) {
+    fn retry(&mut self, origin: ReplyTo, ctx: &mut Context<Self>) {
         let find = self.deps.store.send(RetryInterrupted {
             conversation_id: self.conversation.id,
         });
@@ -443,7 +444,7 @@ impl ChannelActor {
         }));
     }
 
-    fn clear_rules(&mut self, origin: Origin, ctx: &mut Context<Self>) {
+    fn clear_rules(&mut self, origin: ReplyTo, ctx: &mut Context<Self>) {
         // The warm process keeps its session rules until it ends.
         self.end_warm(EndReason::Other);
         let clear = self.deps.store.send(ClearRules {

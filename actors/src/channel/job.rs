@@ -1,7 +1,6 @@
 //! One run of a conversation: from its run slot to the reply, with the stale-session retry.
 //! It owns everything it needs, so it runs as a future beside the channel actor.
 
-use std::fmt::Write as _;
 use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Instant;
@@ -22,6 +21,7 @@ use crate::store::{
     Conversation, LoadConversation, LoadRules, RecordRun, SessionStoreActor, StoreError,
 };
 
+use super::answer::{answer_text, first_line, progress_step};
 use super::{PermissionAsked, PermissionWithdrawn};
 
 /// What a run needs of the conversation's stored row: read from the store, or carried over
@@ -124,7 +124,7 @@ impl Job {
         DeliverReply::new(&self.conversation, self.origin, kind, text, is_error)
     }
 
-    #[instrument(skip_all, fields(channel_id = self.conversation.id, message_id = self.origin.message_id))]
+    #[instrument(skip_all, fields(channel_id = self.conversation.id.get(), message_id = self.origin.message_id.get()))]
     pub(super) async fn execute(self, permit: Option<OwnedSemaphorePermit>) -> JobEnd {
         let Some(permit) = permit else {
             let reply = self.reply(
@@ -566,60 +566,4 @@ impl Job {
         );
         JobEnd::NotRun(Box::new(reply), self.live)
     }
-}
-
-/// What a progress display shows of `event`: tool use and API retries.
-fn progress_step(event: &StreamEvent) -> Option<ProgressStep> {
-    match event {
-        StreamEvent::ToolUse(t) => Some(ProgressStep::Tool(t.summary())),
-        StreamEvent::Retry {
-            attempt,
-            error_status,
-            ..
-        } => Some(ProgressStep::Retrying {
-            attempt: *attempt,
-            status: *error_status,
-        }),
-        _ => None,
-    }
-}
-
-/// The user-facing text of a run that produced a report.
-fn answer_text(report: &RunReport, timeout_secs: u64, live: bool) -> String {
-    match report.stopped {
-        Some(StopReason::Cancelled) => return "Cancelled.".into(),
-        Some(StopReason::TimedOut) => {
-            return format!("Timed out after {timeout_secs} s; the run was stopped.")
-        }
-        None => {}
-    }
-    let Some(result) = &report.result else {
-        return format!("Claude ended without a result ({}).", report.exit);
-    };
-    let mut text = result.text();
-    if text.trim().is_empty() {
-        text = if result.is_error {
-            format!("Claude reported an error ({}).", result.subtype)
-        } else {
-            "(Claude returned an empty reply.)".into()
-        };
-    }
-    if !result.permission_denials.is_empty() {
-        // Live: someone was asked (or a rule decided); one-shot: no one could be asked.
-        let why = if live {
-            "Denied"
-        } else {
-            "Refused by the permission mode"
-        };
-        let _ = write!(
-            text,
-            "\n\n({why}: {}.)",
-            result.permission_denials.join(", ")
-        );
-    }
-    text
-}
-
-fn first_line(text: &str) -> String {
-    crate::text::truncate_chars(text.lines().next().unwrap_or_default(), 200)
 }

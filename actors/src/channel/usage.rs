@@ -1,10 +1,21 @@
 //! The account's usage limit, shared by every conversation: all of them run on one Claude
 //! account, so when one run is refused for a usage limit (or an API 429), no conversation
 //! starts a run until the limit resets — or, when the CLI gave no reset time, until a backoff
-//! (doubling from `channels.usage_backoff_secs`, capped at 30 minutes) has passed.
+//! (doubling from `channels.usage_backoff_secs`, capped at 30 minutes) has passed. A refused
+//! run is not answered: its message goes back to the head of its queue, each conversation tells
+//! its users once, and runs start by themselves when the pause ends.
 
 use std::sync::{Arc, Mutex, PoisonError};
 use std::time::{Duration, SystemTime};
+
+use actix::prelude::*;
+use tracing::info;
+
+use super::queue::Current;
+use super::ChannelActor;
+use crate::frontend::ReplyKind;
+use crate::metrics::{Metric, RecordMetric};
+use crate::store::InboxState;
 
 /// The longest backoff without a reset time.
 const MAX_BACKOFF: Duration = Duration::from_secs(30 * 60);
@@ -123,6 +134,69 @@ pub fn pause_notice(pause: &Pause, queued: usize) -> String {
         format!(
             "⏸️ Claude's API is refusing requests (rate or usage limit) and gave no reset time. {queued} message(s) here wait; trying again at {at} (in about {minutes} min)."
         )
+    }
+}
+
+/// A conversation's view of the pause.
+#[derive(Debug, Default)]
+pub(super) struct PauseState {
+    /// Its users were told (once, until a run goes through again: a backoff that is tried and
+    /// refused again is no news).
+    pub(super) told: bool,
+    /// A start is scheduled for the end of the pause.
+    wake_scheduled: bool,
+}
+
+impl ChannelActor {
+    /// The usage limit refused the run of `c`: it goes back to the head of the queue.
+    pub(super) fn limited(&mut self, c: Current, resets_at: Option<SystemTime>) {
+        let (pause, new) = self.deps.usage.limited(resets_at);
+        if new {
+            self.deps.metrics.do_send(RecordMetric(Metric::UsagePause {
+                until: pause.until,
+                announced: pause.announced,
+            }));
+        }
+        if c.message.stored {
+            self.mark(c.message.origin.message_id, InboxState::Queued);
+        }
+        self.queue.put_back(c.message);
+        self.observe_queue();
+    }
+
+    /// While every conversation is paused for the usage limit: tells the users (once) and
+    /// schedules the next start for the end of the pause. Answers whether it is paused.
+    pub(super) fn wait_for_pause(&mut self, ctx: &mut Context<Self>) -> bool {
+        let Some(pause) = self.deps.usage.paused() else {
+            return false;
+        };
+        self.tell_paused(&pause);
+        if !self.pause.wake_scheduled {
+            self.pause.wake_scheduled = true;
+            let wait = pause
+                .until
+                .duration_since(SystemTime::now())
+                .unwrap_or_default();
+            ctx.run_later(wait, |act, ctx| {
+                act.pause.wake_scheduled = false;
+                act.start_next(ctx);
+            });
+        }
+        true
+    }
+
+    /// Tells this conversation's users of `pause`, once.
+    fn tell_paused(&mut self, pause: &Pause) {
+        if self.pause.told {
+            return;
+        }
+        self.pause.told = true;
+        let Some(first) = self.queue.first_waiting() else {
+            return;
+        };
+        info!(channel_id = self.conversation.id.get(), until = %humantime::format_rfc3339_seconds(pause.until), "paused by the usage limit");
+        let text = pause_notice(pause, self.queue.waiting());
+        self.reply(first, ReplyKind::Notice, text, false);
     }
 }
 

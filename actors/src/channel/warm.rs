@@ -1,146 +1,105 @@
-//! The warm processes of all conversations, capped by `claude.max_warm_sessions` at every
-//! moment: a live CLI process holds a [`ProcessSlot`] from before it is spawned until it has
-//! been reaped (the slot goes into the thread that reaps it). A run that needs a new process
-//! when every slot is taken asks the least recently used *idle* process of another
-//! conversation to end, and waits for a slot; if every process is busy, it waits until one
-//! turn ends. A process counts as busy only while a turn runs on it: one whose next message
-//! still waits for a run slot is idle, and may be ended for another (its message then starts a
-//! new process when its turn comes). Every call is a few map operations under a short lock.
+//! The conversation's warm CLI process between turns (`claude.live_sessions`): kept for
+//! `claude.keep_warm_secs` after a turn, ended then, or earlier when another conversation needs
+//! its place under the cap ([`super::WarmPool`]), at shutdown, or by `!reset`. During a turn its
+//! job holds it; a generation number makes a stale idle timer do nothing.
 
-use std::collections::HashMap;
-use std::sync::{Arc, Mutex, PoisonError};
-use std::time::Instant;
+use actix::prelude::*;
 
-use actix::Recipient;
-use tokio::sync::{Notify, OwnedSemaphorePermit, Semaphore};
-use tracing::debug;
+use super::ChannelActor;
+use crate::claude::LiveSession;
+use crate::metrics::{Metric, RecordMetric, SessionMetric};
 
-use super::{EndReason, EndWarmSession};
-
-/// One live process's place under the cap; given back when dropped (after the reap).
-#[derive(Debug)]
-pub struct ProcessSlot(#[allow(dead_code)] OwnedSemaphorePermit);
-
-struct Entry {
-    busy: bool,
-    last_used: Instant,
-    end: Recipient<EndWarmSession>,
+/// End the warm process now, if it is between turns.
+#[derive(Debug, Message)]
+#[rtype(result = "()")]
+pub struct EndWarmSession {
+    /// Why.
+    pub reason: EndReason,
 }
 
-/// The warm processes, by conversation, and the slots under the cap.
-#[derive(Clone)]
-pub struct WarmPool {
-    inner: Arc<Mutex<HashMap<u64, Entry>>>,
-    slots: Arc<Semaphore>,
-    /// A process went idle: a run waiting for a slot may ask it to end.
-    idled: Arc<Notify>,
-    max: usize,
+/// Why a warm process is ended.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum EndReason {
+    /// `claude.keep_warm_secs` passed.
+    Idle,
+    /// Another conversation needed its place (`claude.max_warm_sessions`).
+    Evicted,
+    /// `!reset`, `!rules clear`, a worktree closing, or shutdown.
+    Other,
 }
 
-impl WarmPool {
-    /// A pool of at most `max` live processes (at least one).
-    pub fn new(max: usize) -> Self {
-        let max = max.max(1);
-        Self {
-            inner: Arc::new(Mutex::new(HashMap::new())),
-            slots: Arc::new(Semaphore::new(max)),
-            idled: Arc::new(Notify::new()),
-            max,
+/// The process between turns, and the generation of its hand-overs.
+#[derive(Default)]
+pub(super) struct Warm {
+    live: Option<LiveSession>,
+    generation: u64,
+}
+
+impl Warm {
+    pub(super) fn is_warm(&self) -> bool {
+        self.live.is_some()
+    }
+
+    /// The process, for a turn (or to be ended); a pending idle timer no longer applies.
+    pub(super) fn take(&mut self) -> Option<LiveSession> {
+        self.generation += 1;
+        self.live.take()
+    }
+
+    pub(super) fn get(&self) -> Option<&LiveSession> {
+        self.live.as_ref()
+    }
+}
+
+impl ChannelActor {
+    /// Keeps `live` warm for `claude.keep_warm_secs` (or ends it at once when that is zero, or
+    /// when shutting down).
+    pub(super) fn hold_warm(&mut self, live: LiveSession, ctx: &mut Context<Self>) {
+        let keep = self.deps.runner.config().keep_warm();
+        self.warm.generation += 1;
+        if keep.is_zero() || self.service_stopping() {
+            self.deps.warm.remove(self.conversation.id);
+            self.observe_session_end(EndReason::Idle);
+            live.end();
+            return;
         }
-    }
-
-    /// The cap.
-    pub fn max(&self) -> usize {
-        self.max
-    }
-
-    /// Live processes now (slots taken).
-    pub fn live(&self) -> usize {
-        self.max - self.slots.available_permits()
-    }
-
-    fn with<T>(&self, f: impl FnOnce(&mut HashMap<u64, Entry>) -> T) -> T {
-        f(&mut self.inner.lock().unwrap_or_else(PoisonError::into_inner))
-    }
-
-    /// A slot for a new process of conversation `id`: at once if one is free; else the least
-    /// recently used idle process of another conversation is asked to end, and this waits for
-    /// its slot (or, all being busy, for one to go idle).
-    pub async fn acquire(&self, id: u64) -> ProcessSlot {
-        loop {
-            if let Ok(permit) = Arc::clone(&self.slots).try_acquire_owned() {
-                return ProcessSlot(permit);
+        self.warm.live = Some(live);
+        self.deps
+            .warm
+            .idle(self.conversation.id, ctx.address().recipient());
+        let generation = self.warm.generation;
+        ctx.run_later(keep, move |act, _| {
+            if act.warm.generation == generation && !act.queue.is_running() {
+                act.end_warm(EndReason::Idle);
             }
-            // Registered before looking, so a process going idle meanwhile is not missed.
-            let idled = self.idled.notified();
-            tokio::pin!(idled);
-            idled.as_mut().enable();
-            if let Some((victim, end)) = self.least_recently_used_idle(id) {
-                debug!(
-                    channel_id = victim,
-                    for_channel = id,
-                    "ending an idle warm process for another conversation"
-                );
-                end.do_send(EndWarmSession {
-                    reason: EndReason::Evicted,
-                });
-            }
-            tokio::select! {
-                permit = Arc::clone(&self.slots).acquire_owned() => {
-                    if let Ok(permit) = permit {
-                        return ProcessSlot(permit);
-                    }
-                }
-                () = idled => {}
-            }
-        }
-    }
-
-    /// The least recently used idle process of a conversation other than `id`, taken off the
-    /// list (it is being ended).
-    fn least_recently_used_idle(&self, id: u64) -> Option<(u64, Recipient<EndWarmSession>)> {
-        self.with(|m| {
-            let victim = m
-                .iter()
-                .filter(|(k, e)| !e.busy && **k != id)
-                .min_by_key(|(_, e)| e.last_used)
-                .map(|(k, _)| *k)?;
-            m.remove(&victim).map(|e| (victim, e.end))
-        })
-    }
-
-    /// Conversation `id`'s process is running a turn (and will not be asked to end).
-    pub fn busy(&self, id: u64, end: Recipient<EndWarmSession>) {
-        self.with(|m| {
-            m.insert(
-                id,
-                Entry {
-                    busy: true,
-                    last_used: Instant::now(),
-                    end,
-                },
-            );
         });
     }
 
-    /// Conversation `id`'s process idles between turns: it may be asked to end for another.
-    pub fn idle(&self, id: u64, end: Recipient<EndWarmSession>) {
-        self.with(|m| {
-            m.insert(
-                id,
-                Entry {
-                    busy: false,
-                    last_used: Instant::now(),
-                    end,
-                },
-            );
-        });
-        self.idled.notify_waiters();
+    /// Ends the warm process, if there is one between turns.
+    pub(super) fn end_warm(&mut self, reason: EndReason) {
+        if let Some(live) = self.warm.take() {
+            self.deps.warm.remove(self.conversation.id);
+            self.observe_session_end(reason);
+            live.end();
+        }
     }
 
-    /// Conversation `id` has no warm process any more (its slot is given back when the
-    /// process is reaped).
-    pub fn remove(&self, id: u64) {
-        self.with(|m| m.remove(&id));
+    fn observe_session_end(&self, reason: EndReason) {
+        self.deps
+            .metrics
+            .do_send(RecordMetric(Metric::Session(match reason {
+                EndReason::Idle => SessionMetric::EndedIdle,
+                EndReason::Evicted => SessionMetric::EndedEvicted,
+                EndReason::Other => SessionMetric::EndedReplaced,
+            })));
+    }
+}
+
+impl Handler<EndWarmSession> for ChannelActor {
+    type Result = ();
+
+    fn handle(&mut self, msg: EndWarmSession, _: &mut Self::Context) {
+        // Between turns the process is here (a run waiting for its slot has not taken it yet).
+        self.end_warm(msg.reason);
     }
 }

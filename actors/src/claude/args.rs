@@ -104,11 +104,7 @@ fn flags(config: &ClaudeConfig, req: &RunRequest, args: &mut Vec<OsString>) {
     if let Some(id) = &req.resume {
         push("--resume", id);
     }
-    let model = req
-        .model
-        .as_deref()
-        .or(Some(config.model.as_str()))
-        .filter(|m| !m.is_empty());
+    let model = req.model.as_deref().or(config.model.as_deref());
     if let Some(m) = model {
         push("--model", m);
     }
@@ -154,7 +150,7 @@ pub(crate) mod tests {
             timeout_secs: 60,
             kill_grace_secs: 1,
             permission_mode: PermissionMode::Default,
-            model: String::new(),
+            model: None,
             max_concurrent_runs: 1,
             oauth_token: None,
             oauth_token_file: None,

@@ -124,9 +124,10 @@ pub struct ClaudeConfig {
     pub kill_grace_secs: u64,
     /// `--permission-mode` for every run.
     pub permission_mode: PermissionMode,
-    /// `--model` unless the channel sets one; empty means the CLI's default.
-    #[serde(default)]
-    pub model: String,
+    /// `--model` unless the channel sets one; `None` (or an empty string) is the CLI's
+    /// default.
+    #[serde(default, deserialize_with = "non_empty")]
+    pub model: Option<String>,
     /// Runs in flight across all channels; others wait their turn, in order.
     pub max_concurrent_runs: usize,
     /// Passed as `CLAUDE_CODE_OAUTH_TOKEN`. From the environment
@@ -270,6 +271,12 @@ impl ClaudeConfig {
     pub fn approval_timeout(&self) -> Duration {
         Duration::from_secs(self.approval_timeout_secs)
     }
+}
+
+/// An optional string where an empty one (an environment variable set to nothing) means none.
+fn non_empty<'de, D: serde::Deserializer<'de>>(d: D) -> Result<Option<String>, D::Error> {
+    let s: Option<String> = Option::deserialize(d)?;
+    Ok(s.filter(|s| !s.trim().is_empty()))
 }
 
 #[cfg(test)]

@@ -1,9 +1,14 @@
-//! Claude's side: the runner spawns one `claude -p … --output-format stream-json --verbose` process
-//! and turns its output into a [`RunReport`].
+//! Claude's side: running the `claude` CLI in a conversation's project directory and turning
+//! its `stream-json` output into a [`RunReport`]. Two ways, the first the default:
 //!
-//! Each run is driven by one blocking thread from spawn to reaping, as `Command::output`
-//! would: a single `poll` waits for output, the child's exit (a pidfd), a cancel and the next
-//! timer, so the actors' thread is woken once per run, when it is over (and for progress).
+//! - a **live session** ([`session`], `claude.live_sessions = true`): one warm, two-way process
+//!   per conversation (`--input-format stream-json --permission-prompt-tool stdio`), a turn per
+//!   user line on stdin, Claude's permission requests and questions answered on the same stdin;
+//!   it idles between turns and is resumed (`--resume`) when it had to go;
+//! - a **one-shot run** ([`ClaudeRunner::run`], `process`): one `claude -p … --output-format
+//!   stream-json --verbose` process per message, stdin `/dev/null`, driven by one blocking
+//!   thread from spawn to reaping — a single `poll` waits for output, the child's exit (a
+//!   pidfd), a cancel and the next timer, so the actors' thread is woken once per run.
 //!
 //! Rules from `../shared/claude-cli/BEHAVIOUR.md` it follows:
 //! - the prompt goes after `--`, so a message starting with `-` is never read as an option;
@@ -16,7 +21,8 @@
 //!   plus `claude.env` and `CLAUDE_CODE_OAUTH_TOKEN`: a prompt saying "run printenv" must not
 //!   post the bot token;
 //! - an output line longer than [`MAX_LINE_BYTES`] is not kept in memory: the run fails;
-//! - stdin is `/dev/null` (an open pipe makes the CLI wait and append stdin to the prompt);
+//! - a one-shot run's stdin is `/dev/null` (an open pipe makes the CLI wait and append stdin to
+//!   the prompt); a live session's carries only JSON lines;
 //! - the child leads its own process group, so cancel and timeout reach everything it started:
 //!   SIGINT first (the CLI's clean stop), SIGKILL to the group after `kill_grace_secs`;
 //! - success comes from `is_error`; `result` may be absent; usage errors print only stderr;
@@ -24,12 +30,15 @@
 //!   current versions.
 //!
 //! Files: [`config`] (the `[claude]` settings), [`args`] (command line and user text),
-//! [`environment`] (what the CLI may see), `process` (spawn, drive, signals), `report`
-//! (what a run's output means), [`stream_json`] (parsing its lines).
+//! [`environment`] (what the CLI may see), [`session`] (the live session), [`permission`]
+//! (the stdin control protocol's lines), [`models`] (the models the CLI offers), `process`
+//! (spawn, drive, signals), `lines` (bounded output lines, stderr's tail), `report` (what a
+//! run's output means), [`stream_json`] (parsing its lines).
 
 pub mod args;
 pub mod config;
 pub mod environment;
+mod lines;
 pub mod models;
 pub mod permission;
 mod process;
@@ -48,7 +57,7 @@ use tracing::instrument;
 pub use args::{cli_prompt, user_line};
 pub use config::{machine_memory, ClaudeConfig, CostReporting, PermissionMode, WarmCap};
 pub use environment::cli_environment;
-pub use process::MAX_LINE_BYTES;
+pub use lines::MAX_LINE_BYTES;
 pub use session::{LiveSession, SessionControl};
 
 use crate::cost::ReportedCost;
@@ -58,7 +67,7 @@ use stream_json::{ResultLine, StreamEvent};
 #[derive(Debug, Clone, Default)]
 pub struct RunRequest {
     /// For logs: the conversation this run belongs to.
-    pub conversation_id: u64,
+    pub conversation_id: crate::ids::ConversationId,
     /// The user's message, verbatim.
     pub prompt: String,
     /// The project directory to run in.
@@ -331,7 +340,7 @@ impl ClaudeRunner {
     /// `on_event` sees every parsed line as it arrives, on that thread (progress display).
     /// `cancel` stops the run: SIGINT, then SIGKILL of the process group after
     /// `kill_grace_secs`. Dropping this future stops the run the same way.
-    #[instrument(skip_all, fields(channel_id = req.conversation_id, resume = req.resume.is_some()))]
+    #[instrument(skip_all, fields(channel_id = req.conversation_id.get(), resume = req.resume.is_some()))]
     pub async fn run(
         &self,
         req: &RunRequest,

@@ -19,20 +19,17 @@ use rustix::process::{pidfd_open, PidfdFlags};
 use tracing::{debug, info, warn};
 
 use super::args::args;
+use super::lines::{push_tail, LineSplitter, MAX_LINE_BYTES};
 use super::report::{report, StreamState};
 use super::stream_json::StreamEvent;
 use super::{ClaudeConfig, ClaudeRunner, RunError, RunReport, RunRequest, StopReason};
 
 /// After the CLI exits, how long to keep reading output that a leftover child may still hold.
 const DRAIN_AFTER_EXIT: Duration = Duration::from_secs(2);
-/// How much of stderr to keep for error messages.
-const STDERR_TAIL_BYTES: usize = 8 * 1024;
 /// Without a pidfd, how often to check whether the CLI has exited.
 const EXIT_CHECK: Duration = Duration::from_millis(50);
 /// Bytes taken from a pipe per `read`.
 const READ_CHUNK: usize = 16 * 1024;
-/// The longest output line kept; a longer one fails the run (the CLI's lines are far shorter).
-pub const MAX_LINE_BYTES: usize = 16 * 1024 * 1024;
 
 /// Runs the CLI for `req` until it is reaped, on this (blocking) thread; the body of
 /// [`ClaudeRunner::run`].
@@ -398,64 +395,6 @@ impl Drop for Process {
     }
 }
 
-/// Splits a byte stream into lines (without their `\n`), keeping at most `max` bytes of a
-/// line: the rest of a longer one is skipped, and it is counted in `too_long` instead.
-pub(super) struct LineSplitter {
-    partial: Vec<u8>,
-    max: usize,
-    /// Inside a line that passed `max`: skip to its end.
-    skipping: bool,
-    pub(super) too_long: usize,
-}
-
-impl LineSplitter {
-    pub(super) fn new(max: usize) -> Self {
-        Self {
-            partial: Vec::new(),
-            max,
-            skipping: false,
-            too_long: 0,
-        }
-    }
-
-    /// Feeds `data`; calls `each` for every line it completes.
-    pub(super) fn push(&mut self, mut data: &[u8], each: &mut impl FnMut(&[u8])) {
-        while let Some(i) = data.iter().position(|&b| b == b'\n') {
-            if self.skipping {
-                self.skipping = false;
-            } else if self.partial.len() + i > self.max {
-                self.too_long += 1;
-                self.partial.clear();
-            } else if self.partial.is_empty() {
-                each(&data[..i]);
-            } else {
-                self.partial.extend_from_slice(&data[..i]);
-                each(&self.partial);
-                self.partial.clear();
-            }
-            data = &data[i + 1..];
-        }
-        if self.skipping {
-            return;
-        }
-        if self.partial.len() + data.len() > self.max {
-            self.too_long += 1;
-            self.skipping = true;
-            self.partial = Vec::new();
-        } else {
-            self.partial.extend_from_slice(data);
-        }
-    }
-
-    /// End of stream: a last line without `\n` still counts.
-    pub(super) fn finish(&mut self, each: &mut impl FnMut(&[u8])) {
-        if !self.partial.is_empty() {
-            each(&self.partial);
-            self.partial.clear();
-        }
-    }
-}
-
 /// One `read` after `poll` said the pipe is ready; `None` on an error (treated as closed).
 fn read_some(pipe: &mut impl Read, buf: &mut [u8]) -> Option<usize> {
     loop {
@@ -474,17 +413,6 @@ pub(super) fn signal_group(pgid: Pid, signal: Signal) {
     // ESRCH (already gone) is the expected case after exit.
     if let Err(e) = killpg(pgid, signal) {
         debug!(%pgid, ?signal, error = %e, "signal not delivered");
-    }
-}
-
-pub(super) fn push_tail(tail: &mut String, line: &str) {
-    tail.push_str(line);
-    if tail.len() > STDERR_TAIL_BYTES {
-        let mut cut = tail.len() - STDERR_TAIL_BYTES;
-        while !tail.is_char_boundary(cut) {
-            cut += 1;
-        }
-        tail.drain(..cut);
     }
 }
 
@@ -575,42 +503,5 @@ mod tests {
             "the script wrote its background job's pid"
         );
         assert!(!alive, "the background job outlived the run");
-    }
-
-    #[test]
-    fn lines_split_across_reads_are_put_back_together() {
-        let mut lines = Vec::new();
-        let mut each = |l: &[u8]| lines.push(String::from_utf8_lossy(l).into_owned());
-        let mut split = LineSplitter::new(1024);
-        split.push(b"one\ntw", &mut each);
-        split.push(b"o", &mut each);
-        split.push(b"\nthree\n\nfou", &mut each);
-        split.finish(&mut each);
-        split.finish(&mut each);
-        assert_eq!(lines, ["one", "two", "three", "", "fou"]);
-    }
-
-    #[test]
-    fn a_line_past_the_bound_is_dropped_and_counted_not_kept() {
-        let mut lines = Vec::new();
-        let mut each = |l: &[u8]| lines.push(String::from_utf8_lossy(l).into_owned());
-        let mut split = LineSplitter::new(8);
-        split.push(b"short\nmuch too lo", &mut each);
-        assert!(split.partial.is_empty(), "nothing of the long line is kept");
-        split.push(b"ng still going", &mut each);
-        split.push(b"\nok\n12345678\n123456789\nend", &mut each);
-        split.finish(&mut each);
-        assert_eq!(lines, ["short", "ok", "12345678", "end"]);
-        assert_eq!(split.too_long, 2);
-    }
-
-    #[test]
-    fn the_stderr_tail_is_bounded_and_valid_utf8() {
-        let mut t = String::new();
-        for _ in 0..2000 {
-            push_tail(&mut t, "ünïcödé line\n");
-        }
-        assert!(t.len() <= STDERR_TAIL_BYTES);
-        assert!(t.ends_with("ünïcödé line\n"));
     }
 }

@@ -24,8 +24,9 @@ use tokio_util::sync::CancellationToken;
 use tracing::{debug, info, warn};
 
 use super::args::live_args;
+use super::lines::{push_tail, LineSplitter};
 use super::permission::{control_line, response_line, Decision};
-use super::process::{describe_exit, push_tail, signal_group, spawn_child, LineSplitter};
+use super::process::{describe_exit, signal_group, spawn_child};
 use super::report::{report, StreamState};
 use super::stream_json::{parse_line, StreamEvent};
 use super::{ClaudeRunner, RunError, RunReport, RunRequest, StopReason, MAX_LINE_BYTES};
@@ -216,17 +217,17 @@ impl LiveSession {
         self.control.clone()
     }
 
-    /// Switches the process's model (`set_model`; `default` is the CLI's own).
-    pub fn set_model(&self, model: &str) {
+    /// Switches the process's model (`set_model`; `None`: the CLI's own default).
+    pub fn set_model(&self, model: Option<&str>) {
         if let Some(c) = &self.control {
-            c.request("set_model", "model", model);
+            c.request("set_model", "model", model.unwrap_or("default"));
         }
     }
 
     /// Switches the process's permission mode (`set_permission_mode`).
-    pub fn set_permission_mode(&self, mode: &str) {
+    pub fn set_permission_mode(&self, mode: super::PermissionMode) {
         if let Some(c) = &self.control {
-            c.request("set_permission_mode", "mode", mode);
+            c.request("set_permission_mode", "mode", mode.as_str());
         }
     }
 

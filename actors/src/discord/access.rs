@@ -6,19 +6,21 @@ use std::sync::Arc;
 use serde::Deserialize;
 
 use crate::conversation::ChannelProfile;
+use crate::ids::UserId;
 
 /// The Discord-only part of a `[[channel]]`: who may talk in it, and whether they must
 /// mention the bot.
-#[derive(Debug, Clone, Default, PartialEq, Eq)]
+#[derive(Debug, Clone, Default, PartialEq, Eq, Deserialize)]
 pub struct ChannelAccess {
     /// Only answer messages that mention the bot (the mention is removed from the prompt).
+    #[serde(default)]
     pub require_mention: bool,
     /// Users allowed here, replacing `access.allowed_users` for this channel.
-    pub allowed_users: Option<Vec<u64>>,
+    pub allowed_users: Option<Vec<UserId>>,
     /// Roles allowed here, replacing `access.allowed_roles` for this channel.
     pub allowed_roles: Option<Vec<u64>>,
     /// Users who may answer Claude's permission requests here, replacing `access.approvers`.
-    pub approvers: Option<Vec<u64>>,
+    pub approvers: Option<Vec<UserId>>,
 }
 
 impl ChannelAccess {
@@ -43,7 +45,7 @@ pub struct DiscordChannel {
 pub struct AccessConfig {
     /// Discord user ids allowed in every channel (unless the channel has its own list).
     #[serde(default)]
-    pub allowed_users: Vec<u64>,
+    pub allowed_users: Vec<UserId>,
     /// Discord role ids allowed in every channel (unless the channel has its own list).
     #[serde(default)]
     pub allowed_roles: Vec<u64>,
@@ -55,7 +57,7 @@ pub struct AccessConfig {
     /// Users who may answer Claude's permission requests (unless a channel has its own list);
     /// unset: whoever may talk in the conversation.
     #[serde(default)]
-    pub approvers: Option<Vec<u64>>,
+    pub approvers: Option<Vec<UserId>>,
 }
 
 impl AccessConfig {
@@ -68,7 +70,7 @@ impl AccessConfig {
 
     /// Whether `user` (with `roles`) may use `channel`. A channel's own list replaces the
     /// global one and `allow_everyone` alike.
-    pub fn allows(&self, channel: &ChannelAccess, user: u64, roles: &[u64]) -> bool {
+    pub fn allows(&self, channel: &ChannelAccess, user: UserId, roles: &[u64]) -> bool {
         let (users, role_list) = if channel.has_own_list() {
             (
                 channel.allowed_users.as_deref().unwrap_or_default(),
@@ -86,7 +88,7 @@ impl AccessConfig {
 impl AccessConfig {
     /// Whether `user`'s roles decide if they may talk in `channel` (they are not allowed by
     /// id, and a role list applies): a message without its author's roles cannot be routed.
-    pub fn decides_by_roles(&self, channel: &ChannelAccess, user: u64) -> bool {
+    pub fn decides_by_roles(&self, channel: &ChannelAccess, user: UserId) -> bool {
         let (users, roles) = if channel.has_own_list() {
             (
                 channel.allowed_users.as_deref().unwrap_or_default(),
@@ -102,7 +104,7 @@ impl AccessConfig {
 
     /// Whether `user` (with `roles`) may answer permission requests in `channel`: its own
     /// approvers, else the global ones, else whoever may talk there.
-    pub fn approves(&self, channel: &ChannelAccess, user: u64, roles: &[u64]) -> bool {
+    pub fn approves(&self, channel: &ChannelAccess, user: UserId, roles: &[u64]) -> bool {
         match channel.approvers.as_ref().or(self.approvers.as_ref()) {
             Some(list) => list.contains(&user),
             None => self.allows(channel, user, roles),
@@ -122,7 +124,7 @@ mod tests {
     fn profile(users: Option<Vec<u64>>, roles: Option<Vec<u64>>) -> ChannelAccess {
         ChannelAccess {
             require_mention: false,
-            allowed_users: users,
+            allowed_users: users.map(|u| u.into_iter().map(UserId).collect()),
             allowed_roles: roles,
             approvers: None,
         }
@@ -131,42 +133,42 @@ mod tests {
     #[test]
     fn access_uses_global_lists_unless_the_channel_has_its_own() {
         let access = AccessConfig {
-            allowed_users: vec![10],
+            allowed_users: vec![UserId(10)],
             allowed_roles: vec![20],
             allow_everyone: false,
             refusal_cooldown_secs: 60,
             approvers: None,
         };
         let open = profile(None, None);
-        assert!(access.allows(&open, 10, &[]));
-        assert!(access.allows(&open, 99, &[20]));
-        assert!(!access.allows(&open, 99, &[21]));
+        assert!(access.allows(&open, UserId(10), &[]));
+        assert!(access.allows(&open, UserId(99), &[20]));
+        assert!(!access.allows(&open, UserId(99), &[21]));
         let own = profile(Some(vec![11]), None);
-        assert!(access.allows(&own, 11, &[]));
+        assert!(access.allows(&own, UserId(11), &[]));
         assert!(
-            !access.allows(&own, 10, &[20]),
+            !access.allows(&own, UserId(10), &[20]),
             "channel list replaces the global one"
         );
         let everyone = AccessConfig {
             allow_everyone: true,
             ..AccessConfig::default()
         };
-        assert!(everyone.allows(&open, 12345, &[]));
+        assert!(everyone.allows(&open, UserId(12345), &[]));
         assert!(
-            !everyone.allows(&own, 12345, &[]),
+            !everyone.allows(&own, UserId(12345), &[]),
             "a channel's own list wins over allow_everyone"
         );
-        assert!(everyone.allows(&own, 11, &[]));
+        assert!(everyone.allows(&own, UserId(11), &[]));
         assert!(
-            access.decides_by_roles(&open, 99),
+            access.decides_by_roles(&open, UserId(99)),
             "a stranger, and a role list"
         );
-        assert!(!access.decides_by_roles(&open, 10), "allowed by id");
+        assert!(!access.decides_by_roles(&open, UserId(10)), "allowed by id");
         assert!(
-            !access.decides_by_roles(&own, 99),
+            !access.decides_by_roles(&own, UserId(99)),
             "the channel's own list has no roles"
         );
-        assert!(!everyone.decides_by_roles(&open, 99));
+        assert!(!everyone.decides_by_roles(&open, UserId(99)));
     }
 
     #[test]

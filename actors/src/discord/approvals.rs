@@ -17,6 +17,7 @@ use serenity::all::{
 };
 
 use crate::frontend::{ApprovalAnswer, ApprovalState};
+use crate::ids::{ConversationId, MessageId};
 
 /// What a button does.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -79,7 +80,7 @@ pub fn parse_custom_id(id: &str) -> Option<(Action, &str)> {
 
 /// The **Stop** button of the progress message of the run answering `message` in
 /// `conversation`.
-pub fn stop_button(conversation: u64, message: u64) -> Vec<CreateActionRow> {
+pub fn stop_button(conversation: ConversationId, message: MessageId) -> Vec<CreateActionRow> {
     vec![CreateActionRow::Buttons(vec![CreateButton::new(format!(
         "cc:stop:{conversation}:{message}"
     ))
@@ -88,9 +89,12 @@ pub fn stop_button(conversation: u64, message: u64) -> Vec<CreateActionRow> {
 }
 
 /// Reads a Stop button's `custom_id`: the conversation and the message its run answers.
-pub fn parse_stop(id: &str) -> Option<(u64, u64)> {
+pub fn parse_stop(id: &str) -> Option<(ConversationId, MessageId)> {
     let (conversation, message) = id.strip_prefix("cc:stop:")?.split_once(':')?;
-    Some((conversation.parse().ok()?, message.parse().ok()?))
+    Some((
+        ConversationId(conversation.parse().ok()?),
+        MessageId(message.parse().ok()?),
+    ))
 }
 
 /// The answer a click gives (question answers are gathered by the gateway).
@@ -229,7 +233,10 @@ mod tests {
         assert_eq!(parse_custom_id("cc:maybe:tok"), None);
         assert_eq!(parse_custom_id("other:once:tok"), None);
         assert_eq!(parse_custom_id("cc:once:"), None);
-        assert_eq!(parse_stop("cc:stop:1001:42"), Some((1001, 42)));
+        assert_eq!(
+            parse_stop("cc:stop:1001:42"),
+            Some((ConversationId(1001), MessageId(42)))
+        );
         assert_eq!(parse_stop("cc:stop:1001"), None);
     }
 }

@@ -8,14 +8,12 @@ use serenity::all::{
 
 use actix::Addr;
 
+use super::ids;
+
 use super::gateway::{
     CloseThread, DiscordGateway, LearnChannel, MarkReady, MarkResumed, ReceiveAutocomplete,
     ReceiveClick, ReceiveCommand, ReceiveMessage,
 };
-
-fn learn(c: &GuildChannel) -> LearnChannel {
-    LearnChannel::of(c)
-}
 
 /// Serenity's event handler: forwards to the gateway actor and returns at once.
 pub(super) struct Forward {
@@ -30,8 +28,9 @@ impl EventHandler for Forward {
 
     async fn ready(&self, _: SerenityContext, ready: Ready) {
         self.gateway.do_send(MarkReady {
-            bot_id: ready.user.id.get(),
+            bot_id: ids::user(ready.user.id),
             application_id: ready.application.id.get(),
+            at: std::time::SystemTime::now(),
         });
     }
 
@@ -53,7 +52,7 @@ impl EventHandler for Forward {
     }
 
     async fn thread_create(&self, _: SerenityContext, thread: GuildChannel) {
-        self.gateway.do_send(learn(&thread));
+        self.gateway.do_send(LearnChannel::of(&thread));
     }
 
     async fn thread_update(
@@ -63,10 +62,10 @@ impl EventHandler for Forward {
         thread: GuildChannel,
     ) {
         let archived = thread.thread_metadata.is_some_and(|m| m.archived);
-        self.gateway.do_send(learn(&thread));
+        self.gateway.do_send(LearnChannel::of(&thread));
         if archived {
             self.gateway.do_send(CloseThread {
-                id: thread.id.get(),
+                id: ids::channel(thread.id),
             });
         }
     }
@@ -78,7 +77,7 @@ impl EventHandler for Forward {
         _: Option<GuildChannel>,
     ) {
         self.gateway.do_send(CloseThread {
-            id: thread.id.get(),
+            id: ids::channel(thread.id),
         });
     }
 }

@@ -5,9 +5,13 @@
 //! forwards events to the gateway actor with `do_send`, and every REST call runs as a spawned
 //! future, so neither side ever blocks the other.
 //!
-//! Files: this one (settings, connecting), [`gateway`] (the actor), `events` (serenity's
-//! handler), [`access`] (who may talk and approve), `approvals` (permission prompts and their
-//! buttons), [`outbound`] (sends, retries, typing, progress), [`chunking`] (splitting replies).
+//! Files: this one (settings, connecting), [`gateway`] (the actor and the concepts it owns),
+//! `events` (serenity's handler), [`ids`] (serenity's ids to the core's and back), [`access`]
+//! (who may talk and approve), [`approvals`] (permission prompts and their buttons),
+//! [`commands`] (`/claude`'s definition and parsing), [`outbound`] (every send's retries and
+//! nonces; prompts; interaction answers), [`replies`] (a reply in chunks, as a file, its
+//! files), [`progress`] (typing and the progress message), [`chunking`] (splitting replies),
+//! [`proxied`] (message posts in proxy mode).
 
 pub mod access;
 pub mod approvals;
@@ -15,8 +19,11 @@ pub mod chunking;
 pub mod commands;
 mod events;
 pub mod gateway;
+pub mod ids;
 pub mod outbound;
+pub mod progress;
 pub mod proxied;
+pub mod replies;
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -119,6 +126,8 @@ pub struct GatewaySetup {
     pub recovery: crate::recovery::RecoveryConfig,
     /// The models the CLI offers (for `/claude model` autocomplete).
     pub models: crate::claude::models::ModelCatalog,
+    /// The service's stop.
+    pub shutdown: crate::shutdown::Shutdown,
 }
 
 impl GatewaySetup {
@@ -176,6 +185,7 @@ impl GatewaySetup {
                 store: self.store,
                 recovery: self.recovery,
                 models: self.models,
+                shutdown: self.shutdown,
             },
             self.channels,
             self.access,

@@ -11,13 +11,13 @@ use std::ffi::OsString;
 use std::io::{Read, Write};
 use std::os::unix::ffi::OsStrExt as _;
 use std::path::{Component, Path, PathBuf};
-use std::time::SystemTime;
 
 use cap_fs_ext::{DirExt as _, FollowSymlinks, OpenOptionsFollowExt as _};
 use cap_std::fs::{Dir, OpenOptions, OpenOptionsExt as _};
 use tracing::warn;
 
 use super::{sanitize_name, unique, Collected, FilesConfig, Listed, ReplyFile};
+use crate::ids::{ConversationId, MessageId};
 
 /// Why the files root, or something in it, could not be used.
 #[derive(Debug, thiserror::Error)]
@@ -47,7 +47,7 @@ pub enum FilesError {
 }
 
 impl FilesError {
-    fn io(path: &Path, source: std::io::Error) -> Self {
+    pub(super) fn io(path: &Path, source: std::io::Error) -> Self {
         Self::Io {
             path: path.to_path_buf(),
             source,
@@ -55,27 +55,23 @@ impl FilesError {
     }
 }
 
-/// What retention removed.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
-pub struct Pruned {
-    /// Message directories removed from `inbox/` and `sent/`.
-    pub directories: usize,
-    /// Files removed in them.
-    pub files: usize,
-}
-
 /// `<project>/<files.dir>`, open.
 pub struct FilesRoot {
-    dir: Dir,
+    pub(super) dir: Dir,
     /// Its path, for what is shown and for `CLAUDE_COORDINATOR_OUTBOX`.
-    path: PathBuf,
+    pub(super) path: PathBuf,
     /// Its path relative to the project directory.
     rel: PathBuf,
 }
 
 /// Opens directory `name` of `parent` without following a link, creating it if `create` and it
 /// is missing; `None` if it is missing and not to be created. `shown` is its path, for errors.
-fn subdir(parent: &Dir, name: &str, shown: &Path, create: bool) -> Result<Option<Dir>, FilesError> {
+pub(super) fn subdir(
+    parent: &Dir,
+    name: &str,
+    shown: &Path,
+    create: bool,
+) -> Result<Option<Dir>, FilesError> {
     let opened = match parent.open_dir_nofollow(name) {
         Err(e) if e.kind() == std::io::ErrorKind::NotFound && create => {
             match parent.create_dir(name) {
@@ -100,7 +96,7 @@ fn subdir(parent: &Dir, name: &str, shown: &Path, create: bool) -> Result<Option
 
 /// Options that open an existing regular file for reading: no link followed, and a FIFO put
 /// there meanwhile does not block the open.
-fn read_only() -> OpenOptions {
+pub(super) fn read_only() -> OpenOptions {
     let mut o = OpenOptions::new();
     o.read(true)
         .follow(FollowSymlinks::No)
@@ -193,7 +189,7 @@ impl FilesRoot {
     }
 
     /// The outbox directory of `conversation` (created): what `CLAUDE_COORDINATOR_OUTBOX` names.
-    pub fn outbox(&self, conversation: u64) -> Result<PathBuf, FilesError> {
+    pub fn outbox(&self, conversation: ConversationId) -> Result<PathBuf, FilesError> {
         self.nested("outbox", &conversation.to_string(), true)
             .map(|d| d.map(|(_, p)| p).unwrap_or_default())
     }
@@ -202,7 +198,7 @@ impl FilesRoot {
     /// paths relative to the project directory, and sizes.
     pub fn save_inbox(
         &self,
-        message: u64,
+        message: MessageId,
         files: Vec<(String, Vec<u8>)>,
     ) -> Result<Vec<(PathBuf, u64)>, FilesError> {
         let Some((dir, path)) = self.nested("inbox", &message.to_string(), true)? else {
@@ -230,8 +226,8 @@ impl FilesRoot {
     /// left where it is, untouched, and named.
     pub fn collect(
         &self,
-        conversation: u64,
-        message: u64,
+        conversation: ConversationId,
+        message: MessageId,
         config: &FilesConfig,
     ) -> Result<Collected, FilesError> {
         let mut out = Collected::default();
@@ -302,93 +298,18 @@ impl FilesRoot {
         }
         Ok(out)
     }
-
-    /// Removes the message directories of `inbox/` and `sent/` last changed before `before`:
-    /// the files and links in them (a link itself, never what it points at) and then the
-    /// directory; one holding a directory is left as it is.
-    pub fn prune(&self, before: SystemTime) -> Result<Pruned, FilesError> {
-        let mut pruned = Pruned::default();
-        for sub in ["inbox", "sent"] {
-            let shown = self.path.join(sub);
-            let Some(dir) = subdir(&self.dir, sub, &shown, false)? else {
-                continue;
-            };
-            let entries = dir.entries().map_err(|e| FilesError::io(&shown, e))?;
-            for entry in entries.flatten() {
-                let raw = entry.file_name();
-                // Only directories the service made: named by a message id.
-                let ours = raw.to_str().is_some_and(|n| n.parse::<u64>().is_ok());
-                let old = entry
-                    .metadata()
-                    .ok()
-                    .filter(cap_std::fs::Metadata::is_dir)
-                    .and_then(|m| m.modified().ok())
-                    .is_some_and(|t| t.into_std() < before);
-                if !(ours && old) {
-                    continue;
-                }
-                let Ok(message) = dir.open_dir_nofollow(&raw) else {
-                    continue;
-                };
-                for inner in message.entries().into_iter().flatten().flatten() {
-                    let is_dir = inner.file_type().is_ok_and(|t| t.is_dir());
-                    if !is_dir && message.remove_file_or_symlink(inner.file_name()).is_ok() {
-                        pruned.files += 1;
-                    }
-                }
-                if dir.remove_dir(&raw).is_ok() {
-                    pruned.directories += 1;
-                }
-            }
-        }
-        Ok(pruned)
-    }
-
-    /// Copies the regular files of `inbox/` and `sent/` into `dest` (the service's own state,
-    /// created), as `dest/inbox/<message>/<name>`…; answers how many. For a worktree about to
-    /// be removed: what the coordinator kept there outlives it.
-    pub fn copy_out(&self, dest: &Path) -> Result<usize, FilesError> {
-        let mut copied = 0;
-        for sub in ["inbox", "sent"] {
-            let shown = self.path.join(sub);
-            let Some(dir) = subdir(&self.dir, sub, &shown, false)? else {
-                continue;
-            };
-            for entry in dir.entries().into_iter().flatten().flatten() {
-                let raw = entry.file_name();
-                let Ok(message) = dir.open_dir_nofollow(&raw) else {
-                    continue;
-                };
-                let target = dest.join(sub).join(&raw);
-                for inner in message.entries().into_iter().flatten().flatten() {
-                    if !inner.file_type().is_ok_and(|t| t.is_file()) {
-                        continue;
-                    }
-                    let Ok(mut file) = message.open_with(inner.file_name(), &read_only()) else {
-                        continue;
-                    };
-                    let mut bytes = Vec::new();
-                    if file.read_to_end(&mut bytes).is_err() {
-                        continue;
-                    }
-                    std::fs::create_dir_all(&target).map_err(|e| FilesError::io(&target, e))?;
-                    let to = target.join(inner.file_name());
-                    std::fs::write(&to, &bytes).map_err(|e| FilesError::io(&to, e))?;
-                    copied += 1;
-                }
-            }
-        }
-        Ok(copied)
-    }
 }
 
 #[cfg(test)]
-mod tests {
+pub(super) mod tests {
     use std::os::unix::fs::symlink;
 
     use super::*;
 
-    fn config(max_attachments: usize, max_attachment_bytes: u64) -> FilesConfig {
+    pub(in crate::files) fn config(
+        max_attachments: usize,
+        max_attachment_bytes: u64,
+    ) -> FilesConfig {
         FilesConfig {
             max_attachments,
             max_attachment_bytes,
@@ -403,14 +324,16 @@ mod tests {
         std::fs::write(outside.path().join("secret"), "secret").expect("write");
         let config = config(2, 10);
         let root = FilesRoot::open(project.path(), &config).expect("root");
-        let outbox = root.outbox(42).expect("outbox");
+        let outbox = root.outbox(ConversationId(42)).expect("outbox");
         std::fs::write(outbox.join("a.txt"), "small").expect("write");
         std::fs::write(outbox.join("b.txt"), "small too").expect("write");
         std::fs::write(outbox.join("c.txt"), "third").expect("write");
         std::fs::write(outbox.join("big.bin"), vec![0_u8; 100]).expect("write");
         symlink(outside.path().join("secret"), outbox.join("secret")).expect("symlink");
         symlink(outside.path(), outbox.join("elsewhere")).expect("symlink");
-        let c = root.collect(42, 7, &config).expect("collect");
+        let c = root
+            .collect(ConversationId(42), MessageId(7), &config)
+            .expect("collect");
         let names: Vec<&str> = c.attach.iter().map(|f| f.name.as_str()).collect();
         assert_eq!(names, ["a.txt", "b.txt"]);
         assert_eq!(&*c.attach[0].bytes, b"small");
@@ -434,12 +357,14 @@ mod tests {
             .expect("gitignore");
         assert!(ignore.lines().any(|l| l == "*"));
         // Nothing new: nothing to attach.
-        let again = root.collect(42, 8, &config).expect("collect");
+        let again = root
+            .collect(ConversationId(42), MessageId(8), &config)
+            .expect("collect");
         assert!(again.attach.is_empty() && again.listed.is_empty());
     }
 
     /// A tree with a file outside the project that a link points at, and one inside.
-    fn hostile() -> (tempfile::TempDir, tempfile::TempDir) {
+    pub(in crate::files) fn hostile() -> (tempfile::TempDir, tempfile::TempDir) {
         let project = tempfile::tempdir().expect("tmp");
         let outside = tempfile::tempdir().expect("tmp");
         std::fs::write(outside.path().join("keep.txt"), "precious").expect("write");
@@ -447,7 +372,7 @@ mod tests {
         (project, outside)
     }
 
-    fn untouched(project: &Path, outside: &Path) {
+    pub(in crate::files) fn untouched(project: &Path, outside: &Path) {
         assert_eq!(
             std::fs::read_to_string(outside.join("keep.txt")).expect("outside kept"),
             "precious"
@@ -481,9 +406,12 @@ mod tests {
             project.path().join(".claude-coordinator/outbox"),
         )
         .expect("symlink");
-        assert!(matches!(root.outbox(9), Err(FilesError::Link(_))));
         assert!(matches!(
-            root.collect(9, 1, &config),
+            root.outbox(ConversationId(9)),
+            Err(FilesError::Link(_))
+        ));
+        assert!(matches!(
+            root.collect(ConversationId(9), MessageId(1), &config),
             Err(FilesError::Link(_))
         ));
         untouched(project.path(), outside.path());
@@ -493,7 +421,7 @@ mod tests {
         std::fs::create_dir(project.path().join(".claude-coordinator/outbox")).expect("mkdir");
         symlink("../..", project.path().join(".claude-coordinator/outbox/9")).expect("symlink");
         assert!(matches!(
-            root.collect(9, 1, &config),
+            root.collect(ConversationId(9), MessageId(1), &config),
             Err(FilesError::Link(_))
         ));
         untouched(project.path(), outside.path());
@@ -504,16 +432,24 @@ mod tests {
         // An entry pointing outside: not read, not moved, not attached.
         let (project, outside) = hostile();
         let root = FilesRoot::open(project.path(), &config).expect("root");
-        let outbox = root.outbox(9).expect("outbox");
+        let outbox = root.outbox(ConversationId(9)).expect("outbox");
         symlink(outside.path().join("keep.txt"), outbox.join("keep.txt")).expect("symlink");
-        let c = root.collect(9, 1, &config).expect("collect");
+        let c = root
+            .collect(ConversationId(9), MessageId(1), &config)
+            .expect("collect");
         assert!(c.attach.is_empty() && c.listed.is_empty());
         assert_eq!(c.skipped, ["keep.txt"]);
         untouched(project.path(), outside.path());
         // `sent` and `inbox` as links: refused too.
         let (project, outside) = hostile();
         let root = FilesRoot::open(project.path(), &config).expect("root");
-        std::fs::write(root.outbox(9).expect("outbox").join("a.txt"), "a").expect("write");
+        std::fs::write(
+            root.outbox(ConversationId(9))
+                .expect("outbox")
+                .join("a.txt"),
+            "a",
+        )
+        .expect("write");
         symlink(
             outside.path(),
             project.path().join(".claude-coordinator/sent"),
@@ -525,15 +461,15 @@ mod tests {
         )
         .expect("symlink");
         assert!(matches!(
-            root.collect(9, 1, &config),
+            root.collect(ConversationId(9), MessageId(1), &config),
             Err(FilesError::Link(_))
         ));
         assert!(matches!(
-            root.save_inbox(1, vec![("x".into(), b"x".to_vec())]),
+            root.save_inbox(MessageId(1), vec![("x".into(), b"x".to_vec())]),
             Err(FilesError::Link(_))
         ));
         assert!(matches!(
-            root.prune(SystemTime::now()),
+            root.prune(std::time::SystemTime::now()),
             Err(FilesError::Link(_))
         ));
         untouched(project.path(), outside.path());
@@ -547,7 +483,7 @@ mod tests {
         let root = FilesRoot::open(project.path(), &config).expect("root");
         let saved = root
             .save_inbox(
-                5,
+                MessageId(5),
                 vec![
                     ("../../etc/passwd".into(), b"x".to_vec()),
                     ("a".into(), b"yy".to_vec()),
@@ -571,52 +507,8 @@ mod tests {
         )
         .expect("symlink");
         assert!(root
-            .save_inbox(6, vec![("b".into(), b"b".to_vec())])
+            .save_inbox(MessageId(6), vec![("b".into(), b"b".to_vec())])
             .is_err());
-        untouched(project.path(), outside.path());
-    }
-
-    #[test]
-    fn retention_removes_only_old_message_directories_and_never_follows_a_link() {
-        let config = config(10, 1000);
-        let (project, outside) = hostile();
-        let root = FilesRoot::open(project.path(), &config).expect("root");
-        root.save_inbox(1, vec![("a".into(), b"a".to_vec())])
-            .expect("saved");
-        std::fs::write(root.outbox(3).expect("outbox").join("out.txt"), "o").expect("write");
-        root.collect(3, 2, &config).expect("collect");
-        // Something planted in a directory of ours: a link (removed, not followed) and a
-        // directory (left, with its parent).
-        let sent = project.path().join(".claude-coordinator/sent/2");
-        symlink(outside.path().join("keep.txt"), sent.join("link")).expect("symlink");
-        std::fs::create_dir(project.path().join(".claude-coordinator/inbox/1/planted"))
-            .expect("mkdir");
-        // Not named by a message id: not ours.
-        std::fs::create_dir(project.path().join(".claude-coordinator/sent/notes")).expect("mkdir");
-        assert_eq!(
-            root.prune(SystemTime::UNIX_EPOCH).expect("prune"),
-            Pruned::default(),
-            "nothing is that old"
-        );
-        let pruned = root
-            .prune(SystemTime::now() + std::time::Duration::from_secs(60))
-            .expect("prune");
-        assert_eq!(
-            pruned,
-            Pruned {
-                directories: 1,
-                files: 3
-            }
-        );
-        assert!(!sent.exists());
-        assert!(project
-            .path()
-            .join(".claude-coordinator/inbox/1/planted")
-            .exists());
-        assert!(project
-            .path()
-            .join(".claude-coordinator/sent/notes")
-            .exists());
         untouched(project.path(), outside.path());
     }
 }

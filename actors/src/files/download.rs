@@ -155,7 +155,7 @@ pub async fn fetch_attachments(
     attachments: &[AttachmentMeta],
     project: &Path,
     config: &FilesConfig,
-    message: u64,
+    message: crate::ids::MessageId,
     inline_images: bool,
 ) -> Fetched {
     let mut out = Fetched::default();

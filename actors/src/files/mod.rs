@@ -22,6 +22,7 @@
 
 mod disk;
 mod download;
+mod upkeep;
 
 use std::fmt::Write as _;
 use std::path::PathBuf;
@@ -29,8 +30,9 @@ use std::sync::Arc;
 
 use serde::{Deserialize, Serialize};
 
-pub use disk::{FilesError, FilesRoot, Pruned};
+pub use disk::{FilesError, FilesRoot};
 pub use download::{allowed_url, fetch_attachments, image_of, Fetched, Image};
+pub use upkeep::Pruned;
 
 /// `[files]`.
 #[derive(Debug, Clone, Deserialize, PartialEq, Eq)]

@@ -13,7 +13,9 @@ use rusqlite::{params, Connection, OptionalExtension, Row};
 
 pub use crate::files::AttachmentMeta;
 
-use super::{from_sql_id, now_ms, to_sql_id, SessionStoreActor, StoreError};
+use super::{from_sql_id, to_sql_id, SessionStoreActor, StoreError};
+use crate::ids::{ChannelId, ConversationId, MessageId, UserId};
+use crate::time::unix_ms;
 
 // ---------------------------------------------------------------------------------------------
 // Messages
@@ -30,7 +32,7 @@ pub struct AcceptMessage(pub Inbound);
 #[rtype(result = "Result<bool, StoreError>")]
 pub struct MarkMessage {
     /// The Discord message id.
-    pub message_id: u64,
+    pub message_id: MessageId,
     /// Where it goes.
     pub state: InboxState,
 }
@@ -46,7 +48,7 @@ pub struct TakeUnfinished;
 #[rtype(result = "Result<Option<Inbound>, StoreError>")]
 pub struct RetryInterrupted {
     /// The conversation.
-    pub conversation_id: u64,
+    pub conversation_id: ConversationId,
 }
 
 /// For catch-up: the newest message id the inbox has seen in each conversation.
@@ -113,17 +115,17 @@ impl InboxState {
 #[derive(Debug, Clone, PartialEq)]
 pub struct Inbound {
     /// The Discord message id.
-    pub message_id: u64,
+    pub message_id: MessageId,
     /// The conversation (channel or thread).
-    pub conversation_id: u64,
+    pub conversation_id: ConversationId,
     /// The configured channel whose settings apply (the thread's parent).
-    pub profile_id: u64,
+    pub profile_id: ChannelId,
     /// The conversation's name.
     pub conversation: String,
     /// The channel to answer in.
-    pub channel_id: u64,
+    pub channel_id: ChannelId,
     /// Who wrote it.
-    pub author_id: u64,
+    pub author_id: UserId,
     /// What they wrote.
     pub text: String,
     /// Its files.
@@ -145,11 +147,11 @@ pub struct Unfinished {
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct LastSeen {
     /// The conversation.
-    pub conversation_id: u64,
+    pub conversation_id: ConversationId,
     /// Its configured channel.
-    pub profile_id: u64,
+    pub profile_id: ChannelId,
     /// The newest message id.
-    pub message_id: u64,
+    pub message_id: MessageId,
     /// When it was received (unix ms).
     pub received_at_ms: i64,
 }
@@ -180,7 +182,7 @@ fn row_to_inbound(r: &Row<'_>) -> rusqlite::Result<Inbound> {
 /// Moves `message_id` to `state` inside a caller's transaction (the run's record uses it).
 pub(super) fn mark(
     conn: &Connection,
-    message_id: u64,
+    message_id: MessageId,
     state: InboxState,
 ) -> rusqlite::Result<bool> {
     let from = state.comes_from();
@@ -190,7 +192,7 @@ pub(super) fn mark(
     .execute(params![
         to_sql_id(message_id),
         state.as_str(),
-        now_ms(),
+        unix_ms(),
         from[0],
         from.get(1).copied().unwrap_or(from[0]),
     ])?;
@@ -203,7 +205,7 @@ impl Handler<AcceptMessage> for SessionStoreActor {
     fn handle(&mut self, AcceptMessage(m): AcceptMessage, _: &mut Self::Context) -> Self::Result {
         let attachments = serde_json::to_string(&m.attachments).unwrap_or_else(|_| "[]".into());
         self.write(|s| {
-            let now = now_ms();
+            let now = unix_ms();
             s.conn()?
                 .prepare_cached(
                     "INSERT OR IGNORE INTO inbox (message_id, conversation_id, profile_id, conversation, \
@@ -265,7 +267,7 @@ impl Handler<TakeUnfinished> for SessionStoreActor {
             };
             tx.execute(
                 "UPDATE inbox SET state = 'interrupted', updated_at_ms = ?1 WHERE state = 'running'",
-                [now_ms()],
+                [unix_ms()],
             )
             .map_err(StoreError::database)?;
             tx.commit().map_err(StoreError::database)?;

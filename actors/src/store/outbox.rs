@@ -12,7 +12,10 @@ use actix::{Handler, Message};
 use rusqlite::{params, Connection, Row};
 use serde::Serialize;
 
-use super::{from_sql_id, now_ms, to_sql_id, SessionStoreActor, StoreError};
+use super::{from_sql_id, to_sql_id, SessionStoreActor, StoreError};
+use crate::frontend::{DeliverReply, Origin, ReplyKind, ReplyTo};
+use crate::ids::{ChannelId, ConversationId, MessageId, UserId};
+use crate::time::unix_ms;
 
 // ---------------------------------------------------------------------------------------------
 // Messages
@@ -23,7 +26,7 @@ use super::{from_sql_id, now_ms, to_sql_id, SessionStoreActor, StoreError};
 #[rtype(result = "Result<(), StoreError>")]
 pub struct RecordDelivery {
     /// The message the reply answers.
-    pub message_id: u64,
+    pub message_id: MessageId,
     /// Where it stands.
     pub state: Delivery,
 }
@@ -34,7 +37,7 @@ pub struct RecordDelivery {
 #[rtype(result = "Result<Vec<Outgoing>, StoreError>")]
 pub struct ListUndelivered {
     /// Only this conversation.
-    pub conversation_id: Option<u64>,
+    pub conversation_id: Option<ConversationId>,
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -56,17 +59,19 @@ pub enum Delivery {
 #[derive(Debug, Clone, PartialEq, Serialize)]
 pub struct Outgoing {
     /// The message it answers.
-    pub message_id: u64,
+    pub message_id: MessageId,
     /// The conversation.
-    pub conversation_id: u64,
+    pub conversation_id: ConversationId,
     /// Its name.
     pub conversation: String,
     /// The channel to post in.
-    pub channel_id: u64,
+    pub channel_id: ChannelId,
     /// Who is answered.
-    pub author_id: u64,
-    /// `answer`, `busy`, `command` or `failure`.
-    pub kind: String,
+    pub author_id: UserId,
+    /// What kind of reply: a run's answer or failure (a busy reply, a notice or a command's
+    /// answer is sent, never kept).
+    #[serde(serialize_with = "kind_name")]
+    pub kind: ReplyKind,
     /// Whether it reports a failure.
     pub is_error: bool,
     /// The text.
@@ -77,12 +82,94 @@ pub struct Outgoing {
     pub cost_usd: f64,
     /// Parts already posted.
     pub parts_sent: usize,
-    /// `pending` or `failed` (as listed), `sent`.
-    pub state: String,
+    /// Where its delivery stands.
+    pub state: OutboxState,
     /// Why it failed, if it did.
     pub error: Option<String>,
     /// Files to attach, with their bytes (kept in `outbox_files` until delivered).
     pub files: Vec<crate::files::ReplyFile>,
+}
+
+/// Where a reply's delivery stands.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum OutboxState {
+    /// Not (fully) posted yet.
+    Pending,
+    /// Every part is posted.
+    Sent,
+    /// The last attempt failed; the next start tries again.
+    Failed,
+}
+
+impl OutboxState {
+    /// The stored name.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Pending => "pending",
+            Self::Sent => "sent",
+            Self::Failed => "failed",
+        }
+    }
+
+    fn parse(s: &str) -> Self {
+        match s {
+            "sent" => Self::Sent,
+            "failed" => Self::Failed,
+            _ => Self::Pending,
+        }
+    }
+}
+
+#[allow(clippy::trivially_copy_pass_by_ref)] // serde's signature
+fn kind_name<S: serde::Serializer>(kind: &ReplyKind, s: S) -> Result<S::Ok, S::Error> {
+    s.serialize_str(kind.as_str())
+}
+
+impl Outgoing {
+    /// The outbox row for `reply`; `None` for the answer to a command, which is never kept.
+    pub fn of(reply: &DeliverReply) -> Option<Self> {
+        let ReplyTo::Message(origin) = reply.to else {
+            return None;
+        };
+        Some(Self {
+            message_id: origin.message_id,
+            conversation_id: reply.conversation_id,
+            conversation: reply.conversation.clone(),
+            channel_id: origin.channel_id,
+            author_id: origin.author_id,
+            kind: reply.kind,
+            is_error: reply.is_error,
+            text: reply.text.clone(),
+            session_id: reply.session_id.clone(),
+            cost_usd: reply.cost_usd,
+            parts_sent: 0,
+            state: OutboxState::Pending,
+            error: None,
+            files: reply.files.clone(),
+        })
+    }
+
+    /// The reply, to be sent again from its first unsent part.
+    pub fn into_reply(self) -> DeliverReply {
+        DeliverReply {
+            conversation_id: self.conversation_id,
+            conversation: self.conversation,
+            to: ReplyTo::Message(Origin {
+                channel_id: self.channel_id,
+                message_id: self.message_id,
+                author_id: self.author_id,
+            }),
+            kind: self.kind,
+            text: self.text,
+            is_error: self.is_error,
+            session_id: self.session_id,
+            cost_usd: self.cost_usd,
+            durable: true,
+            parts_sent: self.parts_sent,
+            files: self.files,
+        }
+    }
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -92,7 +179,7 @@ pub struct Outgoing {
 /// Stores `o` as pending inside a caller's transaction (the run's record). A message run again
 /// (`!retry`) replaces its earlier reply.
 pub(super) fn insert(conn: &Connection, o: &Outgoing) -> rusqlite::Result<()> {
-    let now = now_ms();
+    let now = unix_ms();
     conn.prepare_cached(
         "INSERT OR REPLACE INTO outbox (message_id, conversation_id, conversation, channel_id, author_id, \
          kind, is_error, text, session_id, cost_usd, parts_sent, state, attempts, error, created_at_ms, \
@@ -104,7 +191,7 @@ pub(super) fn insert(conn: &Connection, o: &Outgoing) -> rusqlite::Result<()> {
         o.conversation,
         to_sql_id(o.channel_id),
         to_sql_id(o.author_id),
-        o.kind,
+        o.kind.as_str(),
         o.is_error,
         o.text,
         o.session_id,
@@ -148,13 +235,13 @@ fn row_to_outgoing(r: &Row<'_>) -> rusqlite::Result<Outgoing> {
         conversation: r.get(2)?,
         channel_id: from_sql_id(r.get(3)?),
         author_id: from_sql_id(r.get(4)?),
-        kind: r.get(5)?,
+        kind: ReplyKind::parse(&r.get::<_, String>(5)?),
         is_error: r.get(6)?,
         text: r.get(7)?,
         session_id: r.get(8)?,
         cost_usd: r.get(9)?,
         parts_sent: r.get::<_, i64>(10)?.max(0) as usize,
-        state: r.get(11)?,
+        state: OutboxState::parse(&r.get::<_, String>(11)?),
         error: r.get(12)?,
         files: Vec::new(),
     })
@@ -173,7 +260,7 @@ impl Handler<RecordDelivery> for SessionStoreActor {
                 Delivery::Posted(n) => conn.execute(
                     "UPDATE outbox SET parts_sent = MAX(parts_sent, ?2), updated_at_ms = ?3 \
                      WHERE message_id = ?1 AND state != 'sent'",
-                    params![id, *n as i64, now_ms()],
+                    params![id, *n as i64, unix_ms()],
                 ),
                 // Delivered: its files' bytes are no longer needed.
                 Delivery::Sent => conn
@@ -181,13 +268,13 @@ impl Handler<RecordDelivery> for SessionStoreActor {
                     .and_then(|_| {
                         conn.execute(
                             "UPDATE outbox SET state = 'sent', error = NULL, updated_at_ms = ?2 WHERE message_id = ?1",
-                            params![id, now_ms()],
+                            params![id, unix_ms()],
                         )
                     }),
                 Delivery::Failed(why) => conn.execute(
                     "UPDATE outbox SET state = 'failed', attempts = attempts + 1, error = ?2, updated_at_ms = ?3 \
                      WHERE message_id = ?1 AND state != 'sent'",
-                    params![id, why, now_ms()],
+                    params![id, why, unix_ms()],
                 ),
             };
             result.map(|_| ()).map_err(StoreError::database)

@@ -10,7 +10,9 @@ use serde::Serialize;
 
 use crate::claude::PermissionMode;
 
-use super::{now_ms, to_sql_id, SessionStoreActor, StoreError};
+use super::{to_sql_id, SessionStoreActor, StoreError};
+use crate::ids::{ChannelId, ConversationId};
+use crate::time::unix_ms;
 
 // ---------------------------------------------------------------------------------------------
 // Messages
@@ -21,7 +23,7 @@ use super::{now_ms, to_sql_id, SessionStoreActor, StoreError};
 #[rtype(result = "Result<Vec<SessionRecord>, StoreError>")]
 pub struct ListSessions {
     /// The conversation.
-    pub conversation_id: u64,
+    pub conversation_id: ConversationId,
 }
 
 /// Make `session_id` — one of the conversation's own sessions — the one its next message
@@ -30,7 +32,7 @@ pub struct ListSessions {
 #[rtype(result = "Result<bool, StoreError>")]
 pub struct ResumeSession {
     /// The conversation.
-    pub conversation_id: u64,
+    pub conversation_id: ConversationId,
     /// The session to go back to.
     pub session_id: String,
 }
@@ -40,9 +42,9 @@ pub struct ResumeSession {
 #[rtype(result = "Result<Usage, StoreError>")]
 pub struct GetUsage {
     /// The conversation.
-    pub conversation_id: u64,
+    pub conversation_id: ConversationId,
     /// Its configured channel.
-    pub profile_id: u64,
+    pub profile_id: ChannelId,
     /// The start of "today", unix ms.
     pub day_start_ms: i64,
 }
@@ -52,7 +54,7 @@ pub struct GetUsage {
 #[rtype(result = "Result<Overrides, StoreError>")]
 pub struct LoadOverrides {
     /// The conversation.
-    pub conversation_id: u64,
+    pub conversation_id: ConversationId,
 }
 
 /// Store the model and permission mode chosen for a conversation (`None`: the channel's).
@@ -60,7 +62,7 @@ pub struct LoadOverrides {
 #[rtype(result = "Result<(), StoreError>")]
 pub struct SaveOverrides {
     /// The conversation.
-    pub conversation_id: u64,
+    pub conversation_id: ConversationId,
     /// What to store.
     pub overrides: Overrides,
 }
@@ -116,12 +118,12 @@ pub struct Overrides {
 /// Counts a run of `session` (if any) costing `cost` in a caller's transaction.
 pub(super) fn record_run(
     conn: &Connection,
-    conversation_id: u64,
-    profile_id: u64,
+    conversation_id: ConversationId,
+    profile_id: ChannelId,
     session: Option<&str>,
     cost: f64,
 ) -> rusqlite::Result<()> {
-    let now = now_ms();
+    let now = unix_ms();
     if let Some(session) = session {
         conn.prepare_cached(
             "INSERT INTO sessions (conversation_id, session_id, profile_id, first_at_ms, last_at_ms, messages, cost_usd) \
@@ -188,7 +190,7 @@ impl Handler<ResumeSession> for SessionStoreActor {
             // The CLI reports a session's cost cumulatively: carry on from what it had.
             tx.execute(
                 "UPDATE conversations SET session_id = ?2, session_cost_usd = ?3, updated_at_ms = ?4 WHERE id = ?1",
-                params![id, msg.session_id, cost, now_ms()],
+                params![id, msg.session_id, cost, unix_ms()],
             )
             .map_err(StoreError::database)?;
             tx.commit().map_err(StoreError::database)?;

@@ -4,6 +4,8 @@ use std::time::Duration;
 
 use actix::Addr;
 use actors::cost::{CostUpdate, ReportedCost};
+use actors::frontend::ReplyKind;
+use actors::ids::{ChannelId, ConversationId, MessageId, UserId};
 use actors::store::{
     open_pool, DbFailure, FindConversation, ListConversations, LoadConversation, RecordRun,
     RecordedRun, ResetConversation, SessionStoreActor, StoreConfig, StoreError,
@@ -23,9 +25,9 @@ fn start(config: &StoreConfig) -> Addr<SessionStoreActor> {
 
 fn run(id: u64, session: &str, cost: CostUpdate) -> RecordRun {
     RecordRun {
-        id,
+        id: ConversationId(id),
         name: format!("chan-{id}"),
-        profile_id: id,
+        profile_id: ChannelId(id),
         project_dir: "/srv/project".into(),
         model: Some("claude-opus-5-5".into()),
         session_id: Some(session.into()),
@@ -52,7 +54,9 @@ async fn record(
     total: f64,
 ) -> Result<RecordedRun, StoreError> {
     let before = store
-        .send(LoadConversation { id })
+        .send(LoadConversation {
+            id: ConversationId(id),
+        })
         .await
         .expect("mailbox")?;
     let cost = CostUpdate::after(
@@ -93,16 +97,20 @@ async fn runs_are_recorded_listed_found_and_reset() {
         .expect("mailbox")
         .expect("find")
         .expect("row");
-    assert_eq!(found.id, big_id);
+    assert_eq!(found.id, ConversationId(big_id));
     assert_eq!(found.session_id.as_deref(), Some("s1"));
 
     assert!(store
-        .send(ResetConversation { id: big_id })
+        .send(ResetConversation {
+            id: ConversationId(big_id)
+        })
         .await
         .expect("mailbox")
         .expect("reset"));
     let reset = store
-        .send(LoadConversation { id: big_id })
+        .send(LoadConversation {
+            id: ConversationId(big_id),
+        })
         .await
         .expect("mailbox")
         .expect("load")
@@ -110,7 +118,9 @@ async fn runs_are_recorded_listed_found_and_reset() {
     assert_eq!(reset.session_id, None);
     assert_eq!(reset.message_count, 2, "counters survive a reset");
     assert!(!store
-        .send(ResetConversation { id: 99 })
+        .send(ResetConversation {
+            id: ConversationId(99)
+        })
         .await
         .expect("mailbox")
         .expect("reset"));
@@ -135,7 +145,9 @@ async fn data_survives_reopening_and_migrations_run_once() {
     }
     let store = start(&cfg);
     let row = store
-        .send(LoadConversation { id: 1 })
+        .send(LoadConversation {
+            id: ConversationId(1),
+        })
         .await
         .expect("mailbox")
         .expect("load");
@@ -240,7 +252,9 @@ async fn a_locked_database_is_a_busy_error_and_the_store_recovers() {
     );
     // Readers are not blocked by a writer in WAL mode.
     assert!(store
-        .send(LoadConversation { id: 1 })
+        .send(LoadConversation {
+            id: ConversationId(1)
+        })
         .await
         .expect("mailbox")
         .is_ok());
@@ -284,12 +298,12 @@ async fn the_store_threads_never_wait_on_each_other_in_sqlite() {
 
 fn inbound(id: u64, conversation: u64) -> actors::store::Inbound {
     actors::store::Inbound {
-        message_id: id,
-        conversation_id: conversation,
-        profile_id: conversation,
+        message_id: MessageId(id),
+        conversation_id: ConversationId(conversation),
+        profile_id: ChannelId(conversation),
         conversation: format!("chan-{conversation}"),
-        channel_id: conversation,
-        author_id: 7,
+        channel_id: ChannelId(conversation),
+        author_id: UserId(7),
         text: format!("message {id}"),
         attachments: vec![actors::store::AttachmentMeta {
             name: "notes.txt".into(),
@@ -303,18 +317,18 @@ fn inbound(id: u64, conversation: u64) -> actors::store::Inbound {
 
 fn reply_to(id: u64, conversation: u64) -> actors::store::Outgoing {
     actors::store::Outgoing {
-        message_id: id,
-        conversation_id: conversation,
+        message_id: MessageId(id),
+        conversation_id: ConversationId(conversation),
         conversation: format!("chan-{conversation}"),
-        channel_id: conversation,
-        author_id: 7,
-        kind: "answer".into(),
+        channel_id: ChannelId(conversation),
+        author_id: UserId(7),
+        kind: ReplyKind::Answer,
         is_error: false,
         text: format!("echo: message {id}"),
         session_id: Some("s1".into()),
         cost_usd: 0.01,
         parts_sent: 0,
-        state: "pending".into(),
+        state: actors::store::OutboxState::Pending,
         error: None,
         files: Vec::new(),
     }
@@ -345,7 +359,7 @@ async fn the_inbox_drops_copies_moves_states_forward_and_hands_back_the_unfinish
             state,
         })
     };
-    assert!(mark(10, InboxState::Running)
+    assert!(mark(MessageId(10), InboxState::Running)
         .await
         .expect("mailbox")
         .expect("mark"));
@@ -357,11 +371,11 @@ async fn the_inbox_drops_copies_moves_states_forward_and_hands_back_the_unfinish
         .await
         .expect("mailbox")
         .expect("record");
-    assert!(!mark(10, InboxState::Running)
+    assert!(!mark(MessageId(10), InboxState::Running)
         .await
         .expect("mailbox")
         .expect("mark"));
-    assert!(mark(11, InboxState::Running)
+    assert!(mark(MessageId(11), InboxState::Running)
         .await
         .expect("mailbox")
         .expect("mark"));
@@ -373,18 +387,22 @@ async fn the_inbox_drops_copies_moves_states_forward_and_hands_back_the_unfinish
         .expect("take");
     let ids: Vec<(u64, bool)> = left
         .iter()
-        .map(|u| (u.inbound.message_id, u.interrupted))
+        .map(|u| (u.inbound.message_id.get(), u.interrupted))
         .collect();
     assert_eq!(ids, [(11, true), (12, false)]);
     assert_eq!(left[1].inbound.attachments[0].name, "notes.txt");
     let retried = store
-        .send(RetryInterrupted { conversation_id: 1 })
+        .send(RetryInterrupted {
+            conversation_id: ConversationId(1),
+        })
         .await
         .expect("mailbox")
         .expect("retry");
-    assert_eq!(retried.map(|m| m.message_id), Some(11));
+    assert_eq!(retried.map(|m| m.message_id), Some(MessageId(11)));
     let again = store
-        .send(RetryInterrupted { conversation_id: 1 })
+        .send(RetryInterrupted {
+            conversation_id: ConversationId(1),
+        })
         .await
         .expect("mailbox")
         .expect("retry");
@@ -414,40 +432,43 @@ async fn the_outbox_records_delivery_part_by_part_and_pruning_keeps_what_catch_u
             state,
         })
     };
-    deliver(20, Delivery::Posted(2))
+    deliver(MessageId(20), Delivery::Posted(2))
         .await
         .expect("mailbox")
         .expect("posted");
     // Out of order: fewer parts never lower the count.
-    deliver(20, Delivery::Posted(1))
+    deliver(MessageId(20), Delivery::Posted(1))
         .await
         .expect("mailbox")
         .expect("posted");
-    deliver(21, Delivery::Failed("Discord answered HTTP 403".into()))
-        .await
-        .expect("mailbox")
-        .expect("failed");
+    deliver(
+        MessageId(21),
+        Delivery::Failed("Discord answered HTTP 403".into()),
+    )
+    .await
+    .expect("mailbox")
+    .expect("failed");
     let undelivered = store
         .send(ListUndelivered {
-            conversation_id: Some(2),
+            conversation_id: Some(ConversationId(2)),
         })
         .await
         .expect("mailbox")
         .expect("list");
     let seen: Vec<(u64, usize, &str)> = undelivered
         .iter()
-        .map(|o| (o.message_id, o.parts_sent, o.state.as_str()))
+        .map(|o| (o.message_id.get(), o.parts_sent, o.state.as_str()))
         .collect();
     assert_eq!(seen, [(20, 2, "pending"), (21, 0, "failed")]);
-    deliver(20, Delivery::Sent)
+    deliver(MessageId(20), Delivery::Sent)
         .await
         .expect("mailbox")
         .expect("sent");
-    deliver(20, Delivery::Failed("late".into()))
+    deliver(MessageId(20), Delivery::Failed("late".into()))
         .await
         .expect("mailbox")
         .expect("noop");
-    deliver(21, Delivery::Sent)
+    deliver(MessageId(21), Delivery::Sent)
         .await
         .expect("mailbox")
         .expect("sent");
@@ -462,7 +483,7 @@ async fn the_outbox_records_delivery_part_by_part_and_pruning_keeps_what_catch_u
     // Everything is finished and older than "now + 1 s": all goes but the newest inbox row.
     let pruned = store
         .send(PruneDelivered {
-            before_ms: actors::store::unix_ms() + 1000,
+            before_ms: actors::time::unix_ms() + 1000,
         })
         .await
         .expect("mailbox")
@@ -473,7 +494,10 @@ async fn the_outbox_records_delivery_part_by_part_and_pruning_keeps_what_catch_u
         .await
         .expect("mailbox")
         .expect("last");
-    assert_eq!(last.iter().map(|l| l.message_id).collect::<Vec<_>>(), [21]);
+    assert_eq!(
+        last.iter().map(|l| l.message_id.get()).collect::<Vec<_>>(),
+        [21]
+    );
 }
 
 #[actix_rt::test]
@@ -487,13 +511,17 @@ async fn sessions_costs_and_choices_are_kept_per_conversation() {
     record(&store, 5, "s1", 0.25).await.expect("record");
     // A new session (after a reset) that costs 0.05.
     store
-        .send(ResetConversation { id: 5 })
+        .send(ResetConversation {
+            id: ConversationId(5),
+        })
         .await
         .expect("mailbox")
         .expect("reset");
     record(&store, 5, "s2", 0.05).await.expect("record");
     let sessions = store
-        .send(ListSessions { conversation_id: 5 })
+        .send(ListSessions {
+            conversation_id: ConversationId(5),
+        })
         .await
         .expect("mailbox")
         .expect("list");
@@ -506,7 +534,7 @@ async fn sessions_costs_and_choices_are_kept_per_conversation() {
     // Back to s1: it resumes with its cumulative cost, so the next run's cost is right.
     let ok = store
         .send(ResumeSession {
-            conversation_id: 5,
+            conversation_id: ConversationId(5),
             session_id: "s1".into(),
         })
         .await
@@ -515,7 +543,7 @@ async fn sessions_costs_and_choices_are_kept_per_conversation() {
     assert!(ok);
     let not_ours = store
         .send(ResumeSession {
-            conversation_id: 6,
+            conversation_id: ConversationId(6),
             session_id: "s1".into(),
         })
         .await
@@ -523,7 +551,9 @@ async fn sessions_costs_and_choices_are_kept_per_conversation() {
         .expect("resume");
     assert!(!not_ours, "another conversation's session");
     let row = store
-        .send(LoadConversation { id: 5 })
+        .send(LoadConversation {
+            id: ConversationId(5),
+        })
         .await
         .expect("mailbox")
         .expect("load")
@@ -537,8 +567,8 @@ async fn sessions_costs_and_choices_are_kept_per_conversation() {
     );
     let usage = store
         .send(GetUsage {
-            conversation_id: 5,
-            profile_id: 5,
+            conversation_id: ConversationId(5),
+            profile_id: ChannelId(5),
             day_start_ms: 0,
         })
         .await
@@ -555,20 +585,24 @@ async fn sessions_costs_and_choices_are_kept_per_conversation() {
     };
     store
         .send(SaveOverrides {
-            conversation_id: 5,
+            conversation_id: ConversationId(5),
             overrides: choice.clone(),
         })
         .await
         .expect("mailbox")
         .expect("save");
     let loaded = store
-        .send(LoadOverrides { conversation_id: 5 })
+        .send(LoadOverrides {
+            conversation_id: ConversationId(5),
+        })
         .await
         .expect("mailbox")
         .expect("load");
     assert_eq!(loaded, choice);
     let none = store
-        .send(LoadOverrides { conversation_id: 9 })
+        .send(LoadOverrides {
+            conversation_id: ConversationId(9),
+        })
         .await
         .expect("mailbox")
         .expect("load");
@@ -603,7 +637,7 @@ async fn a_replys_files_are_kept_as_bytes_until_it_is_delivered() {
     store.send(r).await.expect("mailbox").expect("record");
     let pending = store
         .send(ListUndelivered {
-            conversation_id: Some(3),
+            conversation_id: Some(ConversationId(3)),
         })
         .await
         .expect("mailbox")
@@ -611,7 +645,7 @@ async fn a_replys_files_are_kept_as_bytes_until_it_is_delivered() {
     assert_eq!(pending[0].files, reply.files, "the same bytes, in order");
     store
         .send(RecordDelivery {
-            message_id: 30,
+            message_id: MessageId(30),
             state: Delivery::Sent,
         })
         .await

@@ -156,7 +156,7 @@ impl Input {
                         base64::engine::general_purpose::STANDARD.decode(d).ok()
                     })
                     .any(|bytes| bytes.windows(9).any(|w| w == b"BADPIXELS"));
-                crate::user_text(line).map_or(Taken::Other, Taken::User)
+                crate::stream::user_text(line).map_or(Taken::Other, Taken::User)
             }
             Some("control_response") => {
                 let r = &v["response"];

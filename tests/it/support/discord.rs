@@ -23,7 +23,7 @@ use tokio::sync::mpsc::{unbounded_channel, UnboundedSender};
 
 use super::gateway_docs::check_dispatch;
 use super::openapi::Spec;
-use super::{TestEnv, PATIENCE};
+use super::PATIENCE;
 
 /// The bot's user id, as the server reports it.
 pub const BOT_ID: u64 = 424_242_424_242_424_242;
@@ -450,6 +450,36 @@ impl DiscordServer {
         if let Some(conn) = self.inner.connection.lock().expect("lock").as_ref() {
             let _ = conn.send(WsCommand::Send(frame));
         }
+        id
+    }
+
+    /// Waits until the bot has read the history of each of `channels` since its latest
+    /// `READY` (its catch-up), so a message said next is plainly live.
+    pub async fn wait_histories_read(&self, channels: &[u64]) {
+        let readies = usize::try_from(self.readies()).expect("count");
+        self.wait("the catch-up's history reads", |s| {
+            let reads = s.requests();
+            channels.iter().all(|c| {
+                let path = format!("/api/v10/channels/{c}/messages");
+                reads
+                    .iter()
+                    .filter(|r| r.method == "GET" && r.path == path)
+                    .count()
+                    >= readies
+            })
+        })
+        .await;
+    }
+
+    /// Posts a guild message whose `MESSAGE_CREATE` has not reached the bot yet: it is in the
+    /// history only (deliver it later with [`Self::replay`]); returns its id.
+    pub fn say_unannounced(&self, channel: u64, author: u64, content: &str) -> u64 {
+        let id = snowflake(&self.inner);
+        let data = gateway_message(
+            &self.inner,
+            message_json(id, channel, author, false, content),
+        );
+        self.keep(channel, &data);
         id
     }
 
@@ -1465,59 +1495,7 @@ async fn session(inner: Arc<Inner>, mut socket: WebSocket) {
     }
 }
 
-/// Starts `claude-coordinator run` against `server`, with `extra` appended to the test
-/// overlay (tables such as `[access]`, `[shutdown]`), logging at `RUST_LOG=trace`.
-pub fn spawn_run(
-    env: &TestEnv,
-    server: &DiscordServer,
-    extra: &str,
-    token: Option<&str>,
-) -> std::process::Child {
-    spawn_run_with(env, server, extra, token, &[("RUST_LOG", "trace")])
-}
-
-/// [`spawn_run`] with other environment variables.
-pub fn spawn_run_with(
-    env: &TestEnv,
-    server: &DiscordServer,
-    extra: &str,
-    token: Option<&str>,
-    vars: &[(&str, &str)],
-) -> std::process::Child {
-    let overlay = env.overlay(
-        "",
-        &format!(
-            "[discord]\napi_base_url = \"{}\"\nretry_backoff_ms = 20\n{extra}",
-            server.base
-        ),
-    );
-    let mut cmd = super::coordinator(&["--config", overlay.to_str().expect("utf-8"), "run"], vars);
-    cmd.stdin(std::process::Stdio::null());
-    if let Some(t) = token {
-        cmd.env("DISCORD_TOKEN", t);
-    }
-    cmd.spawn().expect("spawn run")
-}
-
 /// The `content` of a recorded message post or edit.
 pub fn content(r: &Recorded) -> String {
     r.body["content"].as_str().unwrap_or_default().to_string()
-}
-
-/// Sends `signal` to a spawned `run` and waits (off the runtime thread) for its output.
-pub async fn stop_with(
-    child: std::process::Child,
-    signal: nix::sys::signal::Signal,
-) -> std::process::Output {
-    let pid = nix::unistd::Pid::from_raw(i32::try_from(child.id()).expect("pid"));
-    nix::sys::signal::kill(pid, signal).expect("signal");
-    wait_output(child).await
-}
-
-/// Waits (off the runtime thread) for a spawned process's output.
-pub async fn wait_output(child: std::process::Child) -> std::process::Output {
-    tokio::task::spawn_blocking(move || child.wait_with_output())
-        .await
-        .expect("join")
-        .expect("wait")
 }

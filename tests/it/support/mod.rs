@@ -11,10 +11,13 @@ use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
 use actix::Addr;
+use actors::channel::{ChannelStatus, GetStatus};
 use actors::frontend::{
-    ApprovalAnswer, ApprovalState, DeliverReply, FrontEnd, FrontendEvent, Origin, ReplySink,
-    RouteMessage, ShowApproval, ShowProgress,
+    ApprovalAnswer, ApprovalState, DeliverReply, Durability, FrontEnd, FrontendEvent, Origin,
+    ReplySink, ShowApproval, ShowProgress, SubmitMessage,
 };
+use actors::frontend::{CancelReason, CancelRun};
+use actors::ids::{ConversationId, MessageId, UserId};
 use actors::registry::ChannelRegistry;
 use claude_coordinator::settings::Settings;
 use claude_coordinator::startup::Application;
@@ -203,6 +206,12 @@ project_dir = "{proj3}"
             .collect()
     }
 
+    /// Waits until the stand-in has begun `n` runs (one-shot processes or live turns): a live
+    /// process starts before its turn reaches a `GATE`.
+    pub async fn wait_for_runs(&self, n: usize) {
+        wait_until(|| self.prompts().len() >= n, &format!("{n} stand-in runs")).await;
+    }
+
     /// Waits until the stand-in has started `n` processes.
     pub async fn wait_for_starts(&self, n: usize) {
         wait_until(|| self.starts().len() >= n, &format!("{n} stand-in starts")).await;
@@ -323,23 +332,45 @@ impl Harness {
     }
 
     /// Sends `text` to the configured channel `channel`; returns the message id.
-    pub fn send(&mut self, channel: &str, text: &str) -> u64 {
+    pub fn send(&mut self, channel: &str, text: &str) -> MessageId {
         let conversation = self.app.conversation(channel).expect("configured channel");
         self.next_message += 1;
-        self.registry.do_send(RouteMessage {
+        self.registry.do_send(SubmitMessage {
             origin: Origin {
-                channel_id: conversation.id,
-                message_id: self.next_message,
-                author_id: 7,
+                channel_id: conversation.id.into(),
+                message_id: MessageId(self.next_message),
+                author_id: UserId(7),
             },
             conversation,
             text: text.to_string(),
             attachments: Vec::new(),
             late: false,
-            durable: true,
+            inbox: Durability::New,
             approver: true,
         });
-        self.next_message
+        MessageId(self.next_message)
+    }
+
+    /// What conversation `id` is doing (`None`: no live actor).
+    pub async fn status(&self, id: u64) -> Option<ChannelStatus> {
+        let id = ConversationId(id);
+        self.registry
+            .send(GetStatus {
+                conversation_id: id,
+            })
+            .await
+            .expect("registry")
+    }
+
+    /// Cancels the run in flight in conversation `id` (a user's `!cancel`); whether there was
+    /// one.
+    pub async fn cancel(&self, id: u64) -> bool {
+        let cancel = CancelRun {
+            conversation_id: ConversationId(id),
+            reason: CancelReason::User,
+            message_id: None,
+        };
+        self.registry.send(cancel).await.expect("registry")
     }
 
     /// The next reply (progress seen on the way is kept in `self.progress`).
@@ -510,4 +541,56 @@ pub fn json_lines(text: &str) -> Vec<Value> {
         .filter(|l| !l.trim().is_empty())
         .map(|l| serde_json::from_str(l).unwrap_or_else(|e| panic!("not JSON ({e}): {l}")))
         .collect()
+}
+
+/// Starts `claude-coordinator run` against `server`, with `extra` appended to the test
+/// overlay (tables such as `[access]`, `[shutdown]`), logging at `RUST_LOG=trace`.
+pub fn spawn_run(
+    env: &TestEnv,
+    server: &discord::DiscordServer,
+    extra: &str,
+    token: Option<&str>,
+) -> std::process::Child {
+    spawn_run_with(env, server, extra, token, &[("RUST_LOG", "trace")])
+}
+
+/// [`spawn_run`] with other environment variables.
+pub fn spawn_run_with(
+    env: &TestEnv,
+    server: &discord::DiscordServer,
+    extra: &str,
+    token: Option<&str>,
+    vars: &[(&str, &str)],
+) -> std::process::Child {
+    let overlay = env.overlay(
+        "",
+        &format!(
+            "[discord]\napi_base_url = \"{}\"\nretry_backoff_ms = 20\n{extra}",
+            server.base
+        ),
+    );
+    let mut cmd = coordinator(&["--config", overlay.to_str().expect("utf-8"), "run"], vars);
+    cmd.stdin(std::process::Stdio::null());
+    if let Some(t) = token {
+        cmd.env("DISCORD_TOKEN", t);
+    }
+    cmd.spawn().expect("spawn run")
+}
+
+/// Sends `signal` to a spawned `run` and waits (off the runtime thread) for its output.
+pub async fn stop_with(
+    child: std::process::Child,
+    signal: nix::sys::signal::Signal,
+) -> std::process::Output {
+    let pid = nix::unistd::Pid::from_raw(i32::try_from(child.id()).expect("pid"));
+    nix::sys::signal::kill(pid, signal).expect("signal");
+    wait_output(child).await
+}
+
+/// Waits (off the runtime thread) for a spawned process's output.
+pub async fn wait_output(child: std::process::Child) -> std::process::Output {
+    tokio::task::spawn_blocking(move || child.wait_with_output())
+        .await
+        .expect("join")
+        .expect("wait")
 }

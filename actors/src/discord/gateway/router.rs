@@ -20,6 +20,8 @@ use serenity::all::{ChannelType, GuildChannel, Message as DiscordMessage, Messag
 
 use crate::conversation::ConversationRef;
 use crate::discord::access::{AccessConfig, DiscordChannel};
+use crate::discord::ids;
+use crate::ids::{ChannelId, ConversationId, MessageId, UserId};
 
 /// Channels, threads, ids and roles remembered; the oldest is forgotten beyond this (it costs
 /// one more look-up if it is needed again).
@@ -33,7 +35,7 @@ pub(super) const ROLES_FRESH: Duration = Duration::from_secs(600);
 #[derive(Debug, Clone)]
 pub(super) enum Known {
     /// A thread under configured channel `parent`.
-    Thread { parent: u64, name: String },
+    Thread { parent: ChannelId, name: String },
     /// Anything else: not ours.
     Foreign,
 }
@@ -42,12 +44,12 @@ pub(super) enum Known {
 #[derive(Debug, Clone, actix::Message)]
 #[rtype(result = "()")]
 pub struct LearnChannel {
-    /// The channel or thread id.
-    pub id: u64,
+    /// The channel or thread.
+    pub id: ChannelId,
     /// Its guild.
     pub guild_id: Option<u64>,
     /// Its parent channel, for threads.
-    pub parent_id: Option<u64>,
+    pub parent_id: Option<ChannelId>,
     /// Whether it is a thread.
     pub is_thread: bool,
     /// Its name.
@@ -58,9 +60,9 @@ impl LearnChannel {
     /// What serenity's channel says.
     pub fn of(c: &GuildChannel) -> Self {
         Self {
-            id: c.id.get(),
+            id: ids::channel(c.id),
             guild_id: Some(c.guild_id.get()),
-            parent_id: c.parent_id.map(serenity::all::ChannelId::get),
+            parent_id: c.parent_id.map(ids::channel),
             is_thread: matches!(
                 c.kind,
                 ChannelType::PublicThread | ChannelType::PrivateThread | ChannelType::NewsThread
@@ -91,7 +93,7 @@ pub(super) enum Lookup {
     /// The channel itself (is it a thread of a configured channel?).
     Channel,
     /// The roles of `user` in the channel's guild (`guild`, if known).
-    Roles { guild: Option<u64>, user: u64 },
+    Roles { guild: Option<u64>, user: UserId },
 }
 
 /// What to do with a message.
@@ -102,7 +104,7 @@ pub(super) enum Route {
     /// The conversation, the text, and whether the author is an approver there.
     Deliver(ConversationRef, String, bool),
     /// Not allowed in this conversation.
-    Refuse(u64),
+    Refuse(ConversationId),
 }
 
 /// A message waiting for a look-up of its channel.
@@ -155,21 +157,21 @@ impl<K: Hash + Eq + Clone, V> Recent<K, V> {
 
 /// Routing state; see the module's docs.
 pub(super) struct Router {
-    channels: HashMap<u64, DiscordChannel>,
+    channels: HashMap<ChannelId, DiscordChannel>,
     access: AccessConfig,
-    bot_id: Option<u64>,
-    known: Recent<u64, Known>,
+    bot_id: Option<UserId>,
+    known: Recent<ChannelId, Known>,
     /// The guild of each channel and thread learned.
-    guilds: Recent<u64, u64>,
+    guilds: Recent<ChannelId, u64>,
     /// (guild, user) → their roles, and when they were read.
     roles: Recent<(u64, u64), (Instant, Vec<u64>)>,
     /// Message ids already taken, so a replayed `MESSAGE_CREATE` (a resumed gateway session
     /// may send one again) is not answered twice.
-    seen: Recent<u64, ()>,
+    seen: Recent<MessageId, ()>,
     /// Channels whose messages wait for a look-up.
-    waiting: HashMap<u64, Waiting>,
+    waiting: HashMap<ChannelId, Waiting>,
     /// (user, conversation) → when the user was last told they are not allowed.
-    refused: HashMap<(u64, u64), Instant>,
+    refused: HashMap<(UserId, ConversationId), Instant>,
 }
 
 impl Router {
@@ -188,16 +190,16 @@ impl Router {
     }
 
     /// The configured channels' ids.
-    pub(super) fn configured(&self) -> Vec<u64> {
+    pub(super) fn configured(&self) -> Vec<ChannelId> {
         self.channels.keys().copied().collect()
     }
 
-    pub(super) fn set_bot(&mut self, id: u64) {
+    pub(super) fn set_bot(&mut self, id: UserId) {
         self.bot_id = Some(id);
     }
 
     /// Whether message `id` is new (and now taken).
-    pub(super) fn first_sight(&mut self, id: u64) -> bool {
+    pub(super) fn first_sight(&mut self, id: MessageId) -> bool {
         if self.seen.get(&id).is_some() {
             return false;
         }
@@ -224,7 +226,7 @@ impl Router {
     }
 
     /// A channel that a look-up found not to exist, or not to be visible (403, 404).
-    pub(super) fn learn_foreign(&mut self, id: u64) {
+    pub(super) fn learn_foreign(&mut self, id: ChannelId) {
         if !self.channels.contains_key(&id) {
             self.known.insert(id, Known::Foreign);
         }
@@ -236,7 +238,7 @@ impl Router {
     }
 
     /// The guild of channel `id`, if known.
-    pub(super) fn guild_of(&self, id: u64) -> Option<u64> {
+    pub(super) fn guild_of(&self, id: ChannelId) -> Option<u64> {
         self.guilds
             .get(&id)
             .copied()
@@ -248,7 +250,10 @@ impl Router {
 
     /// The conversation of channel `id` — a configured channel, or a known thread of one — and
     /// the configured channel whose settings apply. The one place an id becomes one.
-    pub(super) fn conversation_of(&self, id: u64) -> Option<(ConversationRef, &DiscordChannel)> {
+    pub(super) fn conversation_of(
+        &self,
+        id: ChannelId,
+    ) -> Option<(ConversationRef, &DiscordChannel)> {
         if let Some(c) = self.channels.get(&id) {
             return Some((ConversationRef::channel(Arc::clone(&c.profile)), c));
         }
@@ -264,12 +269,12 @@ impl Router {
     /// The roles of a message's author: from its `member`, else as read over REST (fresh).
     fn roles_of(&self, msg: &DiscordMessage) -> Option<Vec<u64>> {
         if let Some(m) = &msg.member {
-            return Some(m.roles.iter().map(|r| r.get()).collect());
+            return Some(ids::roles(&m.roles));
         }
         let guild = msg
             .guild_id
             .map(serenity::all::GuildId::get)
-            .or_else(|| self.guild_of(msg.channel_id.get()))?;
+            .or_else(|| self.guild_of(ids::channel(msg.channel_id)))?;
         self.roles
             .get(&(guild, msg.author.id.get()))
             .filter(|(at, _)| at.elapsed() < ROLES_FRESH)
@@ -278,7 +283,7 @@ impl Router {
 
     /// What to do with `msg`.
     pub(super) fn route(&self, msg: &DiscordMessage, source: Source) -> Route {
-        if msg.author.bot || Some(msg.author.id.get()) == self.bot_id {
+        if msg.author.bot || Some(ids::user(msg.author.id)) == self.bot_id {
             return Route::Ignore("from a bot");
         }
         // Thread created, pins, joins, renames… carry text too (a thread's name, a channel's
@@ -291,7 +296,7 @@ impl Router {
         if source == Source::Live && msg.guild_id.is_none() {
             return Route::Ignore("direct message");
         }
-        let id = msg.channel_id.get();
+        let id = ids::channel(msg.channel_id);
         let Some((conversation, channel)) = self.conversation_of(id) else {
             return match self.known.get(&id) {
                 None => Route::LookUp(Lookup::Channel),
@@ -304,7 +309,7 @@ impl Router {
             let Some(bot) = self.bot_id else {
                 return Route::Ignore("mention required, bot id not known yet");
             };
-            if !msg.mentions.iter().any(|u| u.id.get() == bot) {
+            if !msg.mentions.iter().any(|u| ids::user(u.id) == bot) {
                 return Route::Ignore("bot not mentioned");
             }
             text = text
@@ -313,7 +318,7 @@ impl Router {
                 .trim()
                 .to_string();
         }
-        let user = msg.author.id.get();
+        let user = ids::user(msg.author.id);
         let roles = self.roles_of(msg);
         if roles.is_none() && self.access.decides_by_roles(&channel.access, user) {
             return Route::LookUp(Lookup::Roles {
@@ -336,13 +341,13 @@ impl Router {
     }
 
     /// Whether channel `id`'s messages wait for a look-up.
-    pub(super) fn is_waiting(&self, id: u64) -> bool {
+    pub(super) fn is_waiting(&self, id: ChannelId) -> bool {
         self.waiting.contains_key(&id)
     }
 
     /// Adds `parked` behind what channel `id` has waiting; answers whether a look-up must start
     /// (nothing was waiting).
-    pub(super) fn park(&mut self, id: u64, parked: Parked) -> bool {
+    pub(super) fn park(&mut self, id: ChannelId, parked: Parked) -> bool {
         let waiting = self.waiting.entry(id).or_default();
         waiting.queue.push_back(parked);
         waiting.queue.len() == 1
@@ -350,17 +355,20 @@ impl Router {
 
     /// Channel `id`'s look-up failed again: the wait before the next attempt (doubling from
     /// 1 s, at most a minute), and the ids of the messages waiting.
-    pub(super) fn failed(&mut self, id: u64) -> (Duration, Vec<u64>) {
+    pub(super) fn failed(&mut self, id: ChannelId) -> (Duration, Vec<MessageId>) {
         let Some(w) = self.waiting.get_mut(&id) else {
             return (Duration::ZERO, Vec::new());
         };
         w.attempts += 1;
         let wait = Duration::from_secs(1 << w.attempts.min(6)).min(Duration::from_secs(60));
-        (wait, w.queue.iter().map(|p| p.message.id.get()).collect())
+        (
+            wait,
+            w.queue.iter().map(|p| ids::message(p.message.id)).collect(),
+        )
     }
 
     /// Channel `id`'s look-up is done: its waiting messages, in order.
-    pub(super) fn release(&mut self, id: u64) -> VecDeque<Parked> {
+    pub(super) fn release(&mut self, id: ChannelId) -> VecDeque<Parked> {
         self.waiting
             .remove(&id)
             .map(|w| w.queue)
@@ -369,7 +377,7 @@ impl Router {
 
     /// Whether `user` should be told (again) that they may not talk in `conversation`; notes
     /// the refusal.
-    pub(super) fn tell_refusal(&mut self, user: u64, conversation: u64) -> bool {
+    pub(super) fn tell_refusal(&mut self, user: UserId, conversation: ConversationId) -> bool {
         let cooldown = self.access.refusal_cooldown();
         let now = Instant::now();
         if self
@@ -392,7 +400,7 @@ impl Router {
     }
 
     /// Whether `user` (with `roles`) may talk in conversation `id`, and approve there.
-    pub(super) fn may(&self, id: u64, user: u64, roles: &[u64]) -> Option<(bool, bool)> {
+    pub(super) fn may(&self, id: ChannelId, user: UserId, roles: &[u64]) -> Option<(bool, bool)> {
         let (_, channel) = self.conversation_of(id)?;
         Some((
             self.access.allows(&channel.access, user, roles),
@@ -409,11 +417,11 @@ mod tests {
     fn remembered_entries_are_bounded_oldest_first() {
         let mut known = Recent::new(100);
         for id in 0..250_u64 {
-            known.insert(id, Known::Foreign);
+            known.insert(ChannelId(id), Known::Foreign);
         }
-        known.insert(249, Known::Foreign);
+        known.insert(ChannelId(249), Known::Foreign);
         assert_eq!(known.map.len(), 100);
         assert_eq!(known.order.len(), 100);
-        assert!(known.get(&149).is_none() && known.get(&150).is_some());
+        assert!(known.get(&ChannelId(149)).is_none() && known.get(&ChannelId(150)).is_some());
     }
 }

@@ -6,20 +6,29 @@
 //! deferred response (ephemeral when nothing changes for others), and the core's answer — one
 //! [`DeliverReply`] for the interaction — edits it when it comes.
 
-use std::collections::HashSet;
+use std::collections::{HashMap, HashSet};
+use std::time::{Duration, Instant};
 
 use actix::prelude::*;
 use serenity::all::{
-    ApplicationId, ChannelId, CommandInteraction, CreateAutocompleteResponse,
-    CreateInteractionResponse, CreateInteractionResponseMessage, GuildId,
+    ApplicationId, CommandInteraction, CreateAutocompleteResponse, CreateInteractionResponse,
+    CreateInteractionResponseMessage, GuildId,
 };
 use tracing::{info, warn};
 
+use super::lanes::LaneKey;
 use super::router::LearnChannel;
 use super::DiscordGateway;
+use crate::claude::models::ModelCatalog;
 use crate::discord::commands::{self, choices};
-use crate::frontend::{DeliverReply, Origin, RouteCommand};
+use crate::discord::ids;
+use crate::discord::outbound::{private, Answerable};
+use crate::frontend::{CommandOrigin, DeliverReply, RunCommand};
+use crate::ids::{CommandId, UserId};
 use crate::store::ListSessions;
+
+/// An interaction's token lives 15 minutes: an answer later than that could not be delivered.
+const TOKEN_LIFE: Duration = Duration::from_secs(15 * 60);
 
 // ---------------------------------------------------------------------------------------------
 // Messages
@@ -34,6 +43,28 @@ pub struct ReceiveCommand(pub Box<CommandInteraction>);
 #[derive(Debug, Message)]
 #[rtype(result = "()")]
 pub struct ReceiveAutocomplete(pub Box<CommandInteraction>);
+
+/// The invocations acknowledged and waiting for the core's answer, and the models offered in
+/// autocomplete.
+pub(super) struct Invocations {
+    waiting: HashMap<CommandId, (Instant, Answerable)>,
+    models: ModelCatalog,
+}
+
+impl Invocations {
+    pub(super) fn new(models: ModelCatalog) -> Self {
+        Self {
+            waiting: HashMap::new(),
+            models,
+        }
+    }
+
+    /// Remembers `id` until its answer comes (forgetting those whose token has expired).
+    fn wait_for_answer(&mut self, id: CommandId, to: Answerable) {
+        self.waiting.retain(|_, (at, _)| at.elapsed() < TOKEN_LIFE);
+        self.waiting.insert(id, (Instant::now(), to));
+    }
+}
 
 // ---------------------------------------------------------------------------------------------
 // Handling
@@ -53,7 +84,7 @@ impl DiscordGateway {
             for id in channels {
                 let found = out
                     .with_retry("look up channel", || {
-                        ChannelId::new(id.max(1)).to_channel(&*out.http)
+                        ids::to_channel(id).to_channel(&*out.http)
                     })
                     .await;
                 match found.map(serenity::all::Channel::guild) {
@@ -62,9 +93,12 @@ impl DiscordGateway {
                         // The router keeps its guild: roles are read there.
                         me.do_send(LearnChannel::of(&g));
                     }
-                    Ok(None) => warn!(channel_id = id, "a configured channel is not in a guild"),
+                    Ok(None) => warn!(
+                        channel_id = id.get(),
+                        "a configured channel is not in a guild"
+                    ),
                     Err(e) => {
-                        warn!(channel_id = id, error = %e, "could not look up a configured channel; /claude is not registered for its guild");
+                        warn!(channel_id = id.get(), error = %e, "could not look up a configured channel; /claude is not registered for its guild");
                     }
                 }
             }
@@ -86,11 +120,19 @@ impl DiscordGateway {
         self.send_later(work, ctx);
     }
 
-    /// The core's answer to an invocation, if `reply` is one: edits its deferred response.
-    /// Answers whether it was.
-    pub(super) fn answer_command(&mut self, reply: &DeliverReply, ctx: &mut Context<Self>) -> bool {
-        let Some((_, interaction)) = self.slash.remove(&reply.origin.message_id) else {
-            return false;
+    /// The core's answer to invocation `id`: edits its deferred response.
+    pub(super) fn answer_command(
+        &mut self,
+        id: CommandId,
+        reply: &DeliverReply,
+        ctx: &mut Context<Self>,
+    ) {
+        let Some((_, to)) = self.slash.waiting.remove(&id) else {
+            warn!(
+                command_id = id.get(),
+                "the answer to a /claude whose token expired; not sent"
+            );
+            return;
         };
         let out = self.outbound.clone();
         let text = if reply.is_error {
@@ -100,37 +142,26 @@ impl DiscordGateway {
         };
         // After the deferral, on the same lane.
         self.send_in_order(
-            reply.origin.message_id,
-            async move { out.edit_command_response(&interaction, &text).await },
+            LaneKey::Interaction(id),
+            async move { out.edit_answer(&to, &text).await },
             ctx,
         );
-        true
     }
-}
 
-/// A private, immediate answer.
-fn refuse(text: &str) -> CreateInteractionResponse {
-    CreateInteractionResponse::Message(
-        CreateInteractionResponseMessage::new()
-            .content(text)
-            .ephemeral(true),
-    )
-}
-
-impl DiscordGateway {
     /// Answers an invocation at once, privately, and routes nothing.
     fn refuse_command(
         &mut self,
-        interaction: Box<CommandInteraction>,
-        text: String,
+        interaction: &CommandInteraction,
+        text: &str,
         ctx: &mut Context<Self>,
     ) {
-        let out = self.outbound.clone();
-        self.send_in_order(
-            interaction.id.get(),
-            async move { out.respond_command(&interaction, refuse(&text)).await },
-            ctx,
+        let (out, to, response) = (
+            self.outbound.clone(),
+            Answerable::from(interaction),
+            private(text),
         );
+        let lane = LaneKey::Interaction(CommandId(interaction.id.get()));
+        self.send_in_order(lane, async move { out.respond(&to, response).await }, ctx);
     }
 }
 
@@ -138,71 +169,53 @@ impl Handler<ReceiveCommand> for DiscordGateway {
     type Result = ();
 
     fn handle(&mut self, msg: ReceiveCommand, ctx: &mut Self::Context) {
-        self.stats
-            .events
-            .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        self.stats.event();
         let interaction = msg.0;
-        let (user, channel) = (interaction.user.id.get(), interaction.channel_id.get());
-        let roles: Vec<u64> = interaction
-            .member
-            .as_ref()
-            .map(|m| m.roles.iter().map(|r| r.get()).collect())
-            .unwrap_or_default();
+        let (user, channel) = (
+            ids::user(interaction.user.id),
+            ids::channel(interaction.channel_id),
+        );
+        let roles = ids::member_roles(interaction.member.as_deref());
         let Some((conversation, _)) = self.router.conversation_of(channel) else {
-            return self.refuse_command(
-                interaction,
-                "Claude does not work in this channel.".into(),
-                ctx,
-            );
+            return self.refuse_command(&interaction, "Claude does not work in this channel.", ctx);
         };
-        let (allowed, approver) = self
-            .router
-            .may(conversation.id, user, &roles)
-            .unwrap_or_default();
+        let (allowed, approver) = self.router.may(channel, user, &roles).unwrap_or_default();
         if !allowed {
             info!(
-                channel_id = channel,
-                user_id = user,
+                channel_id = channel.get(),
+                user_id = user.get(),
                 "/claude from a user not on the allowlist"
             );
             return self.refuse_command(
-                interaction,
-                "You are not on this bot's allowlist here.".into(),
+                &interaction,
+                "You are not on this bot's allowlist here.",
                 ctx,
             );
         }
         let command = match commands::parse(&interaction.data) {
             Ok(c) => c,
-            Err(why) => return self.refuse_command(interaction, why, ctx),
+            Err(why) => return self.refuse_command(&interaction, &why, ctx),
         };
         if command.needs_approver() && !approver {
-            return self.refuse_command(
-                interaction,
-                "Only approvers may do that here.".into(),
-                ctx,
-            );
+            return self.refuse_command(&interaction, "Only approvers may do that here.", ctx);
         }
-        info!(channel_id = channel, user_id = user, command = ?command, "/claude");
-        let lane = interaction.id.get();
+        info!(channel_id = channel.get(), user_id = user.get(), command = ?command, "/claude");
+        let id = CommandId(interaction.id.get());
         let defer = CreateInteractionResponse::Defer(
             CreateInteractionResponseMessage::new().ephemeral(commands::is_private(&command)),
         );
-        let (out, first) = (self.outbound.clone(), interaction.clone());
+        let (out, to) = (self.outbound.clone(), Answerable::from(&*interaction));
+        self.slash.wait_for_answer(id, to.clone());
         self.send_in_order(
-            lane,
-            async move { out.respond_command(&first, defer).await },
+            LaneKey::Interaction(id),
+            async move { out.respond(&to, defer).await },
             ctx,
         );
-        // Its token lives 15 minutes: an answer later than that could not be delivered.
-        let expired = std::time::Duration::from_secs(15 * 60);
-        self.slash.retain(|_, (at, _)| at.elapsed() < expired);
-        self.slash
-            .insert(lane, (std::time::Instant::now(), interaction));
-        self.registry.do_send(RouteCommand {
+        self.registry.do_send(RunCommand {
             conversation,
-            origin: Origin {
+            origin: CommandOrigin {
                 channel_id: channel,
-                message_id: lane,
+                command_id: id,
                 author_id: user,
             },
             command,
@@ -221,21 +234,18 @@ impl Handler<ReceiveAutocomplete> for DiscordGateway {
         };
         let (option, typed) = (focused.name.to_string(), focused.value.to_string());
         let out = self.outbound.clone();
-        let user = interaction.user.id.get();
-        let roles: Vec<u64> = interaction
-            .member
-            .as_ref()
-            .map(|m| m.roles.iter().map(|r| r.get()).collect())
-            .unwrap_or_default();
-        let channel = interaction.channel_id.get();
+        let user: UserId = ids::user(interaction.user.id);
+        let roles = ids::member_roles(interaction.member.as_deref());
+        let channel = ids::channel(interaction.channel_id);
         let allowed = self
             .router
             .may(channel, user, &roles)
             .filter(|(talk, _)| *talk)
             .and(self.router.conversation_of(channel))
             .map(|(c, _)| c.id);
-        let models = self.models.known();
+        let models = self.slash.models.known();
         let store = self.store.clone();
+        let to = Answerable::from(&*interaction);
         let work = async move {
             let candidates: Vec<String> = match (allowed, option.as_str()) {
                 (Some(_), "name") => models,
@@ -254,11 +264,8 @@ impl Handler<ReceiveAutocomplete> for DiscordGateway {
             for c in choices(&candidates, &typed) {
                 response = response.add_string_choice(c.clone(), c);
             }
-            out.respond_command(
-                &interaction,
-                CreateInteractionResponse::Autocomplete(response),
-            )
-            .await;
+            out.respond(&to, CreateInteractionResponse::Autocomplete(response))
+                .await;
         };
         self.send_later(work, ctx);
     }

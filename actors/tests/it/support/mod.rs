@@ -18,7 +18,7 @@ pub fn script_runner(dir: &Path, body: &str, env: BTreeMap<String, String>) -> C
         timeout_secs: 60,
         kill_grace_secs: 1,
         permission_mode: PermissionMode::Default,
-        model: String::new(),
+        model: None,
         max_concurrent_runs: 1,
         oauth_token: None,
         oauth_token_file: None,
