@@ -138,6 +138,7 @@ fn direct(turns: usize) -> Histogram<u64> {
     let runner = ClaudeRunner::new(settings.claude.clone());
     let req = RunRequest {
         cwd: dir.path().join("proj"),
+        project_dir: dir.path().join("proj"),
         ..RunRequest::default()
     };
     let mut child = Command::new(support::stand_in())

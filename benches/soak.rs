@@ -161,7 +161,13 @@ fn tally(server: &DiscordServer, sent: &HashMap<u64, Vec<(u64, String)>>) -> Tal
         let history = server.history(*channel);
         // Answer id by the message it answers; more than one answer is counted twice.
         let mut answers: HashMap<u64, Vec<u64>> = HashMap::new();
-        for m in history.iter().filter(|m| m["author"]["bot"] == true) {
+        let decoration = |m: &serde_json::Value| {
+            support::discord::is_decoration(m["content"].as_str().unwrap_or_default())
+        };
+        for m in history
+            .iter()
+            .filter(|m| m["author"]["bot"] == true && !decoration(m))
+        {
             let id = |v: &serde_json::Value| v.as_str().and_then(|s| s.parse::<u64>().ok());
             let (Some(to), Some(own)) = (id(&m["message_reference"]["message_id"]), id(&m["id"]))
             else {

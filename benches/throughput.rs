@@ -162,6 +162,7 @@ fn floor_with_store(messages: usize, channels: usize, cap: usize) -> f64 {
                     },
                     error: None,
                     reply: None,
+                    context: None,
                 });
             });
             (started, messages / channels * channels)

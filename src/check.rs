@@ -72,6 +72,7 @@ pub fn check(settings: &Settings, for_run: bool) -> Vec<Finding> {
     ));
     out.extend(check_root_bypass(settings));
     out.push(check_store(settings));
+    out.push(check_sandbox(settings));
     for ch in &settings.channel {
         out.push(check_project_dir(&ch.profile.name, &ch.profile.project_dir));
     }
@@ -216,6 +217,33 @@ fn check_root_bypass(settings: &Settings) -> Option<Finding> {
          Run the service as a non-root user (deploy/claude-coordinator.service does), or set \
          IS_SANDBOX = \"1\" in [claude.env] only inside a real sandbox",
     ))
+}
+
+/// Whether the CLI will run sealed: `bubblewrap` that cannot work here fails `run`; `auto`
+/// that falls back to none is a loud warning.
+fn check_sandbox(settings: &Settings) -> Finding {
+    let profiles: Vec<_> = settings.channel.iter().map(|c| c.profile.clone()).collect();
+    match crate::sandboxing::choose(settings, &profiles) {
+        Ok((Some(s), _)) => finding(
+            Level::Ok,
+            "sandbox",
+            format!(
+                "bubblewrap: each CLI process sees only its own project writable, {} path(s) hidden",
+                s.hidden().len()
+            ),
+        ),
+        Ok((None, Some(why))) => finding(
+            Level::Warn,
+            "sandbox",
+            format!("NONE — claude.sandbox = \"auto\" and bubblewrap does not work here ({why}); every CLI process sees the service's state, secrets and all channels' projects"),
+        ),
+        Ok((None, None)) => finding(
+            Level::Warn,
+            "sandbox",
+            "none (claude.sandbox = \"none\"): every CLI process sees the service's state, secrets and all channels' projects",
+        ),
+        Err(e) => finding(Level::Fail, "sandbox", format!("claude.sandbox = \"bubblewrap\": {e}")),
+    }
 }
 
 fn check_store(settings: &Settings) -> Finding {

@@ -7,6 +7,7 @@ pub mod cli;
 pub mod commands;
 pub mod console;
 pub mod lock;
+pub mod sandboxing;
 pub mod sessions;
 pub mod settings;
 pub mod startup;

@@ -9,6 +9,7 @@ use std::collections::{BTreeMap, HashSet};
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
+use actors::claude::sandbox::SandboxConfig;
 use actors::claude::ClaudeConfig;
 use actors::conversation::ChannelProfile;
 use actors::discord::{AccessConfig, ChannelAccess, DiscordConfig};
@@ -98,6 +99,11 @@ pub struct Settings {
     pub recovery: RecoveryConfig,
     /// Files in and out of conversations.
     pub files: FilesConfig,
+    /// What each CLI process's sandbox hides and lets it write (`claude.sandbox` turns it on).
+    pub sandbox: SandboxConfig,
+    /// The overlay file these settings were read from (hidden from the CLI).
+    #[serde(skip)]
+    pub overlay: Option<PathBuf>,
 }
 
 /// A `[[channel]]`: a Discord channel bound to a project directory. One table, read twice: the
@@ -283,11 +289,15 @@ impl Settings {
             .with_list_parse_key("claude.passthrough_commands")
             .with_list_parse_key("access.allowed_users")
             .with_list_parse_key("access.allowed_roles")
-            .with_list_parse_key("access.approvers");
+            .with_list_parse_key("access.approvers")
+            .with_list_parse_key("sandbox.hide_paths")
+            .with_list_parse_key("sandbox.writable_paths");
         let mut settings: Settings = files(Config::builder())
             .add_source(env)
             .build()?
             .try_deserialize()?;
+        settings.overlay =
+            overlay.map(|p| std::path::absolute(p).unwrap_or_else(|_| p.to_path_buf()));
         // The conventional variable, when the namespaced one is not set.
         let discord_env = settings.discord.token.take().or_else(|| {
             std::env::var("DISCORD_TOKEN")
@@ -493,6 +503,13 @@ impl Settings {
             ("discord.send_retries", u64::from(d.send_retries), 0, 20),
             ("discord.retry_backoff_ms", d.retry_backoff_ms, 1, 60_000),
             ("discord.progress_edit_secs", d.progress_edit_secs, 0, 3600),
+            ("discord.stream_edit_ms", d.stream_edit_ms, 250, 60_000),
+            (
+                "discord.notify_after_secs",
+                d.notify_after_secs,
+                0,
+                30 * DAY,
+            ),
             (
                 "access.refusal_cooldown_secs",
                 self.access.refusal_cooldown_secs,

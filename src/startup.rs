@@ -48,7 +48,8 @@ impl Application {
         let mut profiles: Vec<ChannelProfile> =
             settings.channel.iter().map(|c| c.profile.clone()).collect();
         // File-system work happens on a blocking thread, not on the actors' thread.
-        let (pool, profiles) = actix_rt::task::spawn_blocking(move || {
+        let sandbox_settings = settings.clone();
+        let (pool, profiles, sandbox) = actix_rt::task::spawn_blocking(move || {
             // Absolute project directories, so a session's stored cwd means the same thing
             // whichever directory the service is started from.
             for p in &mut profiles {
@@ -56,17 +57,38 @@ impl Application {
                     p.project_dir = abs;
                 }
             }
-            open_pool(&store_config).map(|pool| (pool, profiles))
+            let pool = open_pool(&store_config)?;
+            let sandbox = crate::sandboxing::choose(&sandbox_settings, &profiles);
+            anyhow::Ok((pool, profiles, sandbox))
         })
         .await
         .context("the store's start-up thread failed")??;
+        let sandbox = match sandbox.context("claude.sandbox = \"bubblewrap\"")? {
+            (Some(s), _) => {
+                info!(
+                    hidden = s.hidden().len(),
+                    "each CLI process runs sealed in a bubblewrap sandbox"
+                );
+                Some(s)
+            }
+            (None, Some(why)) => {
+                warn!(reason = %why, "NO SANDBOX: claude.sandbox = \"auto\" and bubblewrap does not work here, so every CLI process sees what this service's user sees (its state, secrets and every channel's project)");
+                None
+            }
+            (None, None) => {
+                warn!("no sandbox (claude.sandbox = \"none\"): every CLI process sees what this service's user sees");
+                None
+            }
+        };
         let store = SessionStoreActor::start(pool, settings.store.pool_size as usize);
         let metrics = MetricsActor::new(settings.metrics.interval(), store.clone()).start();
         let processes = Arc::new(StoreProcessLog {
             store: store.clone(),
         });
         Ok(Self {
-            runner: ClaudeRunner::new(settings.claude.clone()).with_process_log(processes),
+            runner: ClaudeRunner::new(settings.claude.clone())
+                .with_process_log(processes)
+                .with_sandbox(sandbox),
             run_slots: Arc::new(Semaphore::new(settings.claude.max_concurrent_runs)),
             channels: profiles.into_iter().map(Arc::new).collect(),
             store,
@@ -150,15 +172,8 @@ impl Application {
         }
     }
 
-    /// The service's own state directory: the database's (absolute, so it means the same
-    /// whatever directory the service runs in).
     fn state_dir(&self) -> std::path::PathBuf {
-        let db = &self.settings.store.path;
-        let dir = db
-            .parent()
-            .filter(|p| !p.as_os_str().is_empty())
-            .unwrap_or_else(|| std::path::Path::new("."));
-        std::path::absolute(dir).unwrap_or_else(|_| dir.to_path_buf())
+        crate::sandboxing::state_dir(&self.settings)
     }
 
     /// Connects to Discord and starts the gateway with its own registry.

@@ -40,6 +40,27 @@ pub struct ChannelProfile {
     pub thread_worktrees: bool,
     /// Where the worktrees go (else `<project_dir>/../<repo>.worktrees`).
     pub worktree_root: Option<PathBuf>,
+    /// Show Claude's text as it is written (the progress message, edited); else only the reply.
+    #[serde(default = "yes")]
+    pub stream: bool,
+    /// What a message that arrives while a turn runs does.
+    #[serde(default)]
+    pub while_busy: WhileBusy,
+}
+
+/// What a message that arrives while a turn runs does (`while_busy`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum WhileBusy {
+    /// It waits its turn (its "queued" notice offers to interrupt).
+    #[default]
+    Queue,
+    /// It interrupts the turn in flight and runs next.
+    Interrupt,
+}
+
+fn yes() -> bool {
+    true
 }
 
 /// Which conversation a message belongs to: a configured channel, or a thread under one

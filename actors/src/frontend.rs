@@ -88,8 +88,25 @@ pub struct CancelRun {
 pub enum CancelReason {
     /// A user asked (`!cancel`, the Stop button).
     User,
+    /// A newer message runs now instead (*Interrupt and run this now*, or the channel's
+    /// `while_busy = "interrupt"`).
+    Superseded,
     /// The service is shutting down and the grace period is over.
     Shutdown,
+}
+
+/// Run a waiting message now (*Interrupt and run this now* on its "queued" notice): it goes to
+/// the front of the queue and the run in flight is interrupted. Answers whether it was waiting
+/// (`false` too when the conversation has no live actor).
+#[derive(Debug, Message)]
+#[rtype(result = "bool")]
+pub struct RunNow {
+    /// The conversation.
+    pub conversation_id: ConversationId,
+    /// The waiting message.
+    pub message_id: MessageId,
+    /// Who asked (its author or an approver: the front end checked).
+    pub by: UserId,
 }
 
 /// What the coordinator itself answers, rather than Claude: one implementation for the `!`
@@ -121,6 +138,20 @@ pub enum Command {
     /// Show (`None`) or set the permission mode for this conversation (approvers, where the
     /// channel allows it).
     Mode(Option<String>),
+    /// Start a thread from a copy of this conversation (`/claude fork`: Discord makes the
+    /// `thread` first; without one there is nothing to fork into).
+    Fork {
+        /// The thread's name.
+        name: Option<String>,
+        /// The thread made for it.
+        thread: Option<ChannelId>,
+    },
+    /// The command that continues this conversation in a terminal.
+    Handoff,
+    /// How full the context window is.
+    Context,
+    /// Compact the conversation (the CLI's `/compact`).
+    Compact,
 }
 
 impl Command {
@@ -304,6 +335,10 @@ pub enum ProgressStep {
     Started,
     /// Claude is using a tool, e.g. `Bash: cargo test`.
     Tool(String),
+    /// Claude wrote this much more text (with `stream`).
+    Text(String),
+    /// Claude's to-do list now.
+    Todo(Vec<crate::claude::todo::TodoItem>),
     /// The CLI is retrying an API call.
     Retrying {
         /// Attempt number.
@@ -314,11 +349,12 @@ pub enum ProgressStep {
 }
 
 impl ProgressStep {
-    /// The step in words for a progress display; `None` for the start, which needs none.
+    /// The step in words for a progress display; `None` for the start, the text and the to-do
+    /// list, which are shown otherwise.
     pub fn describe(&self) -> Option<String> {
         match self {
             Self::Queued { position } => Some(format!("queued (position {position})")),
-            Self::Started => None,
+            Self::Started | Self::Text(_) | Self::Todo(_) => None,
             Self::Tool(summary) => Some(summary.clone()),
             Self::Retrying { attempt, status } => Some(match status {
                 Some(s) => format!("retrying the API (attempt {attempt}, HTTP {s})"),

@@ -2,8 +2,8 @@
 //!
 //! Its job is deliberately small — look up or spawn, and stop actors that have been idle for
 //! `channels.idle_secs` — so it never waits on anything slow. Front ends send it every message
-//! for a conversation ([`SubmitMessage`], [`RunCommand`], [`CancelRun`], [`GetStatus`],
-//! [`AnswerApproval`]), and it hands that same message to the conversation's actor. Its own
+//! for a conversation ([`SubmitMessage`], [`RunCommand`], [`CancelRun`], [`RunNow`],
+//! [`GetStatus`], [`AnswerApproval`]), and it hands that same message to the conversation's actor. Its own
 //! messages — restoring the inbox at start, closing a thread's worktree, cancelling every run
 //! at the end of a stop's grace — are below.
 
@@ -19,7 +19,7 @@ use crate::channel::{ChannelActor, ChannelDeps, CloseWorktree, GetStatus, StopIf
 use crate::conversation::{ChannelProfile, ConversationRef};
 use crate::frontend::{
     AnswerApproval, ApprovalError, CancelReason, CancelRun, DeliverReply, Durability, Origin,
-    ReplyKind, RunCommand, SubmitMessage,
+    ReplyKind, RunCommand, RunNow, SubmitMessage,
 };
 use crate::ids::{ChannelId, ConversationId};
 use crate::metrics::{Metric, RecordMetric};
@@ -241,6 +241,14 @@ impl Handler<CancelRun> for ChannelRegistry {
     type Result = ResponseFuture<bool>;
 
     fn handle(&mut self, msg: CancelRun, _: &mut Self::Context) -> Self::Result {
+        self.ask_live(msg.conversation_id, msg, false)
+    }
+}
+
+impl Handler<RunNow> for ChannelRegistry {
+    type Result = ResponseFuture<bool>;
+
+    fn handle(&mut self, msg: RunNow, _: &mut Self::Context) -> Self::Result {
         self.ask_live(msg.conversation_id, msg, false)
     }
 }

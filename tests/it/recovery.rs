@@ -7,7 +7,7 @@ use std::fmt::Write as _;
 use nix::sys::signal::Signal;
 use serde_json::Value;
 
-use crate::support::discord::{content, DiscordServer};
+use crate::support::discord::{content, is_decoration, DiscordServer};
 use crate::support::{spawn_run_with, stop_with};
 use crate::support::{wait_until, TestEnv};
 
@@ -38,6 +38,7 @@ fn answers_to(server: &DiscordServer, channel: u64, id: u64) -> Vec<String> {
         .history(channel)
         .into_iter()
         .filter(|m| m["author"]["bot"] == true)
+        .filter(|m| !is_decoration(m["content"].as_str().unwrap_or_default()))
         .filter(|m| {
             m["message_reference"]["message_id"]
                 .as_str()

@@ -56,7 +56,7 @@ fn puts(server: &DiscordServer) -> Vec<Recorded> {
 }
 
 /// The deferred answer's callback, then the text it was filled in with.
-async fn answered(server: &DiscordServer, token: &str) -> (Recorded, String) {
+pub(crate) async fn answered(server: &DiscordServer, token: &str) -> (Recorded, String) {
     let callback = server.callback(token).await;
     let path = format!("/api/v10/webhooks/{APP}/{token}/messages/@original");
     server

@@ -1,27 +1,8 @@
-//! What a run means to the user: the text of its answer (or why there is none), and the
-//! progress steps shown while it runs.
+//! What a run means to the user: the text of its answer, or why there is none.
 
 use std::fmt::Write as _;
 
-use crate::claude::stream_json::StreamEvent;
 use crate::claude::{RunReport, StopReason};
-use crate::frontend::ProgressStep;
-
-/// What a progress display shows of `event`: tool use and API retries.
-pub(super) fn progress_step(event: &StreamEvent) -> Option<ProgressStep> {
-    match event {
-        StreamEvent::ToolUse(t) => Some(ProgressStep::Tool(t.summary())),
-        StreamEvent::Retry {
-            attempt,
-            error_status,
-            ..
-        } => Some(ProgressStep::Retrying {
-            attempt: *attempt,
-            status: *error_status,
-        }),
-        _ => None,
-    }
-}
 
 /// The user-facing text of a run that produced a report.
 pub(super) fn answer_text(report: &RunReport, timeout_secs: u64, live: bool) -> String {
@@ -35,6 +16,14 @@ pub(super) fn answer_text(report: &RunReport, timeout_secs: u64, live: bool) -> 
     let Some(result) = &report.result else {
         return format!("Claude ended without a result ({}).", report.exit);
     };
+    if let (Some((before, after)), false) = (report.compacted, result.is_error) {
+        let tokens = |t: Option<u64>| t.map_or_else(|| "?".to_string(), |t| t.to_string());
+        return format!(
+            "Compacted the conversation: {} → {} tokens in the context.",
+            tokens(before),
+            tokens(after)
+        );
+    }
     let mut text = result.text();
     if text.trim().is_empty() {
         text = if result.is_error {

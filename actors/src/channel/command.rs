@@ -1,6 +1,7 @@
 //! The `!` commands (with the configured prefix): `!status`, `!cancel`, `!reset`, `!rules`,
-//! `!retry`, `!usage`, `!sessions`, `!resume ID`, `!model [NAME]`, `!mode [MODE]`, `!help` —
-//! parsed into the [`Command`] the `/claude` subcommands use too — and the texts of answers.
+//! `!retry`, `!usage`, `!sessions`, `!resume ID`, `!model [NAME]`, `!mode [MODE]`, `!handoff`,
+//! `!context`, `!compact`, `!help` — parsed into the [`Command`] the `/claude` subcommands use
+//! too — and the texts of answers. The session's own commands are in `sessions`.
 
 use std::fmt::Write as _;
 use std::path::Path;
@@ -15,8 +16,8 @@ use crate::claude::PermissionMode;
 pub use crate::frontend::Command;
 use crate::frontend::{CancelReason, Origin, ReplyKind, ReplyTo};
 use crate::store::{
-    ClearRules, GetUsage, ListSessions, LoadRules, Overrides, ResetConversation, ResumeSession,
-    RetryInterrupted, SaveOverrides, StoreError,
+    ClearRules, GetUsage, LoadRules, Overrides, ResetConversation, RetryInterrupted, SaveOverrides,
+    StoreError,
 };
 
 /// `text` as a command, if it is one (`prefix` empty: never).
@@ -44,6 +45,13 @@ pub(super) fn parse(text: &str, prefix: &str) -> Option<Command> {
         ("model", 1) => Some(Command::Model(one())),
         ("mode", 0) => Some(Command::Mode(None)),
         ("mode", 1) => Some(Command::Mode(one())),
+        ("fork", _) => Some(Command::Fork {
+            name: (!arg.is_empty()).then(|| arg.join(" ")),
+            thread: None,
+        }),
+        ("handoff", 0) => Some(Command::Handoff),
+        ("context", 0) => Some(Command::Context),
+        ("compact", 0) => Some(Command::Compact),
         _ => None,
     }
 }
@@ -72,7 +80,9 @@ pub(super) fn help(prefix: &str, project_dir: &Path) -> String {
          `{prefix}reset` (start a new conversation), `{prefix}rules` (the \"always\" permissions; \
          `{prefix}rules clear` forgets them), `{prefix}retry` (run again the message a restart \
          interrupted), `{prefix}usage` (what it cost), `{prefix}sessions` and `{prefix}resume ID` \
-         (earlier Claude sessions), `{prefix}model [NAME]`, `{prefix}mode [MODE]`. The same as \
+         (earlier Claude sessions), `{prefix}model [NAME]`, `{prefix}mode [MODE]`, `{prefix}handoff` \
+         (continue in a terminal), `{prefix}context` and `{prefix}compact` (the context window); \
+         `/claude fork` opens a thread that starts from a copy of this conversation. The same as \
          `/claude` commands.",
         project_dir.display()
     )
@@ -113,7 +123,9 @@ impl ChannelActor {
             Command::RulesClear => busy("rules clear"),
             Command::Usage => return self.usage(origin, ctx),
             Command::Sessions => return self.sessions(origin, ctx),
-            Command::Resume(id) if self.is_idle() => return self.resume(id.clone(), origin, ctx),
+            Command::Resume(id) if self.is_idle() => {
+                return self.resume(id.clone(), origin, approver, ctx)
+            }
             Command::Resume(_) => busy("resume"),
             Command::Model(None) => self.model_text(),
             Command::Model(Some(m)) if self.is_idle() => {
@@ -123,6 +135,13 @@ impl ChannelActor {
             Command::Mode(Some(m)) if self.is_idle() => return self.set_mode(m, origin, ctx),
             Command::Model(Some(_)) => busy("model"),
             Command::Mode(Some(_)) => busy("mode"),
+            Command::Fork { name, thread } => {
+                return self.fork(name.as_deref(), *thread, origin, ctx)
+            }
+            Command::Handoff if self.is_idle() => return self.handoff(origin),
+            Command::Handoff => busy("handoff"),
+            Command::Context => self.context_text(),
+            Command::Compact => return self.compact(origin, ctx),
         };
         self.reply(origin, ReplyKind::Command, text, false);
     }
@@ -314,69 +333,10 @@ impl ChannelActor {
         }));
     }
 
-    fn sessions(&mut self, origin: ReplyTo, ctx: &mut Context<Self>) {
-        let ask = self.deps.store.send(ListSessions {
-            conversation_id: self.conversation.id,
-        });
-        ctx.spawn(ask.into_actor(self).map(move |res, act, _| {
-            let current = act.record.as_ref().and_then(|r| r.session_id.clone());
-            let (text, is_error) = match res.map_err(StoreError::from).and_then(|r| r) {
-                Ok(all) if all.is_empty() => ("No Claude sessions yet.".to_string(), false),
-                Ok(all) => {
-                    let mut text = format!(
-                        "Sessions of this conversation (`{}resume ID` goes back to one):",
-                        act.deps.command_prefix
-                    );
-                    for s in all.iter().take(10) {
-                        let mark = if current.as_deref() == Some(s.session_id.as_str()) {
-                            " ← current"
-                        } else {
-                            ""
-                        };
-                        let last = humantime::format_rfc3339_seconds(
-                            UNIX_EPOCH + Duration::from_millis(s.last_at_ms.max(0) as u64),
-                        );
-                        let _ = write!(
-                            text,
-                            "\n• `{}` — {} message(s), ${:.4}, last {last}{mark}",
-                            s.session_id, s.messages, s.cost_usd
-                        );
-                    }
-                    (text, false)
-                }
-                Err(e) => (format!("Could not read the sessions: {e}"), true),
-            };
-            act.reply(origin, ReplyKind::Command, text, is_error);
-        }));
-    }
-
-    fn resume(&mut self, session: String, origin: ReplyTo, ctx: &mut Context<Self>) {
-        let ask = self.deps.store.send(ResumeSession {
-            conversation_id: self.conversation.id,
-            session_id: session.clone(),
-        });
-        // Wait: the next message resumes the chosen session.
-        ctx.wait(ask.into_actor(self).map(move |res, act, _| {
-            let (text, is_error) = match res.map_err(StoreError::from).and_then(|r| r) {
-                Ok(true) => {
-                    // The warm process holds the other session.
-                    act.end_warm(EndReason::Other);
-                    act.saves.forget_carry();
-                    if let Some(r) = act.record.as_mut() {
-                        r.session_id = Some(session.clone());
-                    }
-                    (format!("The next message continues session `{session}`."), false)
-                }
-                Ok(false) => (format!("`{}` is not one of this conversation's sessions (`{}sessions` lists them).", crate::text::truncate_chars(&session, 40).replace('`', "'"), act.deps.command_prefix), true),
-                Err(e) => (format!("Could not switch sessions: {e}"), true),
-            };
-            act.reply(origin, ReplyKind::Command, text, is_error);
-        }));
-    }
-
     fn reset(&mut self, origin: ReplyTo, ctx: &mut Context<Self>) {
         // A new session: the warm process holds the old one (and its session rules).
         self.end_warm(EndReason::Other);
+        self.clear_todo();
         let reset = self.deps.store.send(ResetConversation {
             id: self.conversation.id,
         });
@@ -428,7 +388,9 @@ impl ChannelActor {
                                 message_id: m.message_id,
                                 author_id: m.author_id,
                             },
+                            answer_to: None,
                             prompt: m.text,
+                            command: None,
                             late: false,
                             stored: true,
                             attachments: m.attachments,

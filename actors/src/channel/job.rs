@@ -1,7 +1,7 @@
 //! One run of a conversation: from its run slot to the reply, with the stale-session retry.
 //! It owns everything it needs, so it runs as a future beside the channel actor.
 
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::Instant;
 
@@ -12,16 +12,21 @@ use tracing::{instrument, warn};
 
 use crate::claude::permission::PermissionRequest;
 use crate::claude::stream_json::StreamEvent;
-use crate::claude::{ClaudeRunner, LiveSession, RunError, RunReport, RunRequest, StopReason};
+use crate::claude::{
+    ClaudeRunner, CliCommand, LiveSession, RunError, RunReport, RunRequest, StopReason,
+};
 use crate::conversation::ConversationRef;
 use crate::cost::CostUpdate;
-use crate::frontend::{DeliverReply, Origin, ProgressStep, ReplyKind, ShowProgress};
+use crate::frontend::{
+    CommandOrigin, DeliverReply, Origin, ProgressStep, ReplyKind, ReplyTo, ShowProgress,
+};
 use crate::metrics::{Metric, RecordMetric, RunOutcome, SessionMetric};
 use crate::store::{
     Conversation, LoadConversation, LoadRules, RecordRun, SessionStoreActor, StoreError,
 };
 
-use super::answer::{answer_text, first_line, progress_step};
+use super::answer::{answer_text, first_line};
+use super::relay::Relay;
 use super::{PermissionAsked, PermissionWithdrawn};
 
 /// What a run needs of the conversation's stored row: read from the store, or carried over
@@ -32,6 +37,8 @@ pub(super) struct Prior {
     /// `None` when nothing is stored yet.
     pub(super) project_dir: Option<PathBuf>,
     pub(super) session_cost_usd: f64,
+    /// The session is a copy still to be made (`/claude fork`): resume it with `--fork-session`.
+    pub(super) fork: bool,
 }
 
 impl From<&Conversation> for Prior {
@@ -40,6 +47,7 @@ impl From<&Conversation> for Prior {
             session_id: c.session_id.clone(),
             project_dir: Some(PathBuf::from(&c.project_dir)),
             session_cost_usd: c.session_cost_usd,
+            fork: c.fork_pending,
         }
     }
 }
@@ -54,8 +62,15 @@ pub(super) struct Job {
     pub(super) runner: ClaudeRunner,
     pub(super) store: Addr<SessionStoreActor>,
     pub(super) progress: Recipient<ShowProgress>,
+    /// The message it answers (message id 0 for a command's run, which has none).
     pub(super) origin: Origin,
+    /// A command's run answers the command instead.
+    pub(super) answer_to: Option<CommandOrigin>,
     pub(super) prompt: String,
+    /// Run this built-in CLI command instead of the prompt (`!compact`).
+    pub(super) command: Option<CliCommand>,
+    /// What the front end is shown while it runs.
+    pub(super) relay: Relay,
     /// Its files, fetched when it runs.
     pub(super) attachments: Vec<crate::store::AttachmentMeta>,
     /// The images among them, for the turn's content blocks.
@@ -121,7 +136,10 @@ pub(super) struct Ran {
 
 impl Job {
     fn reply(&self, kind: ReplyKind, text: String, is_error: bool) -> DeliverReply {
-        DeliverReply::new(&self.conversation, self.origin, kind, text, is_error)
+        let to = self
+            .answer_to
+            .map_or(ReplyTo::Message(self.origin), ReplyTo::Command);
+        DeliverReply::new(&self.conversation, to, kind, text, is_error)
     }
 
     #[instrument(skip_all, fields(channel_id = self.conversation.id.get(), message_id = self.origin.message_id.get()))]
@@ -158,36 +176,13 @@ impl Job {
             Ok(cwd) => cwd,
             Err(reply) => return JobEnd::NotRun(Box::new(reply), self.live),
         };
-        let attachments = std::mem::take(&mut self.attachments);
-        let fetched = crate::files::fetch_attachments(
-            &attachments,
-            &cwd,
-            &self.files,
-            self.origin.message_id,
-            self.live_mode,
-        )
-        .await;
-        notes.extend(fetched.notes.iter().cloned());
-        if let Some(note) = fetched.prompt_note() {
-            self.prompt = format!("{}\n\n{note}", self.prompt);
-        }
-        self.images = fetched.images;
-        let resume = match (&prior.session_id, &prior.project_dir) {
-            (Some(s), Some(dir)) if *dir == cwd => Some(s.clone()),
-            (Some(_), Some(dir)) => {
-                notes.push(format!(
-                    "The project directory changed from `{}` to `{}`, so this message starts a new conversation.",
-                    dir.display(),
-                    cwd.display()
-                ));
-                None
-            }
-            _ => None,
-        };
+        self.fetch_attachments(&cwd, &mut notes).await;
+        let resume = resume_from(&prior, &cwd, &mut notes);
         let mut req = RunRequest {
             conversation_id: id,
             prompt: self.prompt.clone(),
             cwd: cwd.clone(),
+            project_dir: profile.project_dir.clone(),
             resume,
             model: self.model.clone().or_else(|| profile.model.clone()),
             system_prompt: profile.system_prompt.clone(),
@@ -196,12 +191,17 @@ impl Job {
             permission_mode: Some(self.permission_mode),
             allowed_tools: Vec::new(),
             outbox: self.outbox_dir(&cwd, &mut notes).await,
+            fork: prior.fork,
+            stream: self.relay.stream,
+            command: self.command,
         };
-        self.progress.do_send(ShowProgress {
-            conversation_id: id,
-            origin: self.origin,
-            step: ProgressStep::Started,
-        });
+        if self.origin.message_id.get() != 0 {
+            self.progress.do_send(ShowProgress {
+                conversation_id: id,
+                origin: self.origin,
+                step: ProgressStep::Started,
+            });
+        }
         let mut result = self.attempt(&req).await;
         if let Err(RunError::UnknownSession {
             session_id,
@@ -213,6 +213,7 @@ impl Job {
                 "The earlier conversation (session {session_id}) could not be resumed, so this message starts a new one."
             ));
             req.resume = None;
+            req.fork = false;
             if !self.cancel.is_cancelled() {
                 result = self.attempt(&req).await;
             }
@@ -237,6 +238,25 @@ impl Job {
         }
         ran.reply.files = files;
         JobEnd::Ran(Box::new(ran))
+    }
+
+    /// Saves the message's attachments into the project (or the state dir) and tells Claude
+    /// where they are; images ride along as content blocks.
+    async fn fetch_attachments(&mut self, cwd: &Path, notes: &mut Vec<String>) {
+        let attachments = std::mem::take(&mut self.attachments);
+        let fetched = crate::files::fetch_attachments(
+            &attachments,
+            cwd,
+            &self.files,
+            self.origin.message_id,
+            self.live_mode,
+        )
+        .await;
+        notes.extend(fetched.notes.iter().cloned());
+        if let Some(note) = fetched.prompt_note() {
+            self.prompt = format!("{}\n\n{note}", self.prompt);
+        }
+        self.images = fetched.images;
     }
 
     /// Where this run works: the channel's project directory, or — for a thread of a channel
@@ -374,13 +394,12 @@ impl Job {
                 live
             }
         };
-        let (asks, withdrawn, progress) = (
+        let (asks, withdrawn, relay) = (
             self.asks.clone(),
             self.withdrawn.clone(),
-            self.progress.clone(),
+            self.relay.clone(),
         );
-        let (conversation_id, origin, control) =
-            (self.conversation.id, self.origin, live.control());
+        let (origin, control) = (self.origin, live.control());
         let on_event = |event: &StreamEvent| match event {
             StreamEvent::ControlRequest {
                 request_id,
@@ -401,17 +420,12 @@ impl Job {
             StreamEvent::ControlCancel { request_id } => withdrawn.do_send(PermissionWithdrawn {
                 request_id: request_id.clone(),
             }),
-            other => {
-                if let Some(step) = progress_step(other) {
-                    progress.do_send(ShowProgress {
-                        conversation_id,
-                        origin,
-                        step,
-                    });
-                }
-            }
+            other => relay.relay(other),
         };
-        let user_line = self.runner.user_line_with(&self.prompt, &self.images);
+        let user_line = match self.command {
+            Some(command) => ClaudeRunner::command_line(command),
+            None => self.runner.user_line_with(&self.prompt, &self.images),
+        };
         let timeout = self.runner.config().timeout();
         let result = live
             .turn(user_line, on_event, &self.cancel, timeout, req)
@@ -444,19 +458,10 @@ impl Job {
         }
     }
 
-    /// Passes tool use and retries on to the progress display (called on the runner's thread).
+    /// Passes the run's events on to the progress display (called on the runner's thread).
     fn forwarder(&self) -> impl FnMut(&StreamEvent) + Send + 'static {
-        let progress = self.progress.clone();
-        let (conversation_id, origin) = (self.conversation.id, self.origin);
-        move |event| {
-            if let Some(step) = progress_step(event) {
-                progress.do_send(ShowProgress {
-                    conversation_id,
-                    origin,
-                    step,
-                });
-            }
-        }
+        let relay = self.relay.clone();
+        move |event| relay.relay(event)
     }
 
     fn finish(
@@ -516,9 +521,16 @@ impl Job {
             .or_else(|| req.resume.clone())
             .filter(|_| !stuck);
         // The one place a run's cost is worked out: for the reply, the record and the next run.
+        // A copy's reported cost goes on from its original's (o_fork_live): the same session
+        // as far as the sum is concerned.
+        let before = if req.fork {
+            session_id.as_deref()
+        } else {
+            prior.session_id.as_deref()
+        };
         let cost = CostUpdate::after(
             report.and_then(|r| r.cost),
-            prior.session_id.as_deref(),
+            before,
             prior.session_cost_usd,
             session_id.as_deref(),
         );
@@ -526,6 +538,7 @@ impl Job {
             session_id: session_id.clone(),
             project_dir: Some(req.cwd.clone()),
             session_cost_usd: cost.session_usd,
+            fork: false,
         };
         let record = RecordRun {
             id: self.conversation.id,
@@ -537,6 +550,7 @@ impl Job {
             cost,
             error: is_error.then(|| first_line(&body)),
             reply: None,
+            context: report.and_then(|r| r.context).map(|c| (c.tokens, c.window)),
         };
         let mut text = notes.join("\n");
         if !text.is_empty() {
@@ -565,5 +579,24 @@ impl Job {
             true,
         );
         JobEnd::NotRun(Box::new(reply), self.live)
+    }
+}
+
+/// The session a run resumes: the stored one when it ran in this directory, or a fork's
+/// original from wherever it ran (the CLI finds it: `c_resume_other_cwd`); a moved project
+/// starts anew, and the user is told.
+fn resume_from(prior: &Prior, cwd: &Path, notes: &mut Vec<String>) -> Option<String> {
+    match (&prior.session_id, &prior.project_dir) {
+        (Some(s), Some(dir)) if dir == cwd => Some(s.clone()),
+        (Some(s), _) if prior.fork => Some(s.clone()),
+        (Some(_), Some(dir)) => {
+            notes.push(format!(
+                "The project directory changed from `{}` to `{}`, so this message starts a new conversation.",
+                dir.display(),
+                cwd.display()
+            ));
+            None
+        }
+        _ => None,
     }
 }

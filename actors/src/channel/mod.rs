@@ -24,7 +24,9 @@ mod deps;
 mod job;
 mod pool;
 mod queue;
+mod relay;
 mod saving;
+mod sessions;
 mod status;
 mod usage;
 mod warm;
@@ -37,12 +39,16 @@ pub use status::{ChannelStatus, GetStatus};
 pub use usage::{Pause, UsageGate};
 pub use warm::{EndReason, EndWarmSession};
 
+use std::sync::{Arc, Mutex};
+
 use actix::prelude::*;
 use tracing::{info, instrument, warn};
 
+use crate::claude::todo::TodoList;
 use crate::conversation::ConversationRef;
 use crate::frontend::{
-    CancelRun, DeliverReply, Durability, ReplyKind, ReplyTo, RunCommand, SubmitMessage,
+    CancelReason, CancelRun, DeliverReply, Durability, ReplyKind, ReplyTo, RunCommand, RunNow,
+    SubmitMessage,
 };
 use crate::ids::MessageId;
 use crate::shutdown::Busy;
@@ -82,6 +88,8 @@ pub struct ChannelActor {
     close_worktree: bool,
     /// Held while anything runs, waits or is unsaved: the service's stop waits for it.
     busy: Option<Busy>,
+    /// Claude's to-do list in this conversation's session (its runs keep it up to date).
+    todo: Arc<Mutex<TodoList>>,
 }
 
 impl ChannelActor {
@@ -99,6 +107,7 @@ impl ChannelActor {
             overrides: Overrides::default(),
             close_worktree: false,
             busy: None,
+            todo: Arc::default(),
         }
     }
 
@@ -111,6 +120,14 @@ impl ChannelActor {
         let mut reply = DeliverReply::new(&self.conversation, to, kind, text, is_error);
         reply.session_id = self.record.as_ref().and_then(|r| r.session_id.clone());
         self.deps.replies.do_send(reply);
+    }
+
+    /// Forgets the to-do list (a new session has its own).
+    fn clear_todo(&self) {
+        self.todo
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .clear();
     }
 
     /// Moves an inbox row on; states only move forward, so the order these land in is moot.
@@ -215,7 +232,9 @@ impl Handler<SubmitMessage> for ChannelActor {
         }
         let pending = Pending {
             origin: msg.origin,
+            answer_to: None,
             prompt: msg.text,
+            command: None,
             attachments: msg.attachments,
             late: msg.late,
             stored: msg.inbox != Durability::Transient,
@@ -282,6 +301,25 @@ impl Handler<CancelRun> for ChannelActor {
             );
         }
         cancelled
+    }
+}
+
+impl Handler<RunNow> for ChannelActor {
+    type Result = bool;
+
+    fn handle(&mut self, msg: RunNow, _: &mut Self::Context) -> bool {
+        if !self.queue.move_to_front(msg.message_id) {
+            return false;
+        }
+        info!(
+            channel_id = self.conversation.id.get(),
+            message_id = msg.message_id.get(),
+            user_id = msg.by.get(),
+            "a waiting message runs now; the run in flight is interrupted"
+        );
+        // Its turn comes as soon as the run in flight has ended.
+        self.queue.cancel(CancelReason::Superseded, None);
+        true
     }
 }
 

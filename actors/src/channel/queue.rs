@@ -13,17 +13,25 @@ use tokio_util::sync::CancellationToken;
 use tracing::info;
 
 use super::job::Job;
+use super::relay::Relay;
 use super::ChannelActor;
-use crate::frontend::{CancelReason, Origin, ProgressStep, ReplyKind, ShowProgress};
+use crate::claude::CliCommand;
+use crate::conversation::WhileBusy;
+use crate::frontend::{CancelReason, CommandOrigin, Origin, ProgressStep, ReplyKind, ShowProgress};
 use crate::ids::MessageId;
 use crate::metrics::{Metric, RecordMetric};
 use crate::store::{AttachmentMeta, InboxState};
 
-/// A user message waiting its turn.
+/// A user message (or a command's run) waiting its turn.
 #[derive(Debug)]
 pub(super) struct Pending {
+    /// The message (message id 0 for a command's run, which has none).
     pub(super) origin: Origin,
+    /// A command's run answers the command.
+    pub(super) answer_to: Option<CommandOrigin>,
     pub(super) prompt: String,
+    /// Run this built-in CLI command instead of the prompt.
+    pub(super) command: Option<CliCommand>,
     /// Its files (fetched when it runs).
     pub(super) attachments: Vec<AttachmentMeta>,
     pub(super) late: bool,
@@ -77,6 +85,21 @@ impl Queue {
     /// Where the first waiting message came from.
     pub(super) fn first_waiting(&self) -> Option<Origin> {
         self.waiting.front().map(|p| p.origin)
+    }
+
+    /// Moves waiting message `message` to the head; answers whether it was waiting.
+    pub(super) fn move_to_front(&mut self, message: MessageId) -> bool {
+        let Some(pos) = self
+            .waiting
+            .iter()
+            .position(|p| p.origin.message_id == message)
+        else {
+            return false;
+        };
+        if let Some(p) = self.waiting.remove(pos) {
+            self.waiting.push_front(p);
+        }
+        true
     }
 
     /// Back at the head: its run was refused by the usage limit.
@@ -153,16 +176,22 @@ impl ChannelActor {
             return;
         }
         let origin = pending.origin;
+        let visible = origin.message_id.get() != 0;
         self.queue.waiting.push_back(pending);
         self.observe_queue();
         if self.queue.is_running() {
-            self.deps.progress.do_send(ShowProgress {
-                conversation_id: self.conversation.id,
-                origin,
-                step: ProgressStep::Queued {
-                    position: self.queue.waiting(),
-                },
-            });
+            if self.conversation.profile.while_busy == WhileBusy::Interrupt && visible {
+                info!("a new message interrupts the run in flight (while_busy = interrupt)");
+                self.queue.cancel(CancelReason::Superseded, None);
+            } else if visible {
+                self.deps.progress.do_send(ShowProgress {
+                    conversation_id: self.conversation.id,
+                    origin,
+                    step: ProgressStep::Queued {
+                        position: self.queue.waiting(),
+                    },
+                });
+            }
         }
         self.start_next(ctx);
     }
@@ -192,7 +221,16 @@ impl ChannelActor {
             store: self.deps.store.clone(),
             progress: self.deps.progress.clone(),
             origin: next.origin,
+            answer_to: next.answer_to,
             prompt: next.prompt.clone(),
+            command: next.command,
+            relay: Relay {
+                progress: self.deps.progress.clone(),
+                conversation_id: self.conversation.id,
+                origin: next.origin,
+                stream: self.conversation.profile.stream,
+                todo: Arc::clone(&self.todo),
+            },
             attachments: next.attachments.clone(),
             images: Vec::new(),
             late: next.late,

@@ -89,9 +89,16 @@ impl ChannelActor {
                 if ran.outcome == RunOutcome::Succeeded {
                     self.deps.usage.passed();
                 }
-                let shutdown = current.is_some_and(|c| c.cancel_reason == CancelReason::Shutdown);
-                if shutdown && ran.outcome == RunOutcome::Cancelled {
-                    ran.reply.text = "Stopped: the service is restarting. The conversation is saved; please send this message again in a minute.".into();
+                if ran.outcome == RunOutcome::Cancelled {
+                    match current.map(|c| c.cancel_reason) {
+                        Some(CancelReason::Shutdown) => {
+                            ran.reply.text = "Stopped: the service is restarting. The conversation is saved; please send this message again in a minute.".into();
+                        }
+                        Some(CancelReason::Superseded) => {
+                            ran.reply.text = "Interrupted: a newer message runs now. The conversation so far is kept.".into();
+                        }
+                        Some(CancelReason::User) | None => {}
+                    }
                 }
                 let live = ran.live.take();
                 self.saves.push(*ran);

@@ -4,7 +4,7 @@
 use std::borrow::Cow;
 use std::ffi::OsString;
 
-use super::{ClaudeConfig, RunRequest};
+use super::{ClaudeConfig, CliCommand, RunRequest};
 
 /// What the CLI is given for a user's message: the text itself, or, for `/name …` whose name
 /// is not in `passthrough`, the text after one space (so the CLI does not run it as a command).
@@ -30,6 +30,18 @@ pub fn user_line(prompt: &str, passthrough: &[String]) -> String {
         "session_id": "",
     });
     line.to_string()
+}
+
+/// The stream-json user line that runs `command`: its text as is, which the CLI takes as the
+/// command (`i_stdin_stream_slash`).
+pub fn command_line(command: CliCommand) -> String {
+    serde_json::json!({
+        "type": "user",
+        "message": {"role": "user", "content": command.as_str()},
+        "parent_tool_use_id": null,
+        "session_id": "",
+    })
+    .to_string()
 }
 
 /// [`user_line`] with `images` as image blocks before the text (the last block: the one the
@@ -65,11 +77,14 @@ pub fn args(config: &ClaudeConfig, req: &RunRequest) -> Vec<OsString> {
     let mut args = words(&["-p", "--output-format", "stream-json", "--verbose"]);
     flags(config, req, &mut args);
     args.push("--".into());
-    args.push(
-        cli_prompt(&req.prompt, &config.passthrough_commands)
-            .as_ref()
-            .into(),
-    );
+    match req.command {
+        Some(command) => args.push(command.as_str().into()),
+        None => args.push(
+            cli_prompt(&req.prompt, &config.passthrough_commands)
+                .as_ref()
+                .into(),
+        ),
+    }
     args
 }
 
@@ -87,6 +102,9 @@ pub fn live_args(config: &ClaudeConfig, req: &RunRequest) -> Vec<OsString> {
         "--permission-prompt-tool",
         "stdio",
     ]);
+    if req.stream {
+        args.push("--include-partial-messages".into());
+    }
     flags(config, req, &mut args);
     args
 }
@@ -97,6 +115,9 @@ fn words(w: &[&str]) -> Vec<OsString> {
 
 /// The flags both kinds of run share.
 fn flags(config: &ClaudeConfig, req: &RunRequest, args: &mut Vec<OsString>) {
+    if req.fork && req.resume.is_some() {
+        args.push("--fork-session".into());
+    }
     let mut push = |flag: &str, value: &str| {
         args.push(flag.into());
         args.push(value.into());
@@ -161,6 +182,7 @@ pub(crate) mod tests {
             keep_warm_secs: 600,
             max_warm_sessions: 4,
             approval_timeout_secs: 600,
+            sandbox: crate::claude::sandbox::SandboxMode::None,
         }
     }
 

@@ -162,6 +162,9 @@ pub struct ClaudeConfig {
     /// would wait for ever).
     #[serde(default = "default_approval_timeout")]
     pub approval_timeout_secs: u64,
+    /// Whether each CLI process runs sealed in a bubblewrap sandbox ([`super::sandbox`]).
+    #[serde(default)]
+    pub sandbox: super::sandbox::SandboxMode,
 }
 
 fn yes() -> bool {

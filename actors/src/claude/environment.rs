@@ -5,6 +5,10 @@
 //! token, the settings (`COORDINATOR_CONFIG`, `COORDINATOR__*`, which may carry secrets) and
 //! systemd's `CREDENTIALS_DIRECTORY` are withheld, and `CLAUDECODE` too (the CLI refuses to
 //! start nested).
+//!
+//! Added: `CLAUDE_CODE_ENABLE_TODO_TOOLS=1`, so 2.1.330 offers Claude its to-do list (the
+//! `Task*` tools: see `todo`), which the progress message shows; `claude.env` may set it
+//! otherwise.
 
 use std::collections::BTreeMap;
 use std::ffi::{OsStr, OsString};
@@ -35,6 +39,7 @@ pub fn cli_environment(
         .into_iter()
         .filter(|(k, _)| !is_withheld(k))
         .collect();
+    env.insert("CLAUDE_CODE_ENABLE_TODO_TOOLS".into(), "1".into());
     env.extend(
         config
             .env
@@ -86,7 +91,15 @@ mod tests {
             })
             .collect();
         let keys: Vec<&str> = env.keys().map(String::as_str).collect();
-        assert_eq!(keys, ["CLAUDE_CODE_OAUTH_TOKEN", "EXTRA", "PATH"]);
+        assert_eq!(
+            keys,
+            [
+                "CLAUDE_CODE_ENABLE_TODO_TOOLS",
+                "CLAUDE_CODE_OAUTH_TOKEN",
+                "EXTRA",
+                "PATH"
+            ]
+        );
         assert_eq!(env["CLAUDE_CODE_OAUTH_TOKEN"], "oauth-secret");
     }
 }

@@ -43,8 +43,11 @@ pub mod models;
 pub mod permission;
 mod process;
 mod report;
+pub mod sandbox;
 pub mod session;
 pub mod stream_json;
+pub mod todo;
+pub mod transcripts;
 
 use std::ffi::OsString;
 use std::path::PathBuf;
@@ -70,8 +73,10 @@ pub struct RunRequest {
     pub conversation_id: crate::ids::ConversationId,
     /// The user's message, verbatim.
     pub prompt: String,
-    /// The project directory to run in.
+    /// The directory to run in: the project, or its place in the thread's worktree.
     pub cwd: PathBuf,
+    /// The channel's project directory (the sandbox lets a worktree write its `.git`).
+    pub project_dir: PathBuf,
     /// Session to `--resume`.
     pub resume: Option<String>,
     /// `--model`.
@@ -90,6 +95,39 @@ pub struct RunRequest {
     /// The directory whose files are attached to the reply: `CLAUDE_COORDINATOR_OUTBOX`, and a
     /// line of `--append-system-prompt` that says so.
     pub outbox: Option<PathBuf>,
+    /// Start from a copy of `resume` (`--fork-session`): a new session id, the original left as
+    /// it was (`o_fork_live`).
+    pub fork: bool,
+    /// Ask for the text as it is written (`--include-partial-messages`, live sessions).
+    pub stream: bool,
+    /// Run this built-in command instead of the prompt (never a user's text).
+    pub command: Option<CliCommand>,
+}
+
+/// A built-in CLI command the coordinator runs on purpose; a user's `/…` text never becomes one.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum CliCommand {
+    /// `/compact`: summarize the conversation so far (`o_context_compact_live`: `status`
+    /// `compacting`, a `compact_boundary` with the tokens before and after, an empty result).
+    Compact,
+}
+
+impl CliCommand {
+    /// What is sent.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Compact => "/compact",
+        }
+    }
+}
+
+/// How full the context window is, after a run.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct ContextUse {
+    /// Tokens the last API call read and wrote (after a compaction: what is left).
+    pub tokens: u64,
+    /// The model's window, when the CLI said.
+    pub window: Option<u64>,
 }
 
 /// Why a run was stopped before it finished.
@@ -122,6 +160,10 @@ pub struct RunReport {
     pub exit: String,
     /// The end of stderr, for diagnostics.
     pub stderr_tail: String,
+    /// How full the context window is now, if the run said.
+    pub context: Option<ContextUse>,
+    /// A compaction in this run: the tokens before and after.
+    pub compacted: Option<(Option<u64>, Option<u64>)>,
 }
 
 impl RunReport {
@@ -137,6 +179,8 @@ impl RunReport {
             cost: None,
             exit: "not started".into(),
             stderr_tail: String::new(),
+            context: None,
+            compacted: None,
         }
     }
 
@@ -260,6 +304,8 @@ pub struct ClaudeRunner {
     processes: Option<Arc<dyn ProcessLog>>,
     /// The models the CLI offers, once a live session has said.
     models: models::ModelCatalog,
+    /// Where each CLI process is sealed off; `None`: not sealed.
+    sandbox: Option<Arc<sandbox::Sandbox>>,
 }
 
 impl std::fmt::Debug for ClaudeRunner {
@@ -290,7 +336,28 @@ impl ClaudeRunner {
             env: Arc::new(env),
             processes: None,
             models: models::ModelCatalog::default(),
+            sandbox: None,
         }
+    }
+
+    /// The same runner, every CLI process sealed in `sandbox`.
+    #[must_use]
+    pub fn with_sandbox(mut self, sandbox: Option<sandbox::Sandbox>) -> Self {
+        self.sandbox = sandbox.map(Arc::new);
+        self
+    }
+
+    /// Whether CLI processes run sealed.
+    pub fn is_sandboxed(&self) -> bool {
+        self.sandbox.is_some()
+    }
+
+    /// The CLI's `HOME`, as its environment says.
+    fn home(&self) -> Option<&std::path::Path> {
+        self.env
+            .iter()
+            .find(|(k, _)| k == "HOME")
+            .map(|(_, v)| std::path::Path::new(v))
     }
 
     /// The models the CLI offers (cached from the first live session's `list_models`).
@@ -318,6 +385,11 @@ impl ClaudeRunner {
     /// The stream-json user line that sends `prompt` as one turn ([`user_line`]).
     pub fn user_line(&self, prompt: &str) -> String {
         user_line(prompt, &self.config.passthrough_commands)
+    }
+
+    /// The stream-json user line that runs `command` (not escaped: it is the coordinator's).
+    pub fn command_line(command: CliCommand) -> String {
+        args::command_line(command)
     }
 
     /// The user line of a turn with `images` before its text (image blocks, base64).

@@ -80,7 +80,15 @@ pub(super) fn spawn_child(
     args: &[std::ffi::OsString],
     stdin: Stdio,
 ) -> Result<Child, RunError> {
-    let mut cmd = Command::new(&runner.config.binary);
+    let mut cmd = match &runner.sandbox {
+        Some(sandbox) => sandbox.command(
+            &runner.config.binary,
+            &req.cwd,
+            &req.project_dir,
+            runner.home(),
+        ),
+        None => Command::new(&runner.config.binary),
+    };
     cmd.args(args)
         .current_dir(&req.cwd)
         .stdin(stdin)
@@ -455,6 +463,7 @@ mod tests {
         let req = RunRequest {
             prompt: "hello".into(),
             cwd: dir.path().to_path_buf(),
+            project_dir: dir.path().to_path_buf(),
             ..RunRequest::default()
         };
         let (done_tx, done_rx) = std::sync::mpsc::channel();

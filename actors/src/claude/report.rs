@@ -4,7 +4,7 @@
 use tracing::debug;
 
 use super::stream_json::{parse_line, RateLimitInfo, ResultLine, StreamEvent};
-use super::{ClaudeConfig, RunError, RunReport, RunRequest, StopReason};
+use super::{ClaudeConfig, ContextUse, RunError, RunReport, RunRequest, StopReason};
 use crate::cost::ReportedCost;
 
 /// What the stream has told us so far.
@@ -21,6 +21,10 @@ pub(super) struct StreamState {
     pub(super) unparsed: usize,
     /// Lines longer than [`MAX_LINE_BYTES`], dropped.
     pub(super) too_long: usize,
+    /// The context the last API call filled (after a compaction: what is left).
+    pub(super) context_tokens: Option<u64>,
+    /// A compaction: the tokens before and after.
+    pub(super) compacted: Option<(Option<u64>, Option<u64>)>,
 }
 
 impl StreamState {
@@ -48,6 +52,20 @@ impl StreamState {
             StreamEvent::Result(r) => self.result = Some(r.clone()),
             StreamEvent::RateLimit(r) => self.rate_limit = Some(r.clone()),
             StreamEvent::MediaRemoved { .. } => self.media_removed += 1,
+            StreamEvent::Text {
+                context_tokens: Some(t),
+                ..
+            } => self.context_tokens = Some(*t),
+            StreamEvent::ToolUse(t) if t.context_tokens.is_some() => {
+                self.context_tokens = t.context_tokens;
+            }
+            StreamEvent::Compacted {
+                pre_tokens,
+                post_tokens,
+            } => {
+                self.compacted = Some((*pre_tokens, *post_tokens));
+                self.context_tokens = *post_tokens;
+            }
             _ => {}
         }
     }
@@ -130,7 +148,13 @@ pub(super) fn report(
             total_usd,
             cumulative,
         });
+    let context = state.context_tokens.map(|tokens| ContextUse {
+        tokens,
+        window: state.result.as_ref().and_then(|r| r.context_window),
+    });
     Ok(RunReport {
+        context,
+        compacted: state.compacted,
         session_id: state
             .result
             .as_ref()

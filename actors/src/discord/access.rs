@@ -111,6 +111,15 @@ impl AccessConfig {
         }
     }
 
+    /// Whom a permission prompt in `channel` asked by `asker` mentions: the asker, if they may
+    /// answer it, else the approvers (at most ten).
+    pub fn prompt_mentions(&self, channel: &ChannelAccess, asker: UserId) -> Vec<UserId> {
+        match channel.approvers.as_ref().or(self.approvers.as_ref()) {
+            Some(list) if !list.contains(&asker) => list.iter().take(10).copied().collect(),
+            _ => vec![asker],
+        }
+    }
+
     /// How long a refused user is not told again.
     pub fn refusal_cooldown(&self) -> std::time::Duration {
         std::time::Duration::from_secs(self.refusal_cooldown_secs)

@@ -78,23 +78,56 @@ pub fn parse_custom_id(id: &str) -> Option<(Action, &str)> {
     (!token.is_empty() && token.len() <= 64).then_some((action, token))
 }
 
-/// The **Stop** button of the progress message of the run answering `message` in
-/// `conversation`.
-pub fn stop_button(conversation: ConversationId, message: MessageId) -> Vec<CreateActionRow> {
+/// A button about `message` of `conversation`, whose `custom_id` is `cc:<kind>:<conv>:<msg>`.
+fn message_button(
+    kind: &str,
+    conversation: ConversationId,
+    message: MessageId,
+    label: &str,
+    style: ButtonStyle,
+) -> Vec<CreateActionRow> {
     vec![CreateActionRow::Buttons(vec![CreateButton::new(format!(
-        "cc:stop:{conversation}:{message}"
+        "cc:{kind}:{conversation}:{message}"
     ))
-    .label("Stop")
-    .style(ButtonStyle::Danger)])]
+    .label(label)
+    .style(style)])]
 }
 
-/// Reads a Stop button's `custom_id`: the conversation and the message its run answers.
-pub fn parse_stop(id: &str) -> Option<(ConversationId, MessageId)> {
-    let (conversation, message) = id.strip_prefix("cc:stop:")?.split_once(':')?;
+/// Reads a [`message_button`]'s `custom_id` of `kind`: the conversation and the message.
+fn parse_message_button(id: &str, kind: &str) -> Option<(ConversationId, MessageId)> {
+    let rest = id
+        .strip_prefix("cc:")?
+        .strip_prefix(kind)?
+        .strip_prefix(':')?;
+    let (conversation, message) = rest.split_once(':')?;
     Some((
         ConversationId(conversation.parse().ok()?),
         MessageId(message.parse().ok()?),
     ))
+}
+
+/// The **Stop** button of the progress message of the run answering `message` in
+/// `conversation`.
+pub fn stop_button(conversation: ConversationId, message: MessageId) -> Vec<CreateActionRow> {
+    message_button("stop", conversation, message, "Stop", ButtonStyle::Danger)
+}
+
+/// Reads a Stop button's `custom_id`: the conversation and the message its run answers.
+pub fn parse_stop(id: &str) -> Option<(ConversationId, MessageId)> {
+    parse_message_button(id, "stop")
+}
+
+/// The *Interrupt and run this now* button of the "queued" notice of `message` in
+/// `conversation`.
+pub fn now_button(conversation: ConversationId, message: MessageId) -> Vec<CreateActionRow> {
+    let label = "Interrupt and run this now";
+    message_button("now", conversation, message, label, ButtonStyle::Primary)
+}
+
+/// Reads an *Interrupt and run this now* button's `custom_id`: the conversation and the
+/// waiting message.
+pub fn parse_now(id: &str) -> Option<(ConversationId, MessageId)> {
+    parse_message_button(id, "now")
 }
 
 /// The answer a click gives (question answers are gathered by the gateway).

@@ -54,6 +54,11 @@ pub fn definition() -> Value {
             sub("rules", "The \"always\" rules of this conversation", vec![
                 json!({"type": OPTION_BOOLEAN, "name": "clear", "description": "Forget them (approvers)", "required": false})
             ]),
+            sub("fork", "Open a thread that starts from a copy of this conversation",
+                vec![string("name", "The thread's name", false, false)]),
+            sub("handoff", "The command that continues this conversation in a terminal", vec![]),
+            sub("context", "How full Claude's context window is", vec![]),
+            sub("compact", "Summarize the conversation so far to free the context window", vec![]),
             sub("help", "The commands", vec![]),
         ]
     })
@@ -97,6 +102,13 @@ pub fn parse(data: &CommandData) -> Result<Command, String> {
         "help" => Command::Help,
         "resume" => Command::Resume(optional("id").ok_or("`/claude resume` needs a session id")?),
         "model" => Command::Model(optional("name")),
+        "fork" => Command::Fork {
+            name: optional("name"),
+            thread: None,
+        },
+        "handoff" => Command::Handoff,
+        "context" => Command::Context,
+        "compact" => Command::Compact,
         "mode" => Command::Mode(optional("mode")),
         "rules" => {
             let clear = options.iter().any(|o| {
@@ -123,6 +135,8 @@ pub fn is_private(command: &Command) -> bool {
             | Command::Rules
             | Command::Model(None)
             | Command::Mode(None)
+            | Command::Handoff
+            | Command::Context
     )
 }
 

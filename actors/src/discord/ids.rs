@@ -31,6 +31,11 @@ pub fn to_message(id: MessageId) -> s::MessageId {
     s::MessageId::new(id.get().max(1))
 }
 
+/// Serenity's user id of the core's.
+pub fn to_user(id: UserId) -> s::UserId {
+    s::UserId::new(id.get().max(1))
+}
+
 /// The roles a member has, as the access rules read them.
 pub fn roles(roles: &[s::RoleId]) -> Vec<u64> {
     roles.iter().map(|r| r.get()).collect()

@@ -22,6 +22,7 @@ pub mod gateway;
 pub mod ids;
 pub mod outbound;
 pub mod progress;
+pub mod progress_view;
 pub mod proxied;
 pub mod replies;
 
@@ -63,6 +64,10 @@ pub struct DiscordConfig {
     pub retry_backoff_ms: u64,
     /// Minimum seconds between edits of a progress message.
     pub progress_edit_secs: u64,
+    /// Minimum milliseconds between edits of a progress message while Claude's text streams.
+    pub stream_edit_ms: u64,
+    /// A turn that ran longer than this many seconds mentions its asker in its reply.
+    pub notify_after_secs: u64,
 }
 
 impl DiscordConfig {
@@ -74,6 +79,16 @@ impl DiscordConfig {
     /// Minimum time between edits of a progress message.
     pub fn progress_every(&self) -> Duration {
         Duration::from_secs(self.progress_edit_secs)
+    }
+
+    /// Minimum time between edits of a progress message while text streams.
+    pub fn stream_every(&self) -> Duration {
+        Duration::from_millis(self.stream_edit_ms)
+    }
+
+    /// How long a turn must run before its reply mentions the asker.
+    pub fn notify_after(&self) -> Duration {
+        Duration::from_secs(self.notify_after_secs)
     }
 
     /// Whether REST and gateway discovery go to a server other than discord.com.
@@ -175,6 +190,8 @@ impl GatewaySetup {
             send_retries: self.discord.send_retries,
             backoff: self.discord.retry_backoff(),
             progress_every: self.discord.progress_every(),
+            stream_every: self.discord.stream_every(),
+            notify_after: self.discord.notify_after(),
             stats: Arc::clone(&stats.rest),
         };
         let registry = (self.start_registry)(addr.clone());

@@ -28,8 +28,8 @@ use tokio::time::sleep;
 use tracing::{debug, error, warn};
 
 use super::chunking::{preview, DISCORD_LIMIT};
-use super::ids::{to_channel, to_message};
-use crate::ids::{ChannelId, MessageId};
+use super::ids::{to_channel, to_message, to_user};
+use crate::ids::{ChannelId, MessageId, UserId};
 use crate::metrics::RestStats;
 
 /// How outbound sends behave.
@@ -47,6 +47,10 @@ pub struct Outbound {
     pub backoff: Duration,
     /// Minimum time between edits of a progress message.
     pub progress_every: Duration,
+    /// Minimum time between edits of a progress message while text streams.
+    pub stream_every: Duration,
+    /// A turn that ran this long mentions its asker once its reply is posted.
+    pub notify_after: Duration,
     /// Counters.
     pub stats: Arc<RestStats>,
 }
@@ -99,6 +103,10 @@ pub enum Part {
     Note(MessageId),
     /// The files attached to the reply to `id`.
     Files(MessageId),
+    /// The "queued" notice of `id`.
+    Queued(MessageId),
+    /// The mention of the asker of `id` after a long turn.
+    Ping(MessageId),
 }
 
 impl Part {
@@ -111,6 +119,8 @@ impl Part {
             Self::Progress(id) => format!("{id}-p"),
             Self::Note(id) => format!("{id}-i"),
             Self::Files(id) => format!("{id}-a"),
+            Self::Queued(id) => format!("{id}-q"),
+            Self::Ping(id) => format!("{id}-m"),
         };
         crate::text::truncate_chars(&nonce, 25)
     }
@@ -223,10 +233,11 @@ impl Outbound {
         part: &Part,
     ) -> Result<serenity::all::MessageId, serenity::Error> {
         let build = |reference: Option<MessageId>| {
-            // Claude's text must never ping @everyone, roles or users.
+            // Claude's text must never ping @everyone, roles or users; nor does the reply
+            // itself: a long turn's asker is mentioned on purpose, once (`ping`).
             let mut m = CreateMessage::new()
                 .content(content)
-                .allowed_mentions(CreateAllowedMentions::new().replied_user(true))
+                .allowed_mentions(CreateAllowedMentions::new().replied_user(false))
                 .nonce(Nonce::String(part.nonce()))
                 .enforce_nonce(true);
             if let Some(id) = reference {
@@ -250,8 +261,9 @@ impl Outbound {
         }
     }
 
-    /// Posts a message with buttons (a permission prompt, a progress message), replying to
-    /// `reply_to`, with `nonce` (at most 25 characters); its id, or why Discord would not.
+    /// Posts a message with buttons (a permission prompt, a progress message, a "queued"
+    /// notice), replying to `reply_to`, with `nonce` (at most 25 characters), pinging only
+    /// `mention` (whom its text names); its id, or why Discord would not.
     pub async fn post_with_buttons(
         &self,
         channel: ChannelId,
@@ -259,11 +271,13 @@ impl Outbound {
         text: &str,
         components: Vec<CreateActionRow>,
         nonce: String,
+        mention: &[UserId],
     ) -> Result<serenity::all::MessageId, SendError> {
+        let users: Vec<serenity::all::UserId> = mention.iter().map(|u| to_user(*u)).collect();
         let build = || {
             CreateMessage::new()
                 .content(text)
-                .allowed_mentions(CreateAllowedMentions::new())
+                .allowed_mentions(CreateAllowedMentions::new().users(users.clone()))
                 .reference_message((to_channel(channel), to_message(reply_to)))
                 .components(components.clone())
                 .nonce(Nonce::String(nonce.clone()))

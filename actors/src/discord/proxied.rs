@@ -5,12 +5,19 @@
 //! send, by our own request, and a 429 is retried after the `Retry-After` it names (header, or
 //! the body's `retry_after`), at most `send_retries` times and never longer than a minute a
 //! time. Any other failure becomes serenity's own error, for the usual retries.
+//!
+//! Progress edits go this way too ([`ProxiedPoster::edit`]), one attempt each: the answer's
+//! `X-RateLimit-Remaining` / `X-RateLimit-Reset-After` (`reference/rate-limits.mdx`) say when
+//! the next edit of that route may go, and a 429 says how long to wait; the caller coalesces
+//! what changed meanwhile into the next edit instead of queueing edits.
 
 use std::time::Duration;
 
 use secrecy::{ExposeSecret, SecretString};
 use serde_json::Value;
-use serenity::all::{ChannelId, CreateMessage, ErrorResponse, HttpError, Message};
+use serenity::all::{
+    ChannelId, CreateMessage, EditMessage, ErrorResponse, HttpError, Message, MessageId,
+};
 use tracing::warn;
 
 /// The longest wait a 429 may ask for, per attempt.
@@ -54,7 +61,83 @@ pub fn retry_after(headers: &reqwest::header::HeaderMap, body: &[u8]) -> Option<
         .map(|s| Duration::from_secs_f64(s).min(MAX_WAIT))
 }
 
+/// How an edit went, as far as pacing goes.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Edited {
+    /// Done; the route's bucket is spent until this long from now, if it said so.
+    Done(Option<Duration>),
+    /// Refused with 429: wait this long.
+    RateLimited(Duration),
+}
+
+/// When a route's bucket frees up: `X-RateLimit-Reset-After`, if `X-RateLimit-Remaining` is 0.
+pub fn spent_for(headers: &reqwest::header::HeaderMap) -> Option<Duration> {
+    let number = |name: &str| {
+        headers
+            .get(name)
+            .and_then(|v| v.to_str().ok())
+            .and_then(|v| v.trim().parse::<f64>().ok())
+            .filter(|n| n.is_finite() && *n >= 0.0)
+    };
+    (number("x-ratelimit-remaining")? < 1.0)
+        .then(|| number("x-ratelimit-reset-after"))
+        .flatten()
+        .map(|s| Duration::from_secs_f64(s).min(MAX_WAIT))
+}
+
 impl ProxiedPoster {
+    /// The `Authorization` header's value.
+    fn auth(&self) -> String {
+        let token = self.token.expose_secret();
+        if token.starts_with("Bot ") {
+            token.to_string()
+        } else {
+            format!("Bot {token}")
+        }
+    }
+
+    /// Edits `message` of `channel` once (see the module's docs).
+    pub async fn edit(
+        &self,
+        channel: ChannelId,
+        message: MessageId,
+        edit: &EditMessage,
+    ) -> Result<Edited, serenity::Error> {
+        let url = format!(
+            "{}/api/v10/channels/{}/messages/{}",
+            self.base,
+            channel.get(),
+            message.get()
+        );
+        let response = self
+            .client
+            .patch(&url)
+            .header("authorization", self.auth())
+            .json(edit)
+            .send()
+            .await
+            .map_err(HttpError::Request)?;
+        let status = response.status();
+        let headers = response.headers().clone();
+        if status.is_success() {
+            self.stats
+                .sends
+                .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+            return Ok(Edited::Done(spent_for(&headers)));
+        }
+        if status.as_u16() == 429 {
+            let body = response.bytes().await.map_err(HttpError::Request)?;
+            self.stats
+                .retries
+                .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+            return Ok(Edited::RateLimited(
+                retry_after(&headers, &body).unwrap_or(Duration::from_secs(1)),
+            ));
+        }
+        let error = ErrorResponse::from_response(response, reqwest::Method::PATCH).await;
+        Err(serenity::Error::Http(HttpError::UnsuccessfulRequest(error)))
+    }
+
     /// A poster for the server at `base` (scheme, host and port).
     pub fn new(
         base: &str,
@@ -91,12 +174,7 @@ impl ProxiedPoster {
                 .map(|(i, (_, name))| serde_json::json!({"id": i.to_string(), "filename": name}))
                 .collect();
         }
-        let token = self.token.expose_secret();
-        let auth = if token.starts_with("Bot ") {
-            token.to_string()
-        } else {
-            format!("Bot {token}")
-        };
+        let auth = self.auth();
         let mut waited = 0;
         loop {
             let request = self.client.post(&url).header("authorization", &auth);

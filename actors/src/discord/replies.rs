@@ -10,7 +10,9 @@ use tracing::{error, warn};
 use super::chunking::{preview, split_message, DISCORD_LIMIT};
 use super::outbound::{Outbound, Part, SendError};
 use crate::files::ReplyFile;
-use crate::ids::{ChannelId, MessageId};
+use std::time::Duration;
+
+use crate::ids::{ChannelId, MessageId, UserId};
 use crate::store::Delivery;
 
 /// Above this many bytes a reply is split on a blocking thread: a split is linear, but a few
@@ -143,6 +145,34 @@ impl Outbound {
             error!(channel_id = channel.get(), message_id = reply_to.get(), error = %e, "the reply's files could not be delivered");
             SendError::from(&e)
         })
+    }
+
+    /// Mentions `asker` — only them — in a message of its own: the turn that answered
+    /// `about` took `took`, and its reply is above.
+    pub async fn ping(&self, channel: ChannelId, about: MessageId, asker: UserId, took: Duration) {
+        let secs = took.as_secs();
+        let text = if secs >= 120 {
+            format!(
+                "<@{asker}> done: the answer above took {} min {} s.",
+                secs / 60,
+                secs % 60
+            )
+        } else {
+            format!("<@{asker}> done: the answer above took {secs} s.")
+        };
+        let posted = self
+            .post_with_buttons(
+                channel,
+                about,
+                &text,
+                Vec::new(),
+                Part::Ping(about).nonce(),
+                &[asker],
+            )
+            .await;
+        if let Err(e) = posted {
+            warn!(channel_id = channel.get(), message_id = about.get(), error = %e, "the asker could not be mentioned");
+        }
     }
 
     /// Posts a notice about message `about` (one message, cut to Discord's limit).

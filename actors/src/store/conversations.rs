@@ -40,6 +40,28 @@ pub struct FindConversation {
 #[rtype(result = "Result<Vec<Conversation>, StoreError>")]
 pub struct ListConversations;
 
+/// Start a conversation (a thread just made by `/claude fork`) from a copy of another's
+/// session: its first run resumes `session_id` with `--fork-session`, in `project_dir`, and
+/// records the copy's own session id.
+/// Answers `false` (and changes nothing) if the conversation has a session already.
+#[derive(Debug, Message)]
+#[rtype(result = "Result<bool, StoreError>")]
+pub struct SeedFork {
+    /// The new conversation (the thread).
+    pub id: ConversationId,
+    /// Its name.
+    pub name: String,
+    /// The configured channel whose settings apply.
+    pub profile_id: ChannelId,
+    /// Where the session being copied was run.
+    pub project_dir: PathBuf,
+    /// The session being copied.
+    pub session_id: String,
+    /// What that session has cost so far (a forked session's reported cost goes on from it:
+    /// `o_fork_live`).
+    pub session_cost_usd: f64,
+}
+
 /// Record the outcome of one Claude run: new session id, cost, counts, last error.
 #[derive(Debug, Message)]
 #[rtype(result = "Result<RecordedRun, StoreError>")]
@@ -62,6 +84,8 @@ pub struct RecordRun {
     pub error: Option<String>,
     /// The reply, stored in the outbox in the same transaction (its message marked answered).
     pub reply: Option<Outgoing>,
+    /// How full the context window was after the run (tokens, window), if it said.
+    pub context: Option<(u64, Option<u64>)>,
 }
 
 /// Forget a conversation's session id, so its next message starts a new Claude session.
@@ -102,6 +126,12 @@ pub struct Conversation {
     pub session_cost_usd: f64,
     /// The last run's failure, if the last run failed.
     pub last_error: Option<String>,
+    /// The session is a copy still to be made: the next run resumes it with `--fork-session`.
+    pub fork_pending: bool,
+    /// Tokens in the context window after the last run that said.
+    pub context_tokens: Option<u64>,
+    /// The model's context window, as the last run that said reported it.
+    pub context_window: Option<u64>,
 }
 
 /// The answer to [`RecordRun`].
@@ -121,7 +151,8 @@ pub struct RecordedRun {
 macro_rules! columns {
     () => {
         "id, name, session_id, project_dir, model, created_at_ms, updated_at_ms, \
-         message_count, total_cost_usd, session_cost_usd, last_error"
+         message_count, total_cost_usd, session_cost_usd, last_error, fork_pending, \
+         context_tokens, context_window"
     };
 }
 
@@ -139,12 +170,13 @@ const SELECT_ALL: &str = concat!(
 const INSERT: &str = concat!(
     "INSERT INTO conversations (",
     columns!(),
-    ") VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11)"
+    ") VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14)"
 );
 // `name` is indexed: it is only written when it changed (threads can be renamed).
 const UPDATE: &str = "UPDATE conversations SET session_id = ?3, project_dir = ?4, model = ?5, \
      updated_at_ms = ?7, message_count = ?8, total_cost_usd = ?9, session_cost_usd = ?10, \
-     last_error = ?11 WHERE id = ?1 AND name = ?2";
+     last_error = ?11, fork_pending = ?12, context_tokens = ?13, context_window = ?14 \
+     WHERE id = ?1 AND name = ?2";
 const RENAME: &str = "UPDATE conversations SET name = ?2 WHERE id = ?1";
 
 fn row_to_conversation(r: &Row<'_>) -> rusqlite::Result<Conversation> {
@@ -160,6 +192,9 @@ fn row_to_conversation(r: &Row<'_>) -> rusqlite::Result<Conversation> {
         total_cost_usd: r.get(8)?,
         session_cost_usd: r.get(9)?,
         last_error: r.get(10)?,
+        fork_pending: r.get(11)?,
+        context_tokens: r.get::<_, Option<i64>>(12)?.map(|t| t.max(0) as u64),
+        context_window: r.get::<_, Option<i64>>(13)?.map(|t| t.max(0) as u64),
     })
 }
 
@@ -236,6 +271,15 @@ fn record_run(conn: &mut Connection, msg: RecordRun) -> rusqlite::Result<Recorde
         total_cost_usd: previous.as_ref().map_or(0.0, |p| p.total_cost_usd) + update.run_usd,
         session_cost_usd: update.session_usd,
         last_error: msg.error,
+        fork_pending: false,
+        context_tokens: msg
+            .context
+            .map(|(t, _)| t)
+            .or_else(|| previous.as_ref().and_then(|p| p.context_tokens)),
+        context_window: msg
+            .context
+            .and_then(|(_, w)| w)
+            .or_else(|| previous.as_ref().and_then(|p| p.context_window)),
     };
     if let Some(reply) = &msg.reply {
         inbox::mark(&tx, reply.message_id, InboxState::Answered)?;
@@ -260,6 +304,9 @@ fn record_run(conn: &mut Connection, msg: RecordRun) -> rusqlite::Result<Recorde
         row.total_cost_usd,
         row.session_cost_usd,
         row.last_error,
+        row.fork_pending,
+        row.context_tokens.map(|t| t as i64),
+        row.context_window.map(|t| t as i64),
     ];
     match &previous {
         None => {
@@ -280,6 +327,42 @@ fn record_run(conn: &mut Connection, msg: RecordRun) -> rusqlite::Result<Recorde
     })
 }
 
+impl Handler<SeedFork> for SessionStoreActor {
+    type Result = Result<bool, StoreError>;
+
+    fn handle(&mut self, msg: SeedFork, _: &mut Self::Context) -> Self::Result {
+        self.write(|s| {
+            let mut conn = s.conn()?;
+            let tx = conn
+                .transaction_with_behavior(rusqlite::TransactionBehavior::Immediate)
+                .map_err(StoreError::database)?;
+            let existing = load(&tx, msg.id).map_err(StoreError::database)?;
+            if existing.as_ref().is_some_and(|c| c.session_id.is_some()) {
+                return Ok(false);
+            }
+            let now = unix_ms();
+            tx.execute(
+                "INSERT INTO conversations (id, name, session_id, project_dir, created_at_ms, \
+                 updated_at_ms, message_count, total_cost_usd, session_cost_usd, fork_pending) \
+                 VALUES (?1, ?2, ?3, ?4, ?5, ?5, 0, 0, ?6, 1) \
+                 ON CONFLICT(id) DO UPDATE SET session_id = ?3, project_dir = ?4, \
+                 updated_at_ms = ?5, session_cost_usd = ?6, fork_pending = 1",
+                params![
+                    to_sql_id(msg.id),
+                    msg.name,
+                    msg.session_id,
+                    msg.project_dir.to_string_lossy(),
+                    now,
+                    msg.session_cost_usd,
+                ],
+            )
+            .map_err(StoreError::database)?;
+            tx.commit().map_err(StoreError::database)?;
+            Ok(true)
+        })
+    }
+}
+
 impl Handler<ResetConversation> for SessionStoreActor {
     type Result = Result<bool, StoreError>;
 
@@ -289,7 +372,7 @@ impl Handler<ResetConversation> for SessionStoreActor {
                 .conn()?
                 .execute(
                     "UPDATE conversations SET session_id = NULL, session_cost_usd = 0, last_error = NULL,
-                         updated_at_ms = ?2 WHERE id = ?1",
+                         fork_pending = 0, context_tokens = NULL, updated_at_ms = ?2 WHERE id = ?1",
                     params![to_sql_id(msg.id), unix_ms()],
                 )
                 .map_err(StoreError::database)?;

@@ -35,7 +35,7 @@ use r2d2_sqlite::SqliteConnectionManager;
 pub use audit::{ListApprovals, RecordApproval};
 pub use conversations::{
     Conversation, FindConversation, ListConversations, LoadConversation, RecordRun, RecordedRun,
-    ResetConversation,
+    ResetConversation, SeedFork,
 };
 pub use error::{DbFailure, StoreError};
 pub use inbox::{
@@ -47,8 +47,8 @@ pub use outbox::{Delivery, ListUndelivered, OutboxState, Outgoing, RecordDeliver
 pub use processes::{ForgetProcess, RecordProcess, TakeLeftProcesses};
 pub use rules::{AddRules, ClearRules, LoadRules};
 pub use sessions::{
-    GetUsage, ListSessions, LoadOverrides, Overrides, ResumeSession, SaveOverrides, SessionRecord,
-    Usage,
+    AdoptSession, GetUsage, ListSessions, LoadOverrides, Overrides, ResumeSession, SaveOverrides,
+    SessionRecord, Usage,
 };
 pub use upkeep::{BackupTo, Checkpoint, GetStoreStats, StoreStats};
 

@@ -130,6 +130,11 @@ const MIGRATIONS: &[&str] = &[
     // 8: the channel's configured permission mode when a mode was chosen from chat (the choice
     // holds only while that stays the channel's mode).
     "ALTER TABLE overrides ADD COLUMN mode_under TEXT;",
+    // 9: a thread forked from its channel starts from a copy of its session (the next run
+    // passes `--fork-session`); how full the context window was after the last run.
+    "ALTER TABLE conversations ADD COLUMN fork_pending INTEGER NOT NULL DEFAULT 0;
+     ALTER TABLE conversations ADD COLUMN context_tokens INTEGER;
+     ALTER TABLE conversations ADD COLUMN context_window INTEGER;",
 ];
 
 /// How to open the store.

@@ -35,6 +35,20 @@ pub struct ResumeSession {
     pub conversation_id: ConversationId,
     /// The session to go back to.
     pub session_id: String,
+    /// A session this conversation never had (one started in a terminal, whose file the caller
+    /// found in the CLI's own session files for the project directory): taken on, from here.
+    pub adopt: Option<AdoptSession>,
+}
+
+/// Where an adopted session was made.
+#[derive(Debug, Clone)]
+pub struct AdoptSession {
+    /// The conversation's name (its row is made if it has none yet).
+    pub name: String,
+    /// Its configured channel.
+    pub profile_id: ChannelId,
+    /// The project directory the session belongs to.
+    pub project_dir: std::path::PathBuf,
 }
 
 /// What a conversation, its channel and today (all conversations) cost.
@@ -184,12 +198,33 @@ impl Handler<ResumeSession> for SessionStoreActor {
                 )
                 .optional()
                 .map_err(StoreError::database)?;
-            let Some(cost) = cost else {
-                return Ok(false);
+            let cost = match (cost, &msg.adopt) {
+                (Some(cost), _) => cost,
+                (None, None) => return Ok(false),
+                (None, Some(adopt)) => {
+                    // What it cost in the terminal is not known here: this conversation's
+                    // costs start from it.
+                    let now = unix_ms();
+                    tx.execute(
+                        "INSERT INTO sessions (conversation_id, session_id, profile_id, first_at_ms, \
+                         last_at_ms, messages, cost_usd) VALUES (?1, ?2, ?3, ?4, ?4, 0, 0)",
+                        params![id, msg.session_id, to_sql_id(adopt.profile_id), now],
+                    )
+                    .map_err(StoreError::database)?;
+                    tx.execute(
+                        "INSERT INTO conversations (id, name, project_dir, created_at_ms, updated_at_ms, \
+                         message_count, total_cost_usd, session_cost_usd) VALUES (?1, ?2, ?3, ?4, ?4, 0, 0, 0) \
+                         ON CONFLICT(id) DO UPDATE SET project_dir = ?3",
+                        params![id, adopt.name, adopt.project_dir.to_string_lossy(), now],
+                    )
+                    .map_err(StoreError::database)?;
+                    0.0
+                }
             };
             // The CLI reports a session's cost cumulatively: carry on from what it had.
             tx.execute(
-                "UPDATE conversations SET session_id = ?2, session_cost_usd = ?3, updated_at_ms = ?4 WHERE id = ?1",
+                "UPDATE conversations SET session_id = ?2, session_cost_usd = ?3, fork_pending = 0, \
+                 updated_at_ms = ?4 WHERE id = ?1",
                 params![id, msg.session_id, cost, unix_ms()],
             )
             .map_err(StoreError::database)?;

@@ -27,6 +27,7 @@ fn request(dir: &Path) -> RunRequest {
     RunRequest {
         prompt: "hello".into(),
         cwd: dir.to_path_buf(),
+        project_dir: dir.to_path_buf(),
         ..RunRequest::default()
     }
 }

@@ -46,6 +46,7 @@ async fn run(
     let req = RunRequest {
         prompt: "hello".into(),
         cwd: r.dir.path().to_path_buf(),
+        project_dir: r.dir.path().to_path_buf(),
         resume: resume.map(str::to_string),
         ..RunRequest::default()
     };
@@ -187,6 +188,7 @@ async fn the_replay_received_the_documented_flags() {
     let req = RunRequest {
         prompt: "-v is a flag".into(),
         cwd: r.dir.path().to_path_buf(),
+        project_dir: r.dir.path().to_path_buf(),
         resume: Some("3d9910b4-8b06-4349-b96a-024cb6292830".into()),
         model: Some("sonnet".into()),
         tools: Some(vec!["Read".into(), "Grep".into()]),

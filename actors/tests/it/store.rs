@@ -34,6 +34,7 @@ fn run(id: u64, session: &str, cost: CostUpdate) -> RecordRun {
         cost,
         error: None,
         reply: None,
+        context: None,
     }
 }
 
@@ -157,8 +158,8 @@ async fn data_survives_reopening_and_migrations_run_once() {
         .pragma_query_value(None, "user_version", |r| r.get(0))
         .expect("pragma");
     assert_eq!(
-        version, 8,
-        "conversations; rules and the approvals audit; the CLI processes running; inbox and outbox; sessions, run costs, overrides; outbox files; their bytes; the mode a chat choice was made under"
+        version, 9,
+        "conversations; rules and the approvals audit; the CLI processes running; inbox and outbox; sessions, run costs, overrides; outbox files; their bytes; the mode a chat choice was made under; forks and the context window"
     );
     let mode: String = conn
         .pragma_query_value(None, "journal_mode", |r| r.get(0))
@@ -536,6 +537,7 @@ async fn sessions_costs_and_choices_are_kept_per_conversation() {
         .send(ResumeSession {
             conversation_id: ConversationId(5),
             session_id: "s1".into(),
+            adopt: None,
         })
         .await
         .expect("mailbox")
@@ -545,6 +547,7 @@ async fn sessions_costs_and_choices_are_kept_per_conversation() {
         .send(ResumeSession {
             conversation_id: ConversationId(6),
             session_id: "s1".into(),
+            adopt: None,
         })
         .await
         .expect("mailbox")

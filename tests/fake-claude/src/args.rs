@@ -38,6 +38,10 @@ pub(crate) struct Args {
     pub(crate) allowed_tools: Vec<String>,
     pub(crate) settings: Option<String>,
     pub(crate) prompt: Option<String>,
+    /// `--include-partial-messages`: `stream_event` lines with the text as it is written.
+    pub(crate) partial: bool,
+    /// `--fork-session` (with `--resume`): a new session id, the history copied.
+    pub(crate) fork: bool,
 }
 
 /// A usage error: the real CLI prints one line on stderr, nothing on stdout, and exits 1.
@@ -82,6 +86,8 @@ pub(crate) fn parse_args(argv: &[String]) -> Result<Args, Usage> {
             "-p" | "--print" => parsed.print = true,
             "-v" | "--version" => parsed.version = true,
             "--verbose" => parsed.verbose = true,
+            "--include-partial-messages" => parsed.partial = true,
+            "--fork-session" => parsed.fork = true,
             "--disable-slash-commands" => parsed.disable_slash_commands = true,
             "--output-format" => {
                 let v = value(&mut i, "--output-format <format>")?;

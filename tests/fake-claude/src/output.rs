@@ -153,3 +153,70 @@ pub(crate) fn huge_reply(bytes: usize) -> String {
     }
     out
 }
+
+/// One `stream_event` line (with `--include-partial-messages`), as `o_live_partial` shows.
+fn stream_event(session_id: &str, msg_id: &str, event: &Value) -> Value {
+    json!({"type": "stream_event", "event": event, "session_id": session_id,
+        "parent_tool_use_id": null, "uuid": new_uuid(), "api_message_id": msg_id})
+}
+
+/// The answer's text block: with `partial`, first as `pieces` text deltas `gap` apart (each
+/// logged as a `delta` record, numbered from 1), the `assistant` line in between as the real
+/// CLI prints it, then the message's closing events; else the `assistant` line alone.
+#[allow(clippy::too_many_arguments)]
+pub(crate) fn text_block(
+    out: &mut Out,
+    session_id: &str,
+    model: &str,
+    msg_id: &str,
+    text: &str,
+    partial: bool,
+    pieces: &[String],
+    gap: std::time::Duration,
+) {
+    let assistant = assistant_value(
+        session_id,
+        model,
+        msg_id,
+        &json!({"type": "text", "text": text}),
+    );
+    if !partial {
+        out.line(&assistant);
+        return;
+    }
+    out.line(&stream_event(session_id, msg_id, &json!({"type": "message_start", "message": {
+        "id": msg_id, "type": "message", "role": "assistant", "model": model, "content": [],
+        "stop_reason": null, "stop_sequence": null,
+        "usage": {"input_tokens": 12526, "output_tokens": 1, "cache_creation_input_tokens": 0, "cache_read_input_tokens": 0}}})));
+    out.line(&stream_event(
+        session_id,
+        msg_id,
+        &json!({"type": "content_block_start", "index": 0,
+        "content_block": {"type": "text", "text": ""}}),
+    ));
+    for (n, piece) in pieces.iter().enumerate() {
+        if n > 0 && !gap.is_zero() {
+            std::thread::sleep(gap);
+        }
+        crate::log::log_event("delta", &json!({"n": n + 1, "text": piece}));
+        out.line(&stream_event(
+            session_id,
+            msg_id,
+            &json!({"type": "content_block_delta", "index": 0,
+            "delta": {"type": "text_delta", "text": piece}}),
+        ));
+    }
+    out.line(&assistant);
+    out.line(&stream_event(
+        session_id,
+        msg_id,
+        &json!({"type": "content_block_stop", "index": 0}),
+    ));
+    out.line(&stream_event(session_id, msg_id, &json!({"type": "message_delta",
+        "delta": {"stop_reason": "end_turn", "stop_sequence": null}, "usage": {"output_tokens": 50}})));
+    out.line(&stream_event(
+        session_id,
+        msg_id,
+        &json!({"type": "message_stop"}),
+    ));
+}

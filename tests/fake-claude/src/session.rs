@@ -15,6 +15,8 @@ use std::path::PathBuf;
 use std::time::Instant;
 
 /// The session a process works on, across its turns.
+// Each flag is one independent CLI switch the stand-in mirrors.
+#[allow(clippy::struct_excessive_bools)]
 pub(crate) struct Session {
     pub(crate) id: String,
     pub(crate) path: PathBuf,
@@ -35,6 +37,8 @@ pub(crate) struct Session {
     pub(crate) limit_announced: bool,
     /// The next result's `api_error` (`usage_limit_reached`).
     pub(crate) api_error: Option<&'static str>,
+    /// Print the text as it is written (`--include-partial-messages`).
+    pub(crate) partial: bool,
 }
 
 /// How a turn ended.
@@ -181,7 +185,20 @@ pub(crate) fn open_session(
             return None;
         };
         let turns = read_turns(&path);
-        (id.clone(), path, turns)
+        if args.fork {
+            // A copy: a new id in this directory, the history carried over, the original left
+            // as it was (o_fork_live); its cost goes on from the original's.
+            let copy = new_uuid();
+            let path = projects_dir()
+                .join(mangle(&cwd))
+                .join(format!("{copy}.jsonl"));
+            for t in &turns {
+                append_turn(&path, t);
+            }
+            (copy, path, turns)
+        } else {
+            (id.clone(), path, turns)
+        }
     } else {
         let id = args.session_id.clone().unwrap_or_else(new_uuid);
         let path = projects_dir()
@@ -231,6 +248,7 @@ pub(crate) fn open_session(
         disable_slash_commands: args.disable_slash_commands,
         limit_announced: false,
         api_error: None,
+        partial: args.partial,
         state: SessionState::new(
             mode,
             version,

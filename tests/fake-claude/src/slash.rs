@@ -2,6 +2,8 @@
 
 use std::time::Instant;
 
+use serde_json::{json, Value};
+
 use crate::files::{mangle, new_uuid, projects_dir};
 use crate::output::Out;
 use crate::session::{Session, TurnEnd};
@@ -41,6 +43,40 @@ impl Session {
                 _ => String::new(),
             }
         };
+        // `/compact` in a live session, as `o_context_compact_live` shows it.
+        if name == "compact" && !self.disable_slash_commands {
+            let status = |status: Value, extra: Value| {
+                let mut v = json!({"type": "system", "subtype": "status", "status": status,
+                    "session_id": self.id, "uuid": new_uuid()});
+                if let (Some(o), Some(e)) = (v.as_object_mut(), extra.as_object()) {
+                    o.extend(e.clone());
+                }
+                v
+            };
+            out.line(&status(json!("compacting"), json!({})));
+            out.line(&status(Value::Null, json!({"compact_result": "success"})));
+            self.init(out, &self.id.clone());
+            out.line(&json!({"type": "system", "subtype": "compact_boundary",
+                "session_id": self.id, "uuid": new_uuid(),
+                "compact_metadata": {"trigger": "manual", "pre_tokens": 12_527, "post_tokens": 2_587,
+                    "cumulative_dropped_tokens": 0, "duration_ms": 73}}));
+            self.result(
+                out,
+                "success",
+                false,
+                Some(""),
+                None,
+                0.0,
+                0,
+                "completed",
+                None,
+                started,
+            );
+            return Some(TurnEnd::Done {
+                code: 0,
+                is_error: false,
+            });
+        }
         // `/clear` starts a new conversation: a new session id.
         if name == "clear" && !self.disable_slash_commands {
             self.id = new_uuid();

@@ -7,9 +7,9 @@ use crate::control::{Input, SessionState, Wake};
 use crate::files::new_uuid;
 use crate::limits::{limited_until, now_secs, usage_limited};
 use crate::log::log_event;
-use crate::output::{assistant_value, huge_reply, Out};
+use crate::output::{assistant_value, huge_reply, text_block, Out};
 use crate::session::{open_session, Session, TurnEnd};
-use crate::tools::{ask_question, tool_call, write_outbox_files};
+use crate::tools::{ask_question, todo_list, tool_call, write_outbox_files};
 use serde_json::{json, Value};
 use std::io::Write;
 use std::path::PathBuf;
@@ -370,14 +370,30 @@ pub(crate) fn turn(
     } else if prompt.contains("HISTORY") {
         let earlier: Vec<&str> = s.turns.iter().map(|t| t.prompt.as_str()).collect();
         answer = format!("history: {}", earlier.join(" | "));
+    } else if prompt.contains("TODO") {
+        answer = todo_list(s, out);
+        num_turns = 2;
     }
+    // `STREAM:<n>:<ms>`: the answer is written in n marked pieces, ms apart.
+    let (pieces, gap) = match prompt
+        .split_whitespace()
+        .find_map(|w| w.strip_prefix("STREAM:"))
+        .and_then(|v| v.split_once(':'))
+        .and_then(|(n, ms)| Some((n.parse::<usize>().ok()?, ms.parse::<u64>().ok()?)))
+    {
+        Some((n, ms)) => {
+            let pieces: Vec<String> = (1..=n.max(1))
+                .map(|k| format!("[d{k}] streamed words for part {k}. "))
+                .collect();
+            answer = pieces.concat();
+            (pieces, Duration::from_millis(ms))
+        }
+        None => (vec![answer.clone()], Duration::ZERO),
+    };
     let reply_id = format!("msg_mock_{}", &new_uuid().replace('-', "")[..20]);
-    out.line(&assistant_value(
-        &s.id,
-        &s.model,
-        &reply_id,
-        &json!({"type": "text", "text": answer}),
-    ));
+    text_block(
+        out, &s.id, &s.model, &reply_id, &answer, s.partial, &pieces, gap,
+    );
     let total = s.record(prompt, s.per_call_cost);
     s.result(
         out,

@@ -243,3 +243,69 @@ pub(crate) fn ask_question(
     control::emit(&tool_result_line(s, &tool_use_id, &said, false, &json!([])));
     Ok(said)
 }
+
+/// `TODO`: Claude keeps a to-do list. With `CLAUDE_CODE_ENABLE_TODO_TOOLS=1` (2.1.330), as
+/// `o_todo_tools_live` shows: the task tools found with `ToolSearch`, two tasks created, the
+/// first started and completed, each call answered with its structured result; else with one
+/// `TodoWrite` of the whole list (older CLIs). Steps `FAKE_CLAUDE_TODO_GAP_MS` apart (default
+/// 300). Returns what the model is told at the end.
+pub(crate) fn todo_list(s: &mut Session, out: &mut Out) -> String {
+    let gap = std::time::Duration::from_millis(
+        std::env::var("FAKE_CLAUDE_TODO_GAP_MS")
+            .ok()
+            .and_then(|v| v.parse().ok())
+            .unwrap_or(300),
+    );
+    let mut call = |name: &str, input: Value, said: &str, result: Value| {
+        let id = format!("toolu_mock_{}", &new_uuid().replace('-', "")[..20]);
+        let msg_id = format!("msg_mock_{}", &new_uuid().replace('-', "")[..20]);
+        out.line(&assistant_value(
+            &s.id,
+            &s.model,
+            &msg_id,
+            &json!({"type": "tool_use", "id": id, "name": name, "input": input}),
+        ));
+        out.line(
+            &json!({"type": "user", "message": {"role": "user", "content": [
+                {"tool_use_id": id, "type": "tool_result", "content": said}]},
+            "parent_tool_use_id": null, "session_id": s.id, "uuid": new_uuid(),
+            "timestamp": "2026-12-06T22:12:47.795Z", "tool_use_result": result}),
+        );
+        std::thread::sleep(gap);
+    };
+    if std::env::var("CLAUDE_CODE_ENABLE_TODO_TOOLS").as_deref() != Ok("1") {
+        call(
+            "TodoWrite",
+            json!({"todos": [
+                {"content": "Run the tests", "status": "completed", "activeForm": "Running the tests"},
+                {"content": "Fix the bug", "status": "in_progress", "activeForm": "Fixing the bug"}]}),
+            "Todos have been modified successfully.",
+            json!({"oldTodos": [], "newTodos": []}),
+        );
+        return "the list is kept".into();
+    }
+    call(
+        "ToolSearch",
+        json!({"query": "select:TaskCreate,TaskUpdate", "max_results": 5}),
+        "",
+        json!({"matches": ["TaskCreate", "TaskUpdate"], "query": "select:TaskCreate,TaskUpdate", "total_deferred_tools": 16}),
+    );
+    for (n, subject) in [(1, "Run the tests"), (2, "Fix the bug")] {
+        call(
+            "TaskCreate",
+            json!({"subject": subject, "description": subject, "activeForm": subject}),
+            &format!("Task #{n} created successfully: {subject}"),
+            json!({"task": {"id": n.to_string(), "subject": subject, "description": subject}}),
+        );
+    }
+    for (from, to) in [("pending", "in_progress"), ("in_progress", "completed")] {
+        call(
+            "TaskUpdate",
+            json!({"taskId": "1", "status": to}),
+            "Updated task #1 status",
+            json!({"success": true, "taskId": "1", "updatedFields": ["status"],
+                "statusChange": {"from": from, "to": to}}),
+        );
+    }
+    "the list is kept".into()
+}

@@ -49,6 +49,9 @@ pub struct Recorded {
     pub created: bool,
     /// When it arrived.
     pub at: Instant,
+    /// When it arrived, in unix milliseconds (to compare with other processes' clocks).
+    #[allow(dead_code)] // read by benches/streaming.rs, which shares this module
+    pub at_ms: u64,
 }
 
 enum WsCommand {
@@ -97,6 +100,14 @@ struct Inner {
     /// channel).
     history_now: Mutex<HashMap<u64, usize>>,
     history_peak: Mutex<(usize, usize)>,
+    /// Per-route rate limits, when enforced: (requests, window) per bucket.
+    limits: Mutex<Option<(usize, Duration)>>,
+    /// Each bucket's requests in its current window: (window start, count).
+    buckets: Mutex<HashMap<String, (Instant, usize)>>,
+    /// Requests answered 429 by the per-route limits.
+    limited: AtomicU64,
+    /// Message edits to answer with 429, and the `retry_after` (seconds) each names.
+    edit_limits: Mutex<VecDeque<f64>>,
 }
 
 /// The running server.
@@ -153,6 +164,7 @@ impl DiscordServer {
                 patch(edit_message).delete(delete_message),
             )
             .route("/api/v10/channels/{id}/typing", post(typing))
+            .route("/api/v10/channels/{id}/threads", post(create_thread))
             .route("/api/v10/guilds/{guild}/members/{user}", get(member))
             .route(
                 "/api/v10/interactions/{id}/{token}/callback",
@@ -170,6 +182,10 @@ impl DiscordServer {
             .route("/attachments/{id}/{name}", get(attachment))
             .route("/gateway", get(websocket))
             .fallback(any(unknown))
+            .layer(axum::middleware::from_fn_with_state(
+                Arc::clone(&inner),
+                rate_limit,
+            ))
             .layer(axum::middleware::from_fn_with_state(
                 Arc::clone(&inner),
                 conform,
@@ -299,6 +315,24 @@ impl DiscordServer {
         *self.inner.history_delay.lock().expect("lock") = delay;
     }
 
+    /// Enforces Discord-style per-route limits from now on: at most `requests` per `window`
+    /// per bucket (a route's method and path with the channel it names), with the
+    /// `X-RateLimit-*` headers of `reference/rate-limits.mdx` on every answer, and 429 beyond.
+    pub fn enforce_rate_limits(&self, requests: usize, window: Duration) {
+        *self.inner.limits.lock().expect("lock") = Some((requests, window));
+    }
+
+    /// The next message edits (`PATCH …/messages/{id}`) are refused with 429 and each
+    /// `retry_after` (seconds), as Discord answers a route whose bucket another client emptied.
+    pub fn rate_limit_next_edits(&self, waits: &[f64]) {
+        self.inner.edit_limits.lock().expect("lock").extend(waits);
+    }
+
+    /// Requests refused with 429 by the per-route limits.
+    pub fn rate_limited(&self) -> u64 {
+        self.inner.limited.load(Ordering::SeqCst)
+    }
+
     /// Lets held posts through.
     pub fn release_posts(&self) {
         *self.inner.hold_after.lock().expect("lock") = None;
@@ -318,11 +352,12 @@ impl DiscordServer {
             .collect()
     }
 
-    /// Replies posted in `channel` (not progress messages), in order.
+    /// Replies posted in `channel` (not progress messages, "queued" notices or pings), in
+    /// order.
     pub fn answers(&self, channel: u64) -> Vec<Recorded> {
         self.posts(channel)
             .into_iter()
-            .filter(|r| !content(r).starts_with("Working…") && !content(r).starts_with("Done —"))
+            .filter(|r| !is_decoration(&content(r)))
             .collect()
     }
 
@@ -785,6 +820,9 @@ fn record(
         status,
         created: false,
         at: Instant::now(),
+        at_ms: std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map_or(0, |d| d.as_millis() as u64),
     });
 }
 
@@ -792,6 +830,161 @@ fn record(
 fn note_dispatch(inner: &Inner, event: &str, data: &Value) {
     let found = check_dispatch(event, data);
     inner.violations.lock().expect("lock").extend(found);
+}
+
+/// An injected 429 for an edit ([`DiscordServer::rate_limit_next_edits`]), recorded with the
+/// text it would have shown.
+async fn refuse_edit(inner: &Inner, req: Request, retry: f64) -> Response {
+    let path = req.uri().path().to_string();
+    let headers = req.headers().clone();
+    let body = axum::body::to_bytes(req.into_body(), usize::MAX)
+        .await
+        .ok()
+        .and_then(|b| serde_json::from_slice(&b).ok())
+        .unwrap_or(Value::Null);
+    record(inner, "PATCH", path, body, Vec::new(), &headers, 429);
+    let mut r = (
+        StatusCode::TOO_MANY_REQUESTS,
+        Json(json!({"message": "You are being rate limited.", "retry_after": retry, "global": false, "code": 0})),
+    )
+        .into_response();
+    for (name, value) in [
+        ("retry-after", format!("{}", retry.ceil())),
+        ("x-ratelimit-limit", "5".to_string()),
+        ("x-ratelimit-remaining", "0".to_string()),
+        ("x-ratelimit-reset-after", format!("{retry:.3}")),
+        ("x-ratelimit-scope", "shared".to_string()),
+    ] {
+        if let Ok(v) = value.parse() {
+            r.headers_mut().insert(name, v);
+        }
+    }
+    r
+}
+
+/// The per-route limits (see [`DiscordServer::enforce_rate_limits`]), for a channel's message
+/// routes and typing.
+async fn rate_limit(
+    State(inner): State<Arc<Inner>>,
+    req: Request,
+    next: axum::middleware::Next,
+) -> Response {
+    let is_edit = req.method() == Method::PATCH && req.uri().path().contains("/messages/");
+    let refused = if is_edit {
+        inner.edit_limits.lock().expect("lock").pop_front()
+    } else {
+        None
+    };
+    if let Some(retry) = refused {
+        return refuse_edit(&inner, req, retry).await;
+    }
+    let Some((limit, window)) = *inner.limits.lock().expect("lock") else {
+        return next.run(req).await;
+    };
+    let path = req.uri().path().to_string();
+    let parts: Vec<&str> = path.trim_start_matches("/api/v10/").split('/').collect();
+    let route = match parts.as_slice() {
+        ["channels", channel, "messages"] => format!("messages:{channel}"),
+        ["channels", channel, "messages", _] => format!("message:{channel}"),
+        ["channels", channel, "typing"] => format!("typing:{channel}"),
+        _ => return next.run(req).await,
+    };
+    if req.method() == Method::GET {
+        return next.run(req).await;
+    }
+    let bucket = format!("{} {route}", req.method());
+    let (remaining, reset_after) = {
+        let mut buckets = inner.buckets.lock().expect("lock");
+        let now = Instant::now();
+        let entry = buckets.entry(bucket.clone()).or_insert((now, 0));
+        if now.duration_since(entry.0) >= window {
+            *entry = (now, 0);
+        }
+        let reset_after = window.saturating_sub(now.duration_since(entry.0));
+        if entry.1 >= limit {
+            (None, reset_after)
+        } else {
+            entry.1 += 1;
+            (Some(limit - entry.1), reset_after)
+        }
+    };
+    let headers = |r: &mut Response, remaining: usize| {
+        let h = r.headers_mut();
+        let reset_at = std::time::SystemTime::now() + reset_after;
+        let epoch = reset_at
+            .duration_since(std::time::UNIX_EPOCH)
+            .map_or(0.0, |d| d.as_secs_f64());
+        for (name, value) in [
+            ("x-ratelimit-limit", limit.to_string()),
+            ("x-ratelimit-remaining", remaining.to_string()),
+            ("x-ratelimit-reset", format!("{epoch:.3}")),
+            (
+                "x-ratelimit-reset-after",
+                format!("{:.3}", reset_after.as_secs_f64()),
+            ),
+            ("x-ratelimit-bucket", bucket.clone()),
+        ] {
+            if let Ok(v) = value.parse() {
+                h.insert(name, v);
+            }
+        }
+    };
+    let Some(remaining) = remaining else {
+        inner.limited.fetch_add(1, Ordering::SeqCst);
+        let retry = reset_after.as_secs_f64();
+        let mut r = (
+            StatusCode::TOO_MANY_REQUESTS,
+            Json(json!({"message": "You are being rate limited.", "retry_after": retry, "global": false, "code": 0})),
+        )
+            .into_response();
+        headers(&mut r, 0);
+        if let Ok(v) = format!("{}", retry.ceil()).parse() {
+            r.headers_mut().insert("retry-after", v);
+        }
+        if let Ok(v) = "user".parse() {
+            r.headers_mut().insert("x-ratelimit-scope", v);
+        }
+        return r;
+    };
+    let mut r = next.run(req).await;
+    headers(&mut r, remaining);
+    r
+}
+
+/// `POST /channels/{id}/threads`: a public thread under channel `id`, without a message
+/// (`CreateTextThreadWithoutMessageRequest`), announced with `THREAD_CREATE` as Discord does.
+async fn create_thread(
+    State(inner): State<Arc<Inner>>,
+    Path(id): Path<u64>,
+    headers: HeaderMap,
+    Json(body): Json<Value>,
+) -> Response {
+    record(
+        &inner,
+        "POST",
+        format!("/api/v10/channels/{id}/threads"),
+        body.clone(),
+        Vec::new(),
+        &headers,
+        201,
+    );
+    let thread_id = snowflake(&inner);
+    let name = body["name"].as_str().unwrap_or("thread");
+    let thread = thread_json(thread_id, id, name);
+    inner
+        .channels
+        .lock()
+        .expect("lock")
+        .insert(thread_id, thread.clone());
+    let mut created = thread.clone();
+    created["newly_created"] = json!(true);
+    let seq = inner.seq.fetch_add(1, Ordering::SeqCst) + 1;
+    note_dispatch(&inner, "THREAD_CREATE", &created);
+    let frame = json!({"op": 0, "s": seq, "t": "THREAD_CREATE", "d": created});
+    if let Some(conn) = inner.connection.lock().expect("lock").as_ref() {
+        let _ = conn.send(WsCommand::Send(frame));
+    }
+    (StatusCode::CREATED, Json(thread)).into_response()
 }
 
 /// Checks every REST request the service sends, and every answer the server gives, against
@@ -1493,6 +1686,15 @@ async fn session(inner: Arc<Inner>, mut socket: WebSocket) {
     if conn.as_ref().is_some_and(|c| c.same_channel(&tx)) {
         *conn = None;
     }
+}
+
+/// Whether a message's `content` is the service's decoration of a turn, not an answer: a
+/// progress message, a "queued" notice, the mention after a long turn.
+pub fn is_decoration(content: &str) -> bool {
+    content.starts_with("Working…")
+        || content.starts_with("Done —")
+        || content.contains("Queued") && (content.starts_with("⏳") || content.starts_with("▶️"))
+        || content.starts_with("<@") && content.contains("> done: the answer above took")
 }
 
 /// The `content` of a recorded message post or edit.

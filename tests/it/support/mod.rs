@@ -6,6 +6,7 @@
 pub mod discord;
 pub mod gateway_docs;
 pub mod openapi;
+pub mod real_cli;
 
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
@@ -46,14 +47,30 @@ pub struct TestEnv {
 
 impl TestEnv {
     pub fn new() -> Self {
-        let dir = tempfile::Builder::new()
-            .prefix("coordinator-test")
-            .tempdir()
-            .expect("temp dir");
+        Self::laid_out(
+            tempfile::Builder::new()
+                .prefix("coordinator-test")
+                .tempdir()
+                .expect("temp dir"),
+        )
+    }
+
+    fn laid_out(dir: tempfile::TempDir) -> Self {
         for sub in ["home", "proj", "proj2", "proj3", "gates"] {
             std::fs::create_dir_all(dir.path().join(sub)).expect("mkdir");
         }
         Self { dir }
+    }
+
+    /// A deployment outside `/tmp` (in Cargo's target directory): the sandbox gives the CLI a
+    /// private `/tmp`, which would hide everything under it whatever else the sandbox did.
+    pub fn outside_tmp() -> Self {
+        Self::laid_out(
+            tempfile::Builder::new()
+                .prefix("coordinator-test")
+                .tempdir_in(env!("CARGO_TARGET_TMPDIR"))
+                .expect("temp dir"),
+        )
     }
 
     pub fn path(&self, rel: &str) -> PathBuf {
@@ -83,7 +100,13 @@ impl TestEnv {
     pub fn overlay(&self, claude_extra: &str, extra: &str) -> PathBuf {
         // Test defaults for [claude], unless `claude_extra` sets the same key.
         let mut claude_defaults = String::new();
-        for line in ["timeout_secs = 60", "kill_grace_secs = 1"] {
+        // The sandbox (on by default where bubblewrap works) is turned on by the tests about
+        // it: inside it a process's pid is the namespace's, which the process tests follow.
+        for line in [
+            "timeout_secs = 60",
+            "kill_grace_secs = 1",
+            "sandbox = \"none\"",
+        ] {
             let key = line.split('=').next().unwrap_or_default().trim();
             if !claude_extra
                 .lines()
@@ -107,20 +130,25 @@ FAKE_CLAUDE_SLOW_MS = "30000"
 [store]
 path = "{db}"
 
+# Streaming (on by default) is turned on by the tests about it: with it every turn also
+# posts and edits a progress message, which the other tests do not count on.
 [[channel]]
 id = 1001
 name = "alpha"
 project_dir = "{proj}"
+stream = false
 
 [[channel]]
 id = 1002
 name = "beta"
 project_dir = "{proj2}"
+stream = false
 
 [[channel]]
 id = 1003
 name = "gamma"
 project_dir = "{proj3}"
+stream = false
 {extra}
 "#,
             binary = fake_claude().display(),

@@ -14,12 +14,12 @@ use tracing::{info, instrument, warn};
 
 use super::DiscordGateway;
 use crate::discord::approvals::{
-    answer_of, chosen, outcome, parse_custom_id, parse_stop, prompt, Action,
+    answer_of, chosen, outcome, parse_custom_id, parse_now, parse_stop, prompt, Action,
 };
 use crate::discord::ids;
 use crate::discord::outbound::{private, SendError};
 use crate::frontend::{
-    AnswerApproval, ApprovalAnswer, ApprovalState, CancelReason, CancelRun, ShowApproval,
+    AnswerApproval, ApprovalAnswer, ApprovalState, CancelReason, CancelRun, RunNow, ShowApproval,
 };
 use crate::ids::{ChannelId, ConversationId, MessageId, UserId};
 
@@ -151,13 +151,26 @@ impl Handler<ShowApproval> for DiscordGateway {
         let out = self.outbound.clone();
         let me = ctx.address();
         let (channel, reply_to, token) = (msg.origin.channel_id, msg.origin.message_id, msg.token);
+        // It waits for someone: the asker, or the approvers if the asker may not answer.
+        let mention = self
+            .router
+            .prompt_mentions(msg.conversation_id.into(), msg.origin.author_id);
+        let named: Vec<String> = mention.iter().map(|u| format!("<@{u}>")).collect();
+        let text = format!("{text}\n{}", named.join(" "));
         self.send_in_order(
             channel,
             async move {
                 // The nonce comes from the request's token: a retried post is posted once.
                 let nonce = token.chars().take(24).collect::<String>();
                 let message = out
-                    .post_with_buttons(channel, reply_to, &text, components, format!("q{nonce}"))
+                    .post_with_buttons(
+                        channel,
+                        reply_to,
+                        &text,
+                        components,
+                        format!("q{nonce}"),
+                        &mention,
+                    )
                     .await;
                 me.do_send(PromptPosted { token, message });
             },
@@ -204,11 +217,12 @@ impl Handler<ReceiveClick> for DiscordGateway {
         let click = msg.0;
         let user = ids::user(click.user.id);
         let roles = ids::member_roles(click.member.as_ref());
-        match parse_stop(&click.data.custom_id) {
-            Some((conversation, message)) => {
-                self.stop_clicked(click, conversation, message, (user, &roles), ctx);
-            }
-            None => self.prompt_clicked(click, (user, &roles), ctx),
+        if let Some((conversation, message)) = parse_stop(&click.data.custom_id) {
+            self.stop_clicked(click, conversation, message, (user, &roles), ctx);
+        } else if let Some((conversation, message)) = parse_now(&click.data.custom_id) {
+            self.now_clicked(click, conversation, message, (user, &roles), ctx);
+        } else {
+            self.prompt_clicked(click, (user, &roles), ctx);
         }
     }
 }
@@ -243,19 +257,78 @@ impl DiscordGateway {
             user_id = user.get(),
             "Stop pressed"
         );
-        let registry = self.registry.clone();
+        let stop = CancelRun {
+            conversation_id: conversation,
+            reason: CancelReason::User,
+            message_id: Some(message),
+        };
+        self.acknowledge_and_ask(click, stop, "That run has already ended.", ctx);
+    }
+
+    /// *Interrupt and run this now* on a "queued" notice: for the waiting message's author or
+    /// an approver.
+    fn now_clicked(
+        &mut self,
+        click: Box<ComponentInteraction>,
+        conversation: ConversationId,
+        message: MessageId,
+        (user, roles): (UserId, &[u64]),
+        ctx: &mut Context<Self>,
+    ) {
+        let author = self.progress.queued.get(&message).map(|q| q.author);
+        let approver = self
+            .router
+            .may(conversation.into(), user, roles)
+            .is_some_and(|(_, approve)| approve);
+        let refusal = match author {
+            None => Some("That message is no longer waiting."),
+            Some(a) if a != user && !approver => {
+                Some("Only its author or an approver may run that message now.")
+            }
+            Some(_) => None,
+        };
+        if let Some(text) = refusal {
+            let (out, response) = (self.outbound.clone(), private(text));
+            self.send_later(
+                async move { out.respond(&click.into(), response).await },
+                ctx,
+            );
+            return;
+        }
+        info!(
+            channel_id = conversation.get(),
+            message_id = message.get(),
+            user_id = user.get(),
+            "Interrupt and run this now pressed"
+        );
+        let now = RunNow {
+            conversation_id: conversation,
+            message_id: message,
+            by: user,
+        };
+        self.acknowledge_and_ask(click, now, "That message is no longer waiting.", ctx);
+    }
+
+    /// Acknowledges `click` at once (Discord wants an answer within 3 s), then asks the core;
+    /// if it says no, the clicker is told `refused`, privately.
+    fn acknowledge_and_ask<M>(
+        &mut self,
+        click: Box<ComponentInteraction>,
+        ask: M,
+        refused: &'static str,
+        ctx: &mut Context<Self>,
+    ) where
+        M: Message<Result = bool> + Send + 'static,
+        crate::registry::ChannelRegistry: Handler<M>,
+    {
+        let (out, registry) = (self.outbound.clone(), self.registry.clone());
         self.send_later(
             async move {
                 let click = click.into();
                 out.respond(&click, CreateInteractionResponse::Acknowledge)
                     .await;
-                let stop = CancelRun {
-                    conversation_id: conversation,
-                    reason: CancelReason::User,
-                    message_id: Some(message),
-                };
-                if !registry.send(stop).await.unwrap_or(false) {
-                    out.whisper(&click, "That run has already ended.").await;
+                if !registry.send(ask).await.unwrap_or(false) {
+                    out.whisper(&click, refused).await;
                 }
             },
             ctx,

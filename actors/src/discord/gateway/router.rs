@@ -399,6 +399,13 @@ impl Router {
         true
     }
 
+    /// Whom a permission prompt asked by `asker` in conversation `id` mentions.
+    pub(super) fn prompt_mentions(&self, id: ChannelId, asker: UserId) -> Vec<UserId> {
+        self.conversation_of(id)
+            .map(|(_, channel)| self.access.prompt_mentions(&channel.access, asker))
+            .unwrap_or_default()
+    }
+
     /// Whether `user` (with `roles`) may talk in conversation `id`, and approve there.
     pub(super) fn may(&self, id: ChannelId, user: UserId, roles: &[u64]) -> Option<(bool, bool)> {
         let (_, channel) = self.conversation_of(id)?;

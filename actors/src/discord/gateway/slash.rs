@@ -11,8 +11,9 @@ use std::time::{Duration, Instant};
 
 use actix::prelude::*;
 use serenity::all::{
-    ApplicationId, CommandInteraction, CreateAutocompleteResponse, CreateInteractionResponse,
-    CreateInteractionResponseMessage, GuildId,
+    ApplicationId, AutoArchiveDuration, ChannelType, CommandInteraction,
+    CreateAutocompleteResponse, CreateInteractionResponse, CreateInteractionResponseMessage,
+    CreateThread, GuildId,
 };
 use tracing::{info, warn};
 
@@ -22,10 +23,10 @@ use super::DiscordGateway;
 use crate::claude::models::ModelCatalog;
 use crate::discord::commands::{self, choices};
 use crate::discord::ids;
-use crate::discord::outbound::{private, Answerable};
-use crate::frontend::{CommandOrigin, DeliverReply, RunCommand};
+use crate::discord::outbound::{private, Answerable, SendError};
+use crate::frontend::{Command, CommandOrigin, DeliverReply, RunCommand};
 use crate::ids::{CommandId, UserId};
-use crate::store::ListSessions;
+use crate::store::{ListSessions, LoadConversation};
 
 /// An interaction's token lives 15 minutes: an answer later than that could not be delivered.
 const TOKEN_LIFE: Duration = Duration::from_secs(15 * 60);
@@ -206,12 +207,13 @@ impl Handler<ReceiveCommand> for DiscordGateway {
         );
         let (out, to) = (self.outbound.clone(), Answerable::from(&*interaction));
         self.slash.wait_for_answer(id, to.clone());
+        let deferred = to.clone();
         self.send_in_order(
             LaneKey::Interaction(id),
-            async move { out.respond(&to, defer).await },
+            async move { out.respond(&deferred, defer).await },
             ctx,
         );
-        self.registry.do_send(RunCommand {
+        let run = RunCommand {
             conversation,
             origin: CommandOrigin {
                 channel_id: channel,
@@ -220,7 +222,75 @@ impl Handler<ReceiveCommand> for DiscordGateway {
             },
             command,
             approver,
-        });
+        };
+        if let Command::Fork { name, .. } = &run.command {
+            let name = name.clone();
+            return self.fork(run, name, to, ctx);
+        }
+        self.registry.do_send(run);
+    }
+}
+
+impl DiscordGateway {
+    /// `/claude fork`: a thread under the configured channel, made once the conversation is
+    /// known to have a session to copy; then the core seeds it (and answers).
+    fn fork(
+        &mut self,
+        mut run: RunCommand,
+        name: Option<String>,
+        to: Answerable,
+        ctx: &mut Context<Self>,
+    ) {
+        let (out, store, registry, me) = (
+            self.outbound.clone(),
+            self.store.clone(),
+            self.registry.clone(),
+            ctx.address(),
+        );
+        let parent = run.conversation.profile.id;
+        let lane = LaneKey::Interaction(run.origin.command_id);
+        let work = async move {
+            let conversation = run.conversation.id;
+            let has_session = matches!(
+                store.send(LoadConversation { id: conversation }).await,
+                Ok(Ok(Some(c))) if c.session_id.is_some()
+            );
+            if !has_session {
+                let text = "⚠️ Nothing to fork yet: this conversation has no Claude session.";
+                return out.edit_answer(&to, text).await;
+            }
+            let title = crate::text::truncate_chars(
+                &name.unwrap_or_else(|| format!("fork of {}", run.conversation.name)),
+                100,
+            );
+            let made = out
+                .with_retry("create thread", || {
+                    ids::to_channel(parent).create_thread(
+                        &*out.http,
+                        CreateThread::new(title.clone())
+                            .kind(ChannelType::PublicThread)
+                            .auto_archive_duration(AutoArchiveDuration::OneDay),
+                    )
+                })
+                .await;
+            match made {
+                Ok(thread) => {
+                    // Known before its first message: its conversation is this fork.
+                    me.do_send(LearnChannel::of(&thread));
+                    run.command = Command::Fork {
+                        name: Some(thread.name.clone()),
+                        thread: Some(ids::channel(thread.id)),
+                    };
+                    registry.do_send(run);
+                }
+                Err(e) => {
+                    warn!(channel_id = parent.get(), error = %e, "could not make the fork's thread");
+                    let text = format!("⚠️ The thread could not be made: {}", SendError::from(&e));
+                    out.edit_answer(&to, &text).await;
+                }
+            }
+        };
+        self.send_in_order(lane, work, ctx);
     }
 }
 

@@ -29,5 +29,6 @@ pub fn script_runner(dir: &Path, body: &str, env: BTreeMap<String, String>) -> C
         keep_warm_secs: 0,
         max_warm_sessions: 1,
         approval_timeout_secs: 60,
+        sandbox: actors::claude::sandbox::SandboxMode::None,
     })
 }

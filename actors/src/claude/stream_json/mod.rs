@@ -1,8 +1,10 @@
 //! Parsing the `claude` CLI's `--output-format stream-json` lines.
 //!
 //! One JSON object per line (see `../shared/claude-cli/BEHAVIOUR.md`): `system/init`,
-//! `system/api_retry`, `assistant` (one line per content block), `user` (tool results), and last
-//! `result`. Key order is not stable and many keys are optional, so this reads fields by name
+//! `system/api_retry`, `assistant` (one line per content block), `user` (tool results),
+//! `stream_event` (with `--include-partial-messages`: the text as it is written,
+//! `b_stream_json_partial`, `o_live_partial`), `system/compact_boundary` (after `/compact`:
+//! `o_context_compact_live`), and last `result`. Key order is not stable and many keys are optional, so this reads fields by name
 //! and tolerates anything missing; success is decided from `is_error`, never from `subtype`.
 
 use std::borrow::Cow;
@@ -36,7 +38,29 @@ pub enum StreamEvent {
     /// An `assistant` line holding a `tool_use` block.
     ToolUse(ToolUse),
     /// An `assistant` line holding a `text` block.
-    Text(String),
+    Text {
+        /// The block's text (the whole of it: deltas came before, as [`StreamEvent::TextDelta`]).
+        text: String,
+        /// How much of the context window the API call behind it used.
+        context_tokens: Option<u64>,
+    },
+    /// A piece of text as the model writes it (`stream_event` / `content_block_delta` /
+    /// `text_delta`, with `--include-partial-messages`).
+    TextDelta(String),
+    /// A `user` line carrying a tool's result (`tool_use_result`), for the tool use `tool_use_id`.
+    ToolResult {
+        /// The [`ToolUse::id`] it answers.
+        tool_use_id: String,
+        /// `tool_use_result`: the tool's structured result (its shape is the tool's own).
+        result: Value,
+    },
+    /// `system/compact_boundary`: the conversation was compacted (`/compact`, or automatically).
+    Compacted {
+        /// Tokens in the context before.
+        pre_tokens: Option<u64>,
+        /// Tokens in the context after.
+        post_tokens: Option<u64>,
+    },
     /// The final `result` line.
     Result(ResultLine),
     /// A `control_request` from the CLI (`can_use_tool`): its id and its `request` object.
@@ -111,12 +135,18 @@ impl RateLimitInfo {
 }
 
 /// A tool the model asked to run.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq)]
 pub struct ToolUse {
+    /// The block's id (`toolu_…`), which its result names.
+    pub id: String,
     /// Tool name, e.g. `Bash`.
     pub name: String,
     /// The interesting part of its input, e.g. the command or file path; may be empty.
     pub detail: String,
+    /// The whole input (the to-do tools are read from it).
+    pub input: Value,
+    /// How much of the context window the API call behind it used.
+    pub context_tokens: Option<u64>,
 }
 
 impl ToolUse {
@@ -153,6 +183,8 @@ pub struct ResultLine {
     pub api_error: Option<String>,
     /// Tools the permission mode refused, by name.
     pub permission_denials: Vec<String>,
+    /// The model's context window (`modelUsage.<model>.contextWindow`; the largest if several).
+    pub context_window: Option<u64>,
 }
 
 impl ResultLine {
@@ -198,21 +230,95 @@ struct Line<'a> {
     api_error_params: Option<Value>,
     #[serde(borrow)]
     api_error: Option<Cow<'a, str>>,
+    event: Option<PartialEvent>,
+    tool_use_result: Option<Value>,
+    compact_metadata: Option<CompactMetadata>,
+    #[serde(rename = "modelUsage")]
+    model_usage: Option<std::collections::HashMap<String, ModelUsage>>,
 }
 
 #[derive(Deserialize)]
 struct Message {
-    #[serde(default)]
+    /// A `user` line's content may be a plain string.
+    #[serde(default, deserialize_with = "blocks")]
     content: Vec<Block>,
+    usage: Option<Usage>,
 }
 
 #[derive(Deserialize)]
 struct Block {
     #[serde(rename = "type")]
     kind: String,
+    id: Option<String>,
     name: Option<String>,
     text: Option<String>,
     input: Option<Value>,
+    tool_use_id: Option<String>,
+}
+
+/// An API call's usage, as an `assistant` line's `message.usage` carries it.
+#[derive(Deserialize)]
+#[allow(clippy::struct_field_names)] // the CLI's own names
+struct Usage {
+    #[serde(default)]
+    input_tokens: u64,
+    #[serde(default)]
+    output_tokens: u64,
+    #[serde(default)]
+    cache_creation_input_tokens: u64,
+    #[serde(default)]
+    cache_read_input_tokens: u64,
+}
+
+impl Usage {
+    /// The context the call filled: what it read and what it wrote.
+    fn context(&self) -> u64 {
+        self.input_tokens
+            + self.cache_creation_input_tokens
+            + self.cache_read_input_tokens
+            + self.output_tokens
+    }
+}
+
+/// A `stream_event`'s `event`: only a text delta is read.
+#[derive(Deserialize)]
+struct PartialEvent {
+    #[serde(rename = "type")]
+    kind: Option<String>,
+    delta: Option<Delta>,
+}
+
+#[derive(Deserialize)]
+struct Delta {
+    #[serde(rename = "type")]
+    kind: Option<String>,
+    text: Option<String>,
+}
+
+#[derive(Deserialize)]
+struct CompactMetadata {
+    pre_tokens: Option<u64>,
+    post_tokens: Option<u64>,
+}
+
+#[derive(Deserialize)]
+struct ModelUsage {
+    #[serde(rename = "contextWindow")]
+    context_window: Option<u64>,
+}
+
+/// `content` as blocks; a string (a `user` line's own text) has none this module reads.
+fn blocks<'de, D: serde::Deserializer<'de>>(d: D) -> Result<Vec<Block>, D::Error> {
+    #[derive(Deserialize)]
+    #[serde(untagged)]
+    enum Content {
+        Blocks(Vec<Block>),
+        Other(serde::de::IgnoredAny),
+    }
+    Ok(match Content::deserialize(d)? {
+        Content::Blocks(b) => b,
+        Content::Other(_) => Vec::new(),
+    })
 }
 
 #[derive(Deserialize)]
@@ -234,6 +340,34 @@ pub fn parse_line(line: impl AsRef<[u8]>) -> Result<StreamEvent, serde_json::Err
             session_id: owned(l.session_id),
             model: owned(l.model),
             version: owned(l.claude_code_version),
+        },
+        (Some("system"), Some("compact_boundary")) => {
+            let m = l.compact_metadata;
+            StreamEvent::Compacted {
+                pre_tokens: m.as_ref().and_then(|m| m.pre_tokens),
+                post_tokens: m.as_ref().and_then(|m| m.post_tokens),
+            }
+        }
+        (Some("stream_event"), _) => match l.event {
+            Some(PartialEvent {
+                kind: Some(k),
+                delta:
+                    Some(Delta {
+                        kind: Some(d),
+                        text: Some(text),
+                    }),
+            }) if k == "content_block_delta" && d == "text_delta" => StreamEvent::TextDelta(text),
+            _ => StreamEvent::Other,
+        },
+        (Some("user"), _) => match (l.tool_use_result, l.message) {
+            (Some(result), Some(m)) => m.content.into_iter().find_map(|b| b.tool_use_id).map_or(
+                StreamEvent::Other,
+                |tool_use_id| StreamEvent::ToolResult {
+                    tool_use_id,
+                    result,
+                },
+            ),
+            _ => StreamEvent::Other,
         },
         (Some("system"), Some("api_retry")) => StreamEvent::Retry {
             attempt: l.attempt.unwrap_or(0),
@@ -263,29 +397,20 @@ pub fn parse_line(line: impl AsRef<[u8]>) -> Result<StreamEvent, serde_json::Err
             request_id: owned(l.request_id).unwrap_or_default(),
         },
         (Some("control_response"), _) => {
-            let r = l.response.unwrap_or(Value::Null);
-            if let Some(models) = r["response"]["models"].as_array() {
-                return Ok(StreamEvent::Models(
-                    models
-                        .iter()
-                        .filter_map(|m| m["value"].as_str().map(str::to_string))
-                        .collect(),
-                ));
-            }
-            StreamEvent::ControlResponse {
-                request_id: r["request_id"].as_str().unwrap_or_default().to_string(),
-                success: r["subtype"] == "success",
-                payload: if r["subtype"] == "success" {
-                    r["response"].clone()
-                } else {
-                    r["error"].clone()
-                },
-            }
+            control_response(l.response.as_ref().unwrap_or(&Value::Null))
         }
         (Some("rate_limit_event"), _) => StreamEvent::RateLimit(RateLimitInfo::parse(
             l.rate_limit_info.as_ref().unwrap_or(&Value::Null),
         )),
-        (Some("result"), _) => StreamEvent::Result(ResultLine {
+        (Some("result"), _) => StreamEvent::Result(ResultLine::from_line(l)),
+        _ => StreamEvent::Other,
+    })
+}
+
+impl ResultLine {
+    /// The last line of a run.
+    fn from_line(l: Line<'_>) -> Self {
+        Self {
             subtype: owned(l.subtype).unwrap_or_default(),
             // A result without `is_error` is not trusted as success.
             is_error: l.is_error.unwrap_or(true),
@@ -310,23 +435,62 @@ pub fn parse_line(line: impl AsRef<[u8]>) -> Result<StreamEvent, serde_json::Err
                 .into_iter()
                 .filter_map(|d| d.tool_name)
                 .collect(),
-        }),
-        _ => StreamEvent::Other,
-    })
+            context_window: l
+                .model_usage
+                .iter()
+                .flat_map(|m| m.values())
+                .filter_map(|u| u.context_window)
+                .max(),
+        }
+    }
+}
+/// The CLI's answer to one of our control requests; the model list rides in one.
+fn control_response(r: &Value) -> StreamEvent {
+    if let Some(models) = r["response"]["models"].as_array() {
+        return StreamEvent::Models(
+            models
+                .iter()
+                .filter_map(|m| m["value"].as_str().map(str::to_string))
+                .collect(),
+        );
+    }
+    StreamEvent::ControlResponse {
+        request_id: r["request_id"].as_str().unwrap_or_default().to_string(),
+        success: r["subtype"] == "success",
+        payload: if r["subtype"] == "success" {
+            r["response"].clone()
+        } else {
+            r["error"].clone()
+        },
+    }
 }
 
 /// The CLI prints one `assistant` line per content block, so the first block decides.
 fn assistant_event(message: Option<Message>) -> StreamEvent {
-    let Some(block) = message.and_then(|m| m.content.into_iter().next()) else {
+    let Some(message) = message else {
+        return StreamEvent::Other;
+    };
+    let context_tokens = message.usage.as_ref().map(Usage::context);
+    let Some(block) = message.content.into_iter().next() else {
         return StreamEvent::Other;
     };
     match block.kind.as_str() {
         "tool_use" => {
             let name = block.name.unwrap_or_else(|| "tool".into());
-            let detail = tool_detail(&name, block.input.as_ref().unwrap_or(&Value::Null));
-            StreamEvent::ToolUse(ToolUse { name, detail })
+            let input = block.input.unwrap_or(Value::Null);
+            let detail = tool_detail(&name, &input);
+            StreamEvent::ToolUse(ToolUse {
+                id: block.id.unwrap_or_default(),
+                name,
+                detail,
+                input,
+                context_tokens,
+            })
         }
-        "text" => StreamEvent::Text(block.text.unwrap_or_default()),
+        "text" => StreamEvent::Text {
+            text: block.text.unwrap_or_default(),
+            context_tokens,
+        },
         _ => StreamEvent::Other,
     }
 }
@@ -358,76 +522,4 @@ fn tool_detail(name: &str, input: &Value) -> String {
 }
 
 #[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn a_tool_use_block_becomes_a_summary() {
-        let line = r#"{"type":"assistant","message":{"id":"m","content":[{"type":"tool_use","id":"t","name":"Edit","input":{"file_path":"src/lib.rs","old_string":"a"}}]}}"#;
-        let StreamEvent::ToolUse(t) = parse_line(line).expect("valid json") else {
-            panic!("not a tool use");
-        };
-        assert_eq!(t.summary(), "Edit: src/lib.rs");
-    }
-
-    #[test]
-    fn a_result_without_is_error_is_not_success() {
-        let StreamEvent::Result(r) = parse_line(r#"{"type":"result","result":"x"}"#).expect("json")
-        else {
-            panic!("not a result");
-        };
-        assert!(r.is_error);
-    }
-
-    #[test]
-    fn escaped_strings_and_odd_errors_are_read() {
-        let line =
-            r#"{"type":"result","is_error":true,"session_id":"a\"b","errors":["x",{"code":1}]}"#;
-        let StreamEvent::Result(r) = parse_line(line).expect("json") else {
-            panic!("not a result");
-        };
-        assert_eq!(r.session_id.as_deref(), Some("a\"b"));
-        assert_eq!(r.errors, ["x", "{\"code\":1}"]);
-    }
-
-    #[test]
-    fn a_rate_limit_event_is_read_whatever_the_shape_of_its_reset_time() {
-        let read = |reset: &str| {
-            let line = format!(
-                r#"{{"type":"rate_limit_event","rate_limit_info":{{"status":"rejected","resetsAt":{reset},"rateLimitType":"five_hour"}},"session_id":"s"}}"#
-            );
-            match parse_line(line).expect("json") {
-                StreamEvent::RateLimit(r) => r,
-                other => panic!("not a rate limit: {other:?}"),
-            }
-        };
-        for reset in [
-            "1764650000",
-            "1764650000.5",
-            "\"1764650000\"",
-            "1764650000000",
-        ] {
-            let r = read(reset);
-            assert!(r.is_rejected());
-            assert_eq!(r.resets_at, Some(1_764_650_000), "{reset}");
-            assert_eq!(r.limit_type.as_deref(), Some("five_hour"));
-        }
-        assert_eq!(read("null").resets_at, None);
-        assert_eq!(read("\"soon\"").resets_at, None);
-        let StreamEvent::RateLimit(r) = parse_line(r#"{"type":"rate_limit_event"}"#).expect("json")
-        else {
-            panic!("not a rate limit");
-        };
-        assert!(!r.is_rejected());
-    }
-
-    #[test]
-    fn garbage_is_an_error_not_a_panic() {
-        assert!(parse_line("this is not json").is_err());
-        assert!(parse_line("[1,2]").is_err(), "not an object");
-        assert_eq!(
-            parse_line(r#"{"type":"stream_event"}"#).expect("json"),
-            StreamEvent::Other
-        );
-    }
-}
+mod tests;

@@ -1,0 +1,227 @@
+//! The CLI sealed in bubblewrap (`claude.sandbox`): through the real binary's console, the
+//! stand-in's Bash tool really runs commands inside the sandbox and reports what they saw.
+//! The same probes run without the sandbox first, so each one is shown to reach its target
+//! when nothing stops it.
+
+use std::path::Path;
+
+use crate::support::real_cli::{real_claude, MessagesStub};
+use crate::support::{run_with_config, TestEnv};
+
+/// Paths a CLI in channel `alpha` must not read, named for the report.
+struct Secrets {
+    token_file: String,
+    database: String,
+    credential: String,
+    other_project: String,
+    overlay: String,
+}
+
+/// A deployment outside `/tmp` with a token file, a credentials directory, a second channel's
+/// repository and the database, all readable by the service's user.
+fn deployment(env: &TestEnv, sandbox: &str) -> (std::path::PathBuf, Secrets) {
+    let secrets = env.path("secrets");
+    std::fs::create_dir_all(&secrets).expect("mkdir");
+    std::fs::write(secrets.join("discord-token"), "TOKEN-SECRET\n").expect("write");
+    let creds = env.path("credentials");
+    std::fs::create_dir_all(&creds).expect("mkdir");
+    std::fs::write(creds.join("claude-oauth-token"), "CRED-SECRET\n").expect("write");
+    std::fs::write(env.path("proj2/plans.txt"), "BETA-SECRET\n").expect("write");
+    let overlay = env.overlay(
+        &format!("sandbox = \"{sandbox}\""),
+        &format!(
+            "[discord]\ntoken_file = \"{}\"\n",
+            secrets.join("discord-token").display()
+        ),
+    );
+    let s = Secrets {
+        token_file: secrets.join("discord-token").display().to_string(),
+        database: env.db().display().to_string(),
+        credential: creds.join("claude-oauth-token").display().to_string(),
+        other_project: env.path("proj2/plans.txt").display().to_string(),
+        overlay: overlay.display().to_string(),
+    };
+    (overlay, s)
+}
+
+/// A Bash script that tries each secret, the environment of every process it can see (the
+/// service's holds the bot token), and writes `written` into its own project.
+fn probe_script(s: &Secrets, written: &str) -> String {
+    use std::fmt::Write as _;
+    let mut script = String::from("cat /dev/null");
+    for (name, path) in [
+        ("token", &s.token_file),
+        ("database", &s.database),
+        ("credential", &s.credential),
+        ("beta", &s.other_project),
+        ("overlay", &s.overlay),
+    ] {
+        let _ = write!(
+            script,
+            "; if head -c 64 '{path}' >/dev/null 2>&1; then echo READ-{name}; else echo DENIED-{name}; fi"
+        );
+    }
+    script.push_str(
+        "; if grep -qa BOT-ENV-SECRET /proc/[0-9]*/environ 2>/dev/null; then echo READ-environ; else echo DENIED-environ; fi",
+    );
+    let _ = write!(script, "; echo {written} > written.txt && echo WROTE-alpha");
+    script
+}
+
+/// One message to `alpha` whose Bash call tries each secret, the environment of every process
+/// it can see, and a write into its own project; the console's output.
+fn probe(env: &TestEnv, overlay: &Path, s: &Secrets) -> String {
+    let script = probe_script(s, "in-alpha");
+    let creds = env.path("credentials");
+    let (status, out, err) = run_with_config(
+        overlay,
+        &["console", "--channel", "alpha"],
+        &format!("TOOL:{script}\n"),
+        &[
+            ("CREDENTIALS_DIRECTORY", creds.to_str().expect("utf-8")),
+            ("DISCORD_TOKEN", "BOT-ENV-SECRET"),
+        ],
+    );
+    assert!(status.success(), "{out}{err}");
+    out
+}
+
+const TARGETS: [&str; 6] = [
+    "token",
+    "database",
+    "credential",
+    "beta",
+    "overlay",
+    "environ",
+];
+
+#[test]
+fn without_the_sandbox_every_probe_reaches_its_target() {
+    let env = TestEnv::outside_tmp();
+    let (overlay, s) = deployment(&env, "none");
+    let out = probe(&env, &overlay, &s);
+    for t in TARGETS {
+        assert!(out.contains(&format!("READ-{t}")), "{t}: {out}");
+    }
+    assert!(out.contains("WROTE-alpha"), "{out}");
+}
+
+#[test]
+fn inside_the_sandbox_secrets_the_database_and_other_channels_are_out_of_reach() {
+    let env = TestEnv::outside_tmp();
+    let (overlay, s) = deployment(&env, "bubblewrap");
+    let out = probe(&env, &overlay, &s);
+    for t in TARGETS {
+        assert!(out.contains(&format!("DENIED-{t}")), "{t}: {out}");
+    }
+    assert!(out.contains("WROTE-alpha"), "{out}");
+    assert_eq!(
+        std::fs::read_to_string(env.path("proj/written.txt")).expect("written"),
+        "in-alpha\n"
+    );
+    // The service's own files are still there, and untouched.
+    assert_eq!(
+        std::fs::read_to_string(env.path("proj2/plans.txt")).expect("beta"),
+        "BETA-SECRET\n"
+    );
+}
+
+#[test]
+fn bubblewrap_that_cannot_run_stops_the_start_and_auto_goes_on_without_it() {
+    let env = TestEnv::outside_tmp();
+    let missing = env.path("no-such-bwrap");
+    let overlay = env.overlay(
+        "sandbox = \"bubblewrap\"",
+        &format!("[sandbox]\nbwrap = \"{}\"\n", missing.display()),
+    );
+    let (status, out, err) = run_with_config(&overlay, &["check"], "", &[]);
+    assert!(!status.success(), "{out}{err}");
+    assert!(
+        out.contains("sandbox") && out.contains("no-such-bwrap"),
+        "{out}"
+    );
+    let (status, _, err) =
+        run_with_config(&overlay, &["console", "--channel", "alpha"], "hi\n", &[]);
+    assert!(!status.success(), "{err}");
+    assert!(err.contains("claude.sandbox"), "{err}");
+    let overlay = env.overlay(
+        "sandbox = \"auto\"",
+        &format!("[sandbox]\nbwrap = \"{}\"\n", missing.display()),
+    );
+    let (status, out, err) =
+        run_with_config(&overlay, &["console", "--channel", "alpha"], "hi\n", &[]);
+    assert!(status.success(), "{out}{err}");
+    assert!(out.contains("echo: hi"), "{out}");
+    assert!(err.contains("NO SANDBOX"), "{err}");
+}
+
+#[test]
+fn the_real_cli_in_the_sandbox_cannot_reach_secrets_through_bash_or_read() {
+    let env = TestEnv::outside_tmp();
+    let claude = real_claude();
+    let stub = MessagesStub::start(&env.path("messages.jsonl"));
+    let (_, s) = deployment(&env, "bubblewrap");
+    let overlay = env.path("real.toml");
+    std::fs::write(
+        &overlay,
+        format!(
+            "[claude]\nbinary = \"{}\"\nsandbox = \"bubblewrap\"\npermission_mode = \"bypassPermissions\"\n\
+             timeout_secs = 120\n\
+             [claude.env]\nHOME = \"{}\"\nANTHROPIC_BASE_URL = \"{}\"\nANTHROPIC_API_KEY = \"sk-test\"\n\
+             IS_SANDBOX = \"1\"\nDISABLE_AUTOUPDATER = \"1\"\n\
+             [store]\npath = \"{}\"\n[discord]\ntoken_file = \"{}\"\n\
+             [[channel]]\nid = 1001\nname = \"alpha\"\nproject_dir = \"{}\"\n\
+             [[channel]]\nid = 1002\nname = \"beta\"\nproject_dir = \"{}\"\n",
+            claude.display(),
+            env.path("home").display(),
+            stub.base,
+            s.database,
+            s.token_file,
+            env.path("proj").display(),
+            env.path("proj2").display(),
+        ),
+    )
+    .expect("overlay");
+    let s = Secrets {
+        overlay: overlay.display().to_string(),
+        ..s
+    };
+    let bash = probe_script(&s, "real");
+    let call = |tool: &str, input: serde_json::Value| format!("CALL:{tool}:{input}\n");
+    let stdin = [
+        call("Bash", serde_json::json!({ "command": bash })),
+        call("Read", serde_json::json!({ "file_path": s.token_file })),
+        call("Read", serde_json::json!({ "file_path": s.other_project })),
+    ]
+    .concat();
+    let creds = env.path("credentials");
+    let (status, out, err) = run_with_config(
+        &overlay,
+        &["console", "--channel", "alpha"],
+        &stdin,
+        &[
+            ("CREDENTIALS_DIRECTORY", creds.to_str().expect("utf-8")),
+            ("DISCORD_TOKEN", "BOT-ENV-SECRET"),
+        ],
+    );
+    assert!(status.success(), "{out}{err}");
+    for t in TARGETS {
+        assert!(out.contains(&format!("DENIED-{t}")), "{t}: {out}");
+    }
+    assert!(out.contains("WROTE-alpha"), "{out}");
+    assert_eq!(
+        std::fs::read_to_string(env.path("proj/written.txt")).expect("written"),
+        "real\n"
+    );
+    // The Read tool: a hidden file is an unreadable one, a hidden directory an empty one.
+    assert!(out.contains("EACCES: permission denied"), "{out}");
+    assert!(out.contains("File does not exist"), "{out}");
+    for secret in [
+        "TOKEN-SECRET",
+        "BETA-SECRET",
+        "CRED-SECRET",
+        "BOT-ENV-SECRET",
+    ] {
+        assert!(!out.contains(secret), "{secret}: {out}");
+    }
+}
