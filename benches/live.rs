@@ -1,7 +1,8 @@
 //! Live sessions against a spawn per message.
 //!
 //! Run: `cargo build --release -p fake-claude && cargo bench --bench live` (options:
-//! `-- --turns N`, default 400).
+//! `-- --turns N`, default 400; `--limits`: every spend and message limit set, high enough
+//! never to refuse, so each message pays for its check).
 //!
 //! 1. Per-turn time through the coordinator (message routed → reply delivered, the real
 //!    registry, channel actors and SQLite store, the release stand-in), **cold** (`claude.
@@ -36,6 +37,10 @@ fn turns_arg() -> usize {
         .unwrap_or(400)
 }
 
+fn limits_arg() -> bool {
+    std::env::args().any(|a| a == "--limits")
+}
+
 fn histogram() -> Histogram<u64> {
     Histogram::new_with_bounds(1, 60_000_000, 3).expect("bounds")
 }
@@ -54,6 +59,15 @@ fn through_coordinator(
     let mut settings = support::settings(dir.path(), conversations, conversations);
     settings.claude.live_sessions = live;
     settings.claude.max_warm_sessions = conversations;
+    if limits_arg() {
+        let l = &mut settings.limits;
+        l.user_daily_usd = 1e6;
+        l.user_monthly_usd = 1e6;
+        l.channel_daily_usd = 1e6;
+        l.channel_monthly_usd = 1e6;
+        l.user_messages_per_hour = 100_000;
+        l.channel_messages_per_hour = 100_000;
+    }
     let rounds = (turns / conversations).max(2) + 1;
     actix::System::new().block_on(async move {
         let app = Application::build(settings).await.expect("build");
@@ -179,7 +193,14 @@ fn direct(turns: usize) -> Histogram<u64> {
 
 fn main() {
     let turns = turns_arg();
-    println!("live sessions: {turns} turns per side (release stand-in)");
+    println!(
+        "live sessions: {turns} turns per side (release stand-in){}",
+        if limits_arg() {
+            ", every limit set"
+        } else {
+            ""
+        }
+    );
     let mut warm_one = None;
     for conversations in [1, 20] {
         let (cold, _) = through_coordinator(conversations, false, turns);

@@ -163,6 +163,8 @@ fn floor_with_store(messages: usize, channels: usize, cap: usize) -> f64 {
                     error: None,
                     reply: None,
                     context: None,
+                    author: None,
+                    message: None,
                 });
             });
             (started, messages / channels * channels)

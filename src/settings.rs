@@ -14,6 +14,7 @@ use actors::claude::ClaudeConfig;
 use actors::conversation::ChannelProfile;
 use actors::discord::{AccessConfig, ChannelAccess, DiscordConfig};
 use actors::files::FilesConfig;
+use actors::limits::LimitsConfig;
 use actors::recovery::RecoveryConfig;
 use actors::store::StoreConfig;
 use config::{Config, Environment, File, FileFormat};
@@ -101,6 +102,9 @@ pub struct Settings {
     pub files: FilesConfig,
     /// What each CLI process's sandbox hides and lets it write (`claude.sandbox` turns it on).
     pub sandbox: SandboxConfig,
+    /// Spend and message limits per person and per channel.
+    #[serde(default)]
+    pub limits: LimitsConfig,
     /// The overlay file these settings were read from (hidden from the CLI).
     #[serde(skip)]
     pub overlay: Option<PathBuf>,
@@ -410,6 +414,9 @@ impl Settings {
     /// Numbers that become durations, counts or sizes: bounded, so none can overflow a clock or
     /// a counter at run time.
     fn validate_ranges(&self) -> Result<(), SettingsError> {
+        self.limits
+            .validate()
+            .map_err(|(key, reason)| invalid(format!("limits.{key}"), reason))?;
         for (key, value, least, most) in self.ranges() {
             if !(least..=most).contains(&value) {
                 return Err(invalid(

@@ -138,6 +138,7 @@ impl Application {
         let git = actors::worktree::Git::new(self.runner.helper_env());
         let state_dir = self.state_dir();
         let shutdown = self.shutdown.clone();
+        let spend_limits = Arc::new(self.settings.limits.clone());
         move |front| {
             let idle = limits.idle();
             let deps = ChannelDeps {
@@ -156,6 +157,7 @@ impl Application {
                 git,
                 state_dir,
                 shutdown,
+                limits: spend_limits,
             };
             let registry = ChannelRegistry::new(deps, idle).start();
             if let Some(restore) = restore {

@@ -152,12 +152,19 @@ pub enum Command {
     Context,
     /// Compact the conversation (the CLI's `/compact`).
     Compact,
+    /// The spend and message limits.
+    Limits,
+    /// Lift a person's own limits until the end of the day (approvers).
+    LiftLimits(UserId),
 }
 
 impl Command {
     /// Whether only approvers may run it.
     pub fn needs_approver(&self) -> bool {
-        matches!(self, Self::RulesClear | Self::Mode(Some(_)))
+        matches!(
+            self,
+            Self::RulesClear | Self::Mode(Some(_)) | Self::LiftLimits(_)
+        )
     }
 }
 

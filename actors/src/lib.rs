@@ -74,6 +74,7 @@ pub mod discord;
 pub mod files;
 pub mod frontend;
 pub mod ids;
+pub mod limits;
 pub mod metrics;
 pub mod recovery;
 pub mod registry;

@@ -84,6 +84,8 @@ pub enum Metric {
         /// Whether the CLI announced that time (else a backoff).
         announced: bool,
     },
+    /// A spend or message limit refused a message.
+    LimitRefused(crate::limits::LimitKind),
     /// The registry's state.
     Registry {
         /// Channel actors alive.
@@ -236,6 +238,8 @@ pub struct MetricsActor {
     /// Usage-limit pauses so far, and the end of the latest.
     usage_pauses: u64,
     paused_until: Option<std::time::SystemTime>,
+    /// Messages refused by a limit: per person (spend, rate), per channel (spend, rate).
+    limit_refusals: [u64; 4],
 }
 
 impl MetricsActor {
@@ -263,6 +267,7 @@ impl MetricsActor {
             approval_wait_ms: hist(24 * 3600 * 1000),
             usage_pauses: 0,
             paused_until: None,
+            limit_refusals: [0; 4],
         }
     }
 
@@ -321,6 +326,15 @@ impl MetricsActor {
             paused = paused.is_some(),
             paused_until = paused.map(|t| humantime::format_rfc3339_seconds(t).to_string()).unwrap_or_default(),
             pauses = self.usage_pauses,
+        );
+        let [user_spend, user_rate, channel_spend, channel_rate] = self.limit_refusals;
+        info!(
+            target: "metrics",
+            kind = "limits",
+            refused_user_spend = user_spend,
+            refused_user_rate = user_rate,
+            refused_channel_spend = channel_spend,
+            refused_channel_rate = channel_rate,
         );
         let q = |h: &Histogram<u64>, p: f64| {
             if h.is_empty() {
@@ -485,6 +499,16 @@ impl Handler<RecordMetric> for MetricsActor {
             Metric::UsagePause { until, .. } => {
                 self.usage_pauses += 1;
                 self.paused_until = Some(until);
+            }
+            Metric::LimitRefused(kind) => {
+                use crate::limits::LimitKind as K;
+                let i = match kind {
+                    K::UserDaily | K::UserMonthly => 0,
+                    K::UserRate => 1,
+                    K::ChannelDaily | K::ChannelMonthly => 2,
+                    K::ChannelRate => 3,
+                };
+                self.limit_refusals[i] += 1;
             }
         }
     }

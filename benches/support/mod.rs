@@ -26,7 +26,7 @@ pub fn stand_in() -> PathBuf {
 /// A deployment with `channels` channels sharing one project directory.
 pub fn settings(dir: &Path, channels: usize, cap: usize) -> Settings {
     let mut text = format!(
-        "[claude]\nbinary = \"{}\"\nmax_concurrent_runs = {cap}\n[claude.env]\nHOME = \"{}\"\n\
+        "[claude]\nbinary = \"{}\"\nmax_concurrent_runs = {cap}\nsandbox = \"none\"\n[claude.env]\nHOME = \"{}\"\n\
          [store]\npath = \"{}\"\n[channels]\nqueue_limit = 100000\nidle_secs = 0\ncommand_prefix = \"!\"\n\
          [log]\nformat = \"text\"\nfilter = \"error\"\n",
         stand_in().display(),

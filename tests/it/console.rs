@@ -267,7 +267,11 @@ fn durations_too_large_for_a_clock_are_refused_naming_the_key() {
 #[test]
 fn invalid_settings_fail_at_start_naming_the_key() {
     let env = TestEnv::new();
-    let cases: [(&str, &str, &str); 6] = [
+    let cases: [(&str, &str, &str); 10] = [
+        ("", "[limits]\nuser_daily_usd = -1", "limits.user_daily_usd"),
+        ("", "[limits]\nuser_messages_per_hour = 1000001", "limits.user_messages_per_hour"),
+        ("", "[limits]\ntimezone = \"Mars/Olympus\"", "timezone"),
+        ("sandbox = \"sometimes\"", "", "claude.sandbox"),
         ("timeout_secs = 0", "", "claude.timeout_secs"),
         ("permission_mode = \"yolo\"", "", "claude.permission_mode"),
         ("max_concurrent_runs = \"many\"", "", "max_concurrent_runs"),

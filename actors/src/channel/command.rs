@@ -5,7 +5,8 @@
 
 use std::fmt::Write as _;
 use std::path::Path;
-use std::time::{Duration, SystemTime, UNIX_EPOCH};
+use std::sync::Arc;
+use std::time::Duration;
 
 use actix::prelude::*;
 use tracing::info;
@@ -16,8 +17,8 @@ use crate::claude::PermissionMode;
 pub use crate::frontend::Command;
 use crate::frontend::{CancelReason, Origin, ReplyKind, ReplyTo};
 use crate::store::{
-    ClearRules, GetUsage, LoadRules, Overrides, ResetConversation, RetryInterrupted, SaveOverrides,
-    StoreError,
+    ClearRules, GetUsage, ListSpend, LoadRules, Overrides, ResetConversation, RetryInterrupted,
+    SaveOverrides, StoreError,
 };
 
 /// `text` as a command, if it is one (`prefix` empty: never).
@@ -52,6 +53,10 @@ pub(super) fn parse(text: &str, prefix: &str) -> Option<Command> {
         ("handoff", 0) => Some(Command::Handoff),
         ("context", 0) => Some(Command::Context),
         ("compact", 0) => Some(Command::Compact),
+        ("limits", 0) => Some(Command::Limits),
+        ("limits", 2) if arg[0].eq_ignore_ascii_case("lift") => {
+            crate::text::mentioned_user(arg[1]).map(Command::LiftLimits)
+        }
         _ => None,
     }
 }
@@ -79,7 +84,8 @@ pub(super) fn help(prefix: &str, project_dir: &Path) -> String {
          Commands: `{prefix}status` (what is happening), `{prefix}cancel` (stop the current run), \
          `{prefix}reset` (start a new conversation), `{prefix}rules` (the \"always\" permissions; \
          `{prefix}rules clear` forgets them), `{prefix}retry` (run again the message a restart \
-         interrupted), `{prefix}usage` (what it cost), `{prefix}sessions` and `{prefix}resume ID` \
+         interrupted or a limit refused), `{prefix}usage` (what it cost, per person), \
+         `{prefix}limits` (spend and message limits; approvers: `{prefix}limits lift @user`), `{prefix}sessions` and `{prefix}resume ID` \
          (earlier Claude sessions), `{prefix}model [NAME]`, `{prefix}mode [MODE]`, `{prefix}handoff` \
          (continue in a terminal), `{prefix}context` and `{prefix}compact` (the context window); \
          `/claude fork` opens a thread that starts from a copy of this conversation. The same as \
@@ -142,6 +148,8 @@ impl ChannelActor {
             Command::Handoff => busy("handoff"),
             Command::Context => self.context_text(),
             Command::Compact => return self.compact(origin, ctx),
+            Command::Limits => self.deps.limits.describe(),
+            Command::LiftLimits(user) => return self.lift_limits(*user, origin, ctx),
         };
         self.reply(origin, ReplyKind::Command, text, false);
     }
@@ -290,15 +298,14 @@ impl ChannelActor {
     }
 
     fn usage(&mut self, origin: ReplyTo, ctx: &mut Context<Self>) {
-        let now = SystemTime::now()
-            .duration_since(UNIX_EPOCH)
-            .unwrap_or_default();
-        let day_start_ms = (now.as_secs() / 86_400 * 86_400 * 1000) as i64;
+        let limits = Arc::clone(&self.deps.limits);
+        let windows = limits.windows(crate::time::unix_ms());
         let ask = self.deps.store.send(GetUsage {
             conversation_id: self.conversation.id,
             profile_id: self.conversation.profile.id,
-            day_start_ms,
+            day_start_ms: windows.day.0,
         });
+        let people = self.deps.store.send(ListSpend { windows });
         // The CLI's own count, where there is a warm process to ask (`get_usage`, p_22).
         let control = self
             .warm
@@ -306,6 +313,7 @@ impl ChannelActor {
             .and_then(crate::claude::LiveSession::control);
         let work = async move {
             let stored = ask.await;
+            let people = people.await;
             let cli = match control {
                 Some(c) => c.ask("get_usage", Duration::from_secs(2)).await,
                 None => None,
@@ -313,14 +321,15 @@ impl ChannelActor {
             (
                 stored,
                 cli.and_then(|v| v["session"]["total_cost_usd"].as_f64()),
+                people,
             )
         };
-        ctx.spawn(work.into_actor(self).map(move |(res, cli), act, _| {
+        ctx.spawn(work.into_actor(self).map(move |(res, cli, people), act, _| {
             let (mut text, is_error) = match res.map_err(StoreError::from).and_then(|r| r) {
                 Ok(u) => (
                     format!(
-                        "Cost: this conversation ${:.4}; its channel and threads ${:.4}; today (UTC), all conversations ${:.4} over {} run(s).",
-                        u.conversation_usd, u.channel_usd, u.today_usd, u.today_runs
+                        "Cost: this conversation ${:.4}; its channel and threads ${:.4}; today ({}), all conversations ${:.4} over {} run(s).",
+                        u.conversation_usd, u.channel_usd, limits.timezone.name(), u.today_usd, u.today_runs
                     ),
                     false,
                 ),
@@ -328,6 +337,9 @@ impl ChannelActor {
             };
             if let Some(usd) = cli {
                 let _ = write!(text, " The CLI counts ${usd:.4} for its warm process's session.");
+            }
+            if let Ok(Ok(people)) = people {
+                text.push_str(&limits.describe_spend(&people, &windows));
             }
             act.reply(origin, ReplyKind::Command, text, is_error);
         }));
@@ -439,6 +451,12 @@ mod tests {
         assert_eq!(parse("!status", ""), None);
         assert_eq!(parse("!rules", "!"), Some(Command::Rules));
         assert_eq!(parse("!retry", "!"), Some(Command::Retry));
+        assert_eq!(parse("!limits", "!"), Some(Command::Limits));
+        assert_eq!(
+            parse("!limits lift <@42>", "!"),
+            Some(Command::LiftLimits(crate::ids::UserId(42)))
+        );
+        assert_eq!(parse("!limits lift nobody", "!"), None);
         assert_eq!(parse("!rules clear", "!"), Some(Command::RulesClear));
         assert_eq!(parse("!reset", "!"), Some(Command::New));
         assert_eq!(parse("!usage", "!"), Some(Command::Usage));

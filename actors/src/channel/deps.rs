@@ -46,4 +46,6 @@ pub struct ChannelDeps {
     pub state_dir: std::path::PathBuf,
     /// The service's stop.
     pub shutdown: crate::shutdown::Shutdown,
+    /// Spend and message limits per person and channel.
+    pub limits: Arc<crate::limits::LimitsConfig>,
 }

@@ -22,6 +22,7 @@ mod closing;
 mod command;
 mod deps;
 mod job;
+mod limiting;
 mod pool;
 mod queue;
 mod relay;

@@ -249,6 +249,8 @@ impl ChannelActor {
             asks: ctx.address().recipient(),
             withdrawn: ctx.address().recipient(),
             metrics: self.deps.metrics.clone(),
+            limits: Arc::clone(&self.deps.limits),
+            pending_spend: self.saves.pending_spend(),
         };
         let (stored, message_id) = (next.stored, next.origin.message_id);
         self.observe_queue();

@@ -13,6 +13,17 @@ use tracing::warn;
 use super::job::{JobEnd, Prior, Ran};
 use super::ChannelActor;
 use crate::frontend::CancelReason;
+use crate::limits::PendingSpend;
+use crate::store::RecordRun;
+
+/// A record's spend, if it answered a message (only those are checked against limits).
+fn spend_of(record: &RecordRun) -> Option<PendingSpend> {
+    Some(PendingSpend {
+        message: record.message?,
+        author: record.author,
+        usd: record.cost.run_usd,
+    })
+}
 use crate::metrics::{Metric, RecordMetric, RunOutcome};
 use crate::store::{InboxState, Outgoing, StoreError};
 
@@ -22,6 +33,8 @@ pub(super) struct Saves {
     unsaved: VecDeque<Ran>,
     /// A record is being written.
     saving: bool,
+    /// The spend of the run whose record is being written.
+    saving_spend: Option<PendingSpend>,
     /// What the last run leaves for the next one while its record is unwritten.
     carry: Option<Prior>,
 }
@@ -35,6 +48,16 @@ impl Saves {
     /// The next run reads the store (a session was chosen there).
     pub(super) fn forget_carry(&mut self) {
         self.carry = None;
+    }
+
+    /// Who asked for each run whose record is not written yet, and what it cost: spend the
+    /// store cannot show yet.
+    pub(super) fn pending_spend(&self) -> Vec<PendingSpend> {
+        self.unsaved
+            .iter()
+            .filter_map(|r| spend_of(&r.record))
+            .chain(self.saving_spend)
+            .collect()
     }
 
     /// Nothing waiting to be written.
@@ -76,6 +99,12 @@ impl ChannelActor {
                     self.mark(message, InboxState::Failed);
                 }
                 self.deps.replies.do_send(*reply);
+                live
+            }
+            JobEnd::Refused { refusal, live } => {
+                if let Some(c) = current {
+                    self.refused(&c.message, &refusal);
+                }
                 live
             }
             JobEnd::Limited { resets_at, live } => {
@@ -132,9 +161,11 @@ impl ChannelActor {
         // The reply is stored with the record, and its message marked answered, in one
         // transaction: after a crash it is either still to run, or in the outbox.
         record.reply = stored.then(|| Outgoing::of(&reply)).flatten();
+        self.saves.saving_spend = spend_of(&record);
         let write = self.deps.store.send(record);
         ctx.spawn(write.into_actor(self).map(move |res, act, ctx| {
             act.saves.saving = false;
+            act.saves.saving_spend = None;
             match res.map_err(StoreError::from).and_then(|r| r) {
                 Ok(saved) => {
                     act.record = Some(saved.conversation);

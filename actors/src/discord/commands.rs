@@ -59,6 +59,9 @@ pub fn definition() -> Value {
             sub("handoff", "The command that continues this conversation in a terminal", vec![]),
             sub("context", "How full Claude's context window is", vec![]),
             sub("compact", "Summarize the conversation so far to free the context window", vec![]),
+            sub("limits", "The spend and message limits; approvers may lift a person's for today", vec![
+                json!({"type": OPTION_USER, "name": "lift", "description": "Lift this person's own limits until the end of the day (approvers)", "required": false})
+            ]),
             sub("help", "The commands", vec![]),
         ]
     })
@@ -68,6 +71,7 @@ pub fn definition() -> Value {
 const OPTION_SUBCOMMAND: u8 = 1;
 const OPTION_STRING: u8 = 3;
 const OPTION_BOOLEAN: u8 = 5;
+const OPTION_USER: u8 = 6;
 
 /// The string option `name` of a subcommand's options.
 fn string(options: &[CommandDataOption], name: &str) -> Option<String> {
@@ -109,6 +113,15 @@ pub fn parse(data: &CommandData) -> Result<Command, String> {
         "handoff" => Command::Handoff,
         "context" => Command::Context,
         "compact" => Command::Compact,
+        "limits" => options
+            .iter()
+            .find_map(|o| match (o.name.as_str(), &o.value) {
+                ("lift", CommandDataOptionValue::User(u)) => {
+                    Some(Command::LiftLimits(crate::ids::UserId(u.get())))
+                }
+                _ => None,
+            })
+            .unwrap_or(Command::Limits),
         "mode" => Command::Mode(optional("mode")),
         "rules" => {
             let clear = options.iter().any(|o| {
@@ -137,6 +150,7 @@ pub fn is_private(command: &Command) -> bool {
             | Command::Mode(None)
             | Command::Handoff
             | Command::Context
+            | Command::Limits
     )
 }
 
@@ -168,6 +182,14 @@ mod tests {
     #[test]
     fn subcommands_become_the_core_commands() {
         assert_eq!(parse(&data("status", &json!([]))), Ok(Command::Status));
+        assert_eq!(parse(&data("limits", &json!([]))), Ok(Command::Limits));
+        assert_eq!(
+            parse(&data(
+                "limits",
+                &json!([{"type": 6, "name": "lift", "value": "4242"}])
+            )),
+            Ok(Command::LiftLimits(crate::ids::UserId(4242)))
+        );
         assert_eq!(parse(&data("new", &json!([]))), Ok(Command::New));
         assert_eq!(
             parse(&data(

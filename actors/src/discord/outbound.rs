@@ -99,8 +99,9 @@ pub enum Part {
     Notice(MessageId),
     /// The progress message of the run answering `id`.
     Progress(MessageId),
-    /// A notice about `id` that is not its answer (a usage-limit pause, an interrupted run).
-    Note(MessageId),
+    /// Notice `n` about `id` that is not its answer (a usage-limit pause, an interrupted run,
+    /// a limit's refusal).
+    Note(MessageId, u32),
     /// The files attached to the reply to `id`.
     Files(MessageId),
     /// The "queued" notice of `id`.
@@ -117,7 +118,8 @@ impl Part {
             Self::File(id) => format!("{id}-f"),
             Self::Notice(id) => format!("{id}-n"),
             Self::Progress(id) => format!("{id}-p"),
-            Self::Note(id) => format!("{id}-i"),
+            Self::Note(id, 0) => format!("{id}-i"),
+            Self::Note(id, n) => format!("{id}-i{n}"),
             Self::Files(id) => format!("{id}-a"),
             Self::Queued(id) => format!("{id}-q"),
             Self::Ping(id) => format!("{id}-m"),

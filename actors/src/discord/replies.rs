@@ -176,10 +176,10 @@ impl Outbound {
     }
 
     /// Posts a notice about message `about` (one message, cut to Discord's limit).
-    pub async fn send_note(&self, channel: ChannelId, about: MessageId, text: &str) {
+    pub async fn send_note(&self, channel: ChannelId, about: MessageId, n: u32, text: &str) {
         let text = preview(text, DISCORD_LIMIT);
         if let Err(e) = self
-            .send_one(channel, Some(about), &text, &[], &Part::Note(about))
+            .send_one(channel, Some(about), &text, &[], &Part::Note(about, n))
             .await
         {
             error!(channel_id = channel.get(), message_id = about.get(), error = %e, "notice could not be delivered");

@@ -86,6 +86,11 @@ pub struct RecordRun {
     pub reply: Option<Outgoing>,
     /// How full the context window was after the run (tokens, window), if it said.
     pub context: Option<(u64, Option<u64>)>,
+    /// Who asked for the run (`None`: the service itself), for spend limits.
+    pub author: Option<crate::ids::UserId>,
+    /// The message it answered, if it answered one (so a limit check can tell whether this
+    /// record is written yet).
+    pub message: Option<crate::ids::MessageId>,
 }
 
 /// Forget a conversation's session id, so its next message starts a new Claude session.
@@ -291,6 +296,7 @@ fn record_run(conn: &mut Connection, msg: RecordRun) -> rusqlite::Result<Recorde
         msg.profile_id,
         row.session_id.as_deref(),
         update.run_usd,
+        (msg.author, msg.message),
     )?;
     let values = params![
         to_sql_id(row.id),

@@ -4,8 +4,9 @@
 //! A row is written before its message is queued (the queue in memory is a cache of this
 //! table), keyed by the Discord message id so a second copy of a message is dropped. Its state
 //! only moves forward — queued → running → answered / failed, queued → skipped, running →
-//! interrupted (found running at start-up) → queued again (`!retry`), running → queued (a
-//! usage limit put it back) — and every update names the states it may move from, so two
+//! interrupted (found running at start-up) → queued again (`!retry`), running → refused (a
+//! spend or message limit) → queued again (`!retry`), running → queued (a usage limit put
+//! it back) — and every update names the states it may move from, so two
 //! updates that the store's threads happen to run out of order cannot move a row backwards.
 
 use actix::{Handler, Message};
@@ -43,7 +44,8 @@ pub struct MarkMessage {
 #[rtype(result = "Result<Vec<Unfinished>, StoreError>")]
 pub struct TakeUnfinished;
 
-/// `!retry`: the conversation's most recent interrupted message, queued again.
+/// `!retry`: the conversation's most recent message a stop interrupted or a limit refused,
+/// queued again.
 #[derive(Debug, Message)]
 #[rtype(result = "Result<Option<Inbound>, StoreError>")]
 pub struct RetryInterrupted {
@@ -85,6 +87,8 @@ pub enum InboxState {
     Skipped,
     /// It was running when the service stopped; only `!retry` runs it again.
     Interrupted,
+    /// A spend or message limit refused it; the user was told, and `!retry` runs it.
+    Refused,
 }
 
 impl InboxState {
@@ -96,17 +100,18 @@ impl InboxState {
             Self::Failed => "failed",
             Self::Skipped => "skipped",
             Self::Interrupted => "interrupted",
+            Self::Refused => "refused",
         }
     }
 
     /// The states a row may move here from.
     fn comes_from(self) -> &'static [&'static str] {
         match self {
-            // `!retry` of an interrupted one; a run put back by a usage limit.
-            Self::Queued => &["interrupted", "running"],
+            // `!retry` of an interrupted or refused one; a run put back by a usage limit.
+            Self::Queued => &["interrupted", "refused", "running"],
             Self::Running | Self::Skipped => &["queued"],
             Self::Answered | Self::Failed => &["queued", "running"],
-            Self::Interrupted => &["running"],
+            Self::Interrupted | Self::Refused => &["running"],
         }
     }
 }
@@ -284,7 +289,7 @@ impl Handler<RetryInterrupted> for SessionStoreActor {
             let conn = s.conn()?;
             let found = conn
                 .prepare_cached(&format!(
-                    "SELECT {COLUMNS} FROM inbox WHERE conversation_id = ?1 AND state = 'interrupted' \
+                    "SELECT {COLUMNS} FROM inbox WHERE conversation_id = ?1 AND state IN ('interrupted', 'refused') \
                      ORDER BY message_id DESC LIMIT 1"
                 ))
                 .and_then(|mut st| {
@@ -343,7 +348,7 @@ impl Handler<PruneDelivered> for SessionStoreActor {
             let inbox = tx
                 .execute(
                     "DELETE FROM inbox WHERE updated_at_ms < ?1 \
-                     AND state IN ('answered', 'failed', 'skipped', 'interrupted') \
+                     AND state IN ('answered', 'failed', 'skipped', 'interrupted', 'refused') \
                      AND message_id NOT IN (SELECT MAX(message_id) FROM inbox GROUP BY conversation_id)",
                     [msg.before_ms],
                 )
@@ -355,7 +360,11 @@ impl Handler<PruneDelivered> for SessionStoreActor {
                 )
                 .map_err(StoreError::database)?;
             let costs = tx
-                .execute("DELETE FROM run_costs WHERE at_ms < ?1", [msg.before_ms])
+                // Monthly spend limits read back to the first of the month.
+                .execute(
+                    "DELETE FROM run_costs WHERE at_ms < ?1",
+                    [msg.before_ms.min(crate::time::unix_ms() - 32 * 86_400_000)],
+                )
                 .map_err(StoreError::database)?;
             tx.execute(
                 "DELETE FROM outbox_files WHERE message_id NOT IN (SELECT message_id FROM outbox)",

@@ -10,13 +10,14 @@
 //! "always" rules), `audit` (permission decisions), `processes` (CLI processes running),
 //! `inbox` (accepted messages until they are answered), `outbox` (replies until they are
 //! delivered), `sessions` (each conversation's sessions, run costs, and the model and mode
-//! chosen from chat); and `open` (opening, migrations), `upkeep` (checkpoint, backup, figures),
+//! chosen from chat), `limits` (spend and messages per person and channel, and lifts); and `open` (opening, migrations), `upkeep` (checkpoint, backup, figures),
 //! `error` (what can go wrong).
 
 mod audit;
 mod conversations;
 mod error;
 mod inbox;
+mod limits;
 mod open;
 mod outbox;
 mod processes;
@@ -42,6 +43,7 @@ pub use inbox::{
     AcceptMessage, AttachmentMeta, Inbound, InboxState, LastSeen, ListLastSeen, MarkMessage,
     PruneDelivered, RetryInterrupted, TakeUnfinished, Unfinished,
 };
+pub use limits::{LiftLimits, ListSpend, MeasureSpend};
 pub use open::{check_writable, open_pool, StoreConfig};
 pub use outbox::{Delivery, ListUndelivered, OutboxState, Outgoing, RecordDelivery};
 pub use processes::{ForgetProcess, RecordProcess, TakeLeftProcesses};

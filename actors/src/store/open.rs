@@ -135,6 +135,20 @@ const MIGRATIONS: &[&str] = &[
     "ALTER TABLE conversations ADD COLUMN fork_pending INTEGER NOT NULL DEFAULT 0;
      ALTER TABLE conversations ADD COLUMN context_tokens INTEGER;
      ALTER TABLE conversations ADD COLUMN context_window INTEGER;",
+    // 10: spend and message limits: who asked for each run (and with which message), the messages each person and
+    // channel ran in the last hour, and approvers' lifts.
+    "ALTER TABLE run_costs ADD COLUMN author_id INTEGER;
+     ALTER TABLE run_costs ADD COLUMN message_id INTEGER;
+     CREATE INDEX run_costs_author ON run_costs(author_id, at_ms);
+     CREATE INDEX run_costs_profile ON run_costs(profile_id, at_ms);
+     CREATE INDEX inbox_author ON inbox(author_id, received_at_ms);
+     CREATE INDEX inbox_profile ON inbox(profile_id, received_at_ms);
+     CREATE TABLE limit_lifts (
+         user_id    INTEGER PRIMARY KEY,
+         until_ms   INTEGER NOT NULL,
+         lifted_by  INTEGER NOT NULL,
+         at_ms      INTEGER NOT NULL
+     );",
 ];
 
 /// How to open the store.

@@ -48,6 +48,18 @@ pub(super) struct Queued {
 pub(super) struct Progress {
     running: HashMap<MessageId, Running>,
     pub(super) queued: HashMap<MessageId, Queued>,
+    /// Notices sent about each message not answered yet: each gets its own nonce (a message
+    /// refused, retried and refused again is told twice), and the answer forgets the count.
+    notes: HashMap<MessageId, u32>,
+}
+
+impl Progress {
+    /// The number of the next notice about `about` (0 first).
+    pub(super) fn next_note(&mut self, about: MessageId) -> u32 {
+        let count = self.notes.entry(about).or_default();
+        *count += 1;
+        *count - 1
+    }
 }
 
 /// Remember where a "queued" notice was posted.
@@ -196,13 +208,15 @@ impl Handler<DeliverReply> for DiscordGateway {
         let (channel, reply_to) = (origin.channel_id, origin.message_id);
         let out = self.outbound.clone();
         if msg.kind == ReplyKind::Notice {
+            let n = self.progress.next_note(reply_to);
             self.send_in_order(
                 channel,
-                async move { out.send_note(channel, reply_to, &msg.text).await },
+                async move { out.send_note(channel, reply_to, n, &msg.text).await },
                 ctx,
             );
             return;
         }
+        self.progress.notes.remove(&reply_to);
         self.close_notice(reply_to, ctx);
         // The run's progress ends first; the reply waits until no "typing…" can follow it.
         let (stopped, ran_for) = match self.progress.running.remove(&reply_to) {

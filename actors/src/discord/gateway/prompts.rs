@@ -108,9 +108,10 @@ impl DiscordGateway {
         let text = format!(
             "⚠️ Claude asked for a permission, but the request could not be shown here ({why}), so it was denied and Claude was told."
         );
+        let n = self.progress.next_note(about);
         self.send_in_order(
             channel,
-            async move { out.send_note(channel, about, &text).await },
+            async move { out.send_note(channel, about, n, &text).await },
             ctx,
         );
     }
