@@ -63,10 +63,16 @@ fn measure(name: &str, binary: &Path, sandbox: &Sandbox, dir: &Path, starts: usi
     let (proj, home) = (dir.join("proj"), dir.join("home"));
     for _ in 0..starts {
         let mut direct = Command::new(binary);
-        direct.arg("--version").current_dir(&proj).env("HOME", &home);
+        direct
+            .arg("--version")
+            .current_dir(&proj)
+            .env("HOME", &home);
         let _ = plain.record(run(direct));
         let mut wrapped = sandbox.command(binary, &proj, &proj, Some(&home));
-        wrapped.arg("--version").current_dir(&proj).env("HOME", &home);
+        wrapped
+            .arg("--version")
+            .current_dir(&proj)
+            .env("HOME", &home);
         let _ = sealed.record(run(wrapped));
     }
     report(name, &plain, &sealed);
@@ -87,10 +93,25 @@ fn main() {
     let hidden = [dir.path().join("state"), dir.path().join("other")];
     let sandbox = Sandbox::new(&config, hidden, &dir.path().join("state"))
         .expect("bubblewrap works here (apt-get install -y bubblewrap)");
-    println!("sandbox cost per CLI start: {} starts per side (stand-in)", args.starts);
-    measure("stand-in", &support::stand_in(), &sandbox, dir.path(), args.starts);
+    println!(
+        "sandbox cost per CLI start: {} starts per side (stand-in)",
+        args.starts
+    );
+    measure(
+        "stand-in",
+        &support::stand_in(),
+        &sandbox,
+        dir.path(),
+        args.starts,
+    );
     match &args.real {
-        Some(real) => measure("real CLI", real, &sandbox, dir.path(), (args.starts / 5).max(5)),
+        Some(real) => measure(
+            "real CLI",
+            real,
+            &sandbox,
+            dir.path(),
+            (args.starts / 5).max(5),
+        ),
         None => println!("real CLI: not measured (--real PATH or COORDINATOR_REAL_CLAUDE)"),
     }
 }

@@ -164,7 +164,6 @@ fn floor_with_store(messages: usize, channels: usize, cap: usize) -> f64 {
                     reply: None,
                     context: None,
                     author: None,
-                    message: None,
                 });
             });
             (started, messages / channels * channels)

@@ -13,12 +13,13 @@ use actors::discord::{
     DiscordChannel, DiscordConnection, DiscordGateway, FlushOutbound, GatewayError, GatewaySetup,
 };
 use actors::frontend::FrontEnd;
+use actors::limits::{Ledger, Limits};
 use actors::metrics::{AttachGateway, EmitMetrics, MetricsActor};
 use actors::registry::{CancelRuns, ChannelRegistry, RestoreInbox};
 use actors::shutdown::Shutdown;
 use actors::store::{
-    open_pool, Checkpoint, ForgetProcess, ListUndelivered, PruneDelivered, RecordProcess,
-    SessionStoreActor, TakeLeftProcesses,
+    open_pool, Checkpoint, ForgetProcess, ListUndelivered, LoadLedger, PruneDelivered,
+    RecordProcess, SessionStoreActor, TakeLeftProcesses,
 };
 use actors::time::unix_ms;
 use anyhow::Context as _;
@@ -36,6 +37,8 @@ pub struct Application {
     runner: ClaudeRunner,
     run_slots: Arc<Semaphore>,
     channels: Vec<Arc<ChannelProfile>>,
+    /// Spend and message limits, with their ledger.
+    limits: Arc<Limits>,
     /// The stop every part listens to.
     shutdown: Shutdown,
 }
@@ -82,6 +85,16 @@ impl Application {
         };
         let store = SessionStoreActor::start(pool, settings.store.pool_size as usize);
         let metrics = MetricsActor::new(settings.metrics.interval(), store.clone()).start();
+        let ledger = if settings.limits.is_active() {
+            let windows = settings.limits.windows(unix_ms());
+            store
+                .send(LoadLedger { windows })
+                .await
+                .context("the store stopped")?
+                .context("could not read the spend and messages the limits count")?
+        } else {
+            Ledger::default()
+        };
         let processes = Arc::new(StoreProcessLog {
             store: store.clone(),
         });
@@ -91,6 +104,7 @@ impl Application {
                 .with_sandbox(sandbox),
             run_slots: Arc::new(Semaphore::new(settings.claude.max_concurrent_runs)),
             channels: profiles.into_iter().map(Arc::new).collect(),
+            limits: Arc::new(Limits::new(settings.limits.clone(), ledger)),
             store,
             metrics,
             settings,
@@ -138,7 +152,7 @@ impl Application {
         let git = actors::worktree::Git::new(self.runner.helper_env());
         let state_dir = self.state_dir();
         let shutdown = self.shutdown.clone();
-        let spend_limits = Arc::new(self.settings.limits.clone());
+        let spend_limits = Arc::clone(&self.limits);
         move |front| {
             let idle = limits.idle();
             let deps = ChannelDeps {

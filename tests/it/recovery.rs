@@ -596,3 +596,27 @@ async fn an_undelivered_reply_keeps_its_files_bytes_not_a_path_into_the_project(
     assert_eq!(std::fs::read_to_string(&secret).expect("secret"), "SECRET");
     stop_with(child, Signal::SIGTERM).await;
 }
+
+#[actix_rt::test]
+async fn spend_counted_before_a_kill_9_still_counts_after_the_restart() {
+    let (env, server, extra, child) =
+        up("[limits]\nuser_daily_usd = 0.05\ntimezone = \"America/New_York\"\n").await;
+    let id = server.say(ALPHA, ALICE, "spend");
+    wait_answered(&server, ALPHA, id, "the answer").await;
+    stop_with(child, Signal::SIGKILL).await;
+    // A fresh process knows the spend only from the store.
+    let child = spawn_run_with(&env, &server, &extra, Some("tok"), &LOGS);
+    server.wait_ready(2).await;
+    let next = server.say(ALPHA, ALICE, "over the limit");
+    let text = wait_answered(&server, ALPHA, next, "the refusal").await;
+    assert!(
+        text.starts_with("Not run:") && text.contains("($0.05 per day)"),
+        "{text}"
+    );
+    // Midnight in New York, named as such.
+    assert!(text.contains(" 00:00 E"), "{text}");
+    assert_eq!(env.prompts(), ["spend"]);
+    let states: Vec<String> = inbox(&env).into_iter().map(|(_, s)| s).collect();
+    assert_eq!(states, ["answered", "refused"]);
+    stop_with(child, Signal::SIGTERM).await;
+}

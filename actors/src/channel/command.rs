@@ -148,7 +148,7 @@ impl ChannelActor {
             Command::Handoff => busy("handoff"),
             Command::Context => self.context_text(),
             Command::Compact => return self.compact(origin, ctx),
-            Command::Limits => self.deps.limits.describe(),
+            Command::Limits => self.deps.limits.config.describe(),
             Command::LiftLimits(user) => return self.lift_limits(*user, origin, ctx),
         };
         self.reply(origin, ReplyKind::Command, text, false);
@@ -299,7 +299,7 @@ impl ChannelActor {
 
     fn usage(&mut self, origin: ReplyTo, ctx: &mut Context<Self>) {
         let limits = Arc::clone(&self.deps.limits);
-        let windows = limits.windows(crate::time::unix_ms());
+        let windows = limits.config.windows(crate::time::unix_ms());
         let ask = self.deps.store.send(GetUsage {
             conversation_id: self.conversation.id,
             profile_id: self.conversation.profile.id,
@@ -329,7 +329,7 @@ impl ChannelActor {
                 Ok(u) => (
                     format!(
                         "Cost: this conversation ${:.4}; its channel and threads ${:.4}; today ({}), all conversations ${:.4} over {} run(s).",
-                        u.conversation_usd, u.channel_usd, limits.timezone.name(), u.today_usd, u.today_runs
+                        u.conversation_usd, u.channel_usd, limits.config.timezone.name(), u.today_usd, u.today_runs
                     ),
                     false,
                 ),
@@ -339,7 +339,7 @@ impl ChannelActor {
                 let _ = write!(text, " The CLI counts ${usd:.4} for its warm process's session.");
             }
             if let Ok(Ok(people)) = people {
-                text.push_str(&limits.describe_spend(&people, &windows));
+                text.push_str(&limits.config.describe_spend(&people, &windows));
             }
             act.reply(origin, ReplyKind::Command, text, is_error);
         }));

@@ -47,5 +47,5 @@ pub struct ChannelDeps {
     /// The service's stop.
     pub shutdown: crate::shutdown::Shutdown,
     /// Spend and message limits per person and channel.
-    pub limits: Arc<crate::limits::LimitsConfig>,
+    pub limits: Arc<crate::limits::Limits>,
 }

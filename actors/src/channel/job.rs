@@ -101,9 +101,6 @@ pub(super) struct Job {
     pub(super) asks: Recipient<PermissionAsked>,
     pub(super) withdrawn: Recipient<PermissionWithdrawn>,
     pub(super) metrics: Recipient<RecordMetric>,
-    /// Spend and message limits, and the spend of runs whose records are not written yet.
-    pub(super) limits: Arc<crate::limits::LimitsConfig>,
-    pub(super) pending_spend: Vec<crate::limits::PendingSpend>,
 }
 
 /// How a job ended.
@@ -113,12 +110,6 @@ pub(super) enum JobEnd {
     NotRun(Box<DeliverReply>, Option<LiveSession>),
     /// Claude ran; the reply goes out once the record is written.
     Ran(Box<Ran>),
-    /// A spend or message limit refused the message before it ran: it is kept as refused, and
-    /// its author told (`limiting`).
-    Refused {
-        refusal: crate::limits::Refusal,
-        live: Option<LiveSession>,
-    },
     /// The account's usage limit refused the run (nothing recorded, nothing answered): the
     /// message waits until `resets_at` (if the CLI said), with the warm process.
     Limited {
@@ -161,12 +152,6 @@ impl Job {
             );
             return JobEnd::NotRun(Box::new(reply), self.live);
         };
-        if let Some(refusal) = self.over_limit().await {
-            return JobEnd::Refused {
-                refusal,
-                live: self.live,
-            };
-        }
         self.run_with_slot(permit, Instant::now()).await
     }
 
@@ -570,7 +555,6 @@ impl Job {
                 self.answer_to
                     .map_or(self.origin.author_id, |c| c.author_id),
             ),
-            message: (self.origin.message_id.get() != 0).then_some(self.origin.message_id),
         };
         let mut text = notes.join("\n");
         if !text.is_empty() {

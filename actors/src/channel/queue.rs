@@ -113,6 +113,16 @@ impl Queue {
     }
 
     /// The run in flight has ended.
+    /// The message that runs next, if one waits.
+    pub(super) fn next_waiting(&self) -> Option<&Pending> {
+        self.waiting.front()
+    }
+
+    /// Takes the message that would run next out of the queue.
+    pub(super) fn drop_next(&mut self) -> Option<Pending> {
+        self.waiting.pop_front()
+    }
+
     pub(super) fn finish(&mut self) -> Option<Current> {
         self.current.take()
     }
@@ -209,6 +219,17 @@ impl ChannelActor {
         if self.wait_for_pause(ctx) {
             return;
         }
+        // Refused messages are answered and kept as refused; the next one may run.
+        while let Some(refusal) = self.queue.next_waiting().and_then(|p| self.over_limit(p)) {
+            if let Some(p) = self.queue.drop_next() {
+                self.refused(&p, &refusal);
+            }
+        }
+        if self.queue.next_waiting().is_none() {
+            self.observe_queue();
+            self.notify_if_idle();
+            return;
+        }
         let Some(cancel) = self.queue.start() else {
             return;
         };
@@ -249,10 +270,14 @@ impl ChannelActor {
             asks: ctx.address().recipient(),
             withdrawn: ctx.address().recipient(),
             metrics: self.deps.metrics.clone(),
-            limits: Arc::clone(&self.deps.limits),
-            pending_spend: self.saves.pending_spend(),
         };
         let (stored, message_id) = (next.stored, next.origin.message_id);
+        if stored && next.answer_to.is_none() {
+            let profile = self.conversation.profile.id;
+            self.deps
+                .limits
+                .ran(next.origin.author_id, profile, crate::time::unix_ms());
+        }
         self.observe_queue();
         if stored {
             self.mark(message_id, InboxState::Running);

@@ -13,17 +13,6 @@ use tracing::warn;
 use super::job::{JobEnd, Prior, Ran};
 use super::ChannelActor;
 use crate::frontend::CancelReason;
-use crate::limits::PendingSpend;
-use crate::store::RecordRun;
-
-/// A record's spend, if it answered a message (only those are checked against limits).
-fn spend_of(record: &RecordRun) -> Option<PendingSpend> {
-    Some(PendingSpend {
-        message: record.message?,
-        author: record.author,
-        usd: record.cost.run_usd,
-    })
-}
 use crate::metrics::{Metric, RecordMetric, RunOutcome};
 use crate::store::{InboxState, Outgoing, StoreError};
 
@@ -33,8 +22,6 @@ pub(super) struct Saves {
     unsaved: VecDeque<Ran>,
     /// A record is being written.
     saving: bool,
-    /// The spend of the run whose record is being written.
-    saving_spend: Option<PendingSpend>,
     /// What the last run leaves for the next one while its record is unwritten.
     carry: Option<Prior>,
 }
@@ -48,16 +35,6 @@ impl Saves {
     /// The next run reads the store (a session was chosen there).
     pub(super) fn forget_carry(&mut self) {
         self.carry = None;
-    }
-
-    /// Who asked for each run whose record is not written yet, and what it cost: spend the
-    /// store cannot show yet.
-    pub(super) fn pending_spend(&self) -> Vec<PendingSpend> {
-        self.unsaved
-            .iter()
-            .filter_map(|r| spend_of(&r.record))
-            .chain(self.saving_spend)
-            .collect()
     }
 
     /// Nothing waiting to be written.
@@ -101,12 +78,6 @@ impl ChannelActor {
                 self.deps.replies.do_send(*reply);
                 live
             }
-            JobEnd::Refused { refusal, live } => {
-                if let Some(c) = current {
-                    self.refused(&c.message, &refusal);
-                }
-                live
-            }
             JobEnd::Limited { resets_at, live } => {
                 if let Some(c) = current {
                     self.limited(c, resets_at);
@@ -115,6 +86,13 @@ impl ChannelActor {
             }
             JobEnd::Ran(mut ran) => {
                 self.pause.told = false;
+                // Counted now, before the next message's check, not when the record is written.
+                self.deps.limits.spent(
+                    ran.record.author,
+                    ran.record.profile_id,
+                    ran.record.cost.run_usd,
+                    crate::time::unix_ms(),
+                );
                 if ran.outcome == RunOutcome::Succeeded {
                     self.deps.usage.passed();
                 }
@@ -161,11 +139,9 @@ impl ChannelActor {
         // The reply is stored with the record, and its message marked answered, in one
         // transaction: after a crash it is either still to run, or in the outbox.
         record.reply = stored.then(|| Outgoing::of(&reply)).flatten();
-        self.saves.saving_spend = spend_of(&record);
         let write = self.deps.store.send(record);
         ctx.spawn(write.into_actor(self).map(move |res, act, ctx| {
             act.saves.saving = false;
-            act.saves.saving_spend = None;
             match res.map_err(StoreError::from).and_then(|r| r) {
                 Ok(saved) => {
                     act.record = Some(saved.conversation);

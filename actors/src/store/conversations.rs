@@ -88,9 +88,6 @@ pub struct RecordRun {
     pub context: Option<(u64, Option<u64>)>,
     /// Who asked for the run (`None`: the service itself), for spend limits.
     pub author: Option<crate::ids::UserId>,
-    /// The message it answered, if it answered one (so a limit check can tell whether this
-    /// record is written yet).
-    pub message: Option<crate::ids::MessageId>,
 }
 
 /// Forget a conversation's session id, so its next message starts a new Claude session.
@@ -296,7 +293,7 @@ fn record_run(conn: &mut Connection, msg: RecordRun) -> rusqlite::Result<Recorde
         msg.profile_id,
         row.session_id.as_deref(),
         update.run_usd,
-        (msg.author, msg.message),
+        msg.author,
     )?;
     let values = params![
         to_sql_id(row.id),

@@ -4,7 +4,7 @@
 //! A row is written before its message is queued (the queue in memory is a cache of this
 //! table), keyed by the Discord message id so a second copy of a message is dropped. Its state
 //! only moves forward — queued → running → answered / failed, queued → skipped, running →
-//! interrupted (found running at start-up) → queued again (`!retry`), running → refused (a
+//! interrupted (found running at start-up) → queued again (`!retry`), queued → refused (a
 //! spend or message limit) → queued again (`!retry`), running → queued (a usage limit put
 //! it back) — and every update names the states it may move from, so two
 //! updates that the store's threads happen to run out of order cannot move a row backwards.
@@ -110,8 +110,8 @@ impl InboxState {
             // `!retry` of an interrupted or refused one; a run put back by a usage limit.
             Self::Queued => &["interrupted", "refused", "running"],
             Self::Running | Self::Skipped => &["queued"],
-            Self::Answered | Self::Failed => &["queued", "running"],
-            Self::Interrupted | Self::Refused => &["running"],
+            Self::Answered | Self::Failed | Self::Refused => &["queued", "running"],
+            Self::Interrupted => &["running"],
         }
     }
 }

@@ -1,30 +1,22 @@
-//! The figures spend and message limits are checked against (`crate::limits`): what each
-//! person and each channel spent today and this month (`run_costs`, with who asked), the
-//! messages each ran in the last hour (the inbox), and approvers' lifts.
+//! The figures of spend and message limits (`crate::limits`) as the store keeps them: read
+//! once at start into the limits' ledger (`run_costs` with who asked, the inbox's messages of
+//! the last hour, approvers' lifts); lifts written; each person's spend for `usage`.
 
 use actix::{Handler, Message};
-use rusqlite::{params, Connection, OptionalExtension};
+use rusqlite::params;
 
 use super::{from_sql_id, to_sql_id, SessionStoreActor, StoreError};
-use crate::ids::{ChannelId, MessageId, UserId};
-use crate::limits::{PendingSpend, PersonSpend, Spent, Windows};
+use crate::ids::UserId;
+use crate::limits::{Ledger, PersonSpend, Whose, Windows};
 use crate::time::unix_ms;
 
-/// What `author` and channel `profile_id` spent and ran, for the message `except` (which is
-/// not counted).
+/// The limits' ledger as the store knows it (at start): this month's spend by person and
+/// channel, the messages run in the last hour, the lifts in force.
 #[derive(Debug, Message)]
-#[rtype(result = "Result<Spent, StoreError>")]
-pub struct MeasureSpend {
-    /// Who asked.
-    pub author: UserId,
-    /// The configured channel (threads count with it).
-    pub profile_id: ChannelId,
+#[rtype(result = "Result<Ledger, StoreError>")]
+pub struct LoadLedger {
     /// The periods.
     pub windows: Windows,
-    /// The message being checked.
-    pub except: MessageId,
-    /// This conversation's runs whose records may not be written yet: counted unless written.
-    pub pending: Vec<PendingSpend>,
 }
 
 /// Lifts `user`'s own limits until `until_ms` (`/claude limits lift`).
@@ -47,82 +39,48 @@ pub struct ListSpend {
     pub windows: Windows,
 }
 
-/// Today's and this month's spend where `column` is `id`.
-fn spend(conn: &Connection, column: &str, id: i64, w: &Windows) -> rusqlite::Result<(f64, f64)> {
-    conn.prepare_cached(&format!(
-        "SELECT COALESCE(SUM(CASE WHEN at_ms >= ?2 THEN cost_usd END), 0), COALESCE(SUM(cost_usd), 0) \
-         FROM run_costs WHERE {column} = ?1 AND at_ms >= ?3"
-    ))?
-    .query_row(params![id, w.day.0, w.month.0], |r| Ok((r.get(0)?, r.get(1)?)))
-}
+impl Handler<LoadLedger> for SessionStoreActor {
+    type Result = Result<Ledger, StoreError>;
 
-/// When the messages that ran in the last hour where `column` is `id` arrived, oldest first.
-fn ran_in_hour(
-    conn: &Connection,
-    column: &str,
-    id: i64,
-    w: &Windows,
-    except: i64,
-) -> rusqlite::Result<Vec<i64>> {
-    let mut st = conn.prepare_cached(&format!(
-        "SELECT received_at_ms FROM inbox WHERE {column} = ?1 AND received_at_ms >= ?2 \
-         AND message_id != ?3 AND state IN ('running', 'answered', 'failed', 'interrupted') \
-         ORDER BY received_at_ms"
-    ))?;
-    let rows = st.query_map(params![id, w.hour_ago_ms, except], |r| r.get(0))?;
-    rows.collect()
-}
-
-impl Handler<MeasureSpend> for SessionStoreActor {
-    type Result = Result<Spent, StoreError>;
-
-    fn handle(&mut self, msg: MeasureSpend, _: &mut Self::Context) -> Self::Result {
+    fn handle(&mut self, msg: LoadLedger, _: &mut Self::Context) -> Self::Result {
         self.timed(|s| {
             let conn = s.conn()?;
-            let (author, profile, w) = (
-                to_sql_id(msg.author),
-                to_sql_id(msg.profile_id),
-                &msg.windows,
-            );
-            let except = to_sql_id(msg.except);
-            let read = || -> rusqlite::Result<Spent> {
-                // One snapshot: a record written meanwhile is either in both the sums and the
-                // check below, or in neither.
+            let w = &msg.windows;
+            let read = || -> rusqlite::Result<Ledger> {
+                // One snapshot of the three tables.
                 let tx = conn.unchecked_transaction()?;
-                let conn = &*tx;
-                let (mut user_day, mut user_month) = spend(conn, "author_id", author, w)?;
-                let (mut channel_day, mut channel_month) = spend(conn, "profile_id", profile, w)?;
-                // A run ended today whose record is not written yet: this channel's, and the
-                // author's own if theirs.
-                for p in &msg.pending {
-                    let written = conn
-                        .prepare_cached("SELECT 1 FROM run_costs WHERE message_id = ?1")?
-                        .query_row([to_sql_id(p.message)], |_| Ok(()))
-                        .optional()?
-                        .is_some();
-                    if !written {
-                        channel_day += p.usd;
-                        channel_month += p.usd;
-                        if p.author == Some(msg.author) {
-                            user_day += p.usd;
-                            user_month += p.usd;
+                let mut ledger = Ledger::default();
+                let mut st = tx.prepare(
+                    "SELECT author_id, profile_id, at_ms, cost_usd FROM run_costs WHERE at_ms >= ?1",
+                )?;
+                let mut rows = st.query([w.month.0])?;
+                while let Some(r) = rows.next()? {
+                    let author: Option<i64> = r.get(0)?;
+                    let (profile, at, usd): (i64, i64, f64) = (r.get(1)?, r.get(2)?, r.get(3)?);
+                    let whose = std::iter::once(Whose::Channel(from_sql_id(profile)))
+                        .chain(author.map(|a| Whose::User(from_sql_id(a))));
+                    for who in whose {
+                        ledger.load_spend(who, w.month.0, usd);
+                        if at >= w.day.0 {
+                            ledger.load_spend(who, w.day.0, usd);
                         }
                     }
                 }
-                let lifted_until_ms = conn
-                    .prepare_cached("SELECT until_ms FROM limit_lifts WHERE user_id = ?1")?
-                    .query_row([author], |r| r.get(0))
-                    .optional()?;
-                let spent = Spent {
-                    user_day,
-                    user_month,
-                    channel_day,
-                    channel_month,
-                    user_hour: ran_in_hour(conn, "author_id", author, w, except)?,
-                    channel_hour: ran_in_hour(conn, "profile_id", profile, w, except)?,
-                    lifted_until_ms,
-                };
-                Ok(spent)
+                let mut st = tx.prepare(
+                    "SELECT author_id, profile_id, received_at_ms FROM inbox WHERE received_at_ms >= ?1 \
+                     AND state IN ('running', 'answered', 'failed', 'interrupted')",
+                )?;
+                let mut rows = st.query([w.hour_ago_ms])?;
+                while let Some(r) = rows.next()? {
+                    let (author, profile, at): (i64, i64, i64) = (r.get(0)?, r.get(1)?, r.get(2)?);
+                    ledger.add_run(from_sql_id(author), from_sql_id(profile), at);
+                }
+                let mut st = tx.prepare("SELECT user_id, until_ms FROM limit_lifts WHERE until_ms > ?1")?;
+                let mut rows = st.query([w.now_ms])?;
+                while let Some(r) = rows.next()? {
+                    ledger.lift(from_sql_id(r.get(0)?), r.get(1)?);
+                }
+                Ok(ledger)
             };
             read().map_err(StoreError::database)
         })

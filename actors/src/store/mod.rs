@@ -43,7 +43,7 @@ pub use inbox::{
     AcceptMessage, AttachmentMeta, Inbound, InboxState, LastSeen, ListLastSeen, MarkMessage,
     PruneDelivered, RetryInterrupted, TakeUnfinished, Unfinished,
 };
-pub use limits::{LiftLimits, ListSpend, MeasureSpend};
+pub use limits::{LiftLimits, ListSpend, LoadLedger};
 pub use open::{check_writable, open_pool, StoreConfig};
 pub use outbox::{Delivery, ListUndelivered, OutboxState, Outgoing, RecordDelivery};
 pub use processes::{ForgetProcess, RecordProcess, TakeLeftProcesses};

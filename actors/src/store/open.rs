@@ -135,14 +135,9 @@ const MIGRATIONS: &[&str] = &[
     "ALTER TABLE conversations ADD COLUMN fork_pending INTEGER NOT NULL DEFAULT 0;
      ALTER TABLE conversations ADD COLUMN context_tokens INTEGER;
      ALTER TABLE conversations ADD COLUMN context_window INTEGER;",
-    // 10: spend and message limits: who asked for each run (and with which message), the messages each person and
-    // channel ran in the last hour, and approvers' lifts.
+    // 10: spend and message limits: who asked for each run, and approvers' lifts. (Read once
+    // at start into the limits' ledger: no index is kept up on the path of every message.)
     "ALTER TABLE run_costs ADD COLUMN author_id INTEGER;
-     ALTER TABLE run_costs ADD COLUMN message_id INTEGER;
-     CREATE INDEX run_costs_author ON run_costs(author_id, at_ms);
-     CREATE INDEX run_costs_profile ON run_costs(profile_id, at_ms);
-     CREATE INDEX inbox_author ON inbox(author_id, received_at_ms);
-     CREATE INDEX inbox_profile ON inbox(profile_id, received_at_ms);
      CREATE TABLE limit_lifts (
          user_id    INTEGER PRIMARY KEY,
          until_ms   INTEGER NOT NULL,

@@ -136,7 +136,7 @@ pub(super) fn record_run(
     profile_id: ChannelId,
     session: Option<&str>,
     cost: f64,
-    asked: (Option<crate::ids::UserId>, Option<crate::ids::MessageId>),
+    author: Option<crate::ids::UserId>,
 ) -> rusqlite::Result<()> {
     let now = unix_ms();
     if let Some(session) = session {
@@ -148,16 +148,15 @@ pub(super) fn record_run(
         .execute(params![to_sql_id(conversation_id), session, to_sql_id(profile_id), now, cost])?;
     }
     conn.prepare_cached(
-        "INSERT INTO run_costs (at_ms, conversation_id, profile_id, cost_usd, author_id, message_id) \
-         VALUES (?1, ?2, ?3, ?4, ?5, ?6)",
+        "INSERT INTO run_costs (at_ms, conversation_id, profile_id, cost_usd, author_id) \
+         VALUES (?1, ?2, ?3, ?4, ?5)",
     )?
     .execute(params![
         now,
         to_sql_id(conversation_id),
         to_sql_id(profile_id),
         cost,
-        asked.0.map(to_sql_id),
-        asked.1.map(to_sql_id)
+        author.map(to_sql_id)
     ])?;
     Ok(())
 }

@@ -36,7 +36,6 @@ fn run(id: u64, session: &str, cost: CostUpdate) -> RecordRun {
         reply: None,
         context: None,
         author: None,
-        message: None,
     }
 }
 

@@ -1,14 +1,19 @@
 //! Spend and message limits per person and per channel (`[limits]`).
 //!
-//! A message is checked when its turn comes, just before it runs: the costs the store records
-//! per run (with who asked) against the daily and monthly limits, and the messages that ran in
-//! the last hour against the hourly ones. A turn that crosses a limit finishes; the next one
+//! A message is checked when its turn comes, just before it runs: the spend of runs (with who
+//! asked) against the daily and monthly limits, and the messages that ran in the last hour
+//! against the hourly ones — from the [`Ledger`] the channel actors keep as runs start and end
+//! (loaded from the store at start), so a check is a lookup, not a query. A turn that crosses a limit finishes; the next one
 //! is refused — kept in the inbox as refused, its author told which limit and when it frees
 //! (days and months in `limits.timezone`), and `!retry` runs it once the limit allows.
 //! Approvers may lift a person's own limits until the end of the day.
 //!
-//! This file holds the decision (pure: figures in, refusal out); the figures come from the
-//! store (`store::limits`).
+//! This file holds the settings, the decision (pure: figures in, refusal out) and [`Limits`],
+//! what the actors share; `ledger` the figures.
+
+mod ledger;
+
+pub use ledger::{Ledger, Whose};
 
 use std::fmt::Write as _;
 
@@ -16,7 +21,7 @@ use chrono::{DateTime, Datelike, Duration, NaiveDate, TimeZone, Utc};
 use chrono_tz::Tz;
 use serde::Deserialize;
 
-use crate::ids::UserId;
+use crate::ids::{ChannelId, UserId};
 
 /// The `[limits]` settings; 0 means no limit.
 #[derive(Debug, Clone, Deserialize, PartialEq)]
@@ -140,17 +145,6 @@ pub struct PersonSpend {
     pub month: f64,
     /// Their limits are lifted until then.
     pub lifted_until_ms: Option<i64>,
-}
-
-/// A run of this conversation whose record may not be written yet.
-#[derive(Debug, Clone, Copy, PartialEq)]
-pub struct PendingSpend {
-    /// The message it answered.
-    pub message: crate::ids::MessageId,
-    /// Who asked.
-    pub author: Option<UserId>,
-    /// What it cost.
-    pub usd: f64,
 }
 
 /// Why a message is not run.
@@ -384,6 +378,61 @@ impl LimitsConfig {
             r.limit,
             self.local_time(r.frees_at_ms)
         )
+    }
+}
+
+/// The limits and their ledger, shared by every channel actor.
+#[derive(Debug, Default)]
+pub struct Limits {
+    /// The settings.
+    pub config: LimitsConfig,
+    ledger: std::sync::Mutex<Ledger>,
+}
+
+impl Limits {
+    /// Limits with the figures the store had.
+    pub fn new(config: LimitsConfig, ledger: Ledger) -> Self {
+        Self {
+            config,
+            ledger: std::sync::Mutex::new(ledger),
+        }
+    }
+
+    fn ledger(&self) -> std::sync::MutexGuard<'_, Ledger> {
+        // A panic elsewhere while it was held leaves figures that are still figures.
+        self.ledger
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+    }
+
+    /// The limit a message of `author`'s in `channel` reaches at `now_ms`, if any.
+    pub fn check(&self, author: UserId, channel: ChannelId, now_ms: i64) -> Option<Refusal> {
+        if !self.config.is_active() {
+            return None;
+        }
+        let w = self.config.windows(now_ms);
+        let spent = self.ledger().spent(author, channel, &w);
+        self.config.check(&spent, &w)
+    }
+
+    /// A message of `author`'s in `channel` starts running.
+    pub fn ran(&self, author: UserId, channel: ChannelId, now_ms: i64) {
+        if self.config.is_active() {
+            self.ledger().add_run(author, channel, now_ms);
+        }
+    }
+
+    /// A run in `channel` (asked for by `author`) cost `usd`.
+    pub fn spent(&self, author: Option<UserId>, channel: ChannelId, usd: f64, now_ms: i64) {
+        if self.config.is_active() {
+            let w = self.config.windows(now_ms);
+            self.ledger().add_spend(author, channel, usd, &w);
+        }
+    }
+
+    /// `user`'s own limits are lifted until `until_ms`.
+    pub fn lift(&self, user: UserId, until_ms: i64) {
+        self.ledger().lift(user, until_ms);
     }
 }
 
