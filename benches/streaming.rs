@@ -23,7 +23,7 @@ use std::time::Duration;
 
 use clap::Parser;
 use serde_json::Value;
-use support::discord::{content, DiscordServer, Recorded};
+use support::discord::{content, highest_marker, DiscordServer, Recorded};
 use support::{coordinator, TestEnv};
 
 #[derive(Parser, Debug)]
@@ -57,17 +57,6 @@ struct Round {
     rate_limited: u64,
     replies_once_in_order: usize,
     channels: usize,
-}
-
-/// The highest `[dN]` marker a text shows.
-fn highest_marker(text: &str) -> usize {
-    text.match_indices("[d")
-        .filter_map(|(i, _)| {
-            let rest = &text[i + 2..];
-            rest[..rest.find(']')?].parse().ok()
-        })
-        .max()
-        .unwrap_or(0)
 }
 
 fn records(log: &std::path::Path) -> Vec<Value> {

@@ -26,15 +26,19 @@
 //!    the warm process between turns (`channel/warm.rs`, all of them capped by
 //!    [`channel::WarmPool`]), permission requests (`channel/approvals.rs`), the account's usage
 //!    pause (`channel/usage.rs`), a closed thread's worktree (`channel/closing.rs`), `!status`
-//!    (`channel/status.rs`) and its dependencies (`channel/deps.rs`).
+//!    (`channel/status.rs`), spend and message limits when a prompt's turn comes
+//!    (`channel/limiting.rs`, against [`limits::Limits`] and its ledger) and its dependencies
+//!    (`channel/deps.rs`).
 //! 4. With live sessions (the default) the run is a turn of the conversation's warm
 //!    [`claude::LiveSession`]: one `claude -p --input-format stream-json --permission-prompt-tool
 //!    stdio [--resume ID] …` process, the user line written to its stdin, its output read to the
 //!    turn's `result`. Claude's permission requests ([`claude::permission`]) go to the channel
 //!    actor, which shows them to the front end and writes the answer back. Otherwise
 //!    [`claude::ClaudeRunner`] spawns one `claude -p … -- PROMPT` and drives it from one
-//!    blocking thread until it is reaped (`claude/process.rs`). Either way the arguments come
-//!    from [`claude::args`], the environment from [`claude::environment`] (no service secrets),
+//!    blocking thread until it is reaped (`claude/process.rs`). Either way the process starts
+//!    sealed in bubblewrap ([`claude::sandbox`]: the service's state, secrets and the other
+//!    channels' projects not there), the arguments come from [`claude::args`], the environment
+//!    from [`claude::environment`] (no service secrets),
 //!    the lines are read bounded (`claude/lines.rs`) and parsed by [`claude::stream_json`].
 //! 5. [`store::SessionStoreActor`] (on a `SyncArbiter`, r2d2 pool of SQLite connections, WAL),
 //!    one module per table: `conversations` (session id, project directory, model, counts,
@@ -63,7 +67,7 @@
 //!
 //! [`metrics::MetricsActor`] writes one structured event per actor kind to the log, from what
 //! the others report. Every module uses only modules listed before it in that flow or below it
-//! (conversation, frontend, ids, time, shutdown, cost, text, metrics, recovery, files,
+//! (conversation, frontend, ids, time, shutdown, cost, text, limits, metrics, recovery, files,
 //! worktree); the core never imports [`discord`].
 
 pub mod channel;

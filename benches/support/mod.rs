@@ -23,7 +23,8 @@ pub fn stand_in() -> PathBuf {
     path
 }
 
-/// A deployment with `channels` channels sharing one project directory.
+/// A deployment with `channels` channels sharing one project directory, streaming off (the
+/// streaming bench measures that; these measure the coordinator's own cost per turn).
 pub fn settings(dir: &Path, channels: usize, cap: usize) -> Settings {
     let mut text = format!(
         "[claude]\nbinary = \"{}\"\nmax_concurrent_runs = {cap}\nsandbox = \"none\"\n[claude.env]\nHOME = \"{}\"\n\
@@ -36,7 +37,7 @@ pub fn settings(dir: &Path, channels: usize, cap: usize) -> Settings {
     for i in 0..channels {
         let _ = write!(
             text,
-            "[[channel]]\nid = {}\nname = \"c{i}\"\nproject_dir = \"{}\"\n",
+            "[[channel]]\nid = {}\nname = \"c{i}\"\nproject_dir = \"{}\"\nstream = false\n",
             10_000 + i,
             dir.join("proj").display()
         );

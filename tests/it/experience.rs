@@ -7,7 +7,7 @@ use serde_json::{json, Value};
 
 use crate::discord::{start_with, Service};
 use crate::slash::answered;
-use crate::support::discord::{content, DiscordServer, Recorded};
+use crate::support::discord::{content, highest_marker, DiscordServer, Recorded};
 use crate::support::{fake_claude, wait_until, TestEnv};
 
 const ALICE: u64 = 7;
@@ -49,17 +49,6 @@ fn progress_of(server: &DiscordServer, id: u64) -> Vec<Recorded> {
             .filter(|r| r.method == "PATCH" && r.path.ends_with(&format!("/messages/{mid}"))),
     );
     all
-}
-
-/// The highest `[dN]` marker a progress text shows.
-fn highest_marker(text: &str) -> usize {
-    text.match_indices("[d")
-        .filter_map(|(i, _)| {
-            let rest = &text[i + 2..];
-            rest[..rest.find(']')?].parse().ok()
-        })
-        .max()
-        .unwrap_or(0)
 }
 
 #[actix_rt::test]
@@ -255,30 +244,34 @@ async fn a_long_turn_and_a_waiting_prompt_mention_only_the_asker() {
         assert_ne!(r.body["allowed_mentions"]["replied_user"], json!(true));
     }
     // A permission prompt waits for someone: the asker, who may answer it.
+    prompt_mentions_only(&env, &s.server, ALICE, ALICE).await;
+}
+
+/// `author` asks for a tool that needs permission; the prompt ends with a mention of
+/// `mentioned`, the only user it may notify.
+async fn prompt_mentions_only(env: &TestEnv, server: &DiscordServer, author: u64, mentioned: u64) {
     let file = env.path("proj/touched");
-    s.server
-        .say(ALPHA, ALICE, &format!("TOOL:touch {}", file.display()));
-    s.server
+    server.say(ALPHA, author, &format!("TOOL:touch {}", file.display()));
+    server
         .wait("the prompt", |srv| {
             srv.posts(ALPHA)
                 .iter()
                 .any(|r| content(r).contains("Claude wants to use"))
         })
         .await;
-    let prompt = s
-        .server
+    let prompt = server
         .posts(ALPHA)
         .into_iter()
         .find(|r| content(r).contains("Claude wants to use"))
         .expect("prompt");
     assert!(
-        content(&prompt).ends_with(&format!("\n<@{ALICE}>")),
+        content(&prompt).ends_with(&format!("\n<@{mentioned}>")),
         "{}",
         content(&prompt)
     );
     assert_eq!(
         prompt.body["allowed_mentions"]["users"],
-        json!([ALICE.to_string()])
+        json!([mentioned.to_string()])
     );
 }
 
@@ -290,31 +283,8 @@ async fn a_prompt_the_asker_may_not_answer_mentions_the_approvers() {
         st.access.approvers = Some(vec![actors::ids::UserId(ALICE)]);
     })
     .await;
-    let file = env.path("proj/touched");
-    s.server
-        .say(ALPHA, BOB, &format!("TOOL:touch {}", file.display()));
-    s.server
-        .wait("the prompt", |srv| {
-            srv.posts(ALPHA)
-                .iter()
-                .any(|r| content(r).contains("Claude wants to use"))
-        })
-        .await;
-    let prompt = s
-        .server
-        .posts(ALPHA)
-        .into_iter()
-        .find(|r| content(r).contains("Claude wants to use"))
-        .expect("prompt");
-    assert!(
-        content(&prompt).ends_with(&format!("\n<@{ALICE}>")),
-        "{}",
-        content(&prompt)
-    );
-    assert_eq!(
-        prompt.body["allowed_mentions"]["users"],
-        json!([ALICE.to_string()])
-    );
+    // Bob may not approve: the approver is asked.
+    prompt_mentions_only(&env, &s.server, BOB, ALICE).await;
 }
 
 /// The "queued" notice of message `id`, once posted.

@@ -7,8 +7,9 @@
 //! meanwhile the next message already runs. With live sessions the actor holds the
 //! conversation's warm CLI process between turns (`warm`; all of them capped by `pool`),
 //! answers Claude's permission requests through the front end (`approvals`), waits out the
-//! account's usage limit (`usage`), answers the coordinator's own commands (`command`), and
-//! closes a thread's worktree once idle (`closing`). `status` says what it is doing.
+//! account's usage limit (`usage`), refuses a prompt over a spend or message limit when its
+//! turn comes (`limiting`), answers the coordinator's own commands (`command`), and closes a
+//! thread's worktree once idle (`closing`). `status` says what it is doing.
 //!
 //! This file is the actor itself: its state, the messages a front end sends it
 //! ([`SubmitMessage`], [`RunCommand`], [`GetStatus`], [`CancelRun`] — each unchanged from the

@@ -31,7 +31,8 @@
 //!
 //! Files: [`config`] (the `[claude]` settings), [`args`] (command line and user text),
 //! [`environment`] (what the CLI may see), [`session`] (the live session), [`permission`]
-//! (the stdin control protocol's lines), [`models`] (the models the CLI offers), `process`
+//! (the stdin control protocol's lines), [`models`] (the models the CLI offers), [`sandbox`]
+//! (bubblewrap around every process), `process`
 //! (spawn, drive, signals), `lines` (bounded output lines, stderr's tail), `report` (what a
 //! run's output means), [`stream_json`] (parsing its lines).
 

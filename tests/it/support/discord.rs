@@ -110,6 +110,18 @@ struct Inner {
     edit_limits: Mutex<VecDeque<f64>>,
 }
 
+/// The highest `[dN]` marker a text shows: the stand-in's `STREAM:<n>:<ms>` writes parts
+/// `[d1]` … `[dn]`, so this is how far a progress edit or a reply had got.
+pub fn highest_marker(text: &str) -> usize {
+    text.match_indices("[d")
+        .filter_map(|(i, _)| {
+            let rest = &text[i + 2..];
+            rest[..rest.find(']')?].parse().ok()
+        })
+        .max()
+        .unwrap_or(0)
+}
+
 /// The running server.
 #[derive(Clone)]
 pub struct DiscordServer {

@@ -239,18 +239,12 @@ impl DiscordGateway {
         (user, roles): (UserId, &[u64]),
         ctx: &mut Context<Self>,
     ) {
-        let out = self.outbound.clone();
         let allowed = self
             .router
             .may(conversation.into(), user, roles)
             .is_some_and(|(talk, _)| talk);
         if !allowed {
-            let response = private("You are not allowed to stop Claude here.");
-            self.send_later(
-                async move { out.respond(&click.into(), response).await },
-                ctx,
-            );
-            return;
+            return self.refuse_click(click, "You are not allowed to stop Claude here.", ctx);
         }
         info!(
             channel_id = conversation.get(),
@@ -264,6 +258,20 @@ impl DiscordGateway {
             message_id: Some(message),
         };
         self.acknowledge_and_ask(click, stop, "That run has already ended.", ctx);
+    }
+
+    /// Answers a button press privately with why nothing happens.
+    fn refuse_click(
+        &mut self,
+        click: Box<ComponentInteraction>,
+        text: &str,
+        ctx: &mut Context<Self>,
+    ) {
+        let (out, response) = (self.outbound.clone(), private(text));
+        self.send_later(
+            async move { out.respond(&click.into(), response).await },
+            ctx,
+        );
     }
 
     /// *Interrupt and run this now* on a "queued" notice: for the waiting message's author or
@@ -289,12 +297,7 @@ impl DiscordGateway {
             Some(_) => None,
         };
         if let Some(text) = refusal {
-            let (out, response) = (self.outbound.clone(), private(text));
-            self.send_later(
-                async move { out.respond(&click.into(), response).await },
-                ctx,
-            );
-            return;
+            return self.refuse_click(click, text, ctx);
         }
         info!(
             channel_id = conversation.get(),
