@@ -6,6 +6,7 @@ pub mod check;
 pub mod cli;
 pub mod commands;
 pub mod console;
+pub mod http;
 pub mod lock;
 pub mod sandboxing;
 pub mod sessions;

@@ -105,6 +105,9 @@ pub struct Settings {
     /// Spend and message limits per person and per channel.
     #[serde(default)]
     pub limits: LimitsConfig,
+    /// Health checks and metrics over HTTP.
+    #[serde(default)]
+    pub http: HttpSettings,
     /// The overlay file these settings were read from (hidden from the CLI).
     #[serde(skip)]
     pub overlay: Option<PathBuf>,
@@ -136,6 +139,32 @@ impl ChannelSettings {
             unknown: BTreeMap::new(),
         }
     }
+}
+
+/// `[http]`: off unless `listen` is set.
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct HttpSettings {
+    /// Where to listen, e.g. `127.0.0.1:9464`; unset: no HTTP server.
+    #[serde(default, deserialize_with = "listen_address")]
+    pub listen: Option<std::net::SocketAddr>,
+    /// Listen on a non-loopback address too (the endpoints have no authentication).
+    #[serde(default)]
+    pub allow_remote: bool,
+}
+
+/// `http.listen`: an address, or empty for none.
+fn listen_address<'de, D: serde::Deserializer<'de>>(
+    d: D,
+) -> Result<Option<std::net::SocketAddr>, D::Error> {
+    let text = Option::<String>::deserialize(d)?.unwrap_or_default();
+    let text = text.trim();
+    if text.is_empty() {
+        return Ok(None);
+    }
+    text.parse().map(Some).map_err(|_| {
+        serde::de::Error::custom(format!("`{text}` is not an address such as 127.0.0.1:9464"))
+    })
 }
 
 /// `[metrics]`.
@@ -417,6 +446,10 @@ impl Settings {
         self.limits
             .validate()
             .map_err(|(key, reason)| invalid(format!("limits.{key}"), reason))?;
+        if let Some(addr) = self.http.listen {
+            crate::http::check_listen(addr, self.http.allow_remote)
+                .map_err(|reason| invalid("http.listen", reason))?;
+        }
         for (key, value, least, most) in self.ranges() {
             if !(least..=most).contains(&value) {
                 return Err(invalid(

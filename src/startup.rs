@@ -332,6 +332,9 @@ impl Application {
             .start_discord()
             .await
             .context("starting the Discord gateway")?;
+        self.start_http(Some(connection.probe()))
+            .await
+            .context("starting the HTTP server (http.listen)")?;
         let signal = tokio::select! {
             ended = &mut connection.client => {
                 let why = match ended {
@@ -365,6 +368,26 @@ impl Application {
         self.close().await;
         info!(cancelled, "stopped");
         Ok(())
+    }
+
+    /// Starts the HTTP server if `http.listen` is set; answers where it listens.
+    pub async fn start_http(
+        &self,
+        gateway: Option<actors::discord::GatewayProbe>,
+    ) -> std::io::Result<Option<std::net::SocketAddr>> {
+        let Some(addr) = self.settings.http.listen else {
+            return Ok(None);
+        };
+        let listener = tokio::net::TcpListener::bind(addr).await?;
+        let bound = listener.local_addr()?;
+        let state = crate::http::HttpState {
+            metrics: self.metrics.clone(),
+            store: self.store.clone(),
+            gateway,
+            shutdown: self.shutdown.clone(),
+        };
+        actix_rt::spawn(crate::http::serve(listener, state));
+        Ok(Some(bound))
     }
 
     /// The conversation of the configured channel called `name`.

@@ -66,7 +66,8 @@
 //! off — a run and its record, a send to Discord — so the stop waits exactly for those.
 //!
 //! [`metrics::MetricsActor`] writes one structured event per actor kind to the log, from what
-//! the others report. Every module uses only modules listed before it in that flow or below it
+//! the others report, and renders the same figures for Prometheus (`GET /metrics`, served with
+//! `/healthz` and `/readyz` by the binary's `http` module). Every module uses only modules listed before it in that flow or below it
 //! (conversation, frontend, ids, time, shutdown, cost, text, limits, metrics, recovery, files,
 //! worktree); the core never imports [`discord`].
 

@@ -267,7 +267,9 @@ fn durations_too_large_for_a_clock_are_refused_naming_the_key() {
 #[test]
 fn invalid_settings_fail_at_start_naming_the_key() {
     let env = TestEnv::new();
-    let cases: [(&str, &str, &str); 10] = [
+    let cases: [(&str, &str, &str); 12] = [
+        ("", "[http]\nlisten = \"0.0.0.0:9464\"", "http.listen"),
+        ("", "[http]\nlisten = \"localhost\"", "http.listen"),
         ("", "[limits]\nuser_daily_usd = -1", "limits.user_daily_usd"),
         ("", "[limits]\nuser_messages_per_hour = 1000001", "limits.user_messages_per_hour"),
         ("", "[limits]\ntimezone = \"Mars/Olympus\"", "timezone"),

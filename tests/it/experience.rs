@@ -28,6 +28,18 @@ async fn streaming(
     .await
 }
 
+/// The progress message of the run answering `id`, once it has collapsed to its summary.
+async fn summarized(server: &DiscordServer, id: u64) -> Vec<Recorded> {
+    server
+        .wait("the summary", |srv| {
+            progress_of(srv, id)
+                .last()
+                .is_some_and(|r| content(r).starts_with("Done —"))
+        })
+        .await;
+    progress_of(server, id)
+}
+
 /// The progress message of the run answering `id`: its post, then its edits, in order.
 fn progress_of(server: &DiscordServer, id: u64) -> Vec<Recorded> {
     let posted = server
@@ -67,14 +79,7 @@ async fn text_streams_into_the_progress_message_in_order_and_the_reply_is_posted
         reply.starts_with("[d1] streamed words for part 1."),
         "{reply}"
     );
-    s.server
-        .wait("the summary", |srv| {
-            progress_of(srv, id)
-                .last()
-                .is_some_and(|r| content(r).starts_with("Done —"))
-        })
-        .await;
-    let progress = progress_of(&s.server, id);
+    let progress = summarized(&s.server, id).await;
     let shown: Vec<usize> = progress
         .iter()
         .map(|r| highest_marker(&content(r)))
@@ -128,14 +133,7 @@ async fn a_429_on_an_edit_waits_and_sends_only_the_latest_text() {
     s.server
         .answer_where(ALPHA, "the reply", |t| t.contains("[d24]"))
         .await;
-    s.server
-        .wait("the summary", |srv| {
-            progress_of(srv, id)
-                .last()
-                .is_some_and(|r| content(r).starts_with("Done —"))
-        })
-        .await;
-    let progress = progress_of(&s.server, id);
+    let progress = summarized(&s.server, id).await;
     let refused = progress
         .iter()
         .position(|r| r.status == 429)
@@ -176,14 +174,11 @@ async fn claudes_todo_list_is_shown_and_updated() {
             t == "echo: TODO" || t == "the list is kept"
         })
         .await;
-    s.server
-        .wait("the summary", |srv| {
-            progress_of(srv, id)
-                .last()
-                .is_some_and(|r| content(r).starts_with("Done —"))
-        })
-        .await;
-    let texts: Vec<String> = progress_of(&s.server, id).iter().map(content).collect();
+    let texts: Vec<String> = summarized(&s.server, id)
+        .await
+        .iter()
+        .map(content)
+        .collect();
     assert!(
         texts.iter().any(|t| t.contains("🔄 Run the tests")),
         "in progress shown: {texts:#?}"

@@ -7,6 +7,7 @@ mod conformance;
 mod console;
 mod discord;
 mod experience;
+mod http;
 mod limits;
 mod live;
 mod recovery;

@@ -1,9 +1,11 @@
 //! Serenity's side: its event handler, which only forwards each event to the gateway actor and
 //! returns at once, so the shard never waits on the actors.
 
+use std::sync::Arc;
+
 use serenity::all::{
-    Context as SerenityContext, EventHandler, GuildChannel, Interaction, Message as DiscordMessage,
-    PartialGuildChannel, Ready, ResumedEvent,
+    ConnectionStage, Context as SerenityContext, EventHandler, GuildChannel, Interaction,
+    Message as DiscordMessage, PartialGuildChannel, Ready, ResumedEvent, ShardStageUpdateEvent,
 };
 
 use actix::Addr;
@@ -18,6 +20,8 @@ use super::gateway::{
 /// Serenity's event handler: forwards to the gateway actor and returns at once.
 pub(super) struct Forward {
     pub(super) gateway: Addr<DiscordGateway>,
+    /// Where the session's state is kept for `/readyz`.
+    pub(super) stats: Arc<crate::metrics::GatewayStats>,
 }
 
 #[serenity::async_trait]
@@ -27,6 +31,7 @@ impl EventHandler for Forward {
     }
 
     async fn ready(&self, _: SerenityContext, ready: Ready) {
+        self.stats.set_connected(true);
         self.gateway.do_send(MarkReady {
             bot_id: ids::user(ready.user.id),
             application_id: ready.application.id.get(),
@@ -47,7 +52,14 @@ impl EventHandler for Forward {
         }
     }
 
+    async fn shard_stage_update(&self, _: SerenityContext, event: ShardStageUpdateEvent) {
+        // Serenity's shard is `Connected` once READY or RESUMED came, anything else is down.
+        self.stats
+            .set_connected(event.new == ConnectionStage::Connected);
+    }
+
     async fn resume(&self, _: SerenityContext, _: ResumedEvent) {
+        self.stats.set_connected(true);
         self.gateway.do_send(MarkResumed);
     }
 

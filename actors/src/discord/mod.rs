@@ -125,6 +125,42 @@ pub struct DiscordConnection {
     pub stats: Arc<GatewayStats>,
 }
 
+impl DiscordConnection {
+    /// What `/readyz` asks about the gateway.
+    pub fn probe(&self) -> GatewayProbe {
+        GatewayProbe {
+            stats: Arc::clone(&self.stats),
+            shards: Arc::clone(&self.shards),
+        }
+    }
+}
+
+/// Whether the gateway session is up: serenity's shard runners (one exists and each is
+/// `Connected`, which it is only after READY or RESUMED) and the event handler's view. A
+/// session invalidated for good leaves no runner while serenity waits to identify again,
+/// which no stage event reports; so the runners are asked, and the answer kept for the
+/// metrics' `gateway_connected`.
+#[derive(Clone)]
+pub struct GatewayProbe {
+    stats: Arc<GatewayStats>,
+    shards: Arc<ShardManager>,
+}
+
+impl GatewayProbe {
+    /// Whether a gateway session is connected and identified now.
+    pub async fn is_identified(&self) -> bool {
+        let runners = self.shards.runners.lock().await;
+        let up = !runners.is_empty()
+            && runners
+                .values()
+                .all(|r| r.stage == serenity::gateway::ConnectionStage::Connected)
+            && self.stats.is_connected();
+        drop(runners);
+        self.stats.set_connected(up);
+        up
+    }
+}
+
 /// What the gateway needs to start.
 pub struct GatewaySetup {
     /// `[discord]`.
@@ -169,12 +205,13 @@ impl GatewaySetup {
             | GatewayIntents::MESSAGE_CONTENT;
         let ctx = Context::<DiscordGateway>::new();
         let addr = ctx.address();
+        let stats = Arc::new(GatewayStats::default());
         let mut client = serenity::client::ClientBuilder::new_with_http(http.build(), intents)
             .event_handler(Forward {
                 gateway: addr.clone(),
+                stats: Arc::clone(&stats),
             })
             .await?;
-        let stats = Arc::new(GatewayStats::default());
         let proxied = self.discord.is_proxied().then(|| {
             proxied::ProxiedPoster::new(
                 &self.discord.api_base_url,

@@ -52,7 +52,7 @@ pub use sessions::{
     AdoptSession, GetUsage, ListSessions, LoadOverrides, Overrides, ResumeSession, SaveOverrides,
     SessionRecord, Usage,
 };
-pub use upkeep::{BackupTo, Checkpoint, GetStoreStats, StoreStats};
+pub use upkeep::{BackupTo, CheckStore, Checkpoint, GetStoreStats, PeekStoreStats, StoreStats};
 
 // ---------------------------------------------------------------------------------------------
 // The actor

@@ -30,6 +30,17 @@ pub struct BackupTo {
 #[rtype(result = "StoreStats")]
 pub struct GetStoreStats;
 
+/// The same figures, the latency window left as it is (for a `/metrics` scrape between two
+/// reports).
+#[derive(Debug, Message)]
+#[rtype(result = "StoreStats")]
+pub struct PeekStoreStats;
+
+/// Whether the store answers a query (for `/readyz`).
+#[derive(Debug, Message)]
+#[rtype(result = "Result<(), StoreError>")]
+pub struct CheckStore;
+
 // ---------------------------------------------------------------------------------------------
 // Types
 // ---------------------------------------------------------------------------------------------
@@ -79,10 +90,9 @@ impl Handler<BackupTo> for SessionStoreActor {
     }
 }
 
-impl Handler<GetStoreStats> for SessionStoreActor {
-    type Result = actix::MessageResult<GetStoreStats>;
-
-    fn handle(&mut self, _: GetStoreStats, _: &mut Self::Context) -> Self::Result {
+impl SessionStoreActor {
+    /// The pool and the operations; `reset` starts the next latency window.
+    fn stats(&self, reset: bool) -> StoreStats {
         let pool = self.pool.state();
         let mut ops = lock(&self.shared.ops);
         let latency_p95_us = if ops.latency_us.is_empty() {
@@ -90,13 +100,43 @@ impl Handler<GetStoreStats> for SessionStoreActor {
         } else {
             ops.latency_us.value_at_quantile(0.95)
         };
-        ops.latency_us.reset();
-        actix::MessageResult(StoreStats {
+        if reset {
+            ops.latency_us.reset();
+        }
+        StoreStats {
             connections: pool.connections,
             idle: pool.idle_connections,
             operations: ops.operations,
             errors: ops.errors,
             latency_p95_us,
+        }
+    }
+}
+
+impl Handler<GetStoreStats> for SessionStoreActor {
+    type Result = actix::MessageResult<GetStoreStats>;
+
+    fn handle(&mut self, _: GetStoreStats, _: &mut Self::Context) -> Self::Result {
+        actix::MessageResult(self.stats(true))
+    }
+}
+
+impl Handler<PeekStoreStats> for SessionStoreActor {
+    type Result = actix::MessageResult<PeekStoreStats>;
+
+    fn handle(&mut self, _: PeekStoreStats, _: &mut Self::Context) -> Self::Result {
+        actix::MessageResult(self.stats(false))
+    }
+}
+
+impl Handler<CheckStore> for SessionStoreActor {
+    type Result = Result<(), StoreError>;
+
+    fn handle(&mut self, _: CheckStore, _: &mut Self::Context) -> Self::Result {
+        self.timed(|s| {
+            s.conn()?
+                .query_row("SELECT 1", [], |_| Ok(()))
+                .map_err(StoreError::database)
         })
     }
 }

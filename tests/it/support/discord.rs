@@ -108,6 +108,8 @@ struct Inner {
     limited: AtomicU64,
     /// Message edits to answer with 429, and the `retry_after` (seconds) each names.
     edit_limits: Mutex<VecDeque<f64>>,
+    /// The gateway is down: new connections are refused.
+    gateway_down: std::sync::atomic::AtomicBool,
 }
 
 /// The highest `[dN]` marker a text shows: the stand-in's `STREAM:<n>:<ms>` writes parts
@@ -690,6 +692,14 @@ impl DiscordServer {
     pub fn invalidate_session(&self) {
         if let Some(conn) = self.inner.connection.lock().expect("lock").take() {
             let _ = conn.send(WsCommand::Send(json!({"op": 9, "d": false})));
+        }
+    }
+
+    /// Takes the gateway down (the connection closed, new ones refused) or brings it back.
+    pub fn gateway_down(&self, down: bool) {
+        self.inner.gateway_down.store(down, Ordering::SeqCst);
+        if down {
+            self.drop_connection(1001);
         }
     }
 
@@ -1611,6 +1621,9 @@ async fn unknown(State(inner): State<Arc<Inner>>, method: Method, req: Request) 
 }
 
 async fn websocket(State(inner): State<Arc<Inner>>, ws: WebSocketUpgrade) -> Response {
+    if inner.gateway_down.load(Ordering::SeqCst) {
+        return StatusCode::SERVICE_UNAVAILABLE.into_response();
+    }
     ws.on_upgrade(move |socket| session(inner, socket))
 }
 

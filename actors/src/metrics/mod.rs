@@ -7,7 +7,12 @@
 //! The store counts its own operations (a message per operation would wake the actors'
 //! thread for every write) and is asked for them at each report; the gateway's counters are
 //! atomics it shares. Counters are totals since start; latency percentiles cover the last
-//! window (`window_secs`) and are reset after each report.
+//! window (`window_secs`) and are reset after each report. The same state is rendered for
+//! Prometheus at each `/metrics` scrape (`prometheus`).
+
+mod prometheus;
+
+pub use prometheus::{RenderMetrics, CONTENT_TYPE};
 
 use std::collections::HashMap;
 use std::fmt::Write as _;
@@ -162,9 +167,21 @@ pub struct GatewayStats {
     pub caught_up: AtomicU64,
     /// REST work.
     pub rest: Arc<RestStats>,
+    /// A gateway session is connected and identified (READY or RESUMED, not lost since).
+    pub connected: std::sync::atomic::AtomicBool,
 }
 
 impl GatewayStats {
+    /// The gateway session is up (identified) or down.
+    pub fn set_connected(&self, up: bool) {
+        self.connected.store(up, Ordering::Relaxed);
+    }
+
+    /// Whether a gateway session is up.
+    pub fn is_connected(&self) -> bool {
+        self.connected.load(Ordering::Relaxed)
+    }
+
     /// A gateway event arrived.
     pub fn event(&self) {
         self.events.fetch_add(1, Ordering::Relaxed);
