@@ -27,6 +27,7 @@ mod limiting;
 mod pool;
 mod queue;
 mod relay;
+mod run_files;
 mod saving;
 mod sessions;
 mod status;
