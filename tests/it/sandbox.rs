@@ -225,3 +225,64 @@ fn the_real_cli_in_the_sandbox_cannot_reach_secrets_through_bash_or_read() {
         assert!(!out.contains(secret), "{secret}: {out}");
     }
 }
+
+#[actix_rt::test]
+async fn a_thread_commits_in_its_own_worktree_inside_the_sandbox_and_sees_no_other_thread() {
+    use actors::claude::sandbox::SandboxMode;
+    use actors::claude::PermissionMode;
+    let env = TestEnv::outside_tmp();
+    let repo = env.path("proj");
+    crate::support::git(&repo, &["init", "-q", "-b", "main"]);
+    std::fs::write(repo.join("README"), "hello\n").expect("write");
+    crate::support::git(&repo, &["add", "-A"]);
+    crate::support::git(&repo, &["commit", "-q", "-m", "init"]);
+    let root = env.dir.path().to_path_buf();
+    let s = crate::discord::start_with(&env, |st| {
+        st.channel[0].profile.thread_worktrees = true;
+        st.claude.sandbox = SandboxMode::Bubblewrap;
+        // The stand-in's log is written at the deployment's root (the state directory, the
+        // projects and the worktrees below it stay hidden).
+        st.sandbox.writable_paths = vec![root];
+        st.claude.permission_mode = PermissionMode::BypassPermissions;
+        st.claude.env.insert("IS_SANDBOX".into(), "1".into());
+    })
+    .await;
+    let (t1, t2) = (880_000_000_000_000_031, 880_000_000_000_000_032);
+    s.server.add_thread(t1, 1001, "Sealed one");
+    s.server.add_thread(t2, 1001, "Sealed two");
+    s.server.say(
+        t1,
+        7,
+        "TOOL:echo change > file.txt && git add file.txt && git -c user.name=c -c user.email=c@example.com commit -q -m sealed && echo COMMITTED",
+    );
+    let w1 = env.path(&format!("proj.worktrees/thread-{t1}"));
+    let said = s
+        .server
+        .answer_where(t1, "the commit", |t| t.contains("tool said"))
+        .await;
+    assert!(said.contains("COMMITTED"), "{said}");
+    assert!(
+        crate::support::git(&w1, &["log", "--oneline", "-1"]).contains("sealed"),
+        "the commit is in the thread's branch"
+    );
+    // Another thread of the same channel cannot see the first one's worktree, nor the
+    // channel's own checkout, but works in its own.
+    s.server.say(
+        t2,
+        7,
+        &format!(
+            "TOOL:ls {} >/dev/null 2>&1 && echo SEEN-t1 || echo HIDDEN-t1; cat {}/README >/dev/null 2>&1 && echo SEEN-main || echo HIDDEN-main; cat README",
+            w1.display(),
+            repo.display()
+        ),
+    );
+    let said = s
+        .server
+        .answer_where(t2, "the look", |t| t.contains("tool said"))
+        .await;
+    assert!(
+        said.contains("HIDDEN-t1") && said.contains("HIDDEN-main"),
+        "{said}"
+    );
+    assert!(said.contains("hello"), "its own checkout: {said}");
+}

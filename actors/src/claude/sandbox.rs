@@ -238,7 +238,12 @@ impl Sandbox {
                 Ok(_) => Some(Mount::Unreadable(h.clone())),
                 Err(_) => None,
             })
-            .chain(own.iter().cloned().map(Mount::Writable))
+            .chain(
+                own.iter()
+                    .filter(|p| std::fs::symlink_metadata(p).is_ok())
+                    .cloned()
+                    .map(Mount::Writable),
+            )
             .collect();
         // Shallower first; at one depth, hiding before binding (a bound path is never one
         // hidden: filtered above).
@@ -258,11 +263,18 @@ impl Sandbox {
     }
 }
 
-/// The existing paths among `paths`, canonical, each once.
+/// `paths`, canonical, each once. A path that does not exist yet (a worktrees directory made
+/// by a thread's first run) is kept under its canonical parent: whether it is there is asked
+/// again at each run.
 fn canonical(paths: impl IntoIterator<Item = PathBuf>) -> Vec<PathBuf> {
     let mut out: Vec<PathBuf> = paths
         .into_iter()
-        .filter_map(|p| std::fs::canonicalize(p).ok())
+        .filter_map(|p| {
+            std::fs::canonicalize(&p).ok().or_else(|| {
+                let parent = std::fs::canonicalize(p.parent()?).ok()?;
+                Some(parent.join(p.file_name()?))
+            })
+        })
         .collect();
     out.sort();
     out.dedup();
@@ -356,6 +368,17 @@ mod tests {
         assert_eq!(s.hidden(), std::slice::from_ref(&real));
         // Owning it through the link owns the directory itself.
         assert_eq!(s.mounts(&[link]), vec![Mount::Writable(real)]);
+    }
+
+    #[test]
+    fn a_directory_made_after_the_start_is_hidden_once_it_is_there() {
+        let root = tempfile::tempdir().expect("tmp");
+        let later = root.path().join("repo.worktrees");
+        let s = sandbox(&[&later]);
+        assert_eq!(s.mounts(&[]), vec![], "not there yet: nothing to mount");
+        std::fs::create_dir(&later).expect("mkdir");
+        let later = std::fs::canonicalize(&later).expect("canonical");
+        assert_eq!(s.mounts(&[]), vec![Mount::Empty(later)]);
     }
 
     #[test]
