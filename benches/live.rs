@@ -2,7 +2,8 @@
 //!
 //! Run: `cargo build --release -p fake-claude && cargo bench --bench live` (options:
 //! `-- --turns N`, default 400; `--limits`: every spend and message limit set, high enough
-//! never to refuse, so each message pays for its check).
+//! never to refuse, so each message pays for its check; `--scrape`: `/metrics` served and
+//! scraped ten times a second while the turns run).
 //!
 //! 1. Per-turn time through the coordinator (message routed → reply delivered, the real
 //!    registry, channel actors and SQLite store, the release stand-in), **cold** (`claude.
@@ -41,6 +42,33 @@ fn limits_arg() -> bool {
     std::env::args().any(|a| a == "--limits")
 }
 
+fn scrape_arg() -> bool {
+    std::env::args().any(|a| a == "--scrape")
+}
+
+/// Scrapes `/metrics` at `addr` ten times a second until `stop` is set.
+fn scraper(
+    addr: std::net::SocketAddr,
+    stop: std::sync::Arc<std::sync::atomic::AtomicBool>,
+) -> std::thread::JoinHandle<usize> {
+    std::thread::spawn(move || {
+        use std::io::Read as _;
+        let mut scrapes = 0;
+        while !stop.load(std::sync::atomic::Ordering::Relaxed) {
+            if let Ok(mut s) = std::net::TcpStream::connect(addr) {
+                let _ =
+                    s.write_all(b"GET /metrics HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n");
+                let mut body = Vec::new();
+                if s.read_to_end(&mut body).is_ok() && body.starts_with(b"HTTP/1.1 200") {
+                    scrapes += 1;
+                }
+            }
+            std::thread::sleep(std::time::Duration::from_millis(100));
+        }
+        scrapes
+    })
+}
+
 fn histogram() -> Histogram<u64> {
     Histogram::new_with_bounds(1, 60_000_000, 3).expect("bounds")
 }
@@ -59,6 +87,9 @@ fn through_coordinator(
     let mut settings = support::settings(dir.path(), conversations, conversations);
     settings.claude.live_sessions = live;
     settings.claude.max_warm_sessions = conversations;
+    if scrape_arg() {
+        settings.http.listen = "127.0.0.1:0".parse().ok();
+    }
     if limits_arg() {
         let l = &mut settings.limits;
         l.user_daily_usd = 1e6;
@@ -73,6 +104,11 @@ fn through_coordinator(
         let app = Application::build(settings).await.expect("build");
         let (sink, mut events) = ReplySink::start();
         let registry = app.start_registry(FrontEnd::of(&sink));
+        let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+        let scraping = match app.start_http(None).await.expect("http") {
+            Some(addr) => Some(scraper(addr, std::sync::Arc::clone(&stop))),
+            None => None,
+        };
         let mut latencies = histogram();
         let mut rss = Vec::new();
         let mut id = 0;
@@ -112,6 +148,10 @@ fn through_coordinator(
         }
         if live {
             rss = children_rss();
+        }
+        stop.store(true, std::sync::atomic::Ordering::Relaxed);
+        if let Some(scrapes) = scraping.and_then(|s| s.join().ok()) {
+            assert!(scrapes > 0, "no scrape succeeded");
         }
         let _ = app.drain(&registry).await;
         (latencies, rss)
