@@ -105,10 +105,11 @@ fn through_coordinator(
         let (sink, mut events) = ReplySink::start();
         let registry = app.start_registry(FrontEnd::of(&sink));
         let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
-        let scraping = match app.start_http(None).await.expect("http") {
-            Some(addr) => Some(scraper(addr, std::sync::Arc::clone(&stop))),
-            None => None,
-        };
+        let scraping = app
+            .start_http(None)
+            .await
+            .expect("http")
+            .map(|addr| scraper(addr, std::sync::Arc::clone(&stop)));
         let mut latencies = histogram();
         let mut rss = Vec::new();
         let mut id = 0;
