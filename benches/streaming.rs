@@ -73,7 +73,7 @@ async fn round(args: &Args, channels: usize) -> Round {
     server.enforce_rate_limits(5, Duration::from_secs(5));
     let log = env.log();
     let mut text = format!(
-        "[claude]\nbinary = \"{}\"\n[claude.env]\nHOME = \"{}\"\nFAKE_CLAUDE_LOG = \"{}\"\n\
+        "[claude]\nbinary = \"{}\"\nsandbox = \"none\"\n[claude.env]\nHOME = \"{}\"\nFAKE_CLAUDE_LOG = \"{}\"\n\
          [store]\npath = \"{}\"\n[discord]\napi_base_url = \"{}\"\nstream_edit_ms = {}\n\
          [access]\nallowed_users = [{ALICE}]\n[log]\nformat = \"json\"\nfilter = \"warn\"\n",
         support::fake_claude().display(),
@@ -242,6 +242,11 @@ fn percentile(sorted: &[u64], p: f64) -> u64 {
 }
 
 fn report(name: &str, args: &Args, r: &mut Round) {
+    // Without the stand-in's log there is nothing to measure: say so, not "0 ms".
+    assert!(
+        !r.latencies_ms.is_empty(),
+        "{name}: no delta was measured (could the stand-in write its log?)"
+    );
     r.latencies_ms.sort_unstable();
     println!(
         "{name}: {} channel(s), {} deltas {} ms apart, stream_edit_ms {}",
