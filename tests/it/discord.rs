@@ -742,15 +742,7 @@ async fn claude_asks_with_buttons_and_only_an_allowed_user_can_answer() {
     s.server
         .say(ALPHA, ALICE, &format!("TOOL:touch {}", file.display()));
     let is_prompt = |r: &support::discord::Recorded| content(r).starts_with("🔐");
-    s.server
-        .wait("the prompt", |srv| srv.posts(ALPHA).iter().any(is_prompt))
-        .await;
-    let prompt = s
-        .server
-        .posts(ALPHA)
-        .into_iter()
-        .find(is_prompt)
-        .expect("prompt");
+    let prompt = s.server.post_where(ALPHA, "the prompt", is_prompt).await;
     assert!(
         content(&prompt).contains("Claude wants to use **Bash**"),
         "{}",
@@ -982,17 +974,7 @@ async fn questions_are_select_menus_answered_once_all_are_chosen() {
     let s = start(&env).await;
     s.server.say(ALPHA, ALICE, "ASKQ2");
     let is_prompt = |r: &support::discord::Recorded| content(r).starts_with("❓");
-    s.server
-        .wait("the questions", |srv| {
-            srv.posts(ALPHA).iter().any(is_prompt)
-        })
-        .await;
-    let prompt = s
-        .server
-        .posts(ALPHA)
-        .into_iter()
-        .find(is_prompt)
-        .expect("prompt");
+    let prompt = s.server.post_where(ALPHA, "the questions", is_prompt).await;
     let rows = prompt.body["components"].as_array().expect("rows").clone();
     assert_eq!(rows.len(), 3, "two questions and Decline");
     let menu = |i: usize| rows[i]["components"][0].clone();
@@ -1049,15 +1031,7 @@ async fn questions_whose_labels_repeat_or_run_long_are_still_shown_and_answered(
     let s = start(&env).await;
     s.server.say(ALPHA, ALICE, "ASKQODD");
     let is_prompt = |r: &support::discord::Recorded| content(r).starts_with("❓");
-    s.server
-        .wait("the question", |srv| srv.posts(ALPHA).iter().any(is_prompt))
-        .await;
-    let prompt = s
-        .server
-        .posts(ALPHA)
-        .into_iter()
-        .find(is_prompt)
-        .expect("prompt");
+    let prompt = s.server.post_where(ALPHA, "the question", is_prompt).await;
     let menu = prompt.body["components"][0]["components"][0].clone();
     let labels: Vec<&str> = menu["options"]
         .as_array()

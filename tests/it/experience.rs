@@ -247,18 +247,11 @@ async fn a_long_turn_and_a_waiting_prompt_mention_only_the_asker() {
 async fn prompt_mentions_only(env: &TestEnv, server: &DiscordServer, author: u64, mentioned: u64) {
     let file = env.path("proj/touched");
     server.say(ALPHA, author, &format!("TOOL:touch {}", file.display()));
-    server
-        .wait("the prompt", |srv| {
-            srv.posts(ALPHA)
-                .iter()
-                .any(|r| content(r).contains("Claude wants to use"))
+    let prompt = server
+        .post_where(ALPHA, "the prompt", |r| {
+            content(r).contains("Claude wants to use")
         })
         .await;
-    let prompt = server
-        .posts(ALPHA)
-        .into_iter()
-        .find(|r| content(r).contains("Claude wants to use"))
-        .expect("prompt");
     assert!(
         content(&prompt).ends_with(&format!("\n<@{mentioned}>")),
         "{}",

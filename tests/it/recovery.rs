@@ -620,3 +620,39 @@ async fn spend_counted_before_a_kill_9_still_counts_after_the_restart() {
     assert_eq!(states, ["answered", "refused"]);
     stop_with(child, Signal::SIGTERM).await;
 }
+
+#[actix_rt::test]
+async fn the_hours_messages_and_a_lift_counted_before_a_kill_9_still_count_after_the_restart() {
+    let env = TestEnv::new();
+    let server = DiscordServer::start().await;
+    let extra = format!(
+        "[access]\nallowed_users = [{ALICE}, {BOB}]\napprovers = [{BOB}]\n\
+         [limits]\nuser_messages_per_hour = 1\n"
+    );
+    let child = spawn_run_with(&env, &server, &extra, Some("tok"), &LOGS);
+    server.wait_ready(1).await;
+    let first = server.say(ALPHA, ALICE, "the hour's one");
+    wait_answered(&server, ALPHA, first, "the answer").await;
+    stop_with(child, Signal::SIGKILL).await;
+    // A fresh process knows the hour's messages only from the inbox.
+    let child = spawn_run_with(&env, &server, &extra, Some("tok"), &LOGS);
+    server.wait_ready(2).await;
+    let second = server.say(ALPHA, ALICE, "one too many");
+    let text = wait_answered(&server, ALPHA, second, "the refusal").await;
+    assert!(
+        text.starts_with("Not run:") && text.contains("(1 message(s) per hour)"),
+        "{text}"
+    );
+    // An approver lifts Alice's limits; the lift, too, outlives a kill -9.
+    let lift = server.say(ALPHA, BOB, &format!("!limits lift <@{ALICE}>"));
+    let text = wait_answered(&server, ALPHA, lift, "the lift").await;
+    assert!(text.contains("lifted until"), "{text}");
+    stop_with(child, Signal::SIGKILL).await;
+    let child = spawn_run_with(&env, &server, &extra, Some("tok"), &LOGS);
+    server.wait_ready(3).await;
+    let third = server.say(ALPHA, ALICE, "after the lift");
+    let text = wait_answered(&server, ALPHA, third, "the answer after the lift").await;
+    assert_eq!(text, "echo: after the lift");
+    assert_eq!(env.prompts(), ["the hour's one", "after the lift"]);
+    stop_with(child, Signal::SIGTERM).await;
+}

@@ -224,6 +224,9 @@ async fn sigterm_during_a_slow_run_stops_cleanly_and_the_next_start_resumes() {
     // The next start resumes the same conversation.
     let child = spawn_run_with(&env, &server, &extra, Some("tok"), &JSON_LOGS);
     server.wait_ready(2).await;
+    // After the catch-up: a message posted within milliseconds of READY (before the service
+    // has noted it) is found in the history and answered as late.
+    server.wait_histories_read(&[ALPHA]).await;
     server.say(ALPHA, ALICE, "HISTORY");
     server
         .wait("answer after restart", |s| s.answer_texts(ALPHA).len() >= 2)

@@ -237,23 +237,7 @@ pub(crate) fn turn(
             &msg_id,
             &json!({"type": "text", "text": text}),
         ));
-        let total = s.record(prompt, 0.0);
-        s.result(
-            out,
-            "success",
-            true,
-            Some(text),
-            None,
-            total,
-            1,
-            "api_error",
-            Some(500),
-            started,
-        );
-        return TurnEnd::Done {
-            code: 1,
-            is_error: true,
-        };
+        return api_error(s, out, prompt, text, 500, started);
     }
 
     let bad_image = std::mem::take(&mut s.state.bad_image) || prompt.contains("BADIMAGE");
@@ -262,23 +246,7 @@ pub(crate) fn turn(
     {
         // An older CLI keeps the image the API refused and sends it again with every turn.
         let text = r#"API Error: 400 {"type":"error","error":{"type":"invalid_request_error","message":"Could not process image"}}"#;
-        let total = s.record(&format!("{prompt} BADIMAGE"), 0.0);
-        s.result(
-            out,
-            "success",
-            true,
-            Some(text),
-            None,
-            total,
-            1,
-            "api_error",
-            Some(400),
-            started,
-        );
-        return TurnEnd::Done {
-            code: 1,
-            is_error: true,
-        };
+        return api_error(s, out, &format!("{prompt} BADIMAGE"), text, 400, started);
     }
     if bad_image {
         // As observed: the CLI removes the image, says so in one synthetic line, and goes on.
@@ -410,5 +378,33 @@ pub(crate) fn turn(
     TurnEnd::Done {
         code: 0,
         is_error: false,
+    }
+}
+
+/// A turn the API refused with `status`: `text` as the result, `is_error`, exit code 1.
+fn api_error(
+    s: &mut Session,
+    out: &mut Out,
+    recorded: &str,
+    text: &str,
+    status: u16,
+    started: Instant,
+) -> TurnEnd {
+    let total = s.record(recorded, 0.0);
+    s.result(
+        out,
+        "success",
+        true,
+        Some(text),
+        None,
+        total,
+        1,
+        "api_error",
+        Some(status),
+        started,
+    );
+    TurnEnd::Done {
+        code: 1,
+        is_error: true,
     }
 }

@@ -406,6 +406,21 @@ impl DiscordServer {
         }
     }
 
+    /// Waits for a message posted in `channel` that satisfies `pred`; returns the first.
+    pub async fn post_where(
+        &self,
+        channel: u64,
+        what: &str,
+        pred: impl Fn(&Recorded) -> bool,
+    ) -> Recorded {
+        self.wait(what, |srv| srv.posts(channel).iter().any(&pred))
+            .await;
+        self.posts(channel)
+            .into_iter()
+            .find(|r| pred(r))
+            .expect("the post waited for")
+    }
+
     /// Waits for a reply in `channel` whose text satisfies `pred`; returns its text.
     pub async fn answer_where(
         &self,
