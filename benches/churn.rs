@@ -76,6 +76,7 @@ fn run(conversations: usize, cap: usize, messages: usize) -> (usize, f64) {
                 late: false,
                 inbox: Durability::New,
                 approver: true,
+                via: actors::via::Via::Chat,
             });
             loop {
                 match events.recv().await {

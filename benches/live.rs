@@ -106,7 +106,7 @@ fn through_coordinator(
         let registry = app.start_registry(FrontEnd::of(&sink));
         let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
         let scraping = app
-            .start_http(None)
+            .start_http(None, None)
             .await
             .expect("http")
             .map(|addr| scraper(addr, std::sync::Arc::clone(&stop)));
@@ -130,6 +130,7 @@ fn through_coordinator(
                     late: false,
                     inbox: Durability::New,
                     approver: true,
+                    via: actors::via::Via::Chat,
                 });
             }
             while !sent.is_empty() {

@@ -73,6 +73,8 @@ fn main() {
             store,
             gateway: None,
             shutdown: Shutdown::new(),
+            prompts: None,
+            max_body_bytes: 65_536,
         };
         actix_rt::spawn(claude_coordinator::http::serve(listener, state));
         let (hist, size) = actix_rt::task::spawn_blocking(move || {

@@ -307,6 +307,7 @@ fn idle_actors(n: usize) -> (u64, u64) {
                 late: false,
                 inbox: Durability::New,
                 approver: true,
+                via: actors::via::Via::Chat,
             });
         }
         let mut replies = 0;

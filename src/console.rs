@@ -159,6 +159,7 @@ where
                     // Nobody reads the console's answers after a restart.
                     inbox: Durability::Transient,
                     approver: true,
+                    via: actors::via::Via::Chat,
                 });
             }
             event = rx.recv() => match event {

@@ -25,6 +25,7 @@ pub fn hidden_paths(settings: &Settings, channels: &[ChannelProfile]) -> Vec<Pat
     let mut hidden = vec![state_dir(settings)];
     hidden.extend(settings.discord.token_file.iter().cloned());
     hidden.extend(settings.claude.oauth_token_file.iter().cloned());
+    hidden.extend(settings.http.token_file.iter().cloned());
     hidden.extend(std::env::var_os("CREDENTIALS_DIRECTORY").map(PathBuf::from));
     hidden.extend(settings.overlay.iter().cloned());
     for c in channels {

@@ -18,7 +18,7 @@ use actors::limits::LimitsConfig;
 use actors::recovery::RecoveryConfig;
 use actors::store::StoreConfig;
 use config::{Config, Environment, File, FileFormat};
-use secrecy::SecretString;
+use secrecy::{ExposeSecret as _, SecretString};
 use serde::Deserialize;
 
 /// The built-in defaults; every key is documented there.
@@ -36,6 +36,7 @@ const SECRET_KEYS: [(&str, &str); 2] = [
 /// The names of the secrets in systemd's `$CREDENTIALS_DIRECTORY` (`LoadCredential=NAME:PATH`).
 const DISCORD_CREDENTIAL: &str = "discord-token";
 const OAUTH_CREDENTIAL: &str = "claude-oauth-token";
+const HTTP_CREDENTIAL: &str = "http-token";
 
 /// A secret read from `path` (surrounding whitespace removed); errors name `key`, never the
 /// secret.
@@ -105,9 +106,12 @@ pub struct Settings {
     /// Spend and message limits per person and per channel.
     #[serde(default)]
     pub limits: LimitsConfig,
-    /// Health checks and metrics over HTTP.
+    /// Health checks, metrics and prompts over HTTP.
     #[serde(default)]
     pub http: HttpSettings,
+    /// Scheduled prompts.
+    #[serde(default)]
+    pub schedules: ScheduleSettings,
     /// The overlay file these settings were read from (hidden from the CLI).
     #[serde(skip)]
     pub overlay: Option<PathBuf>,
@@ -148,9 +152,73 @@ pub struct HttpSettings {
     /// Where to listen, e.g. `127.0.0.1:9464`; unset: no HTTP server.
     #[serde(default, deserialize_with = "listen_address")]
     pub listen: Option<std::net::SocketAddr>,
-    /// Listen on a non-loopback address too (the endpoints have no authentication).
+    /// Listen on a non-loopback address too (the health and metrics endpoints have no
+    /// authentication).
     #[serde(default)]
     pub allow_remote: bool,
+    /// The bearer tokens of `POST /v1/conversations/{name}/messages`, one per line (or the
+    /// systemd credential `http-token`); none: prompts over HTTP are refused.
+    #[serde(default)]
+    pub token_file: Option<PathBuf>,
+    /// The largest request body taken.
+    #[serde(default = "default_max_body_bytes")]
+    pub max_body_bytes: u64,
+    /// Prompts each token may send per minute.
+    #[serde(default = "default_prompts_per_minute")]
+    pub prompts_per_minute: u32,
+    /// Read from `token_file` or the credential, never from a settings file.
+    #[serde(skip)]
+    pub tokens: Vec<SecretString>,
+}
+
+fn default_max_body_bytes() -> u64 {
+    64 * 1024
+}
+
+fn default_prompts_per_minute() -> u32 {
+    60
+}
+
+/// `[schedules]`.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct ScheduleSettings {
+    /// The IANA time zone cron expressions are read in.
+    pub timezone: chrono_tz::Tz,
+    /// A time missed while the service was down still runs at start if at most this old.
+    pub catch_up_secs: u64,
+    /// No schedule may run more often than this.
+    pub min_interval_secs: u64,
+    /// Schedules per conversation.
+    pub max_per_conversation: usize,
+    /// The longest prompt a schedule may have.
+    pub max_prompt_chars: usize,
+}
+
+impl Default for ScheduleSettings {
+    fn default() -> Self {
+        let c = actors::schedule::ScheduleConfig::default();
+        Self {
+            timezone: c.timezone,
+            catch_up_secs: c.catch_up.as_secs(),
+            min_interval_secs: c.min_interval.as_secs(),
+            max_per_conversation: c.max_per_conversation,
+            max_prompt_chars: c.max_prompt_chars,
+        }
+    }
+}
+
+impl ScheduleSettings {
+    /// The scheduler's settings.
+    pub fn to_config(&self) -> actors::schedule::ScheduleConfig {
+        actors::schedule::ScheduleConfig {
+            timezone: self.timezone,
+            catch_up: Duration::from_secs(self.catch_up_secs),
+            min_interval: Duration::from_secs(self.min_interval_secs),
+            max_per_conversation: self.max_per_conversation,
+            max_prompt_chars: self.max_prompt_chars,
+        }
+    }
 }
 
 /// `http.listen`: an address, or empty for none.
@@ -350,6 +418,21 @@ impl Settings {
             "claude.oauth_token_file",
             OAUTH_CREDENTIAL,
         )?;
+        settings.http.tokens = resolve_secret(
+            None,
+            settings.http.token_file.as_deref(),
+            "http.token_file",
+            HTTP_CREDENTIAL,
+        )?
+        .map(|all| {
+            all.expose_secret()
+                .lines()
+                .map(str::trim)
+                .filter(|l| !l.is_empty())
+                .map(|l| SecretString::from(l.to_string()))
+                .collect()
+        })
+        .unwrap_or_default();
         settings.validate()?;
         Ok(settings)
     }
@@ -450,7 +533,7 @@ impl Settings {
             crate::http::check_listen(addr, self.http.allow_remote)
                 .map_err(|reason| invalid("http.listen", reason))?;
         }
-        for (key, value, least, most) in self.ranges() {
+        for (key, value, least, most) in self.ranges().into_iter().chain(self.operations_ranges()) {
             if !(least..=most).contains(&value) {
                 return Err(invalid(
                     key,
@@ -459,6 +542,40 @@ impl Settings {
             }
         }
         Ok(())
+    }
+
+    /// The bounded numbers of `[http]` and `[schedules]`: (key, value, least, most).
+    fn operations_ranges(&self) -> [(&'static str, u64, u64, u64); 6] {
+        let (h, s) = (&self.http, &self.schedules);
+        let count = |v: usize| v as u64;
+        [
+            ("http.max_body_bytes", h.max_body_bytes, 1024, 10 << 20),
+            (
+                "http.prompts_per_minute",
+                u64::from(h.prompts_per_minute),
+                1,
+                100_000,
+            ),
+            ("schedules.catch_up_secs", s.catch_up_secs, 0, 30 * 86_400),
+            (
+                "schedules.min_interval_secs",
+                s.min_interval_secs,
+                60,
+                86_400,
+            ),
+            (
+                "schedules.max_per_conversation",
+                count(s.max_per_conversation),
+                1,
+                1000,
+            ),
+            (
+                "schedules.max_prompt_chars",
+                count(s.max_prompt_chars),
+                1,
+                100_000,
+            ),
+        ]
     }
 
     /// Every bounded number: (key, value, least, most).

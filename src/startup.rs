@@ -16,12 +16,14 @@ use actors::frontend::FrontEnd;
 use actors::limits::{Ledger, Limits};
 use actors::metrics::{AttachGateway, EmitMetrics, MetricsActor};
 use actors::registry::{CancelRuns, ChannelRegistry, RestoreInbox};
+use actors::schedule::{Scheduler, StartSchedules};
 use actors::shutdown::Shutdown;
 use actors::store::{
     open_pool, Checkpoint, ForgetProcess, ListUndelivered, LoadLedger, PruneDelivered,
     RecordProcess, SessionStoreActor, TakeLeftProcesses,
 };
 use actors::time::unix_ms;
+use actors::time::Clock;
 use anyhow::Context as _;
 use tokio::signal::unix::{signal, SignalKind};
 use tokio::sync::Semaphore;
@@ -41,6 +43,21 @@ pub struct Application {
     limits: Arc<Limits>,
     /// The stop every part listens to.
     shutdown: Shutdown,
+    /// The scheduler's clock.
+    clock: Clock,
+}
+
+/// In a debug build (the tests'), the file `COORDINATOR_TEST_CLOCK_FILE` names sets the
+/// scheduler's clock (see [`Clock::from_file`]), so a test brings a schedule's minute instead
+/// of sleeping to it. A release build always reads the system clock.
+fn scheduler_clock() -> Clock {
+    match std::env::var_os("COORDINATOR_TEST_CLOCK_FILE") {
+        Some(path) if cfg!(debug_assertions) => {
+            warn!("the scheduler's clock is read from COORDINATOR_TEST_CLOCK_FILE (a test build)");
+            Clock::from_file(path.into())
+        }
+        _ => Clock::System,
+    }
 }
 
 impl Application {
@@ -109,6 +126,7 @@ impl Application {
             metrics,
             settings,
             shutdown: Shutdown::new(),
+            clock: scheduler_clock(),
         })
     }
 
@@ -153,8 +171,16 @@ impl Application {
         let state_dir = self.state_dir();
         let shutdown = self.shutdown.clone();
         let spend_limits = Arc::clone(&self.limits);
+        let scheduler = Scheduler::new(
+            self.store.clone(),
+            self.clock.clone(),
+            self.settings.schedules.to_config(),
+            &self.channels,
+        );
         move |front| {
             let idle = limits.idle();
+            let scheduler = scheduler.start();
+            let replies = front.replies.clone();
             let deps = ChannelDeps {
                 runner,
                 store,
@@ -172,18 +198,26 @@ impl Application {
                 state_dir,
                 shutdown,
                 limits: spend_limits,
+                schedules: Some(scheduler.clone().recipient()),
             };
             let registry = ChannelRegistry::new(deps, idle).start();
-            if let Some(restore) = restore {
-                // Handled before anything the front end routes: it is first in the mailbox,
-                // and the registry handles nothing else until it is done.
-                let r = registry.clone();
-                actix::spawn(async move {
+            let start_schedules = StartSchedules {
+                submit: registry.clone().recipient(),
+                replies,
+            };
+            let r = registry.clone();
+            actix::spawn(async move {
+                if let Some(restore) = restore {
+                    // Handled before anything the front end routes: it is first in the
+                    // mailbox, and the registry handles nothing else until it is done.
                     if let Ok(Err(e)) = r.send(restore).await {
                         warn!(error = %e, "could not read the inbox; its unanswered messages wait for the next start");
                     }
-                });
-            }
+                }
+                // Only now: a schedule's run written to the inbox before the restore read it
+                // would be queued twice.
+                scheduler.do_send(start_schedules);
+            });
             registry
         }
     }
@@ -332,7 +366,7 @@ impl Application {
             .start_discord()
             .await
             .context("starting the Discord gateway")?;
-        self.start_http(Some(connection.probe()))
+        self.start_http(Some(connection.probe()), Some(connection.registry.clone()))
             .await
             .context("starting the HTTP server (http.listen)")?;
         let signal = tokio::select! {
@@ -370,10 +404,12 @@ impl Application {
         Ok(())
     }
 
-    /// Starts the HTTP server if `http.listen` is set; answers where it listens.
+    /// Starts the HTTP server if `http.listen` is set; answers where it listens. Prompts over
+    /// HTTP are queued in `registry` (none: not served).
     pub async fn start_http(
         &self,
         gateway: Option<actors::discord::GatewayProbe>,
+        registry: Option<Addr<ChannelRegistry>>,
     ) -> std::io::Result<Option<std::net::SocketAddr>> {
         let Some(addr) = self.settings.http.listen else {
             return Ok(None);
@@ -385,6 +421,20 @@ impl Application {
             store: self.store.clone(),
             gateway,
             shutdown: self.shutdown.clone(),
+            prompts: registry.map(|registry| {
+                crate::http::prompts::Prompts::new(
+                    registry,
+                    self.store.clone(),
+                    self.channels
+                        .iter()
+                        .map(|p| (p.name.clone(), ConversationRef::channel(Arc::clone(p))))
+                        .collect(),
+                    self.settings.http.tokens.clone(),
+                    self.settings.http.prompts_per_minute,
+                )
+            }),
+            max_body_bytes: usize::try_from(self.settings.http.max_body_bytes)
+                .unwrap_or(usize::MAX),
         };
         actix_rt::spawn(crate::http::serve(listener, state));
         Ok(Some(bound))

@@ -14,7 +14,7 @@ use tokio::sync::mpsc::{unbounded_channel, UnboundedReceiver, UnboundedSender};
 
 use crate::conversation::ConversationRef;
 use crate::files::AttachmentMeta;
-use crate::ids::{ChannelId, CommandId, ConversationId, MessageId, UserId};
+use crate::ids::{ChannelId, CommandId, ConversationId, MessageId, ScheduleId, UserId};
 
 /// A user's message for its conversation: a prompt for Claude, or a `!` command. The front end
 /// sends it to the registry, which hands this same message to the conversation's channel actor
@@ -38,6 +38,8 @@ pub struct SubmitMessage {
     pub inbox: Durability,
     /// The front end found the author an approver here (`!mode`, `!rules clear`).
     pub approver: bool,
+    /// How it came: a chat message, a schedule's run, a prompt over HTTP.
+    pub via: crate::via::Via,
 }
 
 /// Whether a message is kept in the inbox (and its reply in the outbox).
@@ -156,6 +158,28 @@ pub enum Command {
     Limits,
     /// Lift a person's own limits until the end of the day (approvers).
     LiftLimits(UserId),
+    /// The conversation's schedules (changing them: approvers).
+    Schedule(ScheduleAction),
+}
+
+/// What `schedule` does.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum ScheduleAction {
+    /// Run `prompt` at the times of the cron expression `cron`.
+    Add {
+        /// The cron expression.
+        cron: String,
+        /// The prompt.
+        prompt: String,
+    },
+    /// This conversation's schedules.
+    List,
+    /// Delete one.
+    Remove(ScheduleId),
+    /// Stop one's runs.
+    Pause(ScheduleId),
+    /// Start one's runs again.
+    Resume(ScheduleId),
 }
 
 impl Command {
@@ -163,7 +187,15 @@ impl Command {
     pub fn needs_approver(&self) -> bool {
         matches!(
             self,
-            Self::RulesClear | Self::Mode(Some(_)) | Self::LiftLimits(_)
+            Self::RulesClear
+                | Self::Mode(Some(_))
+                | Self::LiftLimits(_)
+                | Self::Schedule(
+                    ScheduleAction::Add { .. }
+                        | ScheduleAction::Remove(_)
+                        | ScheduleAction::Pause(_)
+                        | ScheduleAction::Resume(_)
+                )
         )
     }
 }

@@ -64,6 +64,39 @@ id! {
     UserId
 }
 
+id! {
+    /// A schedule (`/claude schedule`): its row in the store.
+    ScheduleId
+}
+
+/// The bit that marks a message id as the service's own: a prompt that did not come from a
+/// Discord message (a schedule's run, a prompt over HTTP). Discord's snowflakes stay far below
+/// it (they would need a timestamp past the year 2084), and as SQLite integers such ids are
+/// negative, so nothing that looks for the newest Discord message in the inbox sees them.
+const LOCAL: u64 = 1 << 63;
+
+impl MessageId {
+    /// The service's own message number `n` (see [`MessageId::is_local`]).
+    pub const fn local(n: u64) -> Self {
+        Self(LOCAL | n)
+    }
+
+    /// Whether this id is the service's own, not a Discord message that could be replied to.
+    pub const fn is_local(self) -> bool {
+        self.0 & LOCAL != 0
+    }
+}
+
+impl UserId {
+    /// No person: a prompt over HTTP, whose author is a name, not a Discord user.
+    pub const NOBODY: Self = Self(0);
+
+    /// Whether this is a person who can be mentioned.
+    pub const fn is_person(self) -> bool {
+        self.0 != 0
+    }
+}
+
 impl From<ChannelId> for ConversationId {
     /// The conversation of a channel or thread itself.
     fn from(id: ChannelId) -> Self {

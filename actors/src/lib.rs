@@ -56,6 +56,13 @@
 //!    posts replies with [`discord::replies`] (split by [`discord::chunking`]) and progress with
 //!    [`discord::progress`], both over [`discord::outbound`].
 //!
+//! Not every prompt is a chat message: [`schedule::Scheduler`] writes a schedule's due run to
+//! the inbox (with the schedule's progress, in one transaction) and submits it to the registry
+//! as a stored [`frontend::SubmitMessage`]; the binary's HTTP endpoint does the same for a
+//! prompt over HTTP (with its idempotency key). Such a prompt has a message id of the
+//! service's own ([`ids::MessageId::local`]) and says where it came from ([`via::Via`]), so
+//! its answer is headed with its source rather than replying to a message.
+//!
 //! Around the run: [`files`] fetches a message's attachments (images become image blocks of the
 //! turn) and collects what Claude wrote to its outbox for the reply; [`worktree`] gives each
 //! thread of a `thread_worktrees` channel its own git checkout. Coordinator commands — the `!`
@@ -68,8 +75,9 @@
 //! [`metrics::MetricsActor`] writes one structured event per actor kind to the log, from what
 //! the others report, and renders the same figures for Prometheus (`GET /metrics`, served with
 //! `/healthz` and `/readyz` by the binary's `http` module). Every module uses only modules listed before it in that flow or below it
-//! (conversation, frontend, ids, time, shutdown, cost, text, limits, metrics, recovery, files,
-//! worktree); the core never imports [`discord`].
+//! (conversation, frontend, ids, time, via, shutdown, cost, text, limits, metrics, recovery,
+//! files, worktree); the scheduler sits beside the registry (it submits to it, and channel
+//! actors ask it); the core never imports [`discord`].
 
 pub mod channel;
 pub mod claude;
@@ -83,10 +91,12 @@ pub mod limits;
 pub mod metrics;
 pub mod recovery;
 pub mod registry;
+pub mod schedule;
 pub mod shutdown;
 pub mod store;
 pub mod text;
 pub mod time;
+pub mod via;
 pub mod worktree;
 
 pub use claude::{ClaudeConfig, ClaudeRunner};

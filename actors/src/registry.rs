@@ -344,6 +344,7 @@ impl Handler<RestoreInbox> for ChannelRegistry {
                     inbox: Durability::Stored,
                     // Restored prompts run no command.
                     approver: false,
+                    via: m.via,
                 };
                 act.actor(&submit.conversation).do_send(submit);
             }

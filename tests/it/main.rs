@@ -12,6 +12,7 @@ mod limits;
 mod live;
 mod recovery;
 mod sandbox;
+mod schedules;
 mod service;
 mod slash;
 mod support;

@@ -396,3 +396,62 @@ async fn a_mode_chosen_by_an_approver_reaches_the_warm_process_and_bypass_never_
         .1
         .contains("allow_mode_change"));
 }
+
+#[actix_rt::test]
+async fn schedules_are_added_listed_and_paused_with_the_schedule_group() {
+    let env = TestEnv::new();
+    let s = start_with(&env, |_| {}).await;
+    let token = s.server.command_in_group(
+        ALPHA,
+        ALICE,
+        "schedule",
+        "add",
+        &json!([{"type": 3, "name": "when", "value": "30 8 * * 1-5"},
+                {"type": 3, "name": "prompt", "value": "summarize yesterday's commits"}]),
+    );
+    let (callback, text) = answered(&s.server, &token).await;
+    assert!(!ephemeral(&callback), "a change is shown to the channel");
+    assert!(text.contains("Schedule #1 added: `30 8 * * 1-5`"), "{text}");
+    let token = s.server.command_in_group(
+        ALPHA,
+        ALICE,
+        "schedule",
+        "add",
+        &json!([{"type": 3, "name": "when", "value": "0 9 * *"},
+                {"type": 3, "name": "prompt", "value": "x"}]),
+    );
+    let (_, text) = answered(&s.server, &token).await;
+    assert!(text.contains("has 4 field(s)"), "{text}");
+    let token = s
+        .server
+        .command_in_group(ALPHA, ALICE, "schedule", "list", &json!([]));
+    let (callback, text) = answered(&s.server, &token).await;
+    assert!(ephemeral(&callback), "a list is private");
+    assert!(
+        text.contains("#1 `30 8 * * 1-5`") && text.contains("summarize yesterday's commits"),
+        "{text}"
+    );
+    let token = s.server.command_in_group(
+        ALPHA,
+        ALICE,
+        "schedule",
+        "pause",
+        &json!([{"type": 4, "name": "id", "value": 1}]),
+    );
+    let (_, text) = answered(&s.server, &token).await;
+    assert!(text.contains("#1 paused"), "{text}");
+    // Another conversation does not see or change it.
+    let token = s.server.command_in_group(
+        BETA,
+        ALICE,
+        "schedule",
+        "remove",
+        &json!([{"type": 4, "name": "id", "value": 1}]),
+    );
+    let (_, text) = answered(&s.server, &token).await;
+    assert!(
+        text.contains("no schedule #1 in this conversation"),
+        "{text}"
+    );
+    assert!(env.prompts().is_empty(), "nothing ran");
+}

@@ -1,6 +1,6 @@
 //! The `!` commands (with the configured prefix): `!status`, `!cancel`, `!reset`, `!rules`,
 //! `!retry`, `!usage`, `!sessions`, `!resume ID`, `!model [NAME]`, `!mode [MODE]`, `!handoff`,
-//! `!context`, `!compact`, `!help` — parsed into the [`Command`] the `/claude` subcommands use
+//! `!context`, `!compact`, `!schedule …`, `!help` — parsed into the [`Command`] the `/claude` subcommands use
 //! too — and the texts of answers. The session's own commands are in `sessions`.
 
 use std::fmt::Write as _;
@@ -15,7 +15,7 @@ use super::queue::Pending;
 use super::{ChannelActor, EndReason};
 use crate::claude::PermissionMode;
 pub use crate::frontend::Command;
-use crate::frontend::{CancelReason, Origin, ReplyKind, ReplyTo};
+use crate::frontend::{CancelReason, Origin, ReplyKind, ReplyTo, ScheduleAction};
 use crate::store::{
     ClearRules, GetUsage, ListSpend, LoadRules, Overrides, ResetConversation, RetryInterrupted,
     SaveOverrides, StoreError,
@@ -29,6 +29,13 @@ pub(super) fn parse(text: &str, prefix: &str) -> Option<Command> {
     let rest = text.trim().strip_prefix(prefix)?;
     let mut words = rest.split_whitespace();
     let name = words.next()?.to_ascii_lowercase();
+    if name == "schedule" {
+        let after = rest
+            .trim_start()
+            .get("schedule".len()..)
+            .unwrap_or_default();
+        return schedule_action(after).map(Command::Schedule);
+    }
     let arg: Vec<&str> = words.collect();
     let one = || (arg.len() == 1).then(|| arg[0].to_string());
     match (name.as_str(), arg.len()) {
@@ -61,6 +68,59 @@ pub(super) fn parse(text: &str, prefix: &str) -> Option<Command> {
     }
 }
 
+/// `schedule …` after its name: `add EXPR PROMPT` (EXPR in quotes or backticks, an `@daily`
+/// style name, or five fields), `list` (also nothing), `remove|pause|resume ID`.
+fn schedule_action(rest: &str) -> Option<ScheduleAction> {
+    let rest = rest.trim();
+    let (verb, args) = rest.split_once(char::is_whitespace).unwrap_or((rest, ""));
+    let args = args.trim();
+    let id = || {
+        args.trim_start_matches('#')
+            .parse::<u64>()
+            .ok()
+            .map(crate::ids::ScheduleId)
+    };
+    match verb.to_ascii_lowercase().as_str() {
+        "" | "list" if args.is_empty() => Some(ScheduleAction::List),
+        "remove" | "delete" => id().map(ScheduleAction::Remove),
+        "pause" => id().map(ScheduleAction::Pause),
+        "resume" => id().map(ScheduleAction::Resume),
+        "add" => {
+            let (cron, prompt) = if let Some(q) = args
+                .chars()
+                .next()
+                .filter(|c| matches!(c, '"' | '`' | '\''))
+            {
+                let inner = &args[1..];
+                let end = inner.find(q)?;
+                (&inner[..end], &inner[end + 1..])
+            } else if args.starts_with('@') {
+                args.split_once(char::is_whitespace).unwrap_or((args, ""))
+            } else {
+                // Five fields, then the prompt.
+                let mut cut = 0;
+                for (n, (i, _)) in args
+                    .match_indices(|c: char| !c.is_whitespace())
+                    .filter(|(i, _)| *i == 0 || args[..*i].ends_with(char::is_whitespace))
+                    .enumerate()
+                {
+                    if n == 5 {
+                        cut = i;
+                        break;
+                    }
+                    cut = args.len();
+                }
+                args.split_at(cut)
+            };
+            Some(ScheduleAction::Add {
+                cron: cron.trim().to_string(),
+                prompt: prompt.trim().to_string(),
+            })
+        }
+        _ => None,
+    }
+}
+
 /// The answer to `rules`.
 pub(super) fn rules_text(rules: &[String], prefix: &str) -> String {
     if rules.is_empty() {
@@ -87,7 +147,9 @@ pub(super) fn help(prefix: &str, project_dir: &Path) -> String {
          interrupted or a limit refused), `{prefix}usage` (what it cost, per person), \
          `{prefix}limits` (spend and message limits; approvers: `{prefix}limits lift @user`), `{prefix}sessions` and `{prefix}resume ID` \
          (earlier Claude sessions), `{prefix}model [NAME]`, `{prefix}mode [MODE]`, `{prefix}handoff` \
-         (continue in a terminal), `{prefix}context` and `{prefix}compact` (the context window); \
+         (continue in a terminal), `{prefix}context` and `{prefix}compact` (the context window), \
+         `{prefix}schedule` (scheduled prompts; approvers: `{prefix}schedule add \"0 9 * * 1-5\" PROMPT`, \
+         `{prefix}schedule pause|resume|remove ID`); \
          `/claude fork` opens a thread that starts from a copy of this conversation. The same as \
          `/claude` commands.",
         project_dir.display()
@@ -150,8 +212,28 @@ impl ChannelActor {
             Command::Compact => return self.compact(origin, ctx),
             Command::Limits => self.deps.limits.config.describe(),
             Command::LiftLimits(user) => return self.lift_limits(*user, origin, ctx),
+            Command::Schedule(action) => return self.schedule(action.clone(), origin, ctx),
         };
         self.reply(origin, ReplyKind::Command, text, false);
+    }
+
+    /// `schedule`: answered by the scheduler.
+    fn schedule(&mut self, action: ScheduleAction, origin: ReplyTo, ctx: &mut Context<Self>) {
+        let Some(schedules) = self.deps.schedules.clone() else {
+            let text = "Schedules are not available here.".to_string();
+            return self.reply(origin, ReplyKind::Command, text, true);
+        };
+        let asked = schedules.send(crate::schedule::ManageSchedules {
+            conversation: self.conversation.clone(),
+            channel_id: origin.channel_id(),
+            by: origin.author_id(),
+            action,
+        });
+        ctx.spawn(asked.into_actor(self).map(move |res, act, _| {
+            let (text, is_error) =
+                res.unwrap_or_else(|_| ("The scheduler has stopped.".to_string(), true));
+            act.reply(origin, ReplyKind::Command, text, is_error);
+        }));
     }
 
     /// The model the next run uses, and where that comes from.
@@ -406,6 +488,7 @@ impl ChannelActor {
                             late: false,
                             stored: true,
                             attachments: m.attachments,
+                            via: m.via,
                         },
                         ctx,
                     );
@@ -474,5 +557,52 @@ mod tests {
             parse("!mode plan", "!"),
             Some(Command::Mode(Some("plan".into())))
         );
+    }
+
+    #[test]
+    fn schedule_commands_parse_with_the_expression_quoted_named_or_as_five_fields() {
+        use crate::ids::ScheduleId;
+        let add = |cron: &str, prompt: &str| {
+            Some(Command::Schedule(ScheduleAction::Add {
+                cron: cron.into(),
+                prompt: prompt.into(),
+            }))
+        };
+        assert_eq!(
+            parse("!schedule add \"0 9 * * 1-5\" run the tests", "!"),
+            add("0 9 * * 1-5", "run the tests")
+        );
+        assert_eq!(
+            parse("!schedule add `*/30 8-18 * * *` check CI", "!"),
+            add("*/30 8-18 * * *", "check CI")
+        );
+        assert_eq!(
+            parse("!schedule add 0 9 * * 1-5 run the tests", "!"),
+            add("0 9 * * 1-5", "run the tests")
+        );
+        assert_eq!(
+            parse("!schedule add @daily summarize", "!"),
+            add("@daily", "summarize")
+        );
+        // Too few fields: the scheduler says what is wrong.
+        assert_eq!(parse("!schedule add 0 9 *", "!"), add("0 9 *", ""));
+        assert_eq!(parse("!schedule add \"0 9 * *", "!"), None);
+        assert_eq!(
+            parse("!schedule", "!"),
+            Some(Command::Schedule(ScheduleAction::List))
+        );
+        assert_eq!(
+            parse("!schedule list", "!"),
+            Some(Command::Schedule(ScheduleAction::List))
+        );
+        assert_eq!(
+            parse("!schedule pause #3", "!"),
+            Some(Command::Schedule(ScheduleAction::Pause(ScheduleId(3))))
+        );
+        assert_eq!(
+            parse("!schedule remove 4", "!"),
+            Some(Command::Schedule(ScheduleAction::Remove(ScheduleId(4))))
+        );
+        assert_eq!(parse("!schedule remove four", "!"), None);
     }
 }

@@ -48,4 +48,6 @@ pub struct ChannelDeps {
     pub shutdown: crate::shutdown::Shutdown,
     /// Spend and message limits per person and channel.
     pub limits: Arc<crate::limits::Limits>,
+    /// Where `schedule` commands go (none: schedules are off).
+    pub schedules: Option<Recipient<crate::schedule::ManageSchedules>>,
 }

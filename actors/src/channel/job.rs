@@ -77,6 +77,8 @@ pub(super) struct Job {
     pub(super) images: Vec<crate::files::Image>,
     /// Posted while the service was down: the reply says it is late.
     pub(super) late: bool,
+    /// How it came: the answer to a schedule's run or an HTTP prompt says so.
+    pub(super) via: crate::via::Via,
     /// In the inbox: its reply goes to the outbox.
     pub(super) stored: bool,
     /// The model chosen for the conversation from chat (else the channel's).
@@ -169,6 +171,7 @@ impl Job {
         };
         let profile = Arc::clone(&self.conversation.profile);
         let mut notes = Vec::new();
+        notes.extend(self.via.heading(&self.prompt));
         if self.late {
             notes.push(LATE_NOTE.to_string());
         }

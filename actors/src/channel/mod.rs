@@ -223,7 +223,11 @@ impl Handler<SubmitMessage> for ChannelActor {
 
     #[instrument(skip_all, fields(channel_id = self.conversation.id.get(), message_id = msg.origin.message_id.get()))]
     fn handle(&mut self, msg: SubmitMessage, ctx: &mut Self::Context) {
-        if let Some(cmd) = command::parse(&msg.text, &self.deps.command_prefix) {
+        // A schedule's or an HTTP caller's text is a prompt, even if it looks like a command.
+        let command = (msg.via == crate::via::Via::Chat)
+            .then(|| command::parse(&msg.text, &self.deps.command_prefix))
+            .flatten();
+        if let Some(cmd) = command {
             if msg.late {
                 // A command is about now: a `!reset` or `!cancel` posted while the service was
                 // down must not act on whatever runs when it is back.
@@ -241,6 +245,7 @@ impl Handler<SubmitMessage> for ChannelActor {
             attachments: msg.attachments,
             late: msg.late,
             stored: msg.inbox != Durability::Transient,
+            via: msg.via,
         };
         if msg.inbox != Durability::New {
             self.enqueue(pending, ctx);
@@ -257,6 +262,7 @@ impl Handler<SubmitMessage> for ChannelActor {
             text: pending.prompt.clone(),
             attachments: pending.attachments.clone(),
             late: msg.late,
+            via: pending.via.clone(),
         }));
         // Wait: messages are queued in the order they were written.
         ctx.wait(accept.into_actor(self).map(move |res, act, ctx| {

@@ -37,6 +37,8 @@ pub(super) struct Pending {
     pub(super) late: bool,
     /// In the inbox (false only if the store could not take it).
     pub(super) stored: bool,
+    /// How it came (its answer says so when not from the chat).
+    pub(super) via: crate::via::Via,
 }
 
 /// The message being worked on.
@@ -208,6 +210,15 @@ impl ChannelActor {
 
     /// Starts the next queued message, if nothing is running: it waits for a run slot, then
     /// takes the warm process (if any) and runs as a job beside the actor.
+    /// Messages at the front over a limit are answered and kept as refused; the next may run.
+    fn refuse_over_limit(&mut self) {
+        while let Some(refusal) = self.queue.next_waiting().and_then(|p| self.over_limit(p)) {
+            if let Some(p) = self.queue.drop_next() {
+                self.refused(&p, &refusal);
+            }
+        }
+    }
+
     pub(super) fn start_next(&mut self, ctx: &mut Context<Self>) {
         if self.queue.is_running() {
             return;
@@ -219,12 +230,7 @@ impl ChannelActor {
         if self.wait_for_pause(ctx) {
             return;
         }
-        // Refused messages are answered and kept as refused; the next one may run.
-        while let Some(refusal) = self.queue.next_waiting().and_then(|p| self.over_limit(p)) {
-            if let Some(p) = self.queue.drop_next() {
-                self.refused(&p, &refusal);
-            }
-        }
+        self.refuse_over_limit();
         if self.queue.next_waiting().is_none() {
             self.observe_queue();
             self.notify_if_idle();
@@ -255,6 +261,7 @@ impl ChannelActor {
             attachments: next.attachments.clone(),
             images: Vec::new(),
             late: next.late,
+            via: next.via.clone(),
             stored: next.stored,
             model: self.overrides.model.clone(),
             permission_mode: self.permission_mode(),
@@ -263,8 +270,7 @@ impl ChannelActor {
             warm: self.deps.warm.clone(),
             cancel: cancel.clone(),
             prior: self.saves.carry(),
-            // Taken once the run has its slot: until then the process idles, and may be ended
-            // for another conversation's run.
+            // Taken with the run slot: until then the process idles (another run may end it).
             live: None,
             live_mode: self.deps.runner.config().live_sessions,
             asks: ctx.address().recipient(),

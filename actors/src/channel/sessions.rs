@@ -272,6 +272,7 @@ impl ChannelActor {
                 attachments: Vec::new(),
                 late: false,
                 stored: false,
+                via: crate::via::Via::Chat,
             },
             ctx,
         );

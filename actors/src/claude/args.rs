@@ -88,6 +88,12 @@ pub fn args(config: &ClaudeConfig, req: &RunRequest) -> Vec<OsString> {
     args
 }
 
+/// The CLI's scheduling tools, which the service turns off.
+pub const SCHEDULING_TOOLS: [&str; 4] = ["CronCreate", "CronDelete", "CronList", "ScheduleWakeup"];
+
+/// What Claude is told about them.
+pub const SCHEDULING_OFF: &str = "Your scheduling tools (CronCreate, CronList, CronDelete, ScheduleWakeup) are turned off in this chat: anything they schedule would end with this process, which the service ends between messages. To run something later or regularly, ask the user to add a durable schedule with `/claude schedule add when:<cron expression> prompt:<text>` (approvers) — do not claim to have scheduled anything yourself.";
+
 /// The command-line arguments for a live session of `req`: stdin carries the turns and the
 /// answers to permission requests (`--permission-prompt-tool stdio`); no prompt in argv, so
 /// no other local user sees it in `/proc/*/cmdline`.
@@ -132,13 +138,15 @@ fn flags(config: &ClaudeConfig, req: &RunRequest, args: &mut Vec<OsString>) {
     if let Some(s) = &req.system_prompt {
         push("--system-prompt", s);
     }
+    let mut told = Vec::new();
     if let Some(dir) = &req.outbox {
-        let line = format!(
+        told.push(format!(
             "Files you write to the directory named by $CLAUDE_COORDINATOR_OUTBOX ({}) are attached to your reply in the chat.",
             dir.display()
-        );
-        push("--append-system-prompt", &line);
+        ));
     }
+    told.push(SCHEDULING_OFF.to_string());
+    push("--append-system-prompt", &told.join("\n"));
     let mode = req.permission_mode.unwrap_or(config.permission_mode);
     push("--permission-mode", mode.as_str());
     // Under bypassPermissions `--allowedTools` restricts nothing: only `--tools` and
@@ -146,9 +154,15 @@ fn flags(config: &ClaudeConfig, req: &RunRequest, args: &mut Vec<OsString>) {
     if let Some(tools) = &req.tools {
         push("--tools", &tools.join(","));
     }
-    if !req.disallowed_tools.is_empty() {
-        push("--disallowedTools", &req.disallowed_tools.join(","));
-    }
+    // The CLI's own schedules live in its process, which the service ends when it likes, and
+    // fire turns no message asked for (`observed-schedules.md`): never offered.
+    let disallowed: Vec<&str> = req
+        .disallowed_tools
+        .iter()
+        .map(String::as_str)
+        .chain(SCHEDULING_TOOLS)
+        .collect();
+    push("--disallowedTools", &disallowed.join(","));
     // Stored "always" rules as flag settings (`p_36`): a rule may hold a comma, which the
     // variadic `--allowedTools` would split.
     if !req.allowed_tools.is_empty() {
@@ -217,5 +231,26 @@ pub(crate) mod tests {
             serde_json::from_str(&user_line("/model x", &r.passthrough_commands)).expect("json");
         assert_eq!(line["message"]["content"], " /model x");
         assert_eq!(line["type"], "user");
+    }
+
+    #[test]
+    fn the_clis_own_scheduling_tools_are_never_offered_and_claude_is_told_why() {
+        let a = args_of(&config_with(&[]), "hi");
+        let value = |flag: &str| {
+            a.iter()
+                .position(|x| x == flag)
+                .and_then(|i| a.get(i + 1))
+                .cloned()
+                .unwrap_or_default()
+        };
+        let off = value("--disallowedTools");
+        for tool in SCHEDULING_TOOLS {
+            assert!(off.split(',').any(|t| t == tool), "{tool} in {off}");
+        }
+        assert!(value("--append-system-prompt").contains("/claude schedule add"));
+        assert_eq!(
+            a.iter().filter(|x| *x == "--append-system-prompt").count(),
+            1
+        );
     }
 }

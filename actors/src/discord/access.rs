@@ -116,6 +116,8 @@ impl AccessConfig {
     pub fn prompt_mentions(&self, channel: &ChannelAccess, asker: UserId) -> Vec<UserId> {
         match channel.approvers.as_ref().or(self.approvers.as_ref()) {
             Some(list) if !list.contains(&asker) => list.iter().take(10).copied().collect(),
+            // No person asked (a prompt over HTTP) and anyone may answer: no one in particular.
+            _ if !asker.is_person() => Vec::new(),
             _ => vec![asker],
         }
     }

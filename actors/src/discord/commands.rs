@@ -6,7 +6,7 @@ use serde_json::{json, Value};
 use serenity::all::{CommandData, CommandDataOption, CommandDataOptionValue};
 
 use crate::claude::PermissionMode;
-use crate::frontend::Command;
+use crate::frontend::{Command, ScheduleAction};
 
 /// The command's name: `/claude …`.
 pub const NAME: &str = "claude";
@@ -24,6 +24,7 @@ pub fn definition() -> Value {
         json!({"type": OPTION_STRING, "name": name, "description": description,
                "required": required, "autocomplete": autocomplete})
     };
+    let integer = |name: &str, description: &str| json!({"type": OPTION_INTEGER, "name": name, "description": description, "required": true, "min_value": 1});
     let mut mode = string(
         "mode",
         "The permission mode (approvers, where the channel allows it)",
@@ -62,6 +63,16 @@ pub fn definition() -> Value {
             sub("limits", "The spend and message limits; approvers may lift a person's for today", vec![
                 json!({"type": OPTION_USER, "name": "lift", "description": "Lift this person's own limits until the end of the day (approvers)", "required": false})
             ]),
+            json!({"type": OPTION_SUBCOMMAND_GROUP, "name": "schedule", "description": "Scheduled prompts in this conversation", "options": [
+                sub("add", "Run a prompt at the times of a cron expression (approvers)", vec![
+                    string("when", "A cron expression: minute hour day month weekday, e.g. 0 9 * * 1-5", true, false),
+                    string("prompt", "What Claude is asked each time", true, false),
+                ]),
+                sub("list", "This conversation's schedules", vec![]),
+                sub("remove", "Delete a schedule (approvers)", vec![integer("id", "The schedule's number")]),
+                sub("pause", "Stop a schedule's runs (approvers)", vec![integer("id", "The schedule's number")]),
+                sub("resume", "Start a paused schedule's runs again (approvers)", vec![integer("id", "The schedule's number")]),
+            ]}),
             sub("help", "The commands", vec![]),
         ]
     })
@@ -69,6 +80,8 @@ pub fn definition() -> Value {
 
 /// Discord's application command option types used here.
 const OPTION_SUBCOMMAND: u8 = 1;
+const OPTION_SUBCOMMAND_GROUP: u8 = 2;
+const OPTION_INTEGER: u8 = 4;
 const OPTION_STRING: u8 = 3;
 const OPTION_BOOLEAN: u8 = 5;
 const OPTION_USER: u8 = 6;
@@ -88,6 +101,15 @@ fn string(options: &[CommandDataOption], name: &str) -> Option<String> {
 pub fn parse(data: &CommandData) -> Result<Command, String> {
     if data.name != NAME {
         return Err(format!("`/{}` is not this bot's command", data.name));
+    }
+    if let Some((group, inner)) = data.options.first().and_then(|o| match &o.value {
+        CommandDataOptionValue::SubCommandGroup(opts) => Some((o.name.as_str(), opts.as_slice())),
+        _ => None,
+    }) {
+        return match group {
+            "schedule" => schedule(inner).map(Command::Schedule),
+            other => Err(format!("`/claude {other}` is not a subcommand")),
+        };
     }
     let Some((sub, options)) = data.options.first().and_then(|o| match &o.value {
         CommandDataOptionValue::SubCommand(opts) => Some((o.name.as_str(), opts.as_slice())),
@@ -137,6 +159,37 @@ pub fn parse(data: &CommandData) -> Result<Command, String> {
     })
 }
 
+/// `/claude schedule …`.
+fn schedule(group: &[CommandDataOption]) -> Result<ScheduleAction, String> {
+    let Some((sub, options)) = group.first().and_then(|o| match &o.value {
+        CommandDataOptionValue::SubCommand(opts) => Some((o.name.as_str(), opts.as_slice())),
+        _ => None,
+    }) else {
+        return Err("`/claude schedule` needs add, list, remove, pause or resume".into());
+    };
+    let id = || {
+        options
+            .iter()
+            .find_map(|o| match (o.name.as_str(), &o.value) {
+                ("id", CommandDataOptionValue::Integer(n)) => u64::try_from(*n).ok(),
+                _ => None,
+            })
+            .map(crate::ids::ScheduleId)
+            .ok_or_else(|| format!("`/claude schedule {sub}` needs the schedule's number"))
+    };
+    Ok(match sub {
+        "add" => ScheduleAction::Add {
+            cron: string(options, "when").unwrap_or_default(),
+            prompt: string(options, "prompt").unwrap_or_default(),
+        },
+        "list" => ScheduleAction::List,
+        "remove" => ScheduleAction::Remove(id()?),
+        "pause" => ScheduleAction::Pause(id()?),
+        "resume" => ScheduleAction::Resume(id()?),
+        other => return Err(format!("`/claude schedule {other}` is not a subcommand")),
+    })
+}
+
 /// Whether only the user who asked should see the answer (nothing changes for others).
 pub fn is_private(command: &Command) -> bool {
     matches!(
@@ -151,6 +204,7 @@ pub fn is_private(command: &Command) -> bool {
             | Command::Handoff
             | Command::Context
             | Command::Limits
+            | Command::Schedule(ScheduleAction::List)
     )
 }
 
@@ -208,6 +262,33 @@ mod tests {
         );
         assert_eq!(parse(&data("rules", &json!([]))), Ok(Command::Rules));
         assert!(parse(&data("resume", &json!([]))).is_err());
+        let group = |sub: &str, options: &serde_json::Value| -> CommandData {
+            serde_json::from_value(json!({
+                "id": "1", "name": "claude", "type": 1,
+                "options": [{"type": 2, "name": "schedule", "options": [{"type": 1, "name": sub, "options": options}]}]
+            }))
+            .expect("command data")
+        };
+        assert_eq!(
+            parse(&group(
+                "add",
+                &json!([{"type": 3, "name": "when", "value": "0 9 * * 1-5"}, {"type": 3, "name": "prompt", "value": " run the tests "}])
+            )),
+            Ok(Command::Schedule(ScheduleAction::Add {
+                cron: "0 9 * * 1-5".into(),
+                prompt: "run the tests".into()
+            }))
+        );
+        assert_eq!(
+            parse(&group(
+                "pause",
+                &json!([{"type": 4, "name": "id", "value": 3}])
+            )),
+            Ok(Command::Schedule(ScheduleAction::Pause(
+                crate::ids::ScheduleId(3)
+            )))
+        );
+        assert!(parse(&group("remove", &json!([]))).is_err());
         assert!(parse(&data("explode", &json!([]))).is_err());
     }
 

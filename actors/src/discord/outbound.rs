@@ -247,6 +247,8 @@ impl Outbound {
             }
             m
         };
+        // The service's own prompts (a schedule's, an HTTP one) have no message to reply to.
+        let reply_to = reply_to.filter(|id| !id.is_local());
         let first = self
             .with_retry("send message", || {
                 self.create(channel, build(reply_to), files)
@@ -277,13 +279,17 @@ impl Outbound {
     ) -> Result<serenity::all::MessageId, SendError> {
         let users: Vec<serenity::all::UserId> = mention.iter().map(|u| to_user(*u)).collect();
         let build = || {
-            CreateMessage::new()
+            let m = CreateMessage::new()
                 .content(text)
                 .allowed_mentions(CreateAllowedMentions::new().users(users.clone()))
-                .reference_message((to_channel(channel), to_message(reply_to)))
                 .components(components.clone())
                 .nonce(Nonce::String(nonce.clone()))
-                .enforce_nonce(true)
+                .enforce_nonce(true);
+            if reply_to.is_local() {
+                m
+            } else {
+                m.reference_message((to_channel(channel), to_message(reply_to)))
+            }
         };
         match self
             .with_retry("post prompt", || self.create(channel, build(), &[]))

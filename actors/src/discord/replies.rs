@@ -150,6 +150,9 @@ impl Outbound {
     /// Mentions `asker` — only them — in a message of its own: the turn that answered
     /// `about` took `took`, and its reply is above.
     pub async fn ping(&self, channel: ChannelId, about: MessageId, asker: UserId, took: Duration) {
+        if !asker.is_person() {
+            return;
+        }
         let secs = took.as_secs();
         let text = if secs >= 120 {
             format!(

@@ -411,7 +411,12 @@ impl Limits {
             return None;
         }
         let w = self.config.windows(now_ms);
-        let spent = self.ledger().spent(author, channel, &w);
+        let mut spent = self.ledger().spent(author, channel, &w);
+        if !author.is_person() {
+            // A prompt over HTTP has no person behind it: only the channel's limits (and the
+            // HTTP rate limit) apply.
+            spent.lifted_until_ms = Some(i64::MAX);
+        }
         self.config.check(&spent, &w)
     }
 

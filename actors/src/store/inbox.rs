@@ -17,6 +17,7 @@ pub use crate::files::AttachmentMeta;
 use super::{from_sql_id, to_sql_id, SessionStoreActor, StoreError};
 use crate::ids::{ChannelId, ConversationId, MessageId, UserId};
 use crate::time::unix_ms;
+use crate::via::Via;
 
 // ---------------------------------------------------------------------------------------------
 // Messages
@@ -137,6 +138,8 @@ pub struct Inbound {
     pub attachments: Vec<AttachmentMeta>,
     /// Posted while the service was down (found by catch-up, or queued over a restart).
     pub late: bool,
+    /// How it came (a chat message, a schedule's run, a prompt over HTTP).
+    pub via: Via,
 }
 
 /// A message found unanswered at start-up.
@@ -166,7 +169,7 @@ pub struct LastSeen {
 // ---------------------------------------------------------------------------------------------
 
 const COLUMNS: &str = "message_id, conversation_id, profile_id, conversation, channel_id, \
-     author_id, text, attachments, late";
+     author_id, text, attachments, late, via";
 
 fn row_to_inbound(r: &Row<'_>) -> rusqlite::Result<Inbound> {
     let attachments: String = r.get(7)?;
@@ -181,6 +184,7 @@ fn row_to_inbound(r: &Row<'_>) -> rusqlite::Result<Inbound> {
         // Written by us as JSON; a row someone edited by hand loses only its file list.
         attachments: serde_json::from_str(&attachments).unwrap_or_default(),
         late: r.get(8)?,
+        via: Via::from_column(r.get::<_, Option<String>>(9)?.as_deref()),
     })
 }
 
@@ -204,36 +208,56 @@ pub(super) fn mark(
     Ok(changed > 0)
 }
 
+/// Writes `m` to the inbox as queued inside a caller's transaction (a schedule's run and an
+/// HTTP prompt are written with their own rows). Answers `false` if its id is there already.
+pub(super) fn insert(conn: &Connection, m: &Inbound) -> rusqlite::Result<bool> {
+    let attachments = serde_json::to_string(&m.attachments).unwrap_or_else(|_| "[]".into());
+    let now = unix_ms();
+    conn.prepare_cached(
+        "INSERT OR IGNORE INTO inbox (message_id, conversation_id, profile_id, conversation, \
+         channel_id, author_id, text, attachments, late, via, state, received_at_ms, updated_at_ms) \
+         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, 'queued', ?11, ?11)",
+    )?
+    .execute(params![
+        to_sql_id(m.message_id),
+        to_sql_id(m.conversation_id),
+        to_sql_id(m.profile_id),
+        m.conversation,
+        to_sql_id(m.channel_id),
+        to_sql_id(m.author_id),
+        m.text,
+        attachments,
+        m.late,
+        m.via.to_column(),
+        now,
+    ])
+    .map(|n| n > 0)
+}
+
+/// The next of the service's own message ids ([`MessageId::local`]), inside a caller's
+/// transaction: a counter that only grows, so an id is never given twice, even after pruning.
+pub(super) fn next_local_id(conn: &Connection) -> rusqlite::Result<MessageId> {
+    let n: i64 = conn
+        .prepare_cached("UPDATE local_ids SET next = next + 1 RETURNING next - 1")?
+        .query_row([], |r| r.get(0))?;
+    Ok(MessageId::local(u64::try_from(n).unwrap_or(0)))
+}
+
+/// The state of an inbox row, if it is there.
+pub(super) fn state_of(
+    conn: &Connection,
+    message_id: MessageId,
+) -> rusqlite::Result<Option<String>> {
+    conn.prepare_cached("SELECT state FROM inbox WHERE message_id = ?1")?
+        .query_row([to_sql_id(message_id)], |r| r.get(0))
+        .optional()
+}
+
 impl Handler<AcceptMessage> for SessionStoreActor {
     type Result = Result<bool, StoreError>;
 
     fn handle(&mut self, AcceptMessage(m): AcceptMessage, _: &mut Self::Context) -> Self::Result {
-        let attachments = serde_json::to_string(&m.attachments).unwrap_or_else(|_| "[]".into());
-        self.write(|s| {
-            let now = unix_ms();
-            s.conn()?
-                .prepare_cached(
-                    "INSERT OR IGNORE INTO inbox (message_id, conversation_id, profile_id, conversation, \
-                     channel_id, author_id, text, attachments, late, state, received_at_ms, updated_at_ms) \
-                     VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, 'queued', ?10, ?10)",
-                )
-                .and_then(|mut st| {
-                    st.execute(params![
-                        to_sql_id(m.message_id),
-                        to_sql_id(m.conversation_id),
-                        to_sql_id(m.profile_id),
-                        m.conversation,
-                        to_sql_id(m.channel_id),
-                        to_sql_id(m.author_id),
-                        m.text,
-                        attachments,
-                        m.late,
-                        now,
-                    ])
-                })
-                .map(|n| n > 0)
-                .map_err(StoreError::database)
-        })
+        self.write(|s| insert(&*s.conn()?, &m).map_err(StoreError::database))
     }
 }
 
@@ -256,14 +280,14 @@ impl Handler<TakeUnfinished> for SessionStoreActor {
                 let mut stmt = tx
                     .prepare(&format!(
                         "SELECT {COLUMNS}, state FROM inbox WHERE state IN ('queued', 'running') \
-                         ORDER BY conversation_id, message_id"
+                         ORDER BY conversation_id, received_at_ms, message_id"
                     ))
                     .map_err(StoreError::database)?;
                 let rows = stmt
                     .query_map([], |r| {
                         Ok(Unfinished {
                             inbound: row_to_inbound(r)?,
-                            interrupted: r.get::<_, String>(9)? == "running",
+                            interrupted: r.get::<_, String>(10)? == "running",
                         })
                     })
                     .map_err(StoreError::database)?;
@@ -290,7 +314,7 @@ impl Handler<RetryInterrupted> for SessionStoreActor {
             let found = conn
                 .prepare_cached(&format!(
                     "SELECT {COLUMNS} FROM inbox WHERE conversation_id = ?1 AND state IN ('interrupted', 'refused') \
-                     ORDER BY message_id DESC LIMIT 1"
+                     ORDER BY received_at_ms DESC, message_id DESC LIMIT 1"
                 ))
                 .and_then(|mut st| {
                     st.query_row([to_sql_id(msg.conversation_id)], row_to_inbound)
@@ -318,8 +342,9 @@ impl Handler<ListLastSeen> for SessionStoreActor {
             // SQLite takes the bare columns from the row holding the MAX.
             let mut stmt = conn
                 .prepare_cached(
+                    // The service's own ids (negative here) are no Discord messages.
                     "SELECT conversation_id, profile_id, MAX(message_id), received_at_ms FROM inbox \
-                     GROUP BY conversation_id",
+                     WHERE message_id >= 0 GROUP BY conversation_id",
                 )
                 .map_err(StoreError::database)?;
             let rows = stmt
@@ -349,7 +374,7 @@ impl Handler<PruneDelivered> for SessionStoreActor {
                 .execute(
                     "DELETE FROM inbox WHERE updated_at_ms < ?1 \
                      AND state IN ('answered', 'failed', 'skipped', 'interrupted', 'refused') \
-                     AND message_id NOT IN (SELECT MAX(message_id) FROM inbox GROUP BY conversation_id)",
+                     AND message_id NOT IN (SELECT MAX(message_id) FROM inbox WHERE message_id >= 0 GROUP BY conversation_id)",
                     [msg.before_ms],
                 )
                 .map_err(StoreError::database)?;
@@ -366,6 +391,12 @@ impl Handler<PruneDelivered> for SessionStoreActor {
                     [msg.before_ms.min(crate::time::unix_ms() - 32 * 86_400_000)],
                 )
                 .map_err(StoreError::database)?;
+            // An idempotency key is kept as long as the prompt's row could be.
+            tx.execute(
+                "DELETE FROM http_prompts WHERE accepted_at_ms < ?1",
+                [msg.before_ms],
+            )
+            .map_err(StoreError::database)?;
             tx.execute(
                 "DELETE FROM outbox_files WHERE message_id NOT IN (SELECT message_id FROM outbox)",
                 [],

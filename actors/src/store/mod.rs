@@ -10,7 +10,8 @@
 //! "always" rules), `audit` (permission decisions), `processes` (CLI processes running),
 //! `inbox` (accepted messages until they are answered), `outbox` (replies until they are
 //! delivered), `sessions` (each conversation's sessions, run costs, and the model and mode
-//! chosen from chat), `limits` (spend and messages per person and channel, and lifts); and `open` (opening, migrations), `upkeep` (checkpoint, backup, figures),
+//! chosen from chat), `limits` (spend and messages per person and channel, and lifts), `prompts` (HTTP prompts'
+//! idempotency keys), `schedules` (scheduled prompts and their runs); and `open` (opening, migrations), `upkeep` (checkpoint, backup, figures),
 //! `error` (what can go wrong).
 
 mod audit;
@@ -21,7 +22,9 @@ mod limits;
 mod open;
 mod outbox;
 mod processes;
+mod prompts;
 mod rules;
+mod schedules;
 mod sessions;
 mod upkeep;
 
@@ -47,7 +50,9 @@ pub use limits::{LiftLimits, ListSpend, LoadLedger};
 pub use open::{check_writable, open_pool, StoreConfig};
 pub use outbox::{Delivery, ListUndelivered, OutboxState, Outgoing, RecordDelivery};
 pub use processes::{ForgetProcess, RecordProcess, TakeLeftProcesses};
+pub use prompts::{AcceptPrompt, Accepted, PromptRecord};
 pub use rules::{AddRules, ClearRules, LoadRules};
+pub use schedules::*;
 pub use sessions::{
     AdoptSession, GetUsage, ListSessions, LoadOverrides, Overrides, ResumeSession, SaveOverrides,
     SessionRecord, Usage,
@@ -160,6 +165,7 @@ sql_ids!(
     crate::ids::ConversationId,
     crate::ids::ChannelId,
     crate::ids::MessageId,
+    crate::ids::ScheduleId,
     crate::ids::UserId
 );
 

@@ -144,6 +144,36 @@ const MIGRATIONS: &[&str] = &[
          lifted_by  INTEGER NOT NULL,
          at_ms      INTEGER NOT NULL
      );",
+    // 11: prompts that are not chat messages (a schedule's runs, prompts over HTTP): where each
+    // came from, the service's own message numbers for them, HTTP idempotency keys, and the
+    // schedules.
+    "ALTER TABLE inbox ADD COLUMN via TEXT;  -- NULL: a chat message; else JSON (`Via`)
+     CREATE TABLE local_ids (next INTEGER NOT NULL);
+     INSERT INTO local_ids (next) VALUES (1);
+     CREATE TABLE http_prompts (
+         idempotency_key TEXT PRIMARY KEY,
+         conversation    TEXT    NOT NULL,
+         author          TEXT    NOT NULL,
+         content         TEXT    NOT NULL,
+         message_id      INTEGER NOT NULL,
+         accepted_at_ms  INTEGER NOT NULL
+     );
+     CREATE TABLE schedules (
+         id              INTEGER PRIMARY KEY AUTOINCREMENT,
+         conversation_id INTEGER NOT NULL,
+         profile_id      INTEGER NOT NULL,
+         conversation    TEXT    NOT NULL,
+         channel_id      INTEGER NOT NULL,
+         cron            TEXT    NOT NULL,
+         prompt          TEXT    NOT NULL,
+         created_by      INTEGER NOT NULL,
+         created_at_ms   INTEGER NOT NULL,
+         paused          INTEGER NOT NULL DEFAULT 0,
+         checked_to_ms   INTEGER NOT NULL,  -- every run due at or before this was handled
+         last_message_id INTEGER,           -- the inbox row of its latest run
+         runs            INTEGER NOT NULL DEFAULT 0,
+         skipped         INTEGER NOT NULL DEFAULT 0
+     );",
 ];
 
 /// How to open the store.

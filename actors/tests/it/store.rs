@@ -159,8 +159,8 @@ async fn data_survives_reopening_and_migrations_run_once() {
         .pragma_query_value(None, "user_version", |r| r.get(0))
         .expect("pragma");
     assert_eq!(
-        version, 10,
-        "conversations; rules and the approvals audit; the CLI processes running; inbox and outbox; sessions, run costs, overrides; outbox files; their bytes; the mode a chat choice was made under; forks and the context window; who asked for each run, and limit lifts"
+        version, 11,
+        "conversations; rules and the approvals audit; the CLI processes running; inbox and outbox; sessions, run costs, overrides; outbox files; their bytes; the mode a chat choice was made under; forks and the context window; who asked for each run, and limit lifts; prompts that are not chat messages, HTTP keys, schedules"
     );
     let mode: String = conn
         .pragma_query_value(None, "journal_mode", |r| r.get(0))
@@ -314,6 +314,7 @@ fn inbound(id: u64, conversation: u64) -> actors::store::Inbound {
             url: "https://cdn.discordapp.com/a/notes.txt".into(),
         }],
         late: false,
+        via: actors::via::Via::Chat,
     }
 }
 

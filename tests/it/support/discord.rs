@@ -623,6 +623,22 @@ impl DiscordServer {
         self.interaction(channel, 2, None, &data, user)
     }
 
+    /// `/claude GROUP SUB` by `user` in `channel`, with `options`; returns the interaction's
+    /// token.
+    pub fn command_in_group(
+        &self,
+        channel: u64,
+        user: u64,
+        group: &str,
+        sub: &str,
+        options: &Value,
+    ) -> String {
+        let data = json!({"id": "777", "name": "claude", "type": 1,
+                          "options": [{"type": 2, "name": group, "options": [
+                              {"type": 1, "name": sub, "options": options}]}]});
+        self.interaction(channel, 2, None, &data, user)
+    }
+
     /// Autocomplete while `user` types `typed` into option `option` of `/claude SUB`.
     pub fn autocomplete(
         &self,

@@ -375,6 +375,7 @@ impl Harness {
             late: false,
             inbox: Durability::New,
             approver: true,
+            via: actors::via::Via::Chat,
         });
         MessageId(self.next_message)
     }

@@ -89,6 +89,7 @@ impl DiscordGateway {
                     late: source.late(),
                     inbox: Durability::New,
                     approver,
+                    via: crate::via::Via::Chat,
                 });
             }
         }

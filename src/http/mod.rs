@@ -1,8 +1,11 @@
 //! The HTTP side of the service (`[http]`, off unless `http.listen` is set): `GET /healthz`
 //! (the process answers), `GET /readyz` (the gateway session is identified, the store answers
-//! a query, the service is not stopping — JSON with the reason when not), and `GET /metrics`
-//! (Prometheus' exposition of the figures the metrics log reports). Loopback only unless
-//! `http.allow_remote`.
+//! a query, the service is not stopping — JSON with the reason when not), `GET /metrics`
+//! (Prometheus' exposition of the figures the metrics log reports), and `POST
+//! /v1/conversations/{name}/messages` (`prompts`: a prompt from CI or a webhook, with a bearer
+//! token). Loopback only unless `http.allow_remote`.
+
+pub mod prompts;
 
 use std::net::SocketAddr;
 use std::time::Duration;
@@ -12,10 +15,11 @@ use actors::discord::GatewayProbe;
 use actors::metrics::{MetricsActor, RenderMetrics, CONTENT_TYPE};
 use actors::shutdown::Shutdown;
 use actors::store::{CheckStore, SessionStoreActor};
+use axum::extract::DefaultBodyLimit;
 use axum::extract::State;
 use axum::http::{header, StatusCode};
 use axum::response::{IntoResponse, Response};
-use axum::routing::get;
+use axum::routing::{get, post};
 use axum::{Json, Router};
 use serde_json::json;
 use tracing::{info, warn};
@@ -34,22 +38,39 @@ pub struct HttpState {
     pub gateway: Option<GatewayProbe>,
     /// The service's stop.
     pub shutdown: Shutdown,
+    /// Prompts over HTTP; `None` without a registry to queue them in.
+    pub prompts: Option<prompts::Prompts>,
+    /// `http.max_body_bytes`.
+    pub max_body_bytes: usize,
 }
 
 /// The routes.
 pub fn router(state: HttpState) -> Router {
-    Router::new()
+    let prompts = state.prompts.clone().map(|p| {
+        Router::new()
+            .route(
+                "/v1/conversations/{name}/messages",
+                post(prompts::post_message),
+            )
+            .layer(DefaultBodyLimit::max(state.max_body_bytes))
+            .with_state(p)
+    });
+    let base = Router::new()
         .route("/healthz", get(healthz))
         .route("/readyz", get(readyz))
         .route("/metrics", get(metrics))
-        .with_state(state)
+        .with_state(state);
+    match prompts {
+        Some(p) => base.merge(p),
+        None => base,
+    }
 }
 
 /// Serves on `listener` for the life of the process: while the service stops, `/readyz`
 /// says so.
 pub async fn serve(listener: tokio::net::TcpListener, state: HttpState) {
     let addr = listener.local_addr().ok();
-    info!(addr = ?addr, "HTTP listening (/healthz, /readyz, /metrics)");
+    info!(addr = ?addr, "HTTP listening (/healthz, /readyz, /metrics, /v1/conversations/{{name}}/messages)");
     if let Err(e) = axum::serve(listener, router(state)).await {
         warn!(error = %e, "the HTTP server stopped");
     }
