@@ -464,3 +464,52 @@ async fn a_prompt_over_http_accepted_before_a_kill_9_is_answered_once_after_the_
     );
     stop_with(child, Signal::SIGTERM).await;
 }
+
+#[actix_rt::test]
+async fn a_permission_request_of_a_prompt_over_http_asks_the_approvers_and_their_click_runs_it() {
+    let env = TestEnv::new();
+    let server = DiscordServer::start().await;
+    let port = free_port();
+    let extra = prompt_settings(&env, port, "")
+        .replace("[http]", &format!("approvers = [{ALICE}]\n[http]"));
+    let child = spawn_run_with(&env, &server, &extra, Some("tok"), &[]);
+    server.wait_ready(1).await;
+    ready(port, true).await;
+    let file = env.path("proj/from-ci");
+    let content = format!("TOOL:touch {}", file.display());
+    let prompt = serde_json::json!({"content": content, "author": "ci"});
+    let (status, body) = post_prompt(port, "alpha", TOKEN, Some("tool-1"), &prompt);
+    assert_eq!(status, 202, "{body}");
+    let asked = server
+        .post_where(ALPHA, "the permission prompt", |r| {
+            r.body["content"]
+                .as_str()
+                .is_some_and(|t| t.starts_with("🔐"))
+        })
+        .await;
+    // No Discord user asked: the approvers are, and nothing is replied to.
+    assert_eq!(
+        asked.body["allowed_mentions"]["users"],
+        serde_json::json!([ALICE.to_string()]),
+        "{}",
+        asked.body
+    );
+    assert!(asked.body["message_reference"].is_null(), "{}", asked.body);
+    let allow = asked.body["components"][0]["components"][0]["custom_id"]
+        .as_str()
+        .expect("the Allow button")
+        .to_string();
+    let message = DiscordServer::message_of(&asked, ALPHA);
+    server.click(ALPHA, &message, &allow, ALICE);
+    wait_until(|| file.exists(), "the tool ran once allowed").await;
+    server
+        .wait("the answer", |s| {
+            s.posts(ALPHA).iter().any(|r| {
+                r.body["content"]
+                    .as_str()
+                    .is_some_and(|t| t.starts_with("📨 From `ci` over HTTP:"))
+            })
+        })
+        .await;
+    stop_with(child, Signal::SIGTERM).await;
+}
