@@ -173,6 +173,7 @@ impl Application {
         let spend_limits = Arc::clone(&self.limits);
         let scheduler = Scheduler::new(
             self.store.clone(),
+            self.metrics.clone().recipient(),
             self.clock.clone(),
             self.settings.schedules.to_config(),
             &self.channels,
@@ -425,6 +426,7 @@ impl Application {
                 crate::http::prompts::Prompts::new(
                     registry,
                     self.store.clone(),
+                    self.metrics.clone().recipient(),
                     self.channels
                         .iter()
                         .map(|p| (p.name.clone(), ConversationRef::channel(Arc::clone(p))))

@@ -12,10 +12,11 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex, PoisonError};
 use std::time::Instant;
 
-use actix::Addr;
+use actix::{Addr, Recipient};
 use actors::conversation::ConversationRef;
 use actors::frontend::{Durability, Origin, SubmitMessage};
 use actors::ids::{MessageId, UserId};
+use actors::metrics::{HttpOutcome, Metric, RecordMetric};
 use actors::registry::{ChannelRegistry, CountChannels};
 use actors::store::{AcceptPrompt, Accepted, Inbound, PromptRecord, SessionStoreActor};
 use actors::via::Via;
@@ -40,6 +41,8 @@ pub struct Prompts {
     pub registry: Addr<ChannelRegistry>,
     /// Where they are written first.
     pub store: Addr<SessionStoreActor>,
+    /// Where each outcome is counted.
+    pub metrics: Recipient<RecordMetric>,
     /// The configured channels' conversations, by name.
     pub conversations: Arc<HashMap<String, ConversationRef>>,
     /// The accepted bearer tokens.
@@ -57,6 +60,7 @@ impl Prompts {
     pub fn new(
         registry: Addr<ChannelRegistry>,
         store: Addr<SessionStoreActor>,
+        metrics: Recipient<RecordMetric>,
         conversations: HashMap<String, ConversationRef>,
         tokens: Vec<SecretString>,
         per_minute: u32,
@@ -65,6 +69,7 @@ impl Prompts {
         Self {
             registry,
             store,
+            metrics,
             conversations: Arc::new(conversations),
             tokens: Arc::new(tokens),
             buckets: Arc::new(Mutex::new(buckets)),
@@ -279,23 +284,27 @@ pub async fn post_message(
     headers: HeaderMap,
     body: Result<Bytes, BytesRejection>,
 ) -> Response {
-    if let Err(refused) = authorize(&p, &headers, &name) {
-        return refused.into_response();
-    }
-    let Some(conversation) = p.conversations.get(&name).cloned() else {
-        let refused = error(
-            StatusCode::NOT_FOUND,
-            "unknown_conversation",
-            "no configured channel has that name",
-        );
-        return refused.into_response();
+    let answer = match authorize(&p, &headers, &name) {
+        Err(refused) => Err(refused),
+        Ok(()) => match p.conversations.get(&name).cloned() {
+            None => Err(error(
+                StatusCode::NOT_FOUND,
+                "unknown_conversation",
+                "no configured channel has that name",
+            )),
+            Some(conversation) => match parse(&headers, body) {
+                Ok(req) => accept(&p, conversation, req).await,
+                Err(refused) => Err(refused),
+            },
+        },
     };
-    match parse(&headers, body) {
-        Ok(req) => accept(&p, conversation, req)
-            .await
-            .unwrap_or_else(IntoResponse::into_response),
-        Err(refused) => refused.into_response(),
-    }
+    let outcome = match &answer {
+        Ok(r) if r.status() == StatusCode::ACCEPTED => HttpOutcome::Accepted,
+        Ok(_) => HttpOutcome::Replayed,
+        Err(_) => HttpOutcome::Refused,
+    };
+    p.metrics.do_send(RecordMetric(Metric::HttpPrompt(outcome)));
+    answer.unwrap_or_else(IntoResponse::into_response)
 }
 
 /// Writes the prompt and its key to the store; a new one is then queued.

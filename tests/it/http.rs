@@ -16,7 +16,7 @@ const ALICE: u64 = 7;
 const ALPHA: u64 = 1001;
 
 /// A free port on 127.0.0.1 (bound and let go).
-fn free_port() -> u16 {
+pub(crate) fn free_port() -> u16 {
     std::net::TcpListener::bind("127.0.0.1:0")
         .and_then(|l| l.local_addr())
         .map(|a| a.port())
@@ -24,7 +24,7 @@ fn free_port() -> u16 {
 }
 
 /// `GET path` over plain HTTP/1.1: the status and the body (`None` while nothing listens).
-fn get(port: u16, path: &str) -> Option<(u16, String)> {
+pub(crate) fn get(port: u16, path: &str) -> Option<(u16, String)> {
     request(port, "GET", path, &[], "")
 }
 
@@ -77,7 +77,7 @@ fn request(
 }
 
 /// The value of sample `name` with `labels` in a `/metrics` text (parsed as Prometheus does).
-fn sample(text: &str, name: &str, labels: &[(&str, &str)]) -> Option<f64> {
+pub(crate) fn sample(text: &str, name: &str, labels: &[(&str, &str)]) -> Option<f64> {
     let lines = text.lines().map(|l| Ok(l.to_string()));
     let scrape = prometheus_parse::Scrape::parse(lines).expect("the exposition parses");
     scrape
@@ -406,6 +406,22 @@ async fn a_prompt_over_http_is_answered_once_in_its_channel_and_its_key_again_ru
     assert_eq!(body["error"], "rate_limited");
     let (status, _) = post_prompt(port, "nowhere", TOKEN, Some("r"), &prompt);
     assert_eq!(status, 404, "the first token still has room");
+    // Counted as they were answered.
+    let (_, metrics) = get(port, "/metrics").expect("metrics");
+    let prompts = |outcome: &str| {
+        sample(
+            &metrics,
+            "coordinator_http_prompts_total",
+            &[("outcome", outcome)],
+        )
+        .unwrap_or(-1.0)
+    };
+    assert!(
+        (prompts("accepted") - 1.0).abs() < f64::EPSILON,
+        "{metrics}"
+    );
+    assert!(prompts("replayed") >= 2.0, "{metrics}");
+    assert!(prompts("refused") >= 18.0, "{metrics}");
 
     let out = stop_with(child, Signal::SIGTERM).await;
     let logs =

@@ -11,6 +11,7 @@ use crate::support::{run_with_config, TestEnv};
 /// Paths a CLI in channel `alpha` must not read, named for the report.
 struct Secrets {
     token_file: String,
+    http_tokens: String,
     database: String,
     credential: String,
     other_project: String,
@@ -23,6 +24,7 @@ fn deployment(env: &TestEnv, sandbox: &str) -> (std::path::PathBuf, Secrets) {
     let secrets = env.path("secrets");
     std::fs::create_dir_all(&secrets).expect("mkdir");
     std::fs::write(secrets.join("discord-token"), "TOKEN-SECRET\n").expect("write");
+    std::fs::write(secrets.join("http-tokens"), "HTTP-SECRET\n").expect("write");
     let creds = env.path("credentials");
     std::fs::create_dir_all(&creds).expect("mkdir");
     std::fs::write(creds.join("claude-oauth-token"), "CRED-SECRET\n").expect("write");
@@ -30,12 +32,14 @@ fn deployment(env: &TestEnv, sandbox: &str) -> (std::path::PathBuf, Secrets) {
     let overlay = env.overlay(
         &format!("sandbox = \"{sandbox}\""),
         &format!(
-            "[discord]\ntoken_file = \"{}\"\n",
-            secrets.join("discord-token").display()
+            "[discord]\ntoken_file = \"{}\"\n[http]\ntoken_file = \"{}\"\n",
+            secrets.join("discord-token").display(),
+            secrets.join("http-tokens").display()
         ),
     );
     let s = Secrets {
         token_file: secrets.join("discord-token").display().to_string(),
+        http_tokens: secrets.join("http-tokens").display().to_string(),
         database: env.db().display().to_string(),
         credential: creds.join("claude-oauth-token").display().to_string(),
         other_project: env.path("proj2/plans.txt").display().to_string(),
@@ -51,6 +55,7 @@ fn probe_script(s: &Secrets, written: &str) -> String {
     let mut script = String::from("cat /dev/null");
     for (name, path) in [
         ("token", &s.token_file),
+        ("http-tokens", &s.http_tokens),
         ("database", &s.database),
         ("credential", &s.credential),
         ("beta", &s.other_project),
@@ -86,8 +91,9 @@ fn probe(env: &TestEnv, overlay: &Path, s: &Secrets) -> String {
     out
 }
 
-const TARGETS: [&str; 6] = [
+const TARGETS: [&str; 7] = [
     "token",
+    "http-tokens",
     "database",
     "credential",
     "beta",
@@ -169,7 +175,7 @@ fn the_real_cli_in_the_sandbox_cannot_reach_secrets_through_bash_or_read() {
              timeout_secs = 120\n\
              [claude.env]\nHOME = \"{}\"\nANTHROPIC_BASE_URL = \"{}\"\nANTHROPIC_API_KEY = \"sk-test\"\n\
              IS_SANDBOX = \"1\"\nDISABLE_AUTOUPDATER = \"1\"\n\
-             [store]\npath = \"{}\"\n[discord]\ntoken_file = \"{}\"\n\
+             [store]\npath = \"{}\"\n[discord]\ntoken_file = \"{}\"\n[http]\ntoken_file = \"{}\"\n\
              [[channel]]\nid = 1001\nname = \"alpha\"\nproject_dir = \"{}\"\n\
              [[channel]]\nid = 1002\nname = \"beta\"\nproject_dir = \"{}\"\n",
             claude.display(),
@@ -177,6 +183,7 @@ fn the_real_cli_in_the_sandbox_cannot_reach_secrets_through_bash_or_read() {
             stub.base,
             s.database,
             s.token_file,
+            s.http_tokens,
             env.path("proj").display(),
             env.path("proj2").display(),
         ),

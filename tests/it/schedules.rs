@@ -8,6 +8,7 @@ use std::time::Duration;
 
 use nix::sys::signal::Signal;
 
+use crate::http::{free_port, get, sample};
 use crate::support::discord::DiscordServer;
 use crate::support::{spawn_run_with, stop_with, wait_until, TestEnv};
 
@@ -20,14 +21,18 @@ struct Deployment {
     server: DiscordServer,
     extra: String,
     clock: std::path::PathBuf,
+    /// Where `/metrics` is served.
+    port: u16,
 }
 
 impl Deployment {
     async fn new() -> Self {
         let env = TestEnv::new();
         let server = DiscordServer::start().await;
+        let port = free_port();
         let extra = format!(
-            "[access]\nallowed_users = [{ALICE}, {BOB}]\napprovers = [{ALICE}]\n[schedules]\ntimezone = \"Europe/Berlin\"\n"
+            "[access]\nallowed_users = [{ALICE}, {BOB}]\napprovers = [{ALICE}]\n[schedules]\ntimezone = \"Europe/Berlin\"\n\
+             [http]\nlisten = \"127.0.0.1:{port}\"\n"
         );
         let clock = env.path("clock");
         Self {
@@ -35,6 +40,7 @@ impl Deployment {
             server,
             extra,
             clock,
+            port,
         }
     }
 
@@ -252,5 +258,56 @@ async fn a_time_that_comes_while_the_previous_run_still_waits_is_skipped_and_sai
     assert_eq!(d.runs_of(&prompt), 1, "never two runs of one schedule");
     let list = d.command(ALICE, "!schedule").await;
     assert!(list.contains("ran 1, skipped 1"), "{list}");
+    let (_, metrics) = get(d.port, "/metrics").expect("metrics");
+    let runs = |outcome: &str| {
+        sample(
+            &metrics,
+            "coordinator_schedule_runs_total",
+            &[("outcome", outcome)],
+        )
+    };
+    assert_eq!(
+        (runs("queued"), runs("skipped")),
+        (Some(1.0), Some(1.0)),
+        "{metrics}"
+    );
+    stop_with(child, Signal::SIGTERM).await;
+}
+
+#[actix_rt::test]
+async fn a_scheduled_run_queued_before_a_kill_9_is_answered_once_after_the_restart() {
+    let d = Deployment::new().await;
+    d.at("2026-12-07T07:58:00Z");
+    let child = d.start().await;
+    let added = d
+        .command(ALICE, "!schedule add \"0 9 * * *\" nightly report")
+        .await;
+    assert!(added.contains("Schedule #1 added"), "{added}");
+    // A message holds the conversation, so the schedule's run waits behind it.
+    let gate = d.env.gate("g");
+    d.server
+        .say(ALPHA, ALICE, &format!("first GATE:{}", gate.display()));
+    wait_until(|| d.env.prompts().len() == 1, "the first run").await;
+    d.at("2026-12-07T08:00:00Z");
+    let queued = || {
+        let conn = rusqlite::Connection::open(d.env.db()).expect("db");
+        conn.query_row(
+            "SELECT count(*) FROM inbox WHERE message_id < 0 AND state = 'queued'",
+            [],
+            |r| r.get::<_, i64>(0),
+        )
+        .unwrap_or(0)
+    };
+    wait_until(|| queued() == 1, "the schedule's run in the inbox").await;
+    stop_with(child, Signal::SIGKILL).await;
+
+    d.env.open_gate("g");
+    d.at("2026-12-07T08:00:30Z");
+    let child = d.start().await;
+    let answer = d.answered(1).await;
+    assert!(answer.contains("echo: nightly report"), "{answer}");
+    tokio::time::sleep(Duration::from_millis(1500)).await;
+    assert_eq!(d.runs_of("nightly report"), 1, "{:?}", d.env.prompts());
+    assert_eq!(d.posts_starting("⏰ Scheduled prompt #1").len(), 1);
     stop_with(child, Signal::SIGTERM).await;
 }

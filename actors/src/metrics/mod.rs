@@ -91,6 +91,15 @@ pub enum Metric {
     },
     /// A spend or message limit refused a message.
     LimitRefused(crate::limits::LimitKind),
+    /// A schedule's time was handled: its run queued (or not), and times skipped.
+    ScheduleFired {
+        /// A run was queued.
+        queued: bool,
+        /// Times skipped (missed while down, or due while the previous run waited).
+        skipped: u64,
+    },
+    /// A prompt over HTTP was answered.
+    HttpPrompt(HttpOutcome),
     /// The registry's state.
     Registry {
         /// Channel actors alive.
@@ -100,6 +109,17 @@ pub enum Metric {
         /// Stopped for idleness since start.
         stopped_idle: u64,
     },
+}
+
+/// How a prompt over HTTP was answered.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum HttpOutcome {
+    /// Accepted and queued (202).
+    Accepted,
+    /// Its key was seen before: nothing run (200, 422).
+    Replayed,
+    /// Refused: a token, a rate limit, a name, a body (401, 429, 404, 413, 400).
+    Refused,
 }
 
 /// What happened to a live session.
@@ -257,6 +277,10 @@ pub struct MetricsActor {
     paused_until: Option<std::time::SystemTime>,
     /// Messages refused by a limit: per person (spend, rate), per channel (spend, rate).
     limit_refusals: [u64; 4],
+    /// Schedule runs queued, and times skipped.
+    schedule_runs: (u64, u64),
+    /// Prompts over HTTP: accepted, replayed, refused.
+    http_prompts: [u64; 3],
 }
 
 impl MetricsActor {
@@ -285,6 +309,8 @@ impl MetricsActor {
             usage_pauses: 0,
             paused_until: None,
             limit_refusals: [0; 4],
+            schedule_runs: (0, 0),
+            http_prompts: [0; 3],
         }
     }
 
@@ -311,6 +337,29 @@ impl MetricsActor {
             );
         }
         out
+    }
+
+    /// Limits, schedules and prompts over HTTP.
+    fn emit_operations(&self) {
+        let [user_spend, user_rate, channel_spend, channel_rate] = self.limit_refusals;
+        info!(
+            target: "metrics",
+            kind = "limits",
+            refused_user_spend = user_spend,
+            refused_user_rate = user_rate,
+            refused_channel_spend = channel_spend,
+            refused_channel_rate = channel_rate,
+        );
+        let [http_accepted, http_replayed, http_refused] = self.http_prompts;
+        info!(
+            target: "metrics",
+            kind = "operations",
+            schedule_runs = self.schedule_runs.0,
+            schedule_skipped = self.schedule_runs.1,
+            http_prompts_accepted = http_accepted,
+            http_prompts_replayed = http_replayed,
+            http_prompts_refused = http_refused,
+        );
     }
 
     /// Writes the events; the future ends after the last one (the pool state is asked of a
@@ -344,15 +393,7 @@ impl MetricsActor {
             paused_until = paused.map(|t| humantime::format_rfc3339_seconds(t).to_string()).unwrap_or_default(),
             pauses = self.usage_pauses,
         );
-        let [user_spend, user_rate, channel_spend, channel_rate] = self.limit_refusals;
-        info!(
-            target: "metrics",
-            kind = "limits",
-            refused_user_spend = user_spend,
-            refused_user_rate = user_rate,
-            refused_channel_spend = channel_spend,
-            refused_channel_rate = channel_rate,
-        );
+        self.emit_operations();
         let q = |h: &Histogram<u64>, p: f64| {
             if h.is_empty() {
                 0
@@ -526,6 +567,13 @@ impl Handler<RecordMetric> for MetricsActor {
                     K::ChannelRate => 3,
                 };
                 self.limit_refusals[i] += 1;
+            }
+            Metric::ScheduleFired { queued, skipped } => {
+                self.schedule_runs.0 += u64::from(queued);
+                self.schedule_runs.1 += skipped;
+            }
+            Metric::HttpPrompt(outcome) => {
+                self.http_prompts[outcome as usize] += 1;
             }
         }
     }

@@ -184,6 +184,18 @@ impl MetricsActor {
         ];
         let help = "Messages refused by a spend or message limit";
         counters(r, "limit_refusals", help, "limit", &limits);
+        let (queued, skipped) = self.schedule_runs;
+        let help = "Schedule times: runs queued, times skipped";
+        let outcomes = [("queued", queued), ("skipped", skipped)];
+        counters(r, "schedule_runs", help, "outcome", &outcomes);
+        let [http_accepted, http_replayed, http_refused] = self.http_prompts;
+        let help = "Prompts over HTTP, by outcome";
+        let outcomes = [
+            ("accepted", http_accepted),
+            ("replayed", http_replayed),
+            ("refused", http_refused),
+        ];
+        counters(r, "http_prompts", help, "outcome", &outcomes);
         let (live, spawned_actors, stopped_idle) = self.registry;
         gauge(
             r,

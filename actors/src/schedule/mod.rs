@@ -24,6 +24,7 @@ use tracing::{info, instrument, warn};
 use crate::conversation::{ChannelProfile, ConversationRef};
 use crate::frontend::{DeliverReply, Durability, Origin, ReplyKind, ScheduleAction, SubmitMessage};
 use crate::ids::{ChannelId, ScheduleId, UserId};
+use crate::metrics::{Metric, RecordMetric};
 use crate::store::{
     AddSchedule, ChangeSchedule, FireSchedule, Fired, ListSchedules, Schedule, ScheduleChange,
     ScheduleTarget, SessionStoreActor, StoreError,
@@ -104,6 +105,7 @@ struct Entry {
 /// Owns the schedules and their timing.
 pub struct Scheduler {
     store: Addr<SessionStoreActor>,
+    metrics: Recipient<RecordMetric>,
     clock: Clock,
     config: ScheduleConfig,
     profiles: HashMap<ChannelId, Arc<ChannelProfile>>,
@@ -115,12 +117,14 @@ impl Scheduler {
     /// A scheduler over the configured channels `profiles`.
     pub fn new(
         store: Addr<SessionStoreActor>,
+        metrics: Recipient<RecordMetric>,
         clock: Clock,
         config: ScheduleConfig,
         profiles: &[Arc<ChannelProfile>],
     ) -> Self {
         Self {
             store,
+            metrics,
             clock,
             config,
             profiles: profiles.iter().map(|p| (p.id, Arc::clone(p))).collect(),
@@ -213,6 +217,10 @@ impl Scheduler {
     fn fired(&mut self, fired: Fired, missed: u64, ran: bool) {
         let schedule = fired.schedule.clone();
         self.keep(fired.schedule);
+        self.metrics.do_send(RecordMetric(Metric::ScheduleFired {
+            queued: fired.queued.is_some(),
+            skipped: missed + u64::from(fired.still_waiting),
+        }));
         let (Some(edges), Some(conversation)) = (&self.edges, self.conversation_of(&schedule))
         else {
             return;
