@@ -98,7 +98,31 @@ pub fn check(settings: &Settings, for_run: bool) -> Vec<Finding> {
             "no allowlist: set access.allowed_users / access.allowed_roles (or access.allow_everyone = true)",
         )
     });
+    out.push(check_http(settings));
     out
+}
+
+/// What `[http]` serves, and whether prompts over HTTP can be sent at all.
+fn check_http(settings: &Settings) -> Finding {
+    let h = &settings.http;
+    match (h.listen, h.tokens.len()) {
+        (None, 0) => finding(Level::Ok, "http", "off (http.listen is empty)"),
+        (None, _) => finding(
+            Level::Warn,
+            "http",
+            "tokens for prompts over HTTP are set, but http.listen is empty: nothing is served",
+        ),
+        (Some(addr), 0) => finding(
+            Level::Ok,
+            "http",
+            format!("{addr}: /healthz, /readyz, /metrics; prompts over HTTP refused (no http.token_file or http-token credential)"),
+        ),
+        (Some(addr), n) => finding(
+            Level::Ok,
+            "http",
+            format!("{addr}: /healthz, /readyz, /metrics, and prompts over HTTP for {n} token(s), {} a minute each", h.prompts_per_minute),
+        ),
+    }
 }
 
 /// Where a command name is found on `PATH`, or the path itself.

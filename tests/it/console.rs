@@ -48,6 +48,36 @@ fn console_answers_every_line_as_json_and_exits_zero() {
 }
 
 #[test]
+fn the_console_adds_and_lists_schedules_and_they_outlive_it() {
+    let env = TestEnv::new();
+    let (status, out, err) = console(
+        &env,
+        "!schedule add \"0 9 * * 1-5\" run the tests\n!schedule add \"0 9 * *\" x\n",
+        &[],
+    );
+    assert!(status.success(), "{err}");
+    let replies = json_lines(&out);
+    assert!(
+        replies[0]["reply"]
+            .as_str()
+            .is_some_and(|r| r.starts_with("⏰ Schedule #1 added: `0 9 * * 1-5`")),
+        "{out}"
+    );
+    assert_eq!(replies[1]["is_error"], true, "{out}");
+    // Kept in the store: the next console sees it.
+    let (status, out, err) = console(&env, "!schedule\n", &[]);
+    assert!(status.success(), "{err}");
+    let list = json_lines(&out)[0]["reply"]
+        .as_str()
+        .unwrap_or_default()
+        .to_string();
+    assert!(
+        list.contains("#1 `0 9 * * 1-5`") && list.contains("run the tests"),
+        "{list}"
+    );
+}
+
+#[test]
 fn console_text_mode_prints_replies_and_progress() {
     let env = TestEnv::new();
     let overlay = env.overlay("", "");
@@ -267,8 +297,14 @@ fn durations_too_large_for_a_clock_are_refused_naming_the_key() {
 #[test]
 fn invalid_settings_fail_at_start_naming_the_key() {
     let env = TestEnv::new();
-    let cases: [(&str, &str, &str); 12] = [
+    let cases: [(&str, &str, &str); 18] = [
         ("", "[http]\nlisten = \"0.0.0.0:9464\"", "http.listen"),
+        ("", "[http]\ntoken_file = \"/nonexistent/tokens\"", "http.token_file"),
+        ("", "[http]\nmax_body_bytes = 10", "http.max_body_bytes"),
+        ("", "[http]\nprompts_per_minute = 0", "http.prompts_per_minute"),
+        ("", "[schedules]\ntimezone = \"Mars/Olympus\"", "timezone"),
+        ("", "[schedules]\nmin_interval_secs = 10", "schedules.min_interval_secs"),
+        ("", "[schedules]\ncatch_up = 10", "catch_up"),
         ("", "[http]\nlisten = \"localhost\"", "http.listen"),
         ("", "[limits]\nuser_daily_usd = -1", "limits.user_daily_usd"),
         ("", "[limits]\nuser_messages_per_hour = 1000001", "limits.user_messages_per_hour"),

@@ -299,6 +299,35 @@ fn check_passes_on_good_settings_and_says_what_it_found() {
     assert!(out.contains("warn  discord    no token"), "{out}");
 }
 
+#[test]
+fn check_says_what_http_serves_and_never_prints_a_token() {
+    let env = TestEnv::new();
+    let tokens = env.path("http-tokens");
+    std::fs::write(&tokens, "tok-HTTP-SECRET-1\n\ntok-HTTP-SECRET-2\n").expect("write");
+    let extra = format!(
+        "[access]\nallowed_users = [7]\n[http]\nlisten = \"127.0.0.1:9464\"\ntoken_file = \"{}\"\nprompts_per_minute = 30\n",
+        tokens.display()
+    );
+    let (ok, out) = check(&env, "", &extra, &[]);
+    assert!(ok, "{out}");
+    assert!(
+        out.contains("prompts over HTTP for 2 token(s), 30 a minute each"),
+        "{out}"
+    );
+    assert!(!out.contains("HTTP-SECRET"), "a token printed: {out}");
+    let (ok, out) = check(
+        &env,
+        "",
+        "[access]\nallowed_users = [7]\n[http]\nlisten = \"127.0.0.1:9464\"\n",
+        &[],
+    );
+    assert!(ok, "{out}");
+    assert!(
+        out.contains("prompts over HTTP refused (no http.token_file"),
+        "{out}"
+    );
+}
+
 /// Extra overlay, environment, expected output.
 type Case<'a> = (&'a str, Vec<(&'a str, &'a str)>, &'a str);
 

@@ -196,4 +196,32 @@ mod tests {
             (0, None)
         );
     }
+
+    #[test]
+    fn a_time_the_clock_skips_runs_when_it_jumps_and_a_repeated_hour_runs_once() {
+        let tz = Tz::Europe__Berlin;
+        let spec = Spec::parse("30 2 * * *", MIN, tz, 0).expect("spec");
+        let times = |from: &str| -> Vec<String> {
+            std::iter::successors(spec.next_after(ms(from), tz), |t| spec.next_after(*t, tz))
+                .take(3)
+                .map(|t| local_time(t, tz))
+                .collect()
+        };
+        assert_eq!(
+            times("2027-03-27T12:00:00Z"),
+            [
+                "Sun 28 Mar 03:00 CEST",
+                "Mon 29 Mar 02:30 CEST",
+                "Tue 30 Mar 02:30 CEST"
+            ]
+        );
+        assert_eq!(
+            times("2027-10-30T12:00:00Z"),
+            [
+                "Sun 31 Oct 02:30 CEST",
+                "Mon 1 Nov 02:30 CET",
+                "Tue 2 Nov 02:30 CET"
+            ]
+        );
+    }
 }
