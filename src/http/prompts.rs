@@ -80,12 +80,16 @@ impl Prompts {
 
     /// Which token `headers` carry, if one of ours.
     fn token_of(&self, headers: &HeaderMap) -> Option<usize> {
-        let given = headers
+        let (scheme, given) = headers
             .get(header::AUTHORIZATION)?
             .to_str()
             .ok()?
-            .strip_prefix("Bearer ")?
-            .trim();
+            .split_once(' ')?;
+        // The scheme is case-insensitive (RFC 9110).
+        if !scheme.eq_ignore_ascii_case("bearer") {
+            return None;
+        }
+        let given = given.trim();
         self.tokens
             .iter()
             .position(|t| same(t.expose_secret().as_bytes(), given.as_bytes()))

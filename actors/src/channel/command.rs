@@ -15,7 +15,7 @@ use super::queue::Pending;
 use super::{ChannelActor, EndReason};
 use crate::claude::PermissionMode;
 pub use crate::frontend::Command;
-use crate::frontend::{CancelReason, Origin, ReplyKind, ReplyTo, ScheduleAction};
+use crate::frontend::{CancelReason, Origin, ReplyKind, ReplyTo};
 use crate::store::{
     ClearRules, GetUsage, ListSpend, LoadRules, Overrides, ResetConversation, RetryInterrupted,
     SaveOverrides, StoreError,
@@ -34,7 +34,7 @@ pub(super) fn parse(text: &str, prefix: &str) -> Option<Command> {
             .trim_start()
             .get("schedule".len()..)
             .unwrap_or_default();
-        return schedule_action(after).map(Command::Schedule);
+        return super::scheduling::parse(after).map(Command::Schedule);
     }
     let arg: Vec<&str> = words.collect();
     let one = || (arg.len() == 1).then(|| arg[0].to_string());
@@ -63,59 +63,6 @@ pub(super) fn parse(text: &str, prefix: &str) -> Option<Command> {
         ("limits", 0) => Some(Command::Limits),
         ("limits", 2) if arg[0].eq_ignore_ascii_case("lift") => {
             crate::text::mentioned_user(arg[1]).map(Command::LiftLimits)
-        }
-        _ => None,
-    }
-}
-
-/// `schedule …` after its name: `add EXPR PROMPT` (EXPR in quotes or backticks, an `@daily`
-/// style name, or five fields), `list` (also nothing), `remove|pause|resume ID`.
-fn schedule_action(rest: &str) -> Option<ScheduleAction> {
-    let rest = rest.trim();
-    let (verb, args) = rest.split_once(char::is_whitespace).unwrap_or((rest, ""));
-    let args = args.trim();
-    let id = || {
-        args.trim_start_matches('#')
-            .parse::<u64>()
-            .ok()
-            .map(crate::ids::ScheduleId)
-    };
-    match verb.to_ascii_lowercase().as_str() {
-        "" | "list" if args.is_empty() => Some(ScheduleAction::List),
-        "remove" | "delete" => id().map(ScheduleAction::Remove),
-        "pause" => id().map(ScheduleAction::Pause),
-        "resume" => id().map(ScheduleAction::Resume),
-        "add" => {
-            let (cron, prompt) = if let Some(q) = args
-                .chars()
-                .next()
-                .filter(|c| matches!(c, '"' | '`' | '\''))
-            {
-                let inner = &args[1..];
-                let end = inner.find(q)?;
-                (&inner[..end], &inner[end + 1..])
-            } else if args.starts_with('@') {
-                args.split_once(char::is_whitespace).unwrap_or((args, ""))
-            } else {
-                // Five fields, then the prompt.
-                let mut cut = 0;
-                for (n, (i, _)) in args
-                    .match_indices(|c: char| !c.is_whitespace())
-                    .filter(|(i, _)| *i == 0 || args[..*i].ends_with(char::is_whitespace))
-                    .enumerate()
-                {
-                    if n == 5 {
-                        cut = i;
-                        break;
-                    }
-                    cut = args.len();
-                }
-                args.split_at(cut)
-            };
-            Some(ScheduleAction::Add {
-                cron: cron.trim().to_string(),
-                prompt: prompt.trim().to_string(),
-            })
         }
         _ => None,
     }
@@ -215,25 +162,6 @@ impl ChannelActor {
             Command::Schedule(action) => return self.schedule(action.clone(), origin, ctx),
         };
         self.reply(origin, ReplyKind::Command, text, false);
-    }
-
-    /// `schedule`: answered by the scheduler.
-    fn schedule(&mut self, action: ScheduleAction, origin: ReplyTo, ctx: &mut Context<Self>) {
-        let Some(schedules) = self.deps.schedules.clone() else {
-            let text = "Schedules are not available here.".to_string();
-            return self.reply(origin, ReplyKind::Command, text, true);
-        };
-        let asked = schedules.send(crate::schedule::ManageSchedules {
-            conversation: self.conversation.clone(),
-            channel_id: origin.channel_id(),
-            by: origin.author_id(),
-            action,
-        });
-        ctx.spawn(asked.into_actor(self).map(move |res, act, _| {
-            let (text, is_error) =
-                res.unwrap_or_else(|_| ("The scheduler has stopped.".to_string(), true));
-            act.reply(origin, ReplyKind::Command, text, is_error);
-        }));
     }
 
     /// The model the next run uses, and where that comes from.
@@ -557,52 +485,5 @@ mod tests {
             parse("!mode plan", "!"),
             Some(Command::Mode(Some("plan".into())))
         );
-    }
-
-    #[test]
-    fn schedule_commands_parse_with_the_expression_quoted_named_or_as_five_fields() {
-        use crate::ids::ScheduleId;
-        let add = |cron: &str, prompt: &str| {
-            Some(Command::Schedule(ScheduleAction::Add {
-                cron: cron.into(),
-                prompt: prompt.into(),
-            }))
-        };
-        assert_eq!(
-            parse("!schedule add \"0 9 * * 1-5\" run the tests", "!"),
-            add("0 9 * * 1-5", "run the tests")
-        );
-        assert_eq!(
-            parse("!schedule add `*/30 8-18 * * *` check CI", "!"),
-            add("*/30 8-18 * * *", "check CI")
-        );
-        assert_eq!(
-            parse("!schedule add 0 9 * * 1-5 run the tests", "!"),
-            add("0 9 * * 1-5", "run the tests")
-        );
-        assert_eq!(
-            parse("!schedule add @daily summarize", "!"),
-            add("@daily", "summarize")
-        );
-        // Too few fields: the scheduler says what is wrong.
-        assert_eq!(parse("!schedule add 0 9 *", "!"), add("0 9 *", ""));
-        assert_eq!(parse("!schedule add \"0 9 * *", "!"), None);
-        assert_eq!(
-            parse("!schedule", "!"),
-            Some(Command::Schedule(ScheduleAction::List))
-        );
-        assert_eq!(
-            parse("!schedule list", "!"),
-            Some(Command::Schedule(ScheduleAction::List))
-        );
-        assert_eq!(
-            parse("!schedule pause #3", "!"),
-            Some(Command::Schedule(ScheduleAction::Pause(ScheduleId(3))))
-        );
-        assert_eq!(
-            parse("!schedule remove 4", "!"),
-            Some(Command::Schedule(ScheduleAction::Remove(ScheduleId(4))))
-        );
-        assert_eq!(parse("!schedule remove four", "!"), None);
     }
 }

@@ -29,6 +29,7 @@ mod queue;
 mod relay;
 mod run_files;
 mod saving;
+mod scheduling;
 mod sessions;
 mod status;
 mod usage;

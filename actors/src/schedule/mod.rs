@@ -178,8 +178,13 @@ impl Scheduler {
         let tz = self.config.timezone;
         let catch_up = i64::try_from(self.config.catch_up.as_millis()).unwrap_or(i64::MAX);
         let mut due = Vec::new();
+        let profiles = &self.profiles;
         for (id, e) in &mut self.entries {
-            let Some(spec) = e.spec.as_ref().filter(|_| !e.firing && !e.schedule.paused) else {
+            // A channel no longer configured: its schedules wait (a run written now would
+            // have no conversation to go to).
+            let runnable =
+                !e.firing && !e.schedule.paused && profiles.contains_key(&e.schedule.profile_id);
+            let Some(spec) = e.spec.as_ref().filter(|_| runnable) else {
                 continue;
             };
             let (n, latest) = spec.due_between(e.schedule.checked_to_ms, now, tz, COUNT_CAP);
