@@ -326,6 +326,19 @@ fn check_says_what_http_serves_and_never_prints_a_token() {
         out.contains("prompts over HTTP refused (no http.token_file"),
         "{out}"
     );
+    // Or systemd's credential.
+    let creds = env.path("credentials");
+    std::fs::create_dir_all(&creds).expect("mkdir");
+    std::fs::write(creds.join("http-token"), "tok-HTTP-SECRET-3\n").expect("write");
+    let (ok, out) = check(
+        &env,
+        "",
+        "[access]\nallowed_users = [7]\n[http]\nlisten = \"127.0.0.1:9464\"\n",
+        &[("CREDENTIALS_DIRECTORY", creds.to_str().expect("utf-8"))],
+    );
+    assert!(ok, "{out}");
+    assert!(out.contains("prompts over HTTP for 1 token(s)"), "{out}");
+    assert!(!out.contains("HTTP-SECRET"), "a token printed: {out}");
 }
 
 /// Extra overlay, environment, expected output.
