@@ -663,3 +663,89 @@ async fn a_replys_files_are_kept_as_bytes_until_it_is_delivered() {
         .expect("count");
     assert_eq!(left, 0, "delivered: the bytes are not kept");
 }
+
+#[actix_rt::test]
+async fn prompts_of_the_services_own_are_idempotent_and_invisible_to_catch_up() {
+    use actors::store::{AcceptMessage, AcceptPrompt, Accepted, ListLastSeen, TakeUnfinished};
+    let dir = tempfile::tempdir().expect("tmp");
+    let store = start(&config(&dir));
+    store
+        .send(AcceptMessage(inbound(20, 2)))
+        .await
+        .expect("mailbox")
+        .expect("accept");
+    let prompt = |key: &str, text: &str| {
+        // Restored in order of acceptance, to the millisecond: these are accepted apart.
+        std::thread::sleep(Duration::from_millis(3));
+        let mut m = inbound(0, 2);
+        m.text = text.into();
+        m.via = actors::via::Via::Http {
+            author: "ci".into(),
+        };
+        store.send(AcceptPrompt {
+            key: key.into(),
+            inbound: m,
+            author: "ci".into(),
+        })
+    };
+    let Accepted::New(first) = prompt("k1", "build failed")
+        .await
+        .expect("mailbox")
+        .expect("accept")
+    else {
+        panic!("a new prompt")
+    };
+    let Accepted::New(second) = prompt("k2", "deploy failed")
+        .await
+        .expect("mailbox")
+        .expect("accept")
+    else {
+        panic!("a new prompt")
+    };
+    assert!(first.message_id.is_local() && second.message_id.is_local());
+    assert_ne!(first.message_id, second.message_id);
+    let again = prompt("k1", "build failed")
+        .await
+        .expect("mailbox")
+        .expect("accept");
+    assert_eq!(again, Accepted::Replayed(first.clone()));
+    let other = prompt("k1", "something else")
+        .await
+        .expect("mailbox")
+        .expect("accept");
+    assert!(matches!(other, Accepted::Conflict(r) if r.message_id == first.message_id));
+    // Catch-up starts after the newest Discord message, never after one of ours.
+    let last = store
+        .send(ListLastSeen)
+        .await
+        .expect("mailbox")
+        .expect("last");
+    assert_eq!(
+        last.iter().map(|l| l.message_id.get()).collect::<Vec<_>>(),
+        [20]
+    );
+    // Restored in the order they were accepted, with where they came from.
+    let unfinished = store
+        .send(TakeUnfinished)
+        .await
+        .expect("mailbox")
+        .expect("take");
+    let order: Vec<(u64, String)> = unfinished
+        .iter()
+        .map(|u| (u.inbound.message_id.get(), u.inbound.text.clone()))
+        .collect();
+    assert_eq!(
+        order,
+        [
+            (20, "message 20".to_string()),
+            (first.message_id.get(), "build failed".to_string()),
+            (second.message_id.get(), "deploy failed".to_string()),
+        ]
+    );
+    assert_eq!(
+        unfinished[1].inbound.via,
+        actors::via::Via::Http {
+            author: "ci".into()
+        }
+    );
+}
