@@ -2,6 +2,15 @@
 
 use std::time::{SystemTime, UNIX_EPOCH};
 
+/// Unix milliseconds `ms` as people read them in `tz`, in chrono's `format` (e.g.
+/// `%Y-%m-%d %H:%M %Z`); the number itself if it is no time.
+pub fn local_time(ms: i64, tz: chrono_tz::Tz, format: &str) -> String {
+    use chrono::TimeZone as _;
+    tz.timestamp_millis_opt(ms)
+        .single()
+        .map_or_else(|| ms.to_string(), |t| t.format(format).to_string())
+}
+
 /// Unix milliseconds now (0 if the clock is before 1970).
 pub fn unix_ms() -> i64 {
     SystemTime::now()

@@ -18,7 +18,7 @@ use actors::frontend::{Durability, Origin, SubmitMessage};
 use actors::ids::{MessageId, UserId};
 use actors::metrics::{HttpOutcome, Metric, RecordMetric};
 use actors::registry::{ChannelRegistry, CountChannels};
-use actors::store::{AcceptPrompt, Accepted, Inbound, PromptRecord, SessionStoreActor};
+use actors::store::{AcceptPrompt, Accepted, Inbound, InboxState, PromptRecord, SessionStoreActor};
 use actors::via::Via;
 use axum::body::Bytes;
 use axum::extract::rejection::BytesRejection;
@@ -190,7 +190,7 @@ fn record_json(r: &PromptRecord, replayed: bool) -> Value {
         "id": r.message_id.get().to_string(),
         "conversation": r.conversation,
         "author": r.author,
-        "state": r.state,
+        "state": r.state.map_or("pruned", InboxState::as_str),
         "accepted_at": at,
         "replayed": replayed,
     })

@@ -272,7 +272,7 @@ async fn a_prompt_over_http_is_answered_once_in_its_channel_and_its_key_again_ru
     let extra = prompt_settings(
         &env,
         port,
-        "max_body_bytes = 2048\nprompts_per_minute = 10\n",
+        "max_body_bytes = 2048\nprompts_per_minute = 12\n",
     );
     let child = spawn_run_with(&env, &server, &extra, Some("tok"), &[]);
     server.wait_ready(1).await;
@@ -318,6 +318,16 @@ async fn a_prompt_over_http_is_answered_once_in_its_channel_and_its_key_again_ru
         &serde_json::json!({"author": "ci"}),
     );
     assert_eq!(status, 400, "no content: {body}");
+    let bad_author = serde_json::json!({"content": "hi", "author": "<@&123> everyone"});
+    let (status, body) = post_prompt(port, "alpha", TOKEN, Some("k0"), &bad_author);
+    assert_eq!(status, 400, "a bad author: {body}");
+    assert!(
+        body["message"]
+            .as_str()
+            .unwrap_or_default()
+            .contains("`author`"),
+        "{body}"
+    );
     let big = serde_json::json!({"content": "x".repeat(4000), "author": "ci"});
     let (status, body) = post_prompt(port, "alpha", TOKEN, Some("k0"), &big);
     assert_eq!(
@@ -387,7 +397,7 @@ async fn a_prompt_over_http_is_answered_once_in_its_channel_and_its_key_again_ru
 
     // A rate limit per token: the other token's minute runs out, this one's does not.
     let mut limited = None;
-    for i in 0..12 {
+    for i in 0..14 {
         let (status, body) = post_prompt(
             port,
             "nowhere",
@@ -402,7 +412,7 @@ async fn a_prompt_over_http_is_answered_once_in_its_channel_and_its_key_again_ru
         assert_eq!(status, 404);
     }
     let (i, body) = limited.expect("a 429");
-    assert_eq!(i, 10, "ten a minute: {body}");
+    assert_eq!(i, 12, "twelve a minute: {body}");
     assert_eq!(body["error"], "rate_limited");
     let (status, _) = post_prompt(port, "nowhere", TOKEN, Some("r"), &prompt);
     assert_eq!(status, 404, "the first token still has room");
@@ -421,7 +431,7 @@ async fn a_prompt_over_http_is_answered_once_in_its_channel_and_its_key_again_ru
         "{metrics}"
     );
     assert!(prompts("replayed") >= 2.0, "{metrics}");
-    assert!(prompts("refused") >= 18.0, "{metrics}");
+    assert!(prompts("refused") >= 21.0, "{metrics}");
 
     let out = stop_with(child, Signal::SIGTERM).await;
     let logs =
@@ -478,6 +488,20 @@ async fn a_prompt_over_http_accepted_before_a_kill_9_is_answered_once_after_the_
         "{:?}",
         env.prompts()
     );
+    // Text that looks like a command is a prompt all the same: `!new` resets nothing.
+    let command = serde_json::json!({"content": "!new", "author": "ci"});
+    let (status, body) = post_prompt(port, "alpha", TOKEN, Some("looks-like-a-command"), &command);
+    assert_eq!(status, 202, "{body}");
+    server
+        .wait("the answer to !new", |s| {
+            !http_answers(s, ALPHA, "!new").is_empty()
+        })
+        .await;
+    assert!(
+        env.prompts().iter().any(|p| p == "!new"),
+        "{:?}",
+        env.prompts()
+    );
     stop_with(child, Signal::SIGTERM).await;
 }
 
@@ -493,7 +517,8 @@ async fn a_permission_request_of_a_prompt_over_http_asks_the_approvers_and_their
     ready(port, true).await;
     let file = env.path("proj/from-ci");
     let content = format!("TOOL:touch {}", file.display());
-    let prompt = serde_json::json!({"content": content, "author": "ci"});
+    // No `author`: the answer says `http`.
+    let prompt = serde_json::json!({"content": content});
     let (status, body) = post_prompt(port, "alpha", TOKEN, Some("tool-1"), &prompt);
     assert_eq!(status, 202, "{body}");
     let asked = server
@@ -523,7 +548,7 @@ async fn a_permission_request_of_a_prompt_over_http_asks_the_approvers_and_their
             s.posts(ALPHA).iter().any(|r| {
                 r.body["content"]
                     .as_str()
-                    .is_some_and(|t| t.starts_with("📨 From `ci` over HTTP:"))
+                    .is_some_and(|t| t.starts_with("📨 From `http` over HTTP:"))
             })
         })
         .await;

@@ -220,12 +220,24 @@ async fn a_schedule_runs_at_its_minute_once_survives_restarts_and_catches_up_onc
     tokio::time::sleep(Duration::from_secs(1)).await;
     assert_eq!(d.runs_of("morning check"), 4);
 
-    // Paused: its time passes without a run; removed: gone.
+    // Paused: its time passes without a run, and resuming does not run it; the next does.
     let paused = d.command(ALICE, "!schedule pause 1").await;
     assert!(paused.contains("#1 paused"), "{paused}");
     d.at("2026-12-14T08:00:00Z");
     tokio::time::sleep(Duration::from_millis(1500)).await;
     assert_eq!(d.runs_of("morning check"), 4);
+    d.at("2026-12-14T08:20:00Z");
+    let resumed = d.command(ALICE, "!schedule resume 1").await;
+    assert!(resumed.contains("#1 resumed"), "{resumed}");
+    tokio::time::sleep(Duration::from_millis(1500)).await;
+    assert_eq!(
+        d.runs_of("morning check"),
+        4,
+        "the paused time does not run"
+    );
+    d.at("2026-12-15T08:00:00Z");
+    d.answered(5).await;
+    // Removed: gone.
     let removed = d.command(ALICE, "!schedule remove 1").await;
     assert!(removed.contains("#1 removed"), "{removed}");
     let list = d.command(ALICE, "!schedule list").await;
@@ -309,5 +321,46 @@ async fn a_scheduled_run_queued_before_a_kill_9_is_answered_once_after_the_resta
     tokio::time::sleep(Duration::from_millis(1500)).await;
     assert_eq!(d.runs_of("nightly report"), 1, "{:?}", d.env.prompts());
     assert_eq!(d.posts_starting("⏰ Scheduled prompt #1").len(), 1);
+    stop_with(child, Signal::SIGTERM).await;
+}
+
+#[actix_rt::test]
+async fn a_schedule_runs_as_its_maker_so_their_limits_apply() {
+    let mut d = Deployment::new().await;
+    d.extra.push_str("[limits]\nuser_messages_per_hour = 1\n");
+    d.at("2026-12-07T07:58:00Z");
+    let child = d.start().await;
+    let added = d
+        .command(ALICE, "!schedule add \"0 9 * * *\" morning check")
+        .await;
+    assert!(added.contains("Schedule #1 added"), "{added}");
+    // Alice's one message of the hour.
+    let mine = d.server.say(ALPHA, ALICE, "my own question");
+    let mine = mine.to_string();
+    d.server
+        .post_where(ALPHA, "Alice's answer", |r| {
+            r.body["message_reference"]["message_id"].as_str() == Some(mine.as_str())
+        })
+        .await;
+    d.at("2026-12-07T08:00:00Z");
+    let refused = d
+        .server
+        .post_where(ALPHA, "the refusal", |r| {
+            r.body["content"]
+                .as_str()
+                .is_some_and(|t| t.starts_with("Not run:"))
+        })
+        .await;
+    let text = refused.body["content"].as_str().unwrap_or_default();
+    assert!(
+        text.contains(&format!("<@{ALICE}>, your message limit")),
+        "{text}"
+    );
+    assert!(
+        refused.body["message_reference"].is_null(),
+        "{}",
+        refused.body
+    );
+    assert_eq!(d.runs_of("morning check"), 0);
     stop_with(child, Signal::SIGTERM).await;
 }

@@ -349,12 +349,7 @@ impl LimitsConfig {
 
     /// A time as the user is told it: in the limits' timezone.
     pub fn local_time(&self, at_ms: i64) -> String {
-        let at = self.timezone.from_utc_datetime(
-            &DateTime::<Utc>::from_timestamp_millis(at_ms)
-                .unwrap_or_default()
-                .naive_utc(),
-        );
-        at.format("%Y-%m-%d %H:%M %Z").to_string()
+        crate::time::local_time(at_ms, self.timezone, "%Y-%m-%d %H:%M %Z")
     }
 
     /// What the author of a refused message is told.
@@ -558,6 +553,45 @@ mod tests {
                 && d.contains("$1.00 per day")
                 && d.contains("2 message(s) per hour"),
             "{d}"
+        );
+    }
+
+    #[test]
+    fn no_person_asked_so_only_the_channels_limits_apply() {
+        let config = LimitsConfig {
+            channel_messages_per_hour: 3,
+            ..berlin()
+        };
+        let limits = Limits::new(config, Ledger::default());
+        let channel = ChannelId(1);
+        for _ in 0..2 {
+            limits.ran(UserId::NOBODY, channel, NOW - 60_000);
+        }
+        // Two messages in the hour: a person would be at their limit of two, no one is not.
+        assert_eq!(
+            limits.check(UserId(7), channel, NOW).map(|r| r.kind),
+            None,
+            "Alice ran none herself"
+        );
+        limits.ran(UserId(7), channel, NOW - 60_000);
+        limits.ran(UserId(7), channel, NOW - 30_000);
+        assert_eq!(
+            limits.check(UserId(7), channel, NOW).map(|r| r.kind),
+            Some(LimitKind::UserRate)
+        );
+        // Four in the channel now: over its three, for everyone, HTTP included.
+        assert_eq!(
+            limits.check(UserId::NOBODY, channel, NOW).map(|r| r.kind),
+            Some(LimitKind::ChannelRate)
+        );
+        let under = Limits::new(berlin(), Ledger::default());
+        for _ in 0..5 {
+            under.ran(UserId::NOBODY, channel, NOW - 60_000);
+        }
+        assert_eq!(
+            under.check(UserId::NOBODY, channel, NOW),
+            None,
+            "no personal limit"
         );
     }
 }

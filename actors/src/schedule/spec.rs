@@ -121,10 +121,7 @@ impl Spec {
 
 /// `ms` as people read it in `tz`: `Mon 8 Dec 09:00 CET`.
 pub fn local_time(ms: i64, tz: Tz) -> String {
-    tz.timestamp_millis_opt(ms).single().map_or_else(
-        || ms.to_string(),
-        |t| t.format("%a %-d %b %H:%M %Z").to_string(),
-    )
+    crate::time::local_time(ms, tz, "%a %-d %b %H:%M %Z")
 }
 
 #[cfg(test)]

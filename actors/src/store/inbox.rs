@@ -93,7 +93,19 @@ pub enum InboxState {
 }
 
 impl InboxState {
-    fn as_str(self) -> &'static str {
+    /// Every state.
+    const ALL: [Self; 7] = [
+        Self::Queued,
+        Self::Running,
+        Self::Answered,
+        Self::Failed,
+        Self::Skipped,
+        Self::Interrupted,
+        Self::Refused,
+    ];
+
+    /// Its name, as the store keeps it.
+    pub fn as_str(self) -> &'static str {
         match self {
             Self::Queued => "queued",
             Self::Running => "running",
@@ -243,14 +255,17 @@ pub(super) fn next_local_id(conn: &Connection) -> rusqlite::Result<MessageId> {
     Ok(MessageId::local(u64::try_from(n).unwrap_or(0)))
 }
 
-/// The state of an inbox row, if it is there.
+/// The state of an inbox row, if it is there (a name this version does not know reads as
+/// none).
 pub(super) fn state_of(
     conn: &Connection,
     message_id: MessageId,
-) -> rusqlite::Result<Option<String>> {
-    conn.prepare_cached("SELECT state FROM inbox WHERE message_id = ?1")?
+) -> rusqlite::Result<Option<InboxState>> {
+    let name: Option<String> = conn
+        .prepare_cached("SELECT state FROM inbox WHERE message_id = ?1")?
         .query_row([to_sql_id(message_id)], |r| r.get(0))
-        .optional()
+        .optional()?;
+    Ok(name.and_then(|n| InboxState::ALL.into_iter().find(|s| s.as_str() == n)))
 }
 
 impl Handler<AcceptMessage> for SessionStoreActor {

@@ -7,7 +7,7 @@ use actix::{Handler, Message};
 use rusqlite::{params, OptionalExtension, Transaction};
 
 use super::inbox::{insert, next_local_id, state_of};
-use super::{from_sql_id, to_sql_id, Inbound, SessionStoreActor, StoreError};
+use super::{from_sql_id, to_sql_id, Inbound, InboxState, SessionStoreActor, StoreError};
 use crate::ids::MessageId;
 use crate::time::unix_ms;
 
@@ -46,8 +46,8 @@ pub struct PromptRecord {
     pub author: String,
     /// When it was first accepted (unix ms).
     pub accepted_at_ms: i64,
-    /// Its inbox state now (`queued`, `running`, `answered`, …; `pruned` once forgotten).
-    pub state: String,
+    /// Its inbox state now; `None` once its row was pruned.
+    pub state: Option<InboxState>,
 }
 
 impl Handler<AcceptPrompt> for SessionStoreActor {
@@ -90,7 +90,7 @@ fn accept(tx: &Transaction<'_>, msg: AcceptPrompt) -> rusqlite::Result<Accepted>
             conversation,
             author,
             accepted_at_ms: at,
-            state: state_of(tx, message_id)?.unwrap_or_else(|| "pruned".into()),
+            state: state_of(tx, message_id)?,
         };
         return Ok(if same {
             Accepted::Replayed(record)
@@ -119,6 +119,6 @@ fn accept(tx: &Transaction<'_>, msg: AcceptPrompt) -> rusqlite::Result<Accepted>
         conversation: inbound.conversation,
         author: msg.author,
         accepted_at_ms: now,
-        state: "queued".into(),
+        state: Some(InboxState::Queued),
     }))
 }

@@ -7,7 +7,7 @@ use actix::{Handler, Message};
 use rusqlite::{params, Connection, OptionalExtension, Row};
 
 use super::inbox::{insert, next_local_id, state_of};
-use super::{from_sql_id, to_sql_id, Inbound, SessionStoreActor, StoreError};
+use super::{from_sql_id, to_sql_id, Inbound, InboxState, SessionStoreActor, StoreError};
 use crate::ids::{ChannelId, ConversationId, MessageId, ScheduleId, UserId};
 use crate::via::Via;
 
@@ -282,8 +282,8 @@ fn fire(tx: &Connection, msg: &FireSchedule) -> rusqlite::Result<Option<Fired>> 
     // Never two runs of one schedule waiting at once.
     let still_waiting = match last {
         Some(m) => matches!(
-            state_of(tx, from_sql_id(m))?.as_deref(),
-            Some("queued" | "running")
+            state_of(tx, from_sql_id(m))?,
+            Some(InboxState::Queued | InboxState::Running)
         ),
         None => false,
     };

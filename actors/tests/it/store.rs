@@ -748,4 +748,38 @@ async fn prompts_of_the_services_own_are_idempotent_and_invisible_to_catch_up() 
             author: "ci".into()
         }
     );
+    // An idempotency key lives as long as its prompt's row may: pruned with it.
+    for u in &unfinished {
+        store
+            .send(actors::store::MarkMessage {
+                message_id: u.inbound.message_id,
+                state: actors::store::InboxState::Running,
+            })
+            .await
+            .expect("mailbox")
+            .expect("running");
+        store
+            .send(actors::store::MarkMessage {
+                message_id: u.inbound.message_id,
+                state: actors::store::InboxState::Answered,
+            })
+            .await
+            .expect("mailbox")
+            .expect("answered");
+    }
+    store
+        .send(actors::store::PruneDelivered {
+            before_ms: actors::time::unix_ms() + 1000,
+        })
+        .await
+        .expect("mailbox")
+        .expect("prune");
+    let after = prompt("k1", "build failed")
+        .await
+        .expect("mailbox")
+        .expect("accept");
+    assert!(
+        matches!(&after, Accepted::New(r) if r.message_id != first.message_id),
+        "{after:?}"
+    );
 }
